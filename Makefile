@@ -1,0 +1,45 @@
+# The two commands first: `make run` and `make test`. Everything installs itself on first use.
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+NPM_STAMP := node_modules/.installed
+
+.PHONY: run test demo install models lint format contracts clean
+
+run: install models
+	$(PY) manage.py run_stack
+
+test: install models
+	$(PY) -m pytest
+
+demo: install
+	$(PY) manage.py demo_mint
+
+install: $(STAMP) $(NPM_STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+$(NPM_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $(NPM_STAMP)
+
+models: install
+	$(PY) manage.py build_reference_models
+
+contracts: $(NPM_STAMP)
+	node contracts/compile.js
+
+lint: install
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf var/run var/renders var/ipfs var/db.sqlite3

@@ -1,0 +1,13 @@
+from django.contrib import admin
+
+from chain.models import ChainCursor, Wallet
+
+
+@admin.register(ChainCursor)
+class ChainCursorAdmin(admin.ModelAdmin):
+    list_display = ["collection", "block_number", "block_hash", "updated_at"]
+
+
+@admin.register(Wallet)
+class WalletAdmin(admin.ModelAdmin):
+    list_display = ["address", "chain_id", "next_nonce", "updated_at"]

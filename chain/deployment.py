@@ -1,0 +1,129 @@
+"""Deploying a collection's contract and registering the collection with the backend."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from eth_account import Account
+from web3 import Web3
+
+from chain.contract import ARTIFACT_PATH, deploy_contract
+from chain.models import Wallet
+from chain.wallets import publisher, seed_committer
+from generation.models import Collection
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CollectionSpec:
+    """What a new collection is made of; the defaults are the embedded demo collection."""
+
+    slug: str = "reference"
+    name: str = "Reference Collection"
+    symbol: str = "REF"
+    description: str = "Rendered on demand by the reference models (untrained, for testing)."
+    price_wei: int = 10**16
+    max_supply: int = 1000
+    confirmations: int = 2
+    model_dir: str = ""
+    clip_dir: str = ""
+    prompt_template: str = "a small abstract painting, token {token_id} of {collection}"
+    negative_prompt: str = "blurry"
+    style_prompt: str = "an abstract painting"
+    # The reference CLIP model is untrained, so its scores say nothing about style: the
+    # reference collection accepts every score. A real collection sets a real threshold.
+    clip_threshold: float = -1.0
+    steps: int = 4
+    guidance: float = 7.5
+    width: int = 64
+    height: int = 64
+    max_attempts: int = 3
+
+
+def deploy_collection(w3: Web3, deployer_key: str, spec: CollectionSpec) -> Collection:
+    """Deploy the contract with roles for this backend's committer and publisher, and record it."""
+    chain_id = w3.eth.chain_id
+    admin = Account.from_key(deployer_key)
+    address, block = deploy_contract(
+        w3,
+        deployer_key,
+        name=spec.name,
+        symbol=spec.symbol,
+        price_wei=spec.price_wei,
+        max_supply=spec.max_supply,
+        admin=admin.address,
+    )
+    _grant_roles(w3, deployer_key, address, chain_id)
+    models_dir = Path(settings.REFERENCE_MODELS_DIR)
+    collection = Collection.objects.create(
+        slug=spec.slug,
+        name=spec.name,
+        description=spec.description,
+        chain_id=chain_id,
+        contract_address=address,
+        deployment_block=block,
+        confirmations=spec.confirmations,
+        model_dir=spec.model_dir or str(models_dir / "diffusion"),
+        clip_dir=spec.clip_dir or str(models_dir / "clip"),
+        prompt_template=spec.prompt_template,
+        negative_prompt=spec.negative_prompt,
+        style_prompt=spec.style_prompt,
+        clip_threshold=spec.clip_threshold,
+        steps=spec.steps,
+        guidance=spec.guidance,
+        width=spec.width,
+        height=spec.height,
+        max_attempts=spec.max_attempts,
+    )
+    log.info("deployed %s at %s in block %d", spec.slug, address, block)
+    return collection
+
+
+def _grant_roles(w3: Web3, deployer_key: str, address: str, chain_id: int) -> None:
+    from chain.contract import bind
+    from chain.sender import send_transaction
+
+    contract = bind(w3, address)
+    admin = Account.from_key(deployer_key)
+    for role_name, account in (
+        ("SEED_COMMITTER_ROLE", seed_committer(chain_id)),
+        ("PUBLISHER_ROLE", publisher(chain_id)),
+    ):
+        role = getattr(contract.functions, role_name)().call()
+        if not contract.functions.hasRole(role, account.address).call():
+            send_transaction(w3, admin, contract.functions.grantRole(role, account.address))
+
+
+def forget_chain(chain_id: int) -> int:
+    """Drop what the database holds about a chain that was reset (the embedded anvil only)."""
+    if chain_id != settings.EMBEDDED_CHAIN_ID:
+        raise ValueError(f"refusing to forget chain {chain_id}: only the embedded chain resets")
+    with transaction.atomic():
+        count, _ = Collection.objects.filter(chain_id=chain_id).delete()
+        Wallet.objects.filter(chain_id=chain_id).delete()
+    return count
+
+
+def write_deployment_file(collection: Collection, *, rpc_url: str, extra: dict[str, Any]) -> dict:
+    info = {
+        "rpc_url": rpc_url,
+        "chain_id": collection.chain_id,
+        "contract_address": collection.contract_address,
+        "deployment_block": collection.deployment_block,
+        "collection": collection.slug,
+        "web_url": settings.WEB_URL,
+        "ipfs_gateway_url": settings.IPFS_GATEWAY_URL,
+        "abi_path": str(ARTIFACT_PATH),
+        **extra,
+    }
+    path = Path(settings.DEPLOYMENT_FILE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(info, indent=2) + "\n")
+    return info

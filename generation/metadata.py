@@ -1,0 +1,59 @@
+"""Token metadata: ERC-721 / OpenSea fields plus the provenance of every parameter.
+
+The bytes are canonical JSON (sorted keys, compact separators, UTF-8), so the on-chain sha256
+digest of the metadata, and hence its CID, can be recomputed by anyone from the same fields.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import metadata as importlib_metadata
+from typing import Any
+
+from generation.models import Token
+
+SOFTWARE = "mint-on-demand"
+
+
+def canonical_json(value: Any) -> bytes:
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def software_versions() -> dict[str, str]:
+    versions = {}
+    for dist in (SOFTWARE, "diffusers", "open-clip-torch", "torch", "transformers"):
+        try:
+            versions[dist] = importlib_metadata.version(dist)
+        except importlib_metadata.PackageNotFoundError:
+            versions[dist] = "unknown"
+    return versions
+
+
+def build_metadata(token: Token, image_cid: str) -> dict[str, Any]:
+    """The metadata document of a rendered, verified token whose image is pinned."""
+    collection = token.collection
+    record = token.render_record
+    return {
+        "name": f"{collection.name} #{token.token_id}",
+        "description": collection.description,
+        "image": f"ipfs://{image_cid}",
+        "attributes": [],
+        "provenance": {
+            "chain_id": collection.chain_id,
+            "contract": collection.contract_address,
+            "token_id": str(token.token_id),
+            "mint_tx": token.mint_tx_hash,
+            "mint_block_number": token.mint_block_number,
+            "mint_block_hash": token.mint_block_hash,
+            "seed": token.seed,
+            "seed_scheme": "keccak256(abi.encodePacked(bytes32 mintBlockHash, uint256 tokenId))",
+            "attempt": record["attempt"],
+            "torch_seed": str(record["torch_seed"]),
+            "model": record["model"],
+            "render": record["render"],
+            "clip": record["clip"],
+            "software": record["software"],
+        },
+    }

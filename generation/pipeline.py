@@ -1,0 +1,243 @@
+"""The stages after a seed is committed, as plain functions the actors in tasks.py call.
+
+Each stage claims the token with a conditional UPDATE on its status, so a redelivered message
+finds nothing to do, and each writes its result only while the token is still where the stage
+left it. Expected failures raise ``PipelineError`` and end the token FAILED with the reason;
+nothing is pinned or published for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+
+from generation.metadata import build_metadata, canonical_json, software_versions
+from generation.models import Token
+
+log = logging.getLogger(__name__)
+Status = Token.Status
+
+
+class PipelineError(Exception):
+    """A failure that retrying will not fix: bad configuration, a missing model, a bad CID."""
+
+
+class RenderFailed(PipelineError, RuntimeError):
+    pass
+
+
+class PinFailed(PipelineError, RuntimeError):
+    pass
+
+
+class PublishFailed(PipelineError, RuntimeError):
+    pass
+
+
+def mark_failed(token_pk: int, reason: str) -> bool:
+    """FAILED with ``reason``, unless the token is already published or final."""
+    updated = (
+        Token.objects.filter(pk=token_pk)
+        .exclude(status__in=[Status.PUBLISHED, Status.FINAL, Status.REORGED])
+        .update(status=Status.FAILED, failure_reason=reason[:2000])
+    )
+    if updated:
+        log.error("token pk=%d FAILED: %s", token_pk, reason)
+    return bool(updated)
+
+
+def render_cache_path(token: Token, attempt: int) -> Path:
+    return (
+        Path(settings.RENDER_CACHE_DIR) / token.collection.slug / f"{token.token_id}-{attempt}.png"
+    )
+
+
+def run_render(token_pk: int) -> str | None:
+    """Render and CLIP-check a token, re-rendering with attempt+1 while the gate rejects it.
+
+    Returns the token's new status, or None when another delivery already has it.
+    """
+    from generation.clip_gate import check_image, get_scorer
+    from generation.rendering import RenderParams, get_renderer, png_bytes, torch_seed_for
+
+    claimed = Token.objects.filter(
+        pk=token_pk, status__in=[Status.SEED_COMMITTED, Status.RENDERING]
+    ).update(status=Status.RENDERING)
+    if claimed != 1:
+        return None
+    token = Token.objects.select_related("collection").get(pk=token_pk)
+    collection = token.collection
+    try:
+        prompt = collection.prompt_template.format(
+            token_id=token.token_id, collection=collection.name
+        )
+    except (KeyError, IndexError, ValueError) as exc:
+        raise RenderFailed(f"prompt template cannot be filled: {exc!r}") from exc
+    try:
+        renderer = get_renderer(collection.model_path(), settings.RENDER_DEVICE)
+    except Exception as exc:  # diffusers raises many kinds for a missing or corrupt model
+        raise RenderFailed(
+            f"cannot load the diffusion model at {collection.model_path()}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    try:
+        scorer = get_scorer(collection.clip_path(), settings.RENDER_DEVICE)
+    except Exception as exc:  # open_clip, likewise
+        raise RenderFailed(
+            f"cannot load the CLIP model at {collection.clip_path()}: {type(exc).__name__}: {exc}"
+        ) from exc
+
+    params = RenderParams(
+        prompt=prompt,
+        negative_prompt=collection.negative_prompt,
+        steps=collection.steps,
+        guidance=collection.guidance,
+        width=collection.width,
+        height=collection.height,
+    )
+    seed = bytes.fromhex(token.seed.removeprefix("0x"))
+    reasons: list[str] = []
+    for attempt in range(token.attempt, collection.max_attempts):
+        try:
+            image = renderer.render(params, seed, attempt)
+        except (RuntimeError, ValueError) as exc:
+            raise RenderFailed(f"rendering failed: {type(exc).__name__}: {exc}") from exc
+        gate = check_image(scorer, image, collection.style_prompt, collection.clip_threshold)
+        clip = {
+            "model_fingerprint": scorer.fingerprint,
+            "scores": gate.scores,
+            "thresholds": gate.thresholds,
+        }
+        if not gate.passed:
+            reasons = gate.reasons
+            log.info("%s attempt %d rejected by the CLIP gate: %s", token, attempt, reasons)
+            Token.objects.filter(pk=token_pk, status=Status.RENDERING).update(
+                attempt=attempt + 1, clip_scores=clip
+            )
+            continue
+        data = png_bytes(image)
+        path = render_cache_path(token, attempt)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+        record = {
+            "attempt": attempt,
+            "torch_seed": torch_seed_for(seed, attempt),
+            "model": {"fingerprint": renderer.fingerprint, "scheduler": renderer.scheduler_name},
+            "render": {
+                "prompt": params.prompt,
+                "negative_prompt": params.negative_prompt,
+                "steps": params.steps,
+                "guidance": params.guidance,
+                "width": params.width,
+                "height": params.height,
+            },
+            "clip": clip,
+            "software": software_versions(),
+        }
+        Token.objects.filter(pk=token_pk, status=Status.RENDERING).update(
+            status=Status.RENDERED,
+            attempt=attempt,
+            image_sha256=hashlib.sha256(data).hexdigest(),
+            clip_scores=clip,
+            render_record=record,
+        )
+        return Status.RENDERED
+    Token.objects.filter(pk=token_pk, status=Status.RENDERING).update(
+        status=Status.NEEDS_REVIEW,
+        failure_reason=f"CLIP gate rejected all {collection.max_attempts} attempts; last: "
+        + "; ".join(reasons),
+    )
+    return Status.NEEDS_REVIEW
+
+
+def run_pin(token_pk: int) -> str | None:
+    """Pin the image, then the metadata naming it; both CIDs are checked against the bytes."""
+    from generation.ipfs import LocalStore, compute_cid
+
+    token = (
+        Token.objects.select_related("collection")
+        .filter(pk=token_pk, status=Status.RENDERED)
+        .first()
+    )
+    if token is None:
+        return None
+    path = render_cache_path(token, token.attempt)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise PinFailed(f"the rendered image {path} cannot be read: {exc}") from exc
+    if hashlib.sha256(data).hexdigest() != token.image_sha256:
+        raise PinFailed(f"the rendered image {path} does not hash to {token.image_sha256}")
+    store = LocalStore(Path(settings.IPFS_STORE_DIR))
+    image_cid = _pin(store, data, compute_cid)
+    metadata = canonical_json(build_metadata(token, image_cid))
+    metadata_cid = _pin(store, metadata, compute_cid)
+    updated = Token.objects.filter(pk=token_pk, status=Status.RENDERED).update(
+        status=Status.PINNED,
+        image_cid=image_cid,
+        metadata_cid=metadata_cid,
+        metadata_sha256=hashlib.sha256(metadata).hexdigest(),
+    )
+    return Status.PINNED if updated else None
+
+
+def _pin(store, data: bytes, compute_cid) -> str:  # type: ignore[no-untyped-def]
+    cid = store.add(data)
+    expected = compute_cid(data)
+    if cid != expected:
+        raise PinFailed(f"the store returned CID {cid}, the bytes give {expected}")
+    return cid
+
+
+def run_publish(token_pk: int) -> str | None:
+    """Set the metadata digest on-chain and check that tokenURI now names our metadata."""
+    from chain import wallets
+    from chain.contract import bind
+    from chain.rpc import connect
+    from chain.sender import send_transaction
+
+    claimed = Token.objects.filter(
+        pk=token_pk, status__in=[Status.PINNED, Status.PUBLISHING]
+    ).update(status=Status.PUBLISHING)
+    if claimed != 1:
+        return None
+    token = Token.objects.select_related("collection").get(pk=token_pk)
+    collection = token.collection
+    w3 = connect()
+    if w3.eth.chain_id != collection.chain_id:
+        raise PublishFailed(
+            f"RPC {settings.RPC_URL} serves chain {w3.eth.chain_id}, "
+            f"the collection is on {collection.chain_id}"
+        )
+    contract = bind(w3, collection.contract_address)
+    digest = bytes.fromhex(token.metadata_sha256)
+    on_chain = bytes(contract.functions.metadataDigestOf(token.token_id).call())
+    tx_hash, block = "", w3.eth.block_number
+    if on_chain == bytes(32):
+        receipt = send_transaction(
+            w3,
+            wallets.publisher(collection.chain_id),
+            contract.functions.publish([token.token_id], [digest]),
+        )
+        tx_hash, block = receipt["transactionHash"].to_0x_hex(), receipt["blockNumber"]
+    elif on_chain != digest:
+        raise PublishFailed(
+            f"the contract holds digest 0x{on_chain.hex()} for this token, ours is 0x{digest.hex()}"
+        )
+    uri = contract.functions.tokenURI(token.token_id).call()
+    if uri != token.token_uri:
+        raise PublishFailed(f"tokenURI is {uri!r} after publishing, expected {token.token_uri!r}")
+    with transaction.atomic():
+        Token.objects.filter(pk=token_pk, status=Status.PUBLISHING).update(
+            status=Status.PUBLISHED,
+            publish_tx_hash=tx_hash or token.publish_tx_hash,
+            publish_block_number=block,
+        )
+    log.info("%s published: %s", token, uri)
+    return Status.PUBLISHED

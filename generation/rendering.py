@@ -1,0 +1,126 @@
+"""Render a token's image from its on-chain seed with a diffusers pipeline.
+
+Randomness comes only from a CPU ``torch.Generator`` seeded by :func:`torch_seed_for`, so a
+re-render of the same (seed, attempt) on another machine gives the same image within a
+tolerance. diffusers documents that bit-exact output across hardware and library versions is
+not guaranteed; on one machine with one set of versions it is identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from generation.reference_models import model_fingerprint, quiet_progress_bars
+
+_SEED_MASK = (1 << 63) - 1
+
+
+def torch_seed_for(seed: bytes, attempt: int) -> int:
+    """Derive the ``torch.Generator`` seed for one render attempt.
+
+    ``int.from_bytes(sha256(seed || attempt.to_bytes(4, "big")).digest()[:8], "big") & (2**63 - 1)``
+
+    ``seed`` is the token's 32-byte on-chain seed; ``attempt`` counts re-renders after a
+    rejected image (0 for the first). The result is masked to 63 bits so it is a valid,
+    non-negative ``manual_seed`` on every platform.
+    """
+    if not isinstance(seed, bytes | bytearray):
+        raise TypeError(f"seed must be bytes, not {type(seed).__name__}")
+    if not 0 <= attempt < 2**32:
+        raise ValueError(f"attempt must fit in 4 unsigned bytes, got {attempt}")
+    digest = hashlib.sha256(bytes(seed) + attempt.to_bytes(4, "big")).digest()
+    return int.from_bytes(digest[:8], "big") & _SEED_MASK
+
+
+@dataclass(frozen=True)
+class RenderParams:
+    prompt: str
+    negative_prompt: str
+    steps: int
+    guidance: float
+    width: int
+    height: int
+
+
+class Renderer:
+    """A loaded ``StableDiffusionPipeline``; load once per worker process and reuse."""
+
+    def __init__(self, model_dir: Path, device: str | None = None) -> None:
+        from diffusers import StableDiffusionPipeline
+
+        model_dir = Path(model_dir)
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model_dir = model_dir
+        self.device = device
+        # Half precision only where the hardware is built for it; CPU kernels want float32.
+        self.dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        # The fingerprint is computed before loading, from the same bytes that get loaded.
+        self.fingerprint = model_fingerprint(model_dir)
+        quiet_progress_bars()
+        pipe = StableDiffusionPipeline.from_pretrained(
+            model_dir,
+            local_files_only=True,
+            # The CLIP gate is this project's filter; a checkpoint's own safety checker
+            # would blank images silently and is not part of the provenance record.
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+            # Said explicitly: without `accelerate` installed this is what diffusers does
+            # anyway, and saying so keeps it from warning on every load.
+            low_cpu_mem_usage=False,
+        )
+        pipe.set_progress_bar_config(disable=True)
+        # Weights load as stored (float32 for the reference models) and are cast here; the
+        # keyword for a load-time dtype changed name across diffusers releases.
+        self.pipe = pipe.to(device, self.dtype)
+        self.scheduler_name = type(pipe.scheduler).__name__
+
+    def render(self, params: RenderParams, seed: bytes, attempt: int) -> Image.Image:
+        # A CPU generator on every device: the noise is the part that must replay anywhere.
+        generator = torch.Generator(device="cpu").manual_seed(torch_seed_for(seed, attempt))
+        result = self.pipe(
+            prompt=params.prompt,
+            negative_prompt=params.negative_prompt or None,
+            num_inference_steps=params.steps,
+            guidance_scale=params.guidance,
+            width=params.width,
+            height=params.height,
+            generator=generator,
+            output_type="pil",
+        )
+        return result.images[0]
+
+
+_renderers: dict[tuple[Path, str | None], Renderer] = {}
+_renderers_lock = threading.Lock()
+
+
+def get_renderer(model_dir: Path, device: str | None = None) -> Renderer:
+    """Return this process's ``Renderer`` for ``model_dir``, loading it on first use."""
+    key = (Path(model_dir).resolve(), device)
+    with _renderers_lock:
+        renderer = _renderers.get(key)
+        if renderer is None:
+            renderer = _renderers[key] = Renderer(key[0], device)
+        return renderer
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """Encode ``image`` as PNG with no metadata chunks (no time, no text, no ICC profile).
+
+    The pixels are copied into a fresh image so nothing from ``image.info`` is written; the
+    same pixels and the same zlib give the same bytes.
+    """
+    rgb = image.convert("RGB")
+    clean = Image.frombytes("RGB", rgb.size, rgb.tobytes())
+    buf = io.BytesIO()
+    clean.save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()

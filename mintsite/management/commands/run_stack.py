@@ -1,0 +1,140 @@
+"""``manage.py run_stack`` (what ``make run`` calls): the whole stack on embedded defaults.
+
+Starts what is not configured (anvil with the contract deployed unless RPC_URL is set, the
+embedded broker unless REDIS_URL is set), migrates the database, then runs the web server, the
+chain listener and the Dramatiq workers until Ctrl-C or SIGTERM, and stops all it started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+from chain.anvil import Anvil, AnvilError, start_anvil
+from chain.deployment import CollectionSpec, deploy_collection, forget_chain, write_deployment_file
+from chain.rpc import connect
+from chain.wallets import ANVIL_KEYS, DEPLOYER
+from generation.models import Collection
+from mintsite.embedded_redis import EmbeddedRedisError, port_is_free, start_embedded_redis
+
+EMBEDDED_RPC_PORT = 8545
+
+
+class Command(BaseCommand):
+    help = "Run the whole stack (chain, broker, web, listener, workers) until Ctrl-C."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--block-time", type=float, default=1.0, help="embedded anvil")
+        parser.add_argument("--web-addr", default="127.0.0.1:8000")
+        parser.add_argument("--render-threads", type=int, default=1)
+        parser.add_argument("--io-threads", type=int, default=4)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        self.stopping = False
+        self.children: list[tuple[str, subprocess.Popen]] = []
+        self.anvil: Anvil | None = None
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        try:
+            self._run(options)
+        except (AnvilError, EmbeddedRedisError) as exc:
+            raise CommandError(str(exc)) from exc
+        finally:
+            self._stop_all()
+
+    def _run(self, options: dict[str, Any]) -> None:
+        env = dict(os.environ)
+        call_command("build_reference_models", verbosity=0)
+        call_command("migrate", interactive=False, verbosity=0)
+        call_command("collectstatic", interactive=False, verbosity=0)
+
+        if not os.environ.get("REDIS_URL"):
+            port = settings.EMBEDDED_REDIS_PORT
+            self.children.append(
+                ("broker", start_embedded_redis(port, Path(settings.RUN_DIR) / "redis"))
+            )
+            self.stdout.write(f"broker: embedded redis-server on 127.0.0.1:{port}")
+        env["REDIS_URL"] = settings.REDIS_URL
+
+        if os.environ.get("RPC_URL"):
+            rpc_url = settings.RPC_URL
+            collection = Collection.objects.filter(chain_id=connect(rpc_url).eth.chain_id).first()
+            if collection is None:
+                raise CommandError(
+                    f"no collection is registered for the chain at {rpc_url}: "
+                    "deploy one with `manage.py deploy_collection` first"
+                )
+        else:
+            if not port_is_free(EMBEDDED_RPC_PORT):
+                raise CommandError(
+                    f"port {EMBEDDED_RPC_PORT} is taken: is another `make run` going? "
+                    "Stop it, or set RPC_URL to use that chain"
+                )
+            self.anvil = start_anvil(port=EMBEDDED_RPC_PORT, block_time=options["block_time"])
+            rpc_url = self.anvil.rpc_url
+            w3 = connect(rpc_url)
+            stale = forget_chain(w3.eth.chain_id)
+            if stale:
+                self.stdout.write(f"the embedded chain starts empty: forgot {stale} collection(s)")
+            collection = deploy_collection(w3, ANVIL_KEYS[DEPLOYER], CollectionSpec())
+            env["RPC_URL"] = rpc_url
+        info = write_deployment_file(
+            collection, rpc_url=rpc_url, extra={"admin_url": f"{settings.WEB_URL}/admin/"}
+        )
+
+        manage = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py")]
+        shutdown_ms = "10000"
+        self._spawn(
+            "web", [*manage, "runserver", options["web_addr"], "--noreload", "--insecure"], env
+        )
+        self._spawn("listener", [*manage, "listen_chain"], env)
+        self._spawn(
+            "render-worker",
+            [*manage, "rundramatiq", "--processes", "1", "--threads", str(options["render_threads"]),
+             "--queues", "render", "--worker-shutdown-timeout", shutdown_ms],
+            env,
+        )  # fmt: skip
+        self._spawn(
+            "io-worker",
+            [*manage, "rundramatiq", "--processes", "1", "--threads", str(options["io_threads"]),
+             "--queues", "io", "--worker-shutdown-timeout", shutdown_ms],
+            env,
+        )  # fmt: skip
+        self.stdout.write(json.dumps(info, indent=2))
+        self.stdout.write(f"deployment written to {settings.DEPLOYMENT_FILE}")
+        self.stdout.write("stack is up; `make demo` mints a few tokens. Ctrl-C stops everything.")
+        while not self.stopping:
+            for name, process in self.children:
+                if process.poll() is not None:
+                    raise CommandError(f"{name} exited with status {process.returncode}; stopping")
+            time.sleep(0.5)
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        self.children.append((name, subprocess.Popen(argv, env=env)))
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.stopping = True
+
+    def _stop_all(self) -> None:
+        for _name, process in reversed(self.children):
+            if process.poll() is None:
+                process.terminate()
+        for _name, process in reversed(self.children):
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self.anvil is not None:
+            self.anvil.stop()
+        self.stdout.write(f"stopped {len(self.children) + bool(self.anvil)} processes")

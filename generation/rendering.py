@@ -76,11 +76,10 @@ class Renderer:
             # Said explicitly: without `accelerate` installed this is what diffusers does
             # anyway, and saying so keeps it from warning on every load.
             low_cpu_mem_usage=False,
+            **{_dtype_keyword(): self.dtype},
         )
         pipe.set_progress_bar_config(disable=True)
-        # Weights load as stored (float32 for the reference models) and are cast here; the
-        # keyword for a load-time dtype changed name across diffusers releases.
-        self.pipe = pipe.to(device, self.dtype)
+        self.pipe = pipe.to(device)
         self.scheduler_name = type(pipe.scheduler).__name__
 
     def render(self, params: RenderParams, seed: bytes, attempt: int) -> Image.Image:
@@ -97,6 +96,14 @@ class Renderer:
             output_type="pil",
         )
         return result.images[0]
+
+
+def _dtype_keyword() -> str:
+    # diffusers renamed from_pretrained's `torch_dtype` to `dtype` (the old name now warns);
+    # the releases that accept `dtype` are the ones that ship the helper resolving the two.
+    import diffusers.utils
+
+    return "dtype" if hasattr(diffusers.utils, "_resolve_dtype") else "torch_dtype"
 
 
 _renderers: dict[tuple[Path, str | None], Renderer] = {}

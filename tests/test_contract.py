@@ -38,7 +38,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PRICE = Web3.to_wei(0.01, "ether")
 MAX_SUPPLY = 5
 
-ADA, COLIN, MALLORY = ANVIL_ACCOUNTS
+ADA, COLIN, MALLORY = ANVIL_ACCOUNTS[:3]
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +134,7 @@ def test_it_keeps_committed_artifacts_equal_to_a_fresh_compile(tmp_path: Path) -
 
 def test_it_starts_anvil_with_the_default_accounts(w3: Web3) -> None:
     assert w3.eth.chain_id == 31337
-    assert w3.eth.accounts[:3] == [account.address for account in ANVIL_ACCOUNTS]
+    assert w3.eth.accounts[: len(ANVIL_ACCOUNTS)] == [a.address for a in ANVIL_ACCOUNTS]
     for account in ANVIL_ACCOUNTS:
         assert Account.from_key(account.private_key).address == account.address
 

@@ -26,7 +26,6 @@ from typing import Any
 
 import httpx
 import pytest
-from django.conf import settings
 from django.db import connection
 from eth_account import Account
 from eth_utils import keccak
@@ -34,12 +33,14 @@ from multiformats import CID, multihash
 from PIL import Image
 from web3 import Web3
 
-from chain.anvil import ANVIL_ACCOUNTS, Anvil, start_anvil
+from chain.anvil import ANVIL_ACCOUNTS, Anvil, free_port, start_anvil
 from chain.contract import bind, deploy_contract
 from chain.deployment import CollectionSpec, deploy_collection
 from generation.models import Collection, Token
 
-pytestmark = pytest.mark.e2e
+# django_db makes pytest-django create the test database; the stack fixture commits its rows
+# outside the per-test transaction, so every test sees them and none can undo them.
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOYER, COLLECTOR = ANVIL_ACCOUNTS[0], ANVIL_ACCOUNTS[3]
@@ -109,7 +110,6 @@ def _start(name: str, argv: list[str], env: dict[str, str], logs: Path) -> subpr
 def stack(
     django_db_setup: None,
     django_db_blocker: Any,
-    live_server: Any,
     redis_url: str,
     reference_models: Path,
     tmp_path_factory: pytest.TempPathFactory,
@@ -118,9 +118,7 @@ def stack(
     logs = tmp / "logs"
     logs.mkdir()
     store = tmp / "ipfs"
-    # The live server (this process) and the workers must share one store.
-    original_store = settings.IPFS_STORE_DIR
-    settings.IPFS_STORE_DIR = store
+    web_port = free_port()
     anvil = start_anvil(block_time=0.5)
     w3 = Web3(Web3.HTTPProvider(anvil.rpc_url))
     processes: list[subprocess.Popen] = []
@@ -152,8 +150,10 @@ def stack(
             "RENDER_CACHE_DIR": str(tmp / "renders"),
             "RENDER_DEVICE": "cpu",
             "CHAIN_POLL_INTERVAL": "0.25",
+            "WEB_URL": f"http://127.0.0.1:{web_port}",
         }
         processes = [
+            _start("web", ["runserver", f"127.0.0.1:{web_port}", "--noreload"], env, logs),
             _start("listener", ["listen_chain"], env, logs),
             _start(
                 "render-worker",
@@ -194,8 +194,8 @@ def stack(
             good=good,
             broken=broken,
             stranger=stranger,
-            gateway=f"{live_server.url}/ipfs",
-            web_url=live_server.url,
+            gateway=f"http://127.0.0.1:{web_port}/ipfs",
+            web_url=f"http://127.0.0.1:{web_port}",
             logs={p.name: p for p in logs.iterdir()},
         )
         try:
@@ -235,7 +235,6 @@ def stack(
                 except subprocess.TimeoutExpired:
                     p.kill()
             anvil.stop()
-            settings.IPFS_STORE_DIR = original_store
             Collection.objects.filter(pk__in=[good.pk, broken.pk]).delete()
 
 

@@ -128,7 +128,14 @@ def run_render(token_pk: int) -> str | None:
         record = {
             "attempt": attempt,
             "torch_seed": torch_seed_for(seed, attempt),
-            "model": {"fingerprint": renderer.fingerprint, "scheduler": renderer.scheduler_name},
+            "model": {
+                "fingerprint": renderer.fingerprint,
+                "scheduler": renderer.scheduler_name,
+                # A verifier re-rendering on another machine needs these: float16 on CUDA and
+                # float32 anywhere render visibly different images from the same seed.
+                "dtype": str(renderer.dtype).removeprefix("torch."),
+                "device": renderer.device,
+            },
             "render": {
                 "prompt": params.prompt,
                 "negative_prompt": params.negative_prompt,

@@ -32,6 +32,10 @@ def _account(configured: str | None, role: str, fallback: int, chain_id: int) ->
     return Account.from_key(ANVIL_KEYS[fallback])
 
 
+def deployer(chain_id: int) -> LocalAccount:
+    return _account(settings.DEPLOYER_KEY, "deployer", DEPLOYER, chain_id)
+
+
 def seed_committer(chain_id: int) -> LocalAccount:
     return _account(settings.SEED_COMMITTER_KEY, "seed_committer", SEED_COMMITTER, chain_id)
 

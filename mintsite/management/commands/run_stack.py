@@ -23,7 +23,7 @@ from django.core.management.base import BaseCommand, CommandError
 from chain.anvil import Anvil, AnvilError, start_anvil
 from chain.deployment import CollectionSpec, deploy_collection, forget_chain, write_deployment_file
 from chain.rpc import connect
-from chain.wallets import ANVIL_KEYS, DEPLOYER
+from chain.wallets import deployer
 from generation.models import Collection
 from mintsite.embedded_redis import EmbeddedRedisError, port_is_free, start_embedded_redis
 
@@ -86,7 +86,9 @@ class Command(BaseCommand):
             stale = forget_chain(w3.eth.chain_id)
             if stale:
                 self.stdout.write(f"the embedded chain starts empty: forgot {stale} collection(s)")
-            collection = deploy_collection(w3, ANVIL_KEYS[DEPLOYER], CollectionSpec())
+            collection = deploy_collection(
+                w3, deployer(w3.eth.chain_id).key.to_0x_hex(), CollectionSpec()
+            )
             env["RPC_URL"] = rpc_url
         info = write_deployment_file(
             collection, rpc_url=rpc_url, extra={"admin_url": f"{settings.WEB_URL}/admin/"}

@@ -1,0 +1,65 @@
+"""``manage.py deploy_collection``: deploy a collection's contract and register it.
+
+The deployer (``DEPLOYER_KEY``) becomes the contract's admin and grants the seed-committer and
+publisher roles to the accounts of ``SEED_COMMITTER_KEY`` and ``PUBLISHER_KEY``. On anvil's
+chain (31337) anvil's test accounts #0, #1 and #2 are used when the keys are not set.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+
+from chain import wallets
+from chain.deployment import CollectionSpec, deploy_collection, write_deployment_file
+from chain.errors import MissingKey
+from chain.rpc import connect
+from generation.models import Collection
+
+_DEFAULTS = CollectionSpec()
+
+
+class Command(BaseCommand):
+    help = "Deploy a MintOnDemand contract and register the collection with this backend."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--rpc-url", default=None, help="default: settings.RPC_URL")
+        for spec_field in fields(CollectionSpec):
+            default = getattr(_DEFAULTS, spec_field.name)
+            parser.add_argument(
+                "--" + spec_field.name.replace("_", "-"),
+                type=type(default),
+                default=default,
+                help=f"default: {default!r}",
+            )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        spec = CollectionSpec(**{f.name: options[f.name] for f in fields(CollectionSpec)})
+        if Collection.objects.filter(slug=spec.slug).exists():
+            raise CommandError(f"a collection with the slug {spec.slug!r} already exists")
+        probe = Collection(
+            slug=spec.slug, name=spec.name, chain_id=1, contract_address="0x" + "0" * 40,
+            model_dir=spec.model_dir or "x", clip_dir=spec.clip_dir or "x",
+            prompt_template=spec.prompt_template, style_prompt=spec.style_prompt,
+            clip_threshold=spec.clip_threshold, steps=spec.steps, guidance=spec.guidance,
+            width=spec.width, height=spec.height, max_attempts=spec.max_attempts,
+        )  # fmt: skip
+        try:
+            # Checked before anything is sent, so a typo costs no gas.
+            probe.full_clean(validate_unique=False, validate_constraints=False)
+        except ValidationError as exc:
+            raise CommandError(f"invalid collection: {exc.message_dict}") from exc
+        w3 = connect(options["rpc_url"])
+        if not w3.is_connected():
+            raise CommandError(f"no chain answers at {w3.provider.endpoint_uri}")
+        try:
+            key = wallets.deployer(w3.eth.chain_id).key.to_0x_hex()
+            collection = deploy_collection(w3, key, spec)
+        except MissingKey as exc:
+            raise CommandError(str(exc)) from exc
+        info = write_deployment_file(collection, rpc_url=w3.provider.endpoint_uri, extra={})
+        self.stdout.write(json.dumps(info, indent=2))

@@ -1,0 +1,61 @@
+"""``manage.py deploy_collection`` against a real anvil."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+from web3 import Web3
+
+from chain.anvil import ANVIL_ACCOUNTS, Anvil, start_anvil
+from chain.contract import bind
+from generation.models import Collection
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(scope="module")
+def anvil() -> Iterator[Anvil]:
+    with start_anvil() as node:
+        yield node
+
+
+@pytest.fixture(autouse=True)
+def deployment_file(settings, tmp_path: Path) -> Path:  # type: ignore[no-untyped-def]
+    settings.DEPLOYMENT_FILE = tmp_path / "deployment.json"
+    return settings.DEPLOYMENT_FILE
+
+
+def test_it_deploys_registers_and_grants_the_backend_its_roles(
+    anvil: Anvil, deployment_file: Path
+) -> None:
+    call_command("deploy_collection", "--rpc-url", anvil.rpc_url, "--slug", "studio",
+                 "--price-wei", "5", "--max-supply", "7")  # fmt: skip
+    collection = Collection.objects.get(slug="studio")
+    contract = bind(Web3(Web3.HTTPProvider(anvil.rpc_url)), collection.contract_address)
+    assert (contract.functions.price().call(), contract.functions.maxSupply().call()) == (5, 7)
+    committer, publisher = ANVIL_ACCOUNTS[1].address, ANVIL_ACCOUNTS[2].address
+    assert contract.functions.hasRole(
+        contract.functions.SEED_COMMITTER_ROLE().call(), committer
+    ).call()
+    assert contract.functions.hasRole(contract.functions.PUBLISHER_ROLE().call(), publisher).call()
+    info = json.loads(deployment_file.read_text())
+    assert info["contract_address"] == collection.contract_address
+    assert {"rpc_url", "chain_id", "web_url", "abi_path"} <= set(info)
+
+
+def test_it_refuses_an_invalid_collection_before_sending_anything(anvil: Anvil) -> None:
+    w3 = Web3(Web3.HTTPProvider(anvil.rpc_url))
+    nonce = w3.eth.get_transaction_count(ANVIL_ACCOUNTS[0].address)
+    with pytest.raises(CommandError, match="clip_threshold"):
+        call_command("deploy_collection", "--rpc-url", anvil.rpc_url, "--clip-threshold", "2")
+    assert w3.eth.get_transaction_count(ANVIL_ACCOUNTS[0].address) == nonce
+    assert not Collection.objects.exists()
+
+
+def test_it_asks_for_a_deployer_key_off_the_embedded_chain() -> None:
+    with start_anvil(chain_id=4242) as other, pytest.raises(CommandError, match="DEPLOYER_KEY"):
+        call_command("deploy_collection", "--rpc-url", other.rpc_url)

@@ -2,7 +2,9 @@
 
 Actors receive token primary keys, never objects, and are safe to run twice. Each has an
 explicit retry count and time limit; expected failures (``PipelineError``) end the token
-FAILED at once, and anything else is retried, then recorded by ``record_failure``.
+FAILED at once, and anything else is retried, then recorded by ``record_failure`` once the
+retries are used up (Dramatiq's ``on_retry_exhausted``; its ``on_failure`` callback would fire
+on every failed try, retried or not).
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ IO_QUEUE = "io"
 
 
 @dramatiq.actor(queue_name=IO_QUEUE, max_retries=3)
-def record_failure(message_data: dict[str, Any], exception_data: dict[str, Any]) -> None:
-    """Called once a stage has used up its retries."""
+def record_failure(message_data: dict[str, Any], retry_data: dict[str, Any]) -> None:
+    """Called once a stage has used up its retries: the token ends FAILED with the last error."""
     token_pk = message_data["args"][0]
-    actor = message_data["actor_name"]
+    traceback = message_data.get("options", {}).get("traceback", "").strip()
+    last_error = traceback.splitlines()[-1] if traceback else "no traceback recorded"
     pipeline.mark_failed(
         token_pk,
-        f"{actor} gave up after retries: {exception_data['type']}: {exception_data['message']}",
+        f"{message_data['actor_name']} gave up after {retry_data['retries']} retries: {last_error}",
     )
 
 
@@ -35,7 +38,7 @@ def record_failure(message_data: dict[str, Any], exception_data: dict[str, Any])
     min_backoff=2_000,
     max_backoff=30_000,
     time_limit=30 * 60_000,
-    on_failure=record_failure,
+    on_retry_exhausted="record_failure",
 )
 def render_token(token_pk: int) -> None:
     try:
@@ -53,7 +56,7 @@ def render_token(token_pk: int) -> None:
     min_backoff=1_000,
     max_backoff=60_000,
     time_limit=5 * 60_000,
-    on_failure=record_failure,
+    on_retry_exhausted="record_failure",
 )
 def pin_token(token_pk: int) -> None:
     try:
@@ -71,7 +74,7 @@ def pin_token(token_pk: int) -> None:
     min_backoff=2_000,
     max_backoff=60_000,
     time_limit=10 * 60_000,
-    on_failure=record_failure,
+    on_retry_exhausted="record_failure",
 )
 def publish_token(token_pk: int) -> None:
     try:

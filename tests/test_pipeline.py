@@ -105,3 +105,23 @@ def test_it_fails_a_token_whose_model_folder_is_missing(
     Collection.objects.filter(pk=token.collection_id).update(model_dir=str(tmp_path / "nowhere"))
     with pytest.raises(pipeline.RenderFailed, match="cannot load the diffusion model"):
         pipeline.run_render(token.pk)
+
+
+def test_it_records_the_last_error_when_a_stage_runs_out_of_retries(
+    reference_models: Path,
+) -> None:
+    from generation.tasks import record_failure
+
+    token = make_token(reference_models, threshold=-1.0)
+    # The message as Dramatiq's Retries middleware hands it to on_retry_exhausted.
+    message = {
+        "actor_name": "publish_token",
+        "args": [token.pk],
+        "options": {"traceback": "Traceback...\nrequests.exceptions.ConnectionError: node away"},
+    }
+    record_failure.fn(message, {"retries": 5, "max_retries": 5})
+    token.refresh_from_db()
+    assert token.status == Token.Status.FAILED
+    assert token.failure_reason == (
+        "publish_token gave up after 5 retries: requests.exceptions.ConnectionError: node away"
+    )

@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
 
-.PHONY: run test demo install models lint format contracts clean
+.PHONY: run test demo gas install models lint format contracts clean
 
 run: install models
 	$(PY) manage.py run_stack
@@ -14,6 +14,10 @@ test: install models
 
 demo: install
 	$(PY) manage.py demo_mint
+
+# Gas per token of the contract against a naive OpenZeppelin baseline, side by side on anvil.
+gas: install
+	$(PY) -m chain.gas_benchmark --write docs/benchmarks.md
 
 install: $(STAMP) $(NPM_STAMP)
 

@@ -162,10 +162,13 @@ def _launch(
     chain_id: int,
     block_time: float | None,
     timeout: float,
+    hardfork: str | None = None,
 ) -> Anvil:
     args = [binary, "--host", host, "--port", str(port), "--chain-id", str(chain_id)]
     if block_time is not None:
         args += ["--block-time", str(block_time)]
+    if hardfork is not None:
+        args += ["--hardfork", hardfork]
     # stdout carries one log line per RPC call; drop it. stderr goes to a file (never a pipe nobody
     # reads, which would block anvil once full) so startup errors can be reported.
     stderr_file = tempfile.TemporaryFile()  # noqa: SIM115 -- owned and closed by Anvil.stop()
@@ -206,19 +209,22 @@ def start_anvil(
     host: str = "127.0.0.1",
     *,
     timeout: float = DEFAULT_STARTUP_TIMEOUT,
+    hardfork: str | None = None,
 ) -> Anvil:
     """Start anvil and return once it answers ``eth_chainId``.
 
     ``port=None`` picks a free port. ``block_time=None`` mines one block per transaction
-    (automine); a number mines on that interval in seconds.
+    (automine); a number mines on that interval in seconds. ``hardfork=None`` keeps anvil's
+    default (its latest fork, which has the EIP-2935 block hash history contract, as ``"prague"``
+    does); ``"cancun"`` gives a chain without that contract.
     """
     binary = find_anvil_binary()
     if port is not None:
-        return _launch(binary, host, port, chain_id, block_time, timeout)
+        return _launch(binary, host, port, chain_id, block_time, timeout, hardfork)
     last_error: AnvilError | None = None
     for _ in range(_PORT_RETRIES):
         try:
-            return _launch(binary, host, free_port(host), chain_id, block_time, timeout)
+            return _launch(binary, host, free_port(host), chain_id, block_time, timeout, hardfork)
         except AnvilError as error:
             if "Address already in use" not in str(error):
                 raise

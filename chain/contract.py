@@ -1,7 +1,7 @@
-"""Bindings for the MintOnDemand contract: the compiled artifact, deployment, and a bound instance.
+"""Bindings for the MintOnDemand contract: compiled artifacts, deployment, freeze, a bound instance.
 
-The artifact is built by ``node contracts/compile.js`` and committed; the tests check it matches a
-fresh compile.
+The artifacts are built by ``node contracts/compile.js`` (MintOnDemand, and NaiveBaseline for the
+gas benchmark) and committed; the tests check they match a fresh compile.
 """
 
 from __future__ import annotations
@@ -14,15 +14,23 @@ from typing import Any
 from eth_account import Account
 from web3 import Web3
 from web3.contract import Contract
+from web3.contract.contract import ContractFunction
+from web3.types import TxReceipt
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-ARTIFACT_PATH = REPO_ROOT / "contracts" / "build" / "MintOnDemand.json"
+BUILD_DIR = REPO_ROOT / "contracts" / "build"
+CONTRACT_NAME = "MintOnDemand"
+ARTIFACT_PATH = BUILD_DIR / f"{CONTRACT_NAME}.json"
 
 DEPLOY_RECEIPT_TIMEOUT = 120.0
 
 
 class ContractDeployError(RuntimeError):
     """The deployment transaction was mined but reverted, or produced no contract."""
+
+
+class ContractTransactionError(RuntimeError):
+    """A transaction sent by these helpers was mined but reverted."""
 
 
 @cache
@@ -37,13 +45,19 @@ def _read_artifact(path: Path) -> dict[str, Any]:
     return artifact
 
 
-def load_artifact() -> dict[str, Any]:
-    """The compiled artifact: contractName, abi, bytecode, deployedBytecode, compiler."""
-    return _read_artifact(ARTIFACT_PATH)
+def artifact_path(name: str = CONTRACT_NAME) -> Path:
+    """Where ``node contracts/compile.js`` writes the artifact of contract ``name``."""
+    return BUILD_DIR / f"{name}.json"
 
 
-def contract_abi() -> list[dict[str, Any]]:
-    abi: list[dict[str, Any]] = load_artifact()["abi"]
+def load_artifact(name: str = CONTRACT_NAME) -> dict[str, Any]:
+    """A compiled artifact (MintOnDemand unless ``name`` says otherwise, e.g. "NaiveBaseline"):
+    contractName, abi, bytecode, deployedBytecode, compiler."""
+    return _read_artifact(artifact_path(name))
+
+
+def contract_abi(name: str = CONTRACT_NAME) -> list[dict[str, Any]]:
+    abi: list[dict[str, Any]] = load_artifact(name)["abi"]
     return abi
 
 
@@ -55,18 +69,58 @@ def deploy_contract(
     symbol: str,
     price_wei: int,
     max_supply: int,
+    max_per_tx: int = 20,
+    max_per_wallet: int = 0,
     admin: str | None = None,
+    payee: str | None = None,
+    royalty_receiver: str | None = None,
+    royalty_bps: int = 500,
+    placeholder_uri: str = "",
 ) -> tuple[str, int]:
-    """Deploy MintOnDemand from the deployer's key; ``admin`` defaults to the deployer.
+    """Deploy MintOnDemand from the deployer's key.
+
+    ``admin`` (all three roles), ``payee`` (receives withdrawn proceeds) and ``royalty_receiver``
+    default to the deployer; ``max_per_wallet=0`` means no per-wallet cap. Minting stays closed
+    until the admin calls ``freeze_config``.
 
     Returns the contract's checksum address and the block number that holds the deployment, which
     is where a chain listener starts scanning.
     """
     deployer = Account.from_key(deployer_private_key)
-    admin_address = Web3.to_checksum_address(admin) if admin is not None else deployer.address
-    artifact = load_artifact()
+
+    def address_or_deployer(value: str | None) -> str:
+        return Web3.to_checksum_address(value) if value is not None else deployer.address
+
+    config = (
+        name,
+        symbol,
+        price_wei,
+        max_supply,
+        max_per_tx,
+        max_per_wallet,
+        address_or_deployer(admin),
+        address_or_deployer(payee),
+        address_or_deployer(royalty_receiver),
+        royalty_bps,
+        placeholder_uri,
+    )
+    return _deploy(w3, deployer_private_key, CONTRACT_NAME, config)
+
+
+def deploy_artifact(
+    w3: Web3, deployer_private_key: str, contract_name: str, *constructor_args: Any
+) -> tuple[str, int]:
+    """Deploy any compiled contract by artifact name (the gas benchmark deploys NaiveBaseline)."""
+    return _deploy(w3, deployer_private_key, contract_name, *constructor_args)
+
+
+def _deploy(
+    w3: Web3, deployer_private_key: str, contract_name: str, *constructor_args: Any
+) -> tuple[str, int]:
+    deployer = Account.from_key(deployer_private_key)
+    artifact = load_artifact(contract_name)
     factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
-    tx = factory.constructor(name, symbol, price_wei, max_supply, admin_address).build_transaction(
+    tx = factory.constructor(*constructor_args).build_transaction(
         {
             "from": deployer.address,
             "nonce": w3.eth.get_transaction_count(deployer.address, "pending"),
@@ -81,6 +135,38 @@ def deploy_contract(
             f"deployment transaction {tx_hash.to_0x_hex()} failed: {dict(receipt)}"
         )
     return Web3.to_checksum_address(receipt["contractAddress"]), int(receipt["blockNumber"])
+
+
+def freeze_config(
+    w3: Web3, admin_private_key: str, address: str, digest: bytes, contract_uri: str
+) -> None:
+    """Commit the collection config ``digest`` and set ``contractURI``; minting opens with it.
+
+    For tests and simple scripts: signs with the admin key, sends, waits for the receipt and raises
+    ``ContractTransactionError`` if it reverted (the backend sends through ``chain.sender``).
+    """
+    fn = bind(w3, address).functions.freezeConfig(digest, contract_uri)
+    send_and_wait(w3, admin_private_key, fn)
+
+
+def send_and_wait(w3: Web3, private_key: str, fn: ContractFunction, value: int = 0) -> TxReceipt:
+    """Sign ``fn`` with ``private_key``, send it, wait, and raise if it reverted."""
+    account = Account.from_key(private_key)
+    tx = fn.build_transaction(
+        {
+            "from": account.address,
+            "value": value,
+            "nonce": w3.eth.get_transaction_count(account.address, "pending"),
+            "chainId": w3.eth.chain_id,
+        }
+    )
+    tx_hash = w3.eth.send_raw_transaction(account.sign_transaction(tx).raw_transaction)
+    receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=DEPLOY_RECEIPT_TIMEOUT)
+    if receipt["status"] != 1:
+        raise ContractTransactionError(
+            f"transaction {tx_hash.to_0x_hex()} ({getattr(fn, 'fn_name', 'constructor')}) reverted: {dict(receipt)}"
+        )
+    return receipt
 
 
 def bind(w3: Web3, address: str) -> Contract:

@@ -16,6 +16,14 @@ from web3 import Web3
 from chain.contract import ARTIFACT_PATH, deploy_contract
 from chain.models import Wallet
 from chain.wallets import publisher, seed_committer
+from generation.collection_config import (
+    config_digest,
+    contract_metadata,
+    generation_config,
+    placeholder_metadata,
+)
+from generation.ipfs import LocalStore
+from generation.metadata import canonical_json
 from generation.models import Collection
 
 log = logging.getLogger(__name__)
@@ -45,12 +53,18 @@ class CollectionSpec:
     width: int = 64
     height: int = 64
     max_attempts: int = 3
+    max_per_tx: int = 20
+    max_per_wallet: int = 0  # 0: no cap
+    royalty_bps: int = 500
 
 
 def deploy_collection(w3: Web3, deployer_key: str, spec: CollectionSpec) -> Collection:
-    """Deploy the contract with roles for this backend's committer and publisher, and record it."""
+    """Deploy the contract, grant this backend's committer and publisher their roles, record
+    the collection, and freeze its generation config on-chain so minting can open."""
     chain_id = w3.eth.chain_id
     admin = Account.from_key(deployer_key)
+    store = LocalStore(Path(settings.IPFS_STORE_DIR))
+    placeholder_cid = store.add(canonical_json(placeholder_metadata(spec.name)))
     address, block = deploy_contract(
         w3,
         deployer_key,
@@ -58,7 +72,11 @@ def deploy_collection(w3: Web3, deployer_key: str, spec: CollectionSpec) -> Coll
         symbol=spec.symbol,
         price_wei=spec.price_wei,
         max_supply=spec.max_supply,
+        max_per_tx=spec.max_per_tx,
+        max_per_wallet=spec.max_per_wallet,
         admin=admin.address,
+        royalty_bps=spec.royalty_bps,
+        placeholder_uri=f"ipfs://{placeholder_cid}",
     )
     _grant_roles(w3, deployer_key, address, chain_id)
     models_dir = Path(settings.REFERENCE_MODELS_DIR)
@@ -82,8 +100,28 @@ def deploy_collection(w3: Web3, deployer_key: str, spec: CollectionSpec) -> Coll
         height=spec.height,
         max_attempts=spec.max_attempts,
     )
+    freeze_collection(w3, deployer_key, collection)
     log.info("deployed %s at %s in block %d", spec.slug, address, block)
     return collection
+
+
+def freeze_collection(w3: Web3, admin_key: str, collection: Collection) -> None:
+    """Pin the contract metadata holding the generation config and commit its digest."""
+    from chain.contract import bind
+    from chain.sender import send_transaction
+
+    config = generation_config(collection)
+    digest = config_digest(config)
+    store = LocalStore(Path(settings.IPFS_STORE_DIR))
+    cid = store.add(canonical_json(contract_metadata(collection, config)))
+    contract = bind(w3, collection.contract_address)
+    send_transaction(
+        w3, Account.from_key(admin_key), contract.functions.freezeConfig(digest, f"ipfs://{cid}")
+    )
+    Collection.objects.filter(pk=collection.pk).update(
+        config_digest="0x" + digest.hex(), contract_uri=f"ipfs://{cid}"
+    )
+    collection.config_digest, collection.contract_uri = "0x" + digest.hex(), f"ipfs://{cid}"
 
 
 def _grant_roles(w3: Web3, deployer_key: str, address: str, chain_id: int) -> None:
@@ -121,6 +159,8 @@ def write_deployment_file(collection: Collection, *, rpc_url: str, extra: dict[s
         "web_url": settings.WEB_URL,
         "ipfs_gateway_url": settings.IPFS_GATEWAY_URL,
         "abi_path": str(ARTIFACT_PATH),
+        "contract_uri": collection.contract_uri,
+        "config_digest": collection.config_digest,
         **extra,
     }
     path = Path(settings.DEPLOYMENT_FILE)

@@ -1,84 +1,189 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.24;
 
-import {ERC721} from "@openzeppelin/contracts/token/ERC721/ERC721.sol";
+import {ERC721A} from "erc721a/contracts/ERC721A.sol";
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
-import {IERC165} from "@openzeppelin/contracts/utils/introspection/IERC165.sol";
-import {IERC4906} from "@openzeppelin/contracts/interfaces/IERC4906.sol";
+import {ERC2981} from "@openzeppelin/contracts/token/common/ERC2981.sol";
+import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
+import {Address} from "@openzeppelin/contracts/utils/Address.sol";
 
 /// @title MintOnDemand
 /// @notice ERC-721 collection minted on demand. Each token's seed is derived on-chain from the hash
 /// of the block that included its mint, so neither the minter nor the operator can choose it. The
-/// operator later publishes the sha256 of the token's metadata; `tokenURI` is the matching IPFS CIDv1.
-/// @dev Seeds can only be committed while `blockhash(mintBlock)` is available (256 blocks). The
-/// documented late fallback (EIP-2935 history, or an explicit evented late commit) is future work;
-/// until then `commitSeeds` reverts with `SeedWindowExpired`.
-contract MintOnDemand is IERC4906, ERC721, AccessControl {
+/// operator later publishes the sha256 of the token's metadata; `tokenURI` is the matching IPFS
+/// CIDv1 (raw codec, sha2-256), so the on-chain value is itself the provenance hash.
+/// @dev ERC-721 core is ERC721A 4.3.0 (batch mints write one ownership slot per transaction, not one
+/// per token); royalties (ERC-2981), roles, pausing and withdrawal are OpenZeppelin v5.
+///
+/// Storage per mint transaction ("batch"): ONE slot at the batch's first token id, packing
+/// (mintBlock uint64 | quantity uint32 << 64 | seedSource uint8 << 96), and, once seeds are
+/// committed, ONE bytes32 holding the mint block's hash. A token's seed is
+/// keccak256(abi.encodePacked(batchBlockHash, tokenId)), computed in `seedOf`.
+///
+/// Seed sources, in the order `commitSeeds` tries them:
+///   1. `blockhash(mintBlock)`, available for the last 256 blocks;
+///   2. the EIP-2935 block hash history contract (about 8191 blocks), where the chain has it; emits
+///      `SeedsFromHistory`;
+///   3. otherwise `commitSeeds` reverts `SeedWindowExpired` and only the admin can commit with
+///      `commitLateSeeds`, passing the block hash; allowed only when neither 1 nor 2 can give it,
+///      and evented (`LateSeedsCommitted`) so everyone sees which seeds were not derived on-chain.
+contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
+    /// @notice Construction parameters, one struct so deployment scripts name every field.
+    struct InitConfig {
+        string name;
+        string symbol;
+        uint256 price;
+        uint256 maxSupply;
+        uint256 maxPerTx;
+        uint256 maxPerWallet; // 0 = no cap
+        address admin;
+        address payee;
+        address royaltyReceiver;
+        uint96 royaltyBps;
+        string placeholderURI;
+    }
+
     /// @notice Role allowed to trigger `commitSeeds`.
     bytes32 public constant SEED_COMMITTER_ROLE = keccak256("SEED_COMMITTER_ROLE");
     /// @notice Role allowed to `publish` metadata digests.
     bytes32 public constant PUBLISHER_ROLE = keccak256("PUBLISHER_ROLE");
+
+    /// @notice Seed source: not committed yet.
+    uint8 public constant SEED_SOURCE_NONE = 0;
+    /// @notice Seed source: `blockhash(mintBlock)` inside the 256-block window.
+    uint8 public constant SEED_SOURCE_BLOCKHASH = 1;
+    /// @notice Seed source: the EIP-2935 block hash history contract.
+    uint8 public constant SEED_SOURCE_HISTORY = 2;
+    /// @notice Seed source: block hash supplied by the admin with `commitLateSeeds`.
+    uint8 public constant SEED_SOURCE_LATE = 3;
+
+    /// @notice EIP-2935 history storage contract (same address on every chain that has it).
+    address public constant HISTORY_STORAGE = 0x0000F90827F1C53a10cb7A02335B175320002935;
+    /// @dev keccak256 of the EIP-2935 runtime code. Anything else at that address is ignored.
+    bytes32 private constant _HISTORY_CODEHASH = 0x6e49e66782037c0555897870e29fa5e552daf4719552131a0abce779daec0a5d;
 
     bytes4 private constant _ERC4906_INTERFACE_ID = 0x49064906;
     /// @dev CIDv1 prefix: version 1, raw codec 0x55, sha2-256 multihash (0x12) of 32 bytes (0x20).
     bytes4 private constant _CID_PREFIX = 0x01551220;
     bytes private constant _BASE32_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567";
 
-    uint256 private immutable _price;
-    uint256 private immutable _maxSupply;
-    uint256 private _totalMinted;
+    uint256 private constant _QUANTITY_SHIFT = 64;
+    uint256 private constant _SOURCE_SHIFT = 96;
+    uint256 private constant _MINT_BLOCK_MASK = (1 << 64) - 1;
+    uint256 private constant _QUANTITY_MASK = (1 << 32) - 1;
 
-    mapping(uint256 tokenId => uint256) private _mintBlock;
-    mapping(uint256 tokenId => bytes32) private _seed;
+    uint256 private immutable _maxSupply;
+    uint256 private immutable _maxPerTx;
+    uint256 private immutable _maxPerWallet;
+
+    uint256 private _price;
+    address private _payee;
+    bytes32 private _configDigest;
+    string private _contractURI;
+    string private _placeholderURI;
+
+    /// @dev Batch start token id => mintBlock | quantity << 64 | seedSource << 96. Zero for ids that
+    /// are not the first of a batch.
+    mapping(uint256 startTokenId => uint256) private _batches;
+    /// @dev Batch start token id => hash of the batch's mint block, once seeds are committed.
+    mapping(uint256 startTokenId => bytes32) private _batchBlockHash;
+    /// @dev Token id => sha256 of its metadata bytes, once published.
     mapping(uint256 tokenId => bytes32) private _metadataDigest;
 
-    /// @notice Emitted once per token when its seed is committed.
+    /// @notice Emitted for every token of a batch when the batch's seeds are committed.
     event SeedCommitted(uint256 indexed tokenId, bytes32 seed);
+    /// @notice The batch `fromTokenId`..`toTokenId` got its block hash from the EIP-2935 history.
+    event SeedsFromHistory(uint256 fromTokenId, uint256 toTokenId, uint256 mintBlock);
+    /// @notice The admin supplied the block hash for `fromTokenId`..`toTokenId`: not derived on-chain.
+    event LateSeedsCommitted(uint256 fromTokenId, uint256 toTokenId, bytes32 blockHash, address committer);
+    /// @notice The collection's generation config and rarity table are frozen under `digest`.
+    event ConfigFrozen(bytes32 digest);
+    /// @notice ERC-7572: `contractURI()` changed.
+    event ContractURIUpdated();
+    /// @notice ERC-4906: the metadata of `_tokenId` changed.
+    event MetadataUpdate(uint256 _tokenId);
+    /// @notice ERC-4906: the metadata of `_fromTokenId`..`_toTokenId` (inclusive) changed.
+    event BatchMetadataUpdate(uint256 _fromTokenId, uint256 _toTokenId);
+    /// @notice The admin cleared the published digest of `tokenId` so it can be published again.
+    event MetadataReopened(uint256 indexed tokenId);
+    /// @notice The mint price changed.
+    event PriceChanged(uint256 oldPrice, uint256 newPrice);
+    /// @notice The account that receives withdrawn proceeds changed.
+    event PayeeChanged(address indexed oldPayee, address indexed newPayee);
+    /// @notice `amount` wei of proceeds were sent to `payee`.
+    event Withdrawn(address indexed payee, uint256 amount);
+    /// @notice The default ERC-2981 royalty changed.
+    event DefaultRoyaltyChanged(address indexed receiver, uint96 feeNumerator);
 
-    error WrongPayment(uint256 sent, uint256 expected);
+    error ConfigNotFrozen();
+    error ConfigAlreadyFrozen();
+    error EmptyDigest();
+    error EmptyMetadataDigest(uint256 tokenId);
     error ZeroQuantity();
+    error TooManyPerTransaction(uint256 requested, uint256 max);
     error SoldOut(uint256 requested, uint256 remaining);
+    error WalletCapExceeded(uint256 requested, uint256 remaining);
+    error WrongPayment(uint256 sent, uint256 expected);
     error UnknownToken(uint256 tokenId);
     error SeedAlreadyCommitted(uint256 tokenId);
     error MintBlockNotFinished(uint256 tokenId);
     error SeedWindowExpired(uint256 tokenId, uint256 mintBlock);
+    error SeedDerivableOnChain(uint256 tokenId);
+    error EmptyBlockHash(uint256 tokenId);
+    error ConflictingBlockHash(uint256 tokenId);
     error LengthMismatch();
     error SeedNotCommitted(uint256 tokenId);
     error AlreadyPublished(uint256 tokenId);
-    error EmptyDigest(uint256 tokenId);
-    error WithdrawFailed();
+    error NotPublished(uint256 tokenId);
+    error ZeroAddress();
+    error InvalidMintLimits();
+    error NothingToWithdraw();
 
-    /// @param name_ Collection name.
-    /// @param symbol_ Collection symbol.
-    /// @param price_ Price per token in wei.
-    /// @param maxSupply_ Maximum number of tokens that can ever be minted.
-    /// @param admin Receives DEFAULT_ADMIN_ROLE, SEED_COMMITTER_ROLE and PUBLISHER_ROLE.
-    constructor(string memory name_, string memory symbol_, uint256 price_, uint256 maxSupply_, address admin)
-        ERC721(name_, symbol_)
-    {
-        _price = price_;
-        _maxSupply = maxSupply_;
-        _grantRole(DEFAULT_ADMIN_ROLE, admin);
-        _grantRole(SEED_COMMITTER_ROLE, admin);
-        _grantRole(PUBLISHER_ROLE, admin);
+    /// @param config Name, symbol, price (wei), supply and mint limits, roles, payee, royalty and
+    /// placeholder URI. `admin` receives DEFAULT_ADMIN_ROLE, SEED_COMMITTER_ROLE and PUBLISHER_ROLE.
+    constructor(InitConfig memory config) ERC721A(config.name, config.symbol) {
+        if (config.admin == address(0) || config.payee == address(0)) revert ZeroAddress();
+        // maxPerTx may exceed maxSupply (SoldOut then applies); it must fit the batch record's uint32.
+        if (config.maxSupply == 0 || config.maxPerTx == 0 || config.maxPerTx > _QUANTITY_MASK) {
+            revert InvalidMintLimits();
+        }
+        _price = config.price;
+        _maxSupply = config.maxSupply;
+        _maxPerTx = config.maxPerTx;
+        _maxPerWallet = config.maxPerWallet;
+        _payee = config.payee;
+        _placeholderURI = config.placeholderURI;
+        _setDefaultRoyalty(config.royaltyReceiver, config.royaltyBps);
+        _grantRole(DEFAULT_ADMIN_ROLE, config.admin);
+        _grantRole(SEED_COMMITTER_ROLE, config.admin);
+        _grantRole(PUBLISHER_ROLE, config.admin);
     }
 
-    /// @notice Mints `quantity` tokens to the caller with sequential ids starting at 1.
-    /// @dev Requires `msg.value == price() * quantity` exactly.
-    function mint(uint256 quantity) external payable {
+    // ---------------------------------------------------------------- minting
+
+    /// @notice Mints `quantity` tokens to the caller with sequential ids (the first token is 1).
+    /// @dev Requires the frozen config and `msg.value == price() * quantity` exactly: the contract
+    /// never sends ether back during a mint, so there is no refund path to get wrong and no external
+    /// call (hence no reentrancy surface). Tokens go to `msg.sender` with `_mint` (no receiver
+    /// callback). Emits one ERC-721 `Transfer` from address(0) per token. Reverts, in this order:
+    /// `EnforcedPause`, `ConfigNotFrozen`, `ZeroQuantity`, `TooManyPerTransaction`, `SoldOut`,
+    /// `WalletCapExceeded`, `WrongPayment`.
+    function mint(uint256 quantity) external payable whenNotPaused {
+        if (_configDigest == bytes32(0)) revert ConfigNotFrozen();
         if (quantity == 0) revert ZeroQuantity();
-        uint256 minted = _totalMinted;
-        uint256 remaining = _maxSupply - minted;
+        if (quantity > _maxPerTx) revert TooManyPerTransaction(quantity, _maxPerTx);
+        uint256 remaining = _maxSupply - _totalMinted();
         if (quantity > remaining) revert SoldOut(quantity, remaining);
+        if (_maxPerWallet != 0) {
+            uint256 minted = _numberMinted(msg.sender);
+            uint256 walletRemaining = minted >= _maxPerWallet ? 0 : _maxPerWallet - minted;
+            if (quantity > walletRemaining) revert WalletCapExceeded(quantity, walletRemaining);
+        }
         uint256 expected = _price * quantity;
         if (msg.value != expected) revert WrongPayment(msg.value, expected);
 
-        _totalMinted = minted + quantity;
-        for (uint256 i = 1; i <= quantity; ++i) {
-            uint256 tokenId = minted + i;
-            _mintBlock[tokenId] = block.number;
-            _mint(msg.sender, tokenId);
-        }
+        _batches[_nextTokenId()] = block.number | (quantity << _QUANTITY_SHIFT);
+        _mint(msg.sender, quantity);
     }
 
     /// @notice Price per token in wei.
@@ -86,25 +191,216 @@ contract MintOnDemand is IERC4906, ERC721, AccessControl {
         return _price;
     }
 
-    /// @notice Maximum number of tokens.
+    /// @notice Maximum number of tokens that can ever be minted.
     function maxSupply() external view returns (uint256) {
         return _maxSupply;
     }
 
-    /// @notice Number of tokens minted so far (tokens are never burned).
-    function totalSupply() external view returns (uint256) {
-        return _totalMinted;
+    /// @notice Maximum quantity of one `mint` call.
+    function maxPerTx() external view returns (uint256) {
+        return _maxPerTx;
+    }
+
+    /// @notice Maximum number of tokens one address may mint in total; 0 means no cap.
+    function maxPerWallet() external view returns (uint256) {
+        return _maxPerWallet;
+    }
+
+    /// @notice Number of tokens `owner` has minted (transfers do not change it).
+    function numberMinted(address owner) external view returns (uint256) {
+        return _numberMinted(owner);
     }
 
     /// @notice Block number of the block that included the token's mint.
     function mintBlockOf(uint256 tokenId) external view returns (uint256) {
-        _requireMinted(tokenId);
-        return _mintBlock[tokenId];
+        _requireKnown(tokenId);
+        (, uint256 packed) = _batchOf(tokenId);
+        return packed & _MINT_BLOCK_MASK;
     }
 
-    /// @notice The token's seed, or 0x0 until committed.
+    // ---------------------------------------------------------------- seeds
+
+    /// @notice The token's seed, keccak256(abi.encodePacked(mintBlockHash, tokenId)), or 0x0 until
+    /// committed (also 0x0 for unknown tokens).
     function seedOf(uint256 tokenId) external view returns (bytes32) {
-        return _seed[tokenId];
+        if (!_isKnown(tokenId)) return bytes32(0);
+        (uint256 start,) = _batchOf(tokenId);
+        bytes32 blockHash = _batchBlockHash[start];
+        if (blockHash == bytes32(0)) return bytes32(0);
+        return _seed(blockHash, tokenId);
+    }
+
+    /// @notice Where the token's seed came from: 0 not committed, 1 `blockhash`, 2 EIP-2935 history,
+    /// 3 late commit by the admin.
+    function seedSourceOf(uint256 tokenId) external view returns (uint8) {
+        _requireKnown(tokenId);
+        (, uint256 packed) = _batchOf(tokenId);
+        return uint8(packed >> _SOURCE_SHIFT);
+    }
+
+    /// @notice Commits the seeds of the batches (mint transactions) holding `tokenIds`, computing each
+    /// batch's block hash on-chain: `blockhash(mintBlock)`, else the EIP-2935 history contract.
+    /// @dev Committing one id commits its whole batch and emits `SeedCommitted` for every token in it;
+    /// further ids of a batch committed earlier in this call are skipped. Reverts `UnknownToken`,
+    /// `SeedAlreadyCommitted` (batch committed by an earlier call), `MintBlockNotFinished` (the mint
+    /// block is the current block) and `SeedWindowExpired` (neither source has the hash: see
+    /// `commitLateSeeds`).
+    function commitSeeds(uint256[] calldata tokenIds) external onlyRole(SEED_COMMITTER_ROLE) {
+        uint256 n = tokenIds.length;
+        uint256[] memory doneStarts = new uint256[](n);
+        uint256 doneCount;
+        uint256 curStart;
+        uint256 curEnd; // exclusive; 0 = no batch cached
+        for (uint256 i = 0; i < n; ++i) {
+            uint256 tokenId = tokenIds[i];
+            if (tokenId >= curStart && tokenId < curEnd) continue;
+            _requireKnown(tokenId);
+            (uint256 start, uint256 packed) = _batchOf(tokenId);
+            uint256 end = start + ((packed >> _QUANTITY_SHIFT) & _QUANTITY_MASK);
+            if (packed >> _SOURCE_SHIFT != SEED_SOURCE_NONE) {
+                if (!_contains(doneStarts, doneCount, start)) revert SeedAlreadyCommitted(tokenId);
+                (curStart, curEnd) = (start, end);
+                continue;
+            }
+            uint256 mintBlock = packed & _MINT_BLOCK_MASK;
+            if (mintBlock >= block.number) revert MintBlockNotFinished(tokenId);
+            bytes32 blockHash = blockhash(mintBlock);
+            uint8 source = SEED_SOURCE_BLOCKHASH;
+            if (blockHash == bytes32(0)) {
+                blockHash = _historyBlockHash(mintBlock);
+                if (blockHash == bytes32(0)) revert SeedWindowExpired(tokenId, mintBlock);
+                source = SEED_SOURCE_HISTORY;
+                emit SeedsFromHistory(start, end - 1, mintBlock);
+            }
+            _commitBatch(start, end, packed, blockHash, source);
+            doneStarts[doneCount++] = start;
+            (curStart, curEnd) = (start, end);
+        }
+    }
+
+    /// @notice Admin-only fallback for batches whose mint block hash the chain can no longer give:
+    /// commits each batch from the block hash the admin supplies (source 3) and emits
+    /// `LateSeedsCommitted`, so everyone can see which seeds were not derived on-chain. Anyone can check
+    /// the supplied hash against the chain's block headers.
+    /// @param tokenIds Tokens whose batches to commit; further ids of a batch committed earlier in this
+    /// call are skipped (their hash must be the same: `ConflictingBlockHash`).
+    /// @param blockHashes Hash of each token's mint block, same order as `tokenIds`.
+    /// @dev Reverts `SeedDerivableOnChain` while `blockhash` or the EIP-2935 history still has the
+    /// hash (use `commitSeeds`), plus `LengthMismatch`, `UnknownToken`, `SeedAlreadyCommitted`,
+    /// `MintBlockNotFinished` and `EmptyBlockHash`.
+    function commitLateSeeds(uint256[] calldata tokenIds, bytes32[] calldata blockHashes)
+        external
+        onlyRole(DEFAULT_ADMIN_ROLE)
+    {
+        uint256 n = tokenIds.length;
+        if (n != blockHashes.length) revert LengthMismatch();
+        uint256[] memory doneStarts = new uint256[](n);
+        uint256 doneCount;
+        for (uint256 i = 0; i < n; ++i) {
+            uint256 tokenId = tokenIds[i];
+            bytes32 blockHash = blockHashes[i];
+            _requireKnown(tokenId);
+            if (blockHash == bytes32(0)) revert EmptyBlockHash(tokenId);
+            (uint256 start, uint256 packed) = _batchOf(tokenId);
+            if (packed >> _SOURCE_SHIFT != SEED_SOURCE_NONE) {
+                if (!_contains(doneStarts, doneCount, start)) revert SeedAlreadyCommitted(tokenId);
+                if (_batchBlockHash[start] != blockHash) revert ConflictingBlockHash(tokenId);
+                continue;
+            }
+            uint256 mintBlock = packed & _MINT_BLOCK_MASK;
+            if (mintBlock >= block.number) revert MintBlockNotFinished(tokenId);
+            if (blockhash(mintBlock) != bytes32(0) || _historyBlockHash(mintBlock) != bytes32(0)) {
+                revert SeedDerivableOnChain(tokenId);
+            }
+            uint256 end = start + ((packed >> _QUANTITY_SHIFT) & _QUANTITY_MASK);
+            emit LateSeedsCommitted(start, end - 1, blockHash, msg.sender);
+            _commitBatch(start, end, packed, blockHash, SEED_SOURCE_LATE);
+            doneStarts[doneCount++] = start;
+        }
+    }
+
+    // ---------------------------------------------------------------- collection config
+
+    /// @notice Freezes the digest of the collection's generation config and rarity table and sets
+    /// `contractURI` (ERC-7572) to the collection metadata that holds that config. Once only; minting
+    /// opens with it.
+    /// @dev Reverts `ConfigAlreadyFrozen` or `EmptyDigest`. Emits `ConfigFrozen` and `ContractURIUpdated`.
+    function freezeConfig(bytes32 digest, string calldata contractURI_) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (_configDigest != bytes32(0)) revert ConfigAlreadyFrozen();
+        if (digest == bytes32(0)) revert EmptyDigest();
+        _configDigest = digest;
+        _contractURI = contractURI_;
+        emit ConfigFrozen(digest);
+        emit ContractURIUpdated();
+    }
+
+    /// @notice The frozen config digest, or 0x0 before `freezeConfig`.
+    function configDigest() external view returns (bytes32) {
+        return _configDigest;
+    }
+
+    /// @notice ERC-7572 collection metadata URI.
+    function contractURI() external view returns (string memory) {
+        return _contractURI;
+    }
+
+    /// @notice Points `contractURI` elsewhere (e.g. a new gateway); the frozen digest does not change.
+    function setContractURI(string calldata contractURI_) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        _contractURI = contractURI_;
+        emit ContractURIUpdated();
+    }
+
+    // ---------------------------------------------------------------- publishing
+
+    /// @notice Publishes the sha256 digest of each token's metadata (write-once unless reopened).
+    /// @param tokenIds Tokens whose seeds are committed.
+    /// @param metadataSha256 sha256 of each token's canonical metadata bytes, same order as `tokenIds`.
+    /// @dev Emits one ERC-4906 `BatchMetadataUpdate(first, last)` when `tokenIds` is a contiguous
+    /// ascending run of more than one id, else `MetadataUpdate` per token. Reverts `LengthMismatch`,
+    /// `UnknownToken`, `SeedNotCommitted`, `AlreadyPublished`, `EmptyMetadataDigest`.
+    function publish(uint256[] calldata tokenIds, bytes32[] calldata metadataSha256)
+        external
+        onlyRole(PUBLISHER_ROLE)
+    {
+        uint256 n = tokenIds.length;
+        if (n != metadataSha256.length) revert LengthMismatch();
+        uint256 curStart;
+        uint256 curEnd; // exclusive; batch known to be committed
+        bool contiguous = true;
+        for (uint256 i = 0; i < n; ++i) {
+            uint256 tokenId = tokenIds[i];
+            if (i > 0 && tokenId != tokenIds[i - 1] + 1) contiguous = false;
+            if (tokenId < curStart || tokenId >= curEnd) {
+                _requireKnown(tokenId);
+                (uint256 start, uint256 packed) = _batchOf(tokenId);
+                if (packed >> _SOURCE_SHIFT == SEED_SOURCE_NONE) revert SeedNotCommitted(tokenId);
+                (curStart, curEnd) = (start, start + ((packed >> _QUANTITY_SHIFT) & _QUANTITY_MASK));
+            }
+            bytes32 digest = metadataSha256[i];
+            if (digest == bytes32(0)) revert EmptyMetadataDigest(tokenId);
+            if (_metadataDigest[tokenId] != bytes32(0)) revert AlreadyPublished(tokenId);
+            _metadataDigest[tokenId] = digest;
+        }
+        if (contiguous && n > 1) {
+            emit BatchMetadataUpdate(tokenIds[0], tokenIds[n - 1]);
+        } else {
+            for (uint256 i = 0; i < n; ++i) {
+                emit MetadataUpdate(tokenIds[i]);
+            }
+        }
+    }
+
+    /// @notice Clears the published digest of each token so it can be published again (admin only).
+    /// @dev Reverts `NotPublished` for a token without a digest. Emits `MetadataReopened` and
+    /// ERC-4906 `MetadataUpdate` per token; `tokenURI` returns the placeholder until republished.
+    function reopen(uint256[] calldata tokenIds) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        for (uint256 i = 0; i < tokenIds.length; ++i) {
+            uint256 tokenId = tokenIds[i];
+            if (_metadataDigest[tokenId] == bytes32(0)) revert NotPublished(tokenId);
+            delete _metadataDigest[tokenId];
+            emit MetadataReopened(tokenId);
+            emit MetadataUpdate(tokenId);
+        }
     }
 
     /// @notice sha256 of the token's metadata bytes, or 0x0 until published.
@@ -112,68 +408,142 @@ contract MintOnDemand is IERC4906, ERC721, AccessControl {
         return _metadataDigest[tokenId];
     }
 
-    /// @notice Commits each token's seed: keccak256(abi.encodePacked(blockhash(mintBlock), tokenId)).
-    /// @dev Write-once. The mint block must be finished and still inside the 256-block blockhash window.
-    function commitSeeds(uint256[] calldata tokenIds) external onlyRole(SEED_COMMITTER_ROLE) {
-        for (uint256 i = 0; i < tokenIds.length; ++i) {
-            uint256 tokenId = tokenIds[i];
-            _requireMinted(tokenId);
-            if (_seed[tokenId] != bytes32(0)) revert SeedAlreadyCommitted(tokenId);
-            uint256 mintBlock = _mintBlock[tokenId];
-            if (mintBlock >= block.number) revert MintBlockNotFinished(tokenId);
-            bytes32 mintBlockHash = blockhash(mintBlock);
-            if (mintBlockHash == bytes32(0)) revert SeedWindowExpired(tokenId, mintBlock);
-            bytes32 seed = keccak256(abi.encodePacked(mintBlockHash, tokenId));
-            _seed[tokenId] = seed;
-            emit SeedCommitted(tokenId, seed);
-        }
-    }
-
-    /// @notice Publishes the sha256 digest of each token's metadata (write-once) and emits ERC-4906 events.
-    /// @param tokenIds Tokens whose seeds are committed.
-    /// @param metadataSha256 sha256 of each token's canonical metadata bytes, same order as `tokenIds`.
-    function publish(uint256[] calldata tokenIds, bytes32[] calldata metadataSha256)
-        external
-        onlyRole(PUBLISHER_ROLE)
-    {
-        if (tokenIds.length != metadataSha256.length) revert LengthMismatch();
-        for (uint256 i = 0; i < tokenIds.length; ++i) {
-            uint256 tokenId = tokenIds[i];
-            bytes32 digest = metadataSha256[i];
-            if (_seed[tokenId] == bytes32(0)) revert SeedNotCommitted(tokenId);
-            if (_metadataDigest[tokenId] != bytes32(0)) revert AlreadyPublished(tokenId);
-            if (digest == bytes32(0)) revert EmptyDigest(tokenId);
-            _metadataDigest[tokenId] = digest;
-            emit MetadataUpdate(tokenId);
-        }
-    }
-
-    /// @notice "" before publication, then "ipfs://" + CIDv1 (raw codec, sha2-256, base32) of the metadata.
+    /// @notice "ipfs://" + CIDv1 (base32, raw codec, sha2-256) of the token's metadata once published;
+    /// before that, `placeholderURI()` (the same for every unpublished token, possibly "").
+    /// @dev Reverts `UnknownToken` for tokens that were never minted.
     function tokenURI(uint256 tokenId) public view override returns (string memory) {
-        _requireOwned(tokenId);
+        _requireKnown(tokenId);
         bytes32 digest = _metadataDigest[tokenId];
-        if (digest == bytes32(0)) return "";
+        if (digest == bytes32(0)) return _placeholderURI;
         return string.concat("ipfs://", _cidV1Base32(digest));
     }
 
-    /// @notice Sends the whole contract balance to `to`.
-    function withdraw(address payable to) external onlyRole(DEFAULT_ADMIN_ROLE) {
-        (bool ok,) = to.call{value: address(this).balance}("");
-        if (!ok) revert WithdrawFailed();
+    /// @notice URI every unpublished token's `tokenURI` returns.
+    function placeholderURI() external view returns (string memory) {
+        return _placeholderURI;
     }
 
-    /// @inheritdoc IERC165
+    /// @notice Changes the placeholder; emits `BatchMetadataUpdate(1, totalMinted)` if any token exists.
+    function setPlaceholderURI(string calldata uri) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        _placeholderURI = uri;
+        uint256 minted = _totalMinted();
+        if (minted != 0) emit BatchMetadataUpdate(_startTokenId(), _startTokenId() + minted - 1);
+    }
+
+    // ---------------------------------------------------------------- admin
+
+    /// @notice Stops minting (admin only). Emits `Paused`.
+    function pause() external onlyRole(DEFAULT_ADMIN_ROLE) {
+        _pause();
+    }
+
+    /// @notice Reopens minting (admin only). Emits `Unpaused`.
+    function unpause() external onlyRole(DEFAULT_ADMIN_ROLE) {
+        _unpause();
+    }
+
+    /// @notice Sets the price per token in wei (admin only). Emits `PriceChanged`.
+    function setPrice(uint256 newPrice) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        emit PriceChanged(_price, newPrice);
+        _price = newPrice;
+    }
+
+    /// @notice Account that `withdraw` sends proceeds to.
+    function payee() external view returns (address) {
+        return _payee;
+    }
+
+    /// @notice Sets the payee (admin only, non-zero). Emits `PayeeChanged`.
+    function setPayee(address newPayee) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (newPayee == address(0)) revert ZeroAddress();
+        emit PayeeChanged(_payee, newPayee);
+        _payee = newPayee;
+    }
+
+    /// @notice Sends the whole balance to `payee()` (admin only) with OpenZeppelin `Address.sendValue`,
+    /// which forwards all gas and reverts (bubbling the payee's reason, else `FailedCall`) on failure.
+    /// @dev Reverts `NothingToWithdraw` on a zero balance. Emits `Withdrawn`.
+    function withdraw() external onlyRole(DEFAULT_ADMIN_ROLE) {
+        uint256 amount = address(this).balance;
+        if (amount == 0) revert NothingToWithdraw();
+        address to = _payee;
+        emit Withdrawn(to, amount);
+        Address.sendValue(payable(to), amount);
+    }
+
+    /// @notice Sets the ERC-2981 default royalty (admin only); `feeNumerator` is in basis points.
+    function setDefaultRoyalty(address receiver, uint96 feeNumerator) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        _setDefaultRoyalty(receiver, feeNumerator);
+        emit DefaultRoyaltyChanged(receiver, feeNumerator);
+    }
+
+    /// @notice ERC-165: ERC-165, ERC-721, ERC-721 Metadata, ERC-2981, ERC-4906 and AccessControl.
     function supportsInterface(bytes4 interfaceId)
         public
         view
-        override(IERC165, ERC721, AccessControl)
+        override(ERC721A, ERC2981, AccessControl)
         returns (bool)
     {
-        return interfaceId == _ERC4906_INTERFACE_ID || super.supportsInterface(interfaceId);
+        return interfaceId == _ERC4906_INTERFACE_ID || ERC721A.supportsInterface(interfaceId)
+            || ERC2981.supportsInterface(interfaceId) || AccessControl.supportsInterface(interfaceId);
     }
 
-    function _requireMinted(uint256 tokenId) private view {
-        if (tokenId == 0 || tokenId > _totalMinted) revert UnknownToken(tokenId);
+    // ---------------------------------------------------------------- internals
+
+    function _startTokenId() internal pure override returns (uint256) {
+        return 1;
+    }
+
+    function _isKnown(uint256 tokenId) private view returns (bool) {
+        // Tokens are never burned, so every id in [1, nextTokenId) exists.
+        return tokenId >= _startTokenId() && tokenId < _nextTokenId();
+    }
+
+    function _requireKnown(uint256 tokenId) private view {
+        if (!_isKnown(tokenId)) revert UnknownToken(tokenId);
+    }
+
+    /// @dev The batch holding a known `tokenId`: scans back to the nearest recorded batch start (at
+    /// most maxPerTx - 1 slots).
+    function _batchOf(uint256 tokenId) private view returns (uint256 start, uint256 packed) {
+        start = tokenId;
+        while ((packed = _batches[start]) == 0) {
+            unchecked {
+                --start;
+            }
+        }
+    }
+
+    function _commitBatch(uint256 start, uint256 end, uint256 packed, bytes32 blockHash, uint8 source) private {
+        _batchBlockHash[start] = blockHash;
+        _batches[start] = packed | (uint256(source) << _SOURCE_SHIFT);
+        for (uint256 tokenId = start; tokenId < end; ++tokenId) {
+            emit SeedCommitted(tokenId, _seed(blockHash, tokenId));
+        }
+    }
+
+    function _seed(bytes32 blockHash, uint256 tokenId) private pure returns (bytes32) {
+        return keccak256(abi.encodePacked(blockHash, tokenId));
+    }
+
+    function _contains(uint256[] memory values, uint256 count, uint256 value) private pure returns (bool) {
+        for (uint256 i = 0; i < count; ++i) {
+            if (values[i] == value) return true;
+        }
+        return false;
+    }
+
+    /// @dev The hash of `blockNumber` from the EIP-2935 history contract, or 0x0 when the chain has no
+    /// such contract (no code, or code other than EIP-2935's), the call fails (out of its window) or it
+    /// does not answer 32 bytes.
+    function _historyBlockHash(uint256 blockNumber) private view returns (bytes32 blockHash) {
+        if (HISTORY_STORAGE.codehash != _HISTORY_CODEHASH) return bytes32(0);
+        address history = HISTORY_STORAGE;
+        assembly ("memory-safe") {
+            mstore(0x00, blockNumber)
+            let ok := staticcall(gas(), history, 0x00, 0x20, 0x00, 0x20)
+            if and(ok, eq(returndatasize(), 0x20)) { blockHash := mload(0x00) }
+        }
     }
 
     /// @dev Multibase base32 (lowercase RFC 4648, no padding, 'b' prefix) of 0x01551220 ‖ digest.

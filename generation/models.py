@@ -49,6 +49,11 @@ class Collection(models.Model):
     height = models.PositiveIntegerField(default=64, validators=[MinValueValidator(8)])
     max_attempts = models.PositiveIntegerField(default=3, validators=[MinValueValidator(1)])
 
+    config_digest = models.CharField(
+        max_length=66, blank=True, help_text="sha256 of the frozen generation config, on-chain"
+    )
+    contract_uri = models.CharField(max_length=200, blank=True, help_text="ERC-7572 metadata")
+
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -14,6 +14,16 @@ from django.conf import settings
 from chain.anvil import free_port
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_storage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Keep the tests' IPFS store and renders out of the ``var/`` that ``make run`` uses."""
+    root = tmp_path_factory.mktemp("storage")
+    saved = settings.IPFS_STORE_DIR, settings.RENDER_CACHE_DIR
+    settings.IPFS_STORE_DIR, settings.RENDER_CACHE_DIR = root / "ipfs", root / "renders"
+    yield root
+    settings.IPFS_STORE_DIR, settings.RENDER_CACHE_DIR = saved
+
+
 @pytest.fixture(scope="session")
 def reference_models() -> Path:
     """The reference models under settings.REFERENCE_MODELS_DIR, built once if missing."""

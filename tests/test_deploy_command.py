@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from web3 import Web3
 
 from chain.anvil import ANVIL_ACCOUNTS, Anvil, start_anvil
 from chain.contract import bind
+from generation.ipfs import LocalStore
 from generation.models import Collection
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -59,3 +61,19 @@ def test_it_refuses_an_invalid_collection_before_sending_anything(anvil: Anvil) 
 def test_it_asks_for_a_deployer_key_off_the_embedded_chain() -> None:
     with start_anvil(chain_id=4242) as other, pytest.raises(CommandError, match="DEPLOYER_KEY"):
         call_command("deploy_collection", "--rpc-url", other.rpc_url)
+
+
+def test_it_freezes_the_generation_config_before_minting_opens(anvil: Anvil, settings) -> None:  # type: ignore[no-untyped-def]
+    # Given a collection deployed by the command
+    call_command("deploy_collection", "--rpc-url", anvil.rpc_url, "--slug", "frozen")
+    collection = Collection.objects.get(slug="frozen")
+    contract = bind(Web3(Web3.HTTPProvider(anvil.rpc_url)), collection.contract_address)
+    # Then the chain holds the digest of the generation object its contractURI names
+    uri = contract.functions.contractURI().call()
+    assert uri == collection.contract_uri
+    document = json.loads(LocalStore(settings.IPFS_STORE_DIR).get(uri.removeprefix("ipfs://")))
+    canonical = json.dumps(document["generation"], sort_keys=True, separators=(",", ":"))
+    digest = hashlib.sha256(canonical.encode()).digest()
+    assert bytes(contract.functions.configDigest().call()) == digest
+    assert document["generation"]["prompt_template"] == collection.prompt_template
+    assert document["generation"]["model"]["fingerprint"].startswith("sha256:")

@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 import pytest
+from django.conf import settings
 from django.db import connection
 from eth_account import Account
 from eth_utils import keccak
@@ -34,7 +35,7 @@ from PIL import Image
 from web3 import Web3
 
 from chain.anvil import ANVIL_ACCOUNTS, Anvil, free_port, start_anvil
-from chain.contract import bind, deploy_contract
+from chain.contract import bind, deploy_contract, freeze_config
 from chain.deployment import CollectionSpec, deploy_collection
 from generation.models import Collection, Token
 
@@ -117,7 +118,7 @@ def stack(
     tmp = tmp_path_factory.mktemp("e2e")
     logs = tmp / "logs"
     logs.mkdir()
-    store = tmp / "ipfs"
+    store = settings.IPFS_STORE_DIR  # shared with this process, which pins collection documents
     web_port = free_port()
     anvil = start_anvil(block_time=0.5)
     w3 = Web3(Web3.HTTPProvider(anvil.rpc_url))
@@ -139,6 +140,7 @@ def stack(
         stranger, _ = deploy_contract(
             w3, DEPLOYER.private_key, name="Stranger", symbol="STR", price_wei=PRICE, max_supply=10
         )
+        freeze_config(w3, DEPLOYER.private_key, stranger, b"\x01" * 32, "ipfs://stranger")
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "mintsite.settings",
@@ -147,7 +149,7 @@ def stack(
             "DRAMATIQ_NAMESPACE": f"mint-e2e-{os.getpid()}",
             "RPC_URL": anvil.rpc_url,
             "IPFS_STORE_DIR": str(store),
-            "RENDER_CACHE_DIR": str(tmp / "renders"),
+            "RENDER_CACHE_DIR": str(settings.RENDER_CACHE_DIR),
             "RENDER_DEVICE": "cpu",
             "CHAIN_POLL_INTERVAL": "0.25",
             "WEB_URL": f"http://127.0.0.1:{web_port}",
@@ -345,5 +347,6 @@ def test_it_fails_a_token_whose_render_fails_and_publishes_nothing_of_it(stack: 
     assert "cannot load the diffusion model" in row["failure_reason"]
     assert row["image_cid"] == row["metadata_cid"] == row["publish_tx_hash"] == ""
     contract = bind(stack.w3, stack.broken.contract_address)
-    assert contract.functions.tokenURI(1).call() == ""
+    # tokenURI still names the collection's "being generated" placeholder
+    assert contract.functions.tokenURI(1).call() == contract.functions.placeholderURI().call()
     assert bytes(contract.functions.metadataDigestOf(1).call()) == bytes(32)

@@ -1,0 +1,71 @@
+"""The collection's frozen generation config, and the ERC-7572 contract metadata that holds it.
+
+Before minting opens, the contract's admin commits ``configDigest`` =
+sha256(canonical JSON of the ``generation`` object in the contract metadata) and points
+``contractURI`` at that metadata. After that, nothing that shapes a token's output may change:
+anyone can fetch ``contractURI``, hash its ``generation`` object and compare it with the chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from generation.metadata import canonical_json
+from generation.models import Collection
+
+SEED_SCHEME = "keccak256(abi.encodePacked(bytes32 mintBlockHash, uint256 tokenId))"
+TORCH_SEED_SCHEME = "sha256(seed || uint32be(attempt))[0:8] as big-endian int, masked to 63 bits"
+
+
+def generation_config(collection: Collection) -> dict[str, Any]:
+    """Every collection-level input that shapes a token's image and its acceptance."""
+    from generation.reference_models import model_fingerprint
+
+    return {
+        "model": {"fingerprint": model_fingerprint(collection.model_path())},
+        "clip": {
+            "fingerprint": model_fingerprint(collection.clip_path()),
+            "style_prompt": collection.style_prompt,
+            "threshold": collection.clip_threshold,
+        },
+        "prompt_template": collection.prompt_template,
+        "negative_prompt": collection.negative_prompt,
+        "steps": collection.steps,
+        "guidance": collection.guidance,
+        "width": collection.width,
+        "height": collection.height,
+        "max_attempts": collection.max_attempts,
+        "seed_scheme": SEED_SCHEME,
+        "torch_seed_scheme": TORCH_SEED_SCHEME,
+        # Traits and rarity arrive with the generation issue; until then there are none.
+        "rarity": {"mode": "none", "categories": []},
+    }
+
+
+def config_digest(config: dict[str, Any]) -> bytes:
+    return hashlib.sha256(canonical_json(config)).digest()
+
+
+def contract_metadata(collection: Collection, config: dict[str, Any]) -> dict[str, Any]:
+    """ERC-7572 ``contractURI`` document; ``generation`` is the part the digest covers."""
+    return {
+        "name": collection.name,
+        "description": collection.description,
+        "image": "",
+        "generation": config,
+        "config_digest": "0x" + config_digest(config).hex(),
+        "config_digest_scheme": "sha256 of the canonical JSON (sorted keys, compact, UTF-8) "
+        "of the generation object",
+    }
+
+
+def placeholder_metadata(name: str) -> dict[str, Any]:
+    """What ``tokenURI`` names before a token is published."""
+    return {
+        "name": f"{name} (being generated)",
+        "description": "This token's seed, image and provenance are published once its "
+        "render has passed the collection's CLIP check.",
+        "image": "",
+        "attributes": [],
+    }

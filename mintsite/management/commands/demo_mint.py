@@ -63,13 +63,12 @@ class Command(BaseCommand):
         gateway = info.get("ipfs_gateway_url", f"{info['web_url']}/ipfs")
         deadline = time.monotonic() + options["timeout"]
         for token_id in minted:
-            uri = ""
-            while not uri:
+            # Until publication tokenURI names the placeholder; the digest says it is done.
+            while contract.functions.metadataDigestOf(token_id).call() == bytes(32):
                 if time.monotonic() > deadline:
                     raise CommandError(f"token {token_id} was not published in time")
-                uri = contract.functions.tokenURI(token_id).call()
-                if not uri:
-                    time.sleep(1)
+                time.sleep(1)
+            uri = contract.functions.tokenURI(token_id).call()
             seed = bytes(contract.functions.seedOf(token_id).call()).hex()
             metadata = httpx.get(f"{gateway}/{uri.removeprefix('ipfs://')}", timeout=10).json()
             image = metadata["image"].removeprefix("ipfs://")

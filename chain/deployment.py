@@ -14,7 +14,7 @@ from eth_account import Account
 from web3 import Web3
 
 from chain.contract import ARTIFACT_PATH, deploy_contract
-from chain.models import Wallet
+from chain.models import Chain, Wallet
 from chain.wallets import publisher, seed_committer
 from generation.collection_config import (
     config_digest,
@@ -79,6 +79,7 @@ def deploy_collection(w3: Web3, deployer_key: str, spec: CollectionSpec) -> Coll
         placeholder_uri=f"ipfs://{placeholder_cid}",
     )
     _grant_roles(w3, deployer_key, address, chain_id)
+    _register_chain(w3, chain_id, spec.confirmations)
     models_dir = Path(settings.REFERENCE_MODELS_DIR)
     collection = Collection.objects.create(
         slug=spec.slug,
@@ -87,7 +88,6 @@ def deploy_collection(w3: Web3, deployer_key: str, spec: CollectionSpec) -> Coll
         chain_id=chain_id,
         contract_address=address,
         deployment_block=block,
-        confirmations=spec.confirmations,
         model_dir=spec.model_dir or str(models_dir / "diffusion"),
         clip_dir=spec.clip_dir or str(models_dir / "clip"),
         prompt_template=spec.prompt_template,
@@ -124,6 +124,18 @@ def freeze_collection(w3: Web3, admin_key: str, collection: Collection) -> None:
     collection.config_digest, collection.contract_uri = "0x" + digest.hex(), f"ipfs://{cid}"
 
 
+def _register_chain(w3: Web3, chain_id: int, confirmations: int) -> Chain:
+    endpoint = str(w3.provider.endpoint_uri)  # type: ignore[attr-defined]
+    chain, created = Chain.objects.get_or_create(
+        chain_id=chain_id, defaults={"rpc_urls": endpoint, "confirmations": confirmations}
+    )
+    if not created and endpoint not in chain.urls():
+        log.warning("chain %d: adding %s to its RPC endpoints %s", chain_id, endpoint, chain.urls())
+        chain.rpc_urls = ",".join([*chain.urls(), endpoint])
+        chain.save(update_fields=["rpc_urls", "updated_at"])
+    return chain
+
+
 def _grant_roles(w3: Web3, deployer_key: str, address: str, chain_id: int) -> None:
     from chain.contract import bind
     from chain.sender import send_transaction
@@ -146,6 +158,7 @@ def forget_chain(chain_id: int) -> int:
     with transaction.atomic():
         count, _ = Collection.objects.filter(chain_id=chain_id).delete()
         Wallet.objects.filter(chain_id=chain_id).delete()
+        Chain.objects.filter(chain_id=chain_id).delete()
     return count
 
 

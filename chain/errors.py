@@ -15,3 +15,7 @@ class SeedMismatch(ChainError, ValueError):
 
 class MissingKey(ChainError, LookupError):
     """No private key is configured for a role on a chain that is not the embedded one."""
+
+
+class RpcUnavailable(ChainError, ConnectionError):
+    """No RPC URL gave a usable answer after every retry; the message names each URL's last error."""

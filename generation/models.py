@@ -28,9 +28,6 @@ class Collection(models.Model):
     chain_id = models.PositiveBigIntegerField()
     contract_address = models.CharField(max_length=42, help_text="Checksummed 0x address")
     deployment_block = models.PositiveBigIntegerField(default=0)
-    confirmations = models.PositiveIntegerField(
-        default=2, help_text="Blocks on top of a mint's block before it is processed"
-    )
 
     model_dir = models.CharField(
         max_length=500, help_text="Local diffusers folder (StableDiffusionPipeline)"

@@ -205,8 +205,8 @@ def _pin(store, data: bytes, compute_cid) -> str:  # type: ignore[no-untyped-def
 def run_publish(token_pk: int) -> str | None:
     """Set the metadata digest on-chain and check that tokenURI now names our metadata."""
     from chain import wallets
+    from chain.chains import web3_for
     from chain.contract import bind
-    from chain.rpc import connect
     from chain.sender import send_transaction
 
     claimed = Token.objects.filter(
@@ -216,11 +216,10 @@ def run_publish(token_pk: int) -> str | None:
         return None
     token = Token.objects.select_related("collection").get(pk=token_pk)
     collection = token.collection
-    w3 = connect()
+    w3 = web3_for(collection.chain_id)
     if w3.eth.chain_id != collection.chain_id:
         raise PublishFailed(
-            f"RPC {settings.RPC_URL} serves chain {w3.eth.chain_id}, "
-            f"the collection is on {collection.chain_id}"
+            f"the RPC endpoints of chain {collection.chain_id} serve chain {w3.eth.chain_id}"
         )
     contract = bind(w3, collection.contract_address)
     digest = bytes.fromhex(token.metadata_sha256)

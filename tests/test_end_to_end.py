@@ -37,6 +37,7 @@ from web3 import Web3
 from chain.anvil import ANVIL_ACCOUNTS, Anvil, free_port, start_anvil
 from chain.contract import bind, deploy_contract, freeze_config
 from chain.deployment import CollectionSpec, deploy_collection
+from chain.models import Chain
 from generation.models import Collection, Token
 
 # django_db makes pytest-django create the test database; the stack fixture commits its rows
@@ -238,6 +239,7 @@ def stack(
                     p.kill()
             anvil.stop()
             Collection.objects.filter(pk__in=[good.pk, broken.pk]).delete()
+            Chain.objects.filter(chain_id=good.chain_id).delete()
 
 
 def _log_tail(stack: Stack) -> str:

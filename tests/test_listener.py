@@ -1,23 +1,28 @@
-"""The listener on a real anvil (one block per transaction, blocks mined by the test)."""
+"""The listener on a real anvil (one block per transaction, blocks mined and reorganised by the
+test with ``anvil_mine`` and ``anvil_reorg``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
+from django.core.management import CommandError, call_command
 from eth_account import Account
 from eth_utils import keccak
+from hexbytes import HexBytes
 from web3 import Web3
 
 from chain.anvil import ANVIL_ACCOUNTS, Anvil, start_anvil
 from chain.contract import bind
 from chain.deployment import CollectionSpec, deploy_collection
-from chain.listener import Listener
-from chain.models import ChainCursor
+from chain.listener import DeepReorg, Listener
+from chain.models import Chain, ChainCursor
+from chain.seed_commit import commit_seeds
 from generation.models import Collection, Token
 
 pytestmark = pytest.mark.django_db(transaction=True)
-DEPLOYER, COLLECTOR = ANVIL_ACCOUNTS[0], ANVIL_ACCOUNTS[3]
+DEPLOYER, COMMITTER, PUBLISHER, COLLECTOR = ANVIL_ACCOUNTS[:4]
+Status = Token.Status
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +38,28 @@ def w3(anvil: Anvil) -> Web3:
 
 @pytest.fixture
 def collection(w3: Web3) -> Collection:
-    return deploy_collection(
-        w3, DEPLOYER.private_key, CollectionSpec(slug="listener", confirmations=2)
-    )
+    return deploy_collection(w3, DEPLOYER.private_key, CollectionSpec(slug="listener"))
 
 
-def mint(w3: Web3, collection: Collection, quantity: int) -> int:
+@pytest.fixture
+def chain(collection: Collection) -> Chain:
+    return Chain.objects.get(chain_id=collection.chain_id)
+
+
+class Handed:
+    """Collects what the listener hands over, as the daemon's enqueue function would get it."""
+
+    def __init__(self) -> None:
+        self.pks: list[int] = []
+
+    def __call__(self, collection: Collection, pks: list[int]) -> None:
+        self.pks += pks
+
+    def token_ids(self) -> list[int]:
+        return [Token.objects.get(pk=pk).token_id for pk in self.pks]
+
+
+def signed_mint(w3: Web3, collection: Collection, quantity: int) -> HexBytes:
     contract = bind(w3, collection.contract_address)
     account = Account.from_key(COLLECTOR.private_key)
     tx = contract.functions.mint(quantity).build_transaction(
@@ -48,7 +69,11 @@ def mint(w3: Web3, collection: Collection, quantity: int) -> int:
             "nonce": w3.eth.get_transaction_count(account.address),
         }
     )
-    tx_hash = w3.eth.send_raw_transaction(account.sign_transaction(tx).raw_transaction)
+    return account.sign_transaction(tx).raw_transaction
+
+
+def mint(w3: Web3, collection: Collection, quantity: int) -> int:
+    tx_hash = w3.eth.send_raw_transaction(signed_mint(w3, collection, quantity))
     return w3.eth.wait_for_transaction_receipt(tx_hash)["blockNumber"]
 
 
@@ -56,47 +81,150 @@ def mine(w3: Web3, blocks: int) -> None:
     w3.provider.make_request("anvil_mine", [blocks])
 
 
+def reorg(w3: Web3, depth: int, txs: list[tuple[HexBytes, int]] = ()) -> None:  # type: ignore[assignment]
+    response = w3.provider.make_request(
+        "anvil_reorg", [depth, [[raw.to_0x_hex(), offset] for raw, offset in txs]]
+    )
+    assert "error" not in response, response
+
+
+def seed_of(w3: Web3, block_number: int, token_id: int) -> str:
+    block_hash = bytes(w3.eth.get_block(block_number)["hash"])
+    return "0x" + keccak(block_hash + token_id.to_bytes(32, "big")).hex()
+
+
 def test_it_records_nothing_before_the_mint_has_its_confirmations(
-    w3: Web3, collection: Collection
+    w3: Web3, collection: Collection, chain: Chain
 ) -> None:
-    # Given a mint at the head of the chain
-    handed_over: list[int] = []
-    listener = Listener(w3, on_seed_committed=lambda t: handed_over.append(t.token_id))
+    # Given a mint at the head of the chain, and a chain asking for 2 confirmations
+    handed = Handed()
+    listener = Listener(w3, chain, on_confirmed=handed)
     mint_block = mint(w3, collection, 2)
-    # When the listener polls with only 0, then 1 confirmation
-    assert listener.poll_collection(collection).mints == 0
+    # When the listener polls with 0, then 1 confirmation, nothing is recorded or handed over
+    assert listener.poll().mints == 0
     mine(w3, 1)
-    assert listener.poll_collection(collection).mints == 0
-    # Then nothing is recorded, seeded or handed over; with the second confirmation it all is
+    assert listener.poll().mints == 0
     assert not Token.objects.exists()
+    # Then with the second confirmation both mints are, once, and their seeds check out
     mine(w3, 1)
-    summary = listener.poll_collection(collection)
-    assert (summary.mints, summary.seeds_committed) == (2, 2)
-    assert handed_over == [1, 2]
-    block_hash = bytes(w3.eth.get_block(mint_block)["hash"])
+    assert listener.poll().mints == 2
+    assert handed.token_ids() == [1, 2]
+    committed = []
+    assert commit_seeds(w3, collection, handed.pks, committed.append) == (2, 0)
     for token in Token.objects.order_by("token_id"):
-        assert token.status == Token.Status.SEED_COMMITTED
-        assert token.seed == "0x" + keccak(block_hash + token.token_id.to_bytes(32, "big")).hex()
+        assert token.status == Status.SEED_COMMITTED
+        assert token.seed == seed_of(w3, mint_block, token.token_id) == token.expected_seed
 
 
 def test_it_records_each_mint_once_across_polls_and_restarts(
-    w3: Web3, collection: Collection
+    w3: Web3, collection: Collection, chain: Chain
 ) -> None:
-    handed_over: list[int] = []
+    handed = Handed()
     mint(w3, collection, 1)
     mint(w3, collection, 2)
     mine(w3, 2)
-    Listener(w3, on_seed_committed=lambda t: handed_over.append(t.token_id)).poll_collection(
-        collection
-    )
+    Listener(w3, chain, on_confirmed=handed).poll()
     # When the daemon polls again, and a new one starts from the persisted cursor
-    again = Listener(w3, on_seed_committed=lambda t: handed_over.append(t.token_id))
-    again.poll_collection(collection)
+    again = Listener(w3, chain, on_confirmed=handed)
+    again.poll()
     mine(w3, 3)
-    summary = again.poll_collection(collection)
+    summary = again.poll()
     # Then no mint is recorded or handed over twice
     assert summary.mints == 0
-    assert handed_over == [1, 2, 3]
+    assert handed.token_ids() == [1, 2, 3]
     assert list(Token.objects.values_list("token_id", flat=True)) == [1, 2, 3]
     cursor = ChainCursor.objects.get(collection=collection)
-    assert cursor.block_number == summary.head - collection.confirmations
+    assert cursor.block_number == w3.eth.block_number - chain.confirmations
+    assert cursor.block_hash == w3.eth.get_block(cursor.block_number)["hash"].to_0x_hex()
+
+
+def test_it_processes_a_mint_reorged_before_its_confirmations_once_in_its_new_block(
+    w3: Web3, collection: Collection, chain: Chain
+) -> None:
+    # Given a mint with one confirmation, which a reorg moves to another block
+    handed = Handed()
+    listener = Listener(w3, chain, on_confirmed=handed)
+    raw = signed_mint(w3, collection, 1)
+    first_block = w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(raw))[
+        "blockNumber"
+    ]
+    first_hash = w3.eth.get_block(first_block)["hash"].to_0x_hex()
+    mine(w3, 1)
+    assert listener.poll().mints == 0
+    reorg(w3, 2, [(raw, 1)])
+    mine(w3, 2)
+    # When the listener polls
+    assert listener.poll().mints == 1
+    # Then the token is recorded once, with the block that holds the mint now
+    token = Token.objects.get()
+    new_block = bind(w3, collection.contract_address).functions.mintBlockOf(1).call()
+    new_hash = w3.eth.get_block(new_block)["hash"].to_0x_hex()
+    assert (token.mint_block_number, token.mint_block_hash) == (new_block, new_hash)
+    assert new_hash != first_hash
+    assert token.expected_seed == seed_of(w3, new_block, 1)
+    assert commit_seeds(w3, collection, handed.pks, lambda t: None) == (1, 0)
+
+
+def test_it_marks_a_token_whose_mint_vanished_reorged_and_never_commits_its_seed(
+    w3: Web3, collection: Collection, chain: Chain
+) -> None:
+    # Given a mint the listener recorded with its 2 confirmations
+    handed = Handed()
+    listener = Listener(w3, chain, on_confirmed=handed)
+    mint(w3, collection, 1)
+    mine(w3, 2)
+    assert listener.poll().mints == 1
+    nonces = {a.address: w3.eth.get_transaction_count(a.address) for a in (COMMITTER, PUBLISHER)}
+    # When a reorg deeper than the confirmations drops the mint
+    reorg(w3, 4)
+    summary = listener.poll()
+    # Then the token is REORGED, and its queued seed commit sends nothing
+    assert summary.reorged == 1
+    token = Token.objects.get()
+    assert token.status == Status.REORGED
+    assert "reorganised away" in token.failure_reason
+    assert commit_seeds(w3, collection, handed.pks, lambda t: None) == (0, 0)
+    assert Token.objects.get().status == Status.REORGED
+    assert {a: w3.eth.get_transaction_count(a) for a in nonces} == nonces
+    assert bind(w3, collection.contract_address).functions.totalSupply().call() == 0
+
+
+def test_it_processes_a_recorded_mint_that_a_reorg_moved_once_more_with_its_new_block(
+    w3: Web3, collection: Collection, chain: Chain
+) -> None:
+    handed = Handed()
+    listener = Listener(w3, chain, on_confirmed=handed)
+    raw = signed_mint(w3, collection, 1)
+    w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(raw))
+    mine(w3, 2)
+    listener.poll()
+    old = Token.objects.get()
+    # When a reorg deeper than the confirmations re-includes the mint in a later block
+    reorg(w3, 3, [(raw, 2)])
+    mine(w3, 2)
+    summary = listener.poll()
+    # Then the same row is processed again, once, with the new block
+    assert (summary.reorged, summary.reincluded, summary.mints) == (1, 1, 0)
+    token = Token.objects.get()
+    assert token.pk == old.pk and token.status == Status.CONFIRMED
+    assert token.mint_block_hash != old.mint_block_hash
+    assert token.expected_seed == seed_of(w3, token.mint_block_number, 1)
+    assert handed.pks == [old.pk, old.pk]
+
+
+def test_it_stops_on_a_reorg_deeper_than_the_finality_window(
+    w3: Web3, collection: Collection, chain: Chain
+) -> None:
+    Chain.objects.filter(pk=chain.pk).update(finality_depth=3, confirmations=1)
+    chain.refresh_from_db()
+    listener = Listener(w3, chain, on_confirmed=Handed())
+    mint(w3, collection, 1)
+    mine(w3, 6)
+    listener.poll()
+    reorg(w3, 8)
+    with pytest.raises(DeepReorg, match="deeper than the finality window"):
+        listener.poll()
+    # and the daemon exits with that reason rather than going on
+    with pytest.raises(CommandError, match="deeper than the finality window"):
+        call_command("listen_chain", "--once")
+    assert Token.objects.get().status == Status.CONFIRMED

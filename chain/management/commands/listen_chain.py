@@ -1,6 +1,9 @@
 """The chain listener daemon: ``manage.py listen_chain``.
 
-SIGTERM or Ctrl-C finishes the current poll and exits with a summary line.
+Follows every configured chain (``Chain`` rows) for all of their collections. Per chain, one
+daemon leads (see chain/leader.py); others wait as standbys. SIGTERM or Ctrl-C finishes the
+current range and exits with a summary line. A reorg deeper than a chain's finality window
+stops the daemon with exit status 1 and the reason.
 """
 
 from __future__ import annotations
@@ -12,65 +15,92 @@ from typing import Any
 
 import requests
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from web3.exceptions import Web3Exception
 
 from chain.errors import ChainError
-from chain.listener import Listener, PollSummary
+from chain.leader import LeaderLock
+from chain.listener import DeepReorg, Listener, PollSummary
+from chain.models import Chain
 from chain.rpc import connect
-from generation.models import Collection, Token
+from chain.tasks import enqueue_seed_commits
 
 log = logging.getLogger(__name__)
 
 
-def enqueue_render(token: Token) -> None:
-    from generation.tasks import render_token
-
-    render_token.send(token.pk)
-
-
 class Command(BaseCommand):
-    help = "Follow the chain: record confirmed mints, commit their seeds, enqueue rendering."
+    help = "Follow the chains: record confirmed mints exactly once, survive reorgs, enqueue seeds."
 
     def add_arguments(self, parser: Any) -> None:
-        parser.add_argument("--rpc-url", default=None, help="default: settings.RPC_URL")
         parser.add_argument("--poll-interval", type=float, default=settings.CHAIN_POLL_INTERVAL)
-        parser.add_argument("--once", action="store_true", help="poll once and exit")
+        parser.add_argument("--once", action="store_true", help="poll each chain once and exit")
+        parser.add_argument("--chain", type=int, action="append", help="only these chain ids")
 
     def handle(self, *args: Any, **options: Any) -> None:
         self.shutdown = False
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
-        w3 = connect(options["rpc_url"])
-        listener = Listener(
-            w3, on_seed_committed=enqueue_render, log_range=settings.CHAIN_LOG_RANGE
-        )
+        locks: dict[int, LeaderLock] = {}
+        listeners: dict[int, Listener] = {}
         total = PollSummary()
         polls = errors = 0
-        self.stdout.write(f"listening on chain {listener.chain_id} at {w3.provider.endpoint_uri}")
-        while not self.shutdown:
-            collections = list(Collection.objects.filter(chain_id=listener.chain_id))
-            try:
-                summary = listener.poll(collections)
-            except (
-                ChainError,
-                Web3Exception,
-                requests.RequestException,
-                OSError,
-            ) as exc:
-                # Transient: the node is away or a transaction did not go through; the cursor
-                # and token rows are untouched, so the next poll redoes exactly this work.
-                errors += 1
-                log.error("poll failed (%s: %s); retrying", type(exc).__name__, exc)
-                summary = PollSummary()
-            total.add(summary)
-            polls += 1
-            if options["once"]:
-                break
-            self._sleep(options["poll_interval"] if errors == 0 else min(30.0, 2.0**errors))
-            if summary.head:
-                errors = 0
-        self.stdout.write(f"listener stopped after {polls} polls, {errors} errors: {total}")
+        standby_logged: set[int] = set()
+        try:
+            while not self.shutdown:
+                chains = Chain.objects.all()
+                if options["chain"]:
+                    chains = chains.filter(chain_id__in=options["chain"])
+                for chain in chains:
+                    if self.shutdown:
+                        break
+                    lock = locks.setdefault(
+                        chain.chain_id, LeaderLock(f"listen_chain:{chain.chain_id}")
+                    )
+                    if not lock.try_acquire():
+                        if chain.chain_id not in standby_logged:
+                            self.stdout.write(
+                                f"standby for chain {chain.chain_id}: another listener leads"
+                            )
+                            standby_logged.add(chain.chain_id)
+                        listeners.pop(chain.chain_id, None)
+                        continue
+                    try:
+                        listener = listeners.get(chain.chain_id)
+                        if listener is None:
+                            listener = Listener(
+                                connect(chain.urls()),
+                                chain,
+                                on_confirmed=enqueue_seed_commits,
+                                should_stop=lambda: self.shutdown,
+                            )
+                            listeners[chain.chain_id] = listener
+                            self.stdout.write(f"leading chain {chain.chain_id} via {chain.urls()}")
+                        listener.chain = chain  # settings edited in the admin apply next poll
+                        total.add(listener.poll())
+                        errors = 0
+                    except DeepReorg:
+                        raise
+                    except (ChainError, Web3Exception, requests.RequestException, OSError) as exc:
+                        # Transient: the cursor and rows are untouched, so the next poll redoes
+                        # exactly this work.
+                        errors += 1
+                        log.error(
+                            "chain %s: poll failed (%s: %s)",
+                            chain.chain_id,
+                            type(exc).__name__,
+                            exc,
+                        )
+                polls += 1
+                if options["once"]:
+                    break
+                self._sleep(options["poll_interval"] if errors == 0 else min(30.0, 2.0**errors))
+        except DeepReorg as exc:
+            self.stderr.write(f"listener stopped: {exc}")
+            raise CommandError(str(exc)) from exc
+        finally:
+            for lock in locks.values():
+                lock.release()
+            self.stdout.write(f"listener stopped after {polls} polls: {total}")
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.shutdown = True

@@ -1,0 +1,66 @@
+"""Dramatiq actors of the chain side (thin shells; the work is in chain/seed_commit.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dramatiq
+
+from chain.chains import web3_for
+from chain.seed_commit import commit_seeds as commit_and_check
+from generation import pipeline
+from generation.models import Collection, Token
+
+SEED_BATCH = 200
+
+
+def enqueue_seed_commits(collection: Collection, token_pks: list[int]) -> None:
+    """What the listener calls with the tokens a range confirmed: one message per few hundred,
+    never splitting one mint transaction (its tokens share one seed record on-chain)."""
+    rows = (
+        Token.objects.filter(pk__in=token_pks)
+        .order_by("token_id")
+        .values_list("pk", "mint_tx_hash")
+    )
+    chunk: list[int] = []
+    last_tx = None
+    for pk, tx in rows:
+        if len(chunk) >= SEED_BATCH and tx != last_tx:
+            commit_seeds.send(collection.pk, chunk)
+            chunk = []
+        chunk.append(pk)
+        last_tx = tx
+    if chunk:
+        commit_seeds.send(collection.pk, chunk)
+
+
+@dramatiq.actor(queue_name="io", max_retries=3)
+def record_commit_failure(message_data: dict[str, Any], retry_data: dict[str, Any]) -> None:
+    traceback = message_data.get("options", {}).get("traceback", "").strip()
+    last_error = traceback.splitlines()[-1] if traceback else "no traceback recorded"
+    for token_pk in message_data["args"][1]:
+        pipeline.mark_failed(
+            token_pk, f"commit_seeds gave up after {retry_data['retries']} retries: {last_error}"
+        )
+
+
+@dramatiq.actor(
+    queue_name="io",
+    max_retries=8,
+    min_backoff=1_000,
+    max_backoff=60_000,
+    time_limit=5 * 60_000,
+    on_retry_exhausted="record_commit_failure",
+)
+def commit_seeds(collection_pk: int, token_pks: list[int]) -> None:
+    from generation.tasks import render_token
+
+    collection = Collection.objects.filter(pk=collection_pk).first()
+    if collection is None:
+        return
+    commit_and_check(
+        web3_for(collection.chain_id),
+        collection,
+        token_pks,
+        on_committed=lambda token: render_token.send(token.pk),
+    )

@@ -4,13 +4,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
 
-.PHONY: run test demo gas install models lint format contracts clean
+.PHONY: run test demo gas bench-listener install models lint format contracts clean
 
 run: install models
 	$(PY) manage.py run_stack
 
 test: install models
-	$(PY) -m pytest
+	$(PY) -m tests.with_broker $(PY) -m pytest
 
 demo: install
 	$(PY) manage.py demo_mint
@@ -18,6 +18,11 @@ demo: install
 # Gas per token of the contract against a naive OpenZeppelin baseline, side by side on anvil.
 gas: install
 	$(PY) -m chain.gas_benchmark --write docs/benchmarks.md
+
+# Listener catch-up on 10,000 mints; uses DATABASE_URL / REDIS_URL when set (PostgreSQL is the
+# target), else SQLite and the embedded broker started by `make run`.
+bench-listener: install
+	DRAMATIQ_NAMESPACE=mint-bench $(PY) manage.py bench_listener --write docs/benchmarks.md
 
 install: $(STAMP) $(NPM_STAMP)
 

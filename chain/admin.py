@@ -1,6 +1,18 @@
 from django.contrib import admin
 
-from chain.models import ChainCursor, Wallet
+from chain.models import Chain, ChainCursor, Wallet
+
+
+@admin.register(Chain)
+class ChainAdmin(admin.ModelAdmin):
+    list_display = [
+        "chain_id",
+        "name",
+        "rpc_urls",
+        "confirmations",
+        "confirmation_tag",
+        "finality_depth",
+    ]
 
 
 @admin.register(ChainCursor)

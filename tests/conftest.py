@@ -3,15 +3,39 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from django.conf import settings
+from web3 import Web3
 
-from chain.anvil import free_port
+from chain.anvil import Anvil, start_anvil
+
+
+def database_url() -> str:
+    """The test database as a URL, for the project's own processes started by a test."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{db['NAME']}"
+    user = db.get("USER") or "postgres"
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    host, port = db.get("HOST") or "127.0.0.1", db.get("PORT") or 5432
+    return f"postgres://{user}{password}@{host}:{port}/{db['NAME']}"
+
+
+@pytest.fixture(scope="module")
+def anvil() -> Iterator[Anvil]:
+    """A real local chain for the module: automine, blocks mined by the tests as needed."""
+    with start_anvil() as node:
+        yield node
+
+
+@pytest.fixture
+def w3(anvil: Anvil) -> Web3:
+    return Web3(Web3.HTTPProvider(anvil.rpc_url))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -36,25 +60,16 @@ def reference_models() -> Path:
 
 
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``REDIS_URL`` when set (CI: the machine's Redis), else the embedded redis-server."""
+def redis_url() -> str:
+    """The broker the project's processes and this one share: ``REDIS_URL``.
+
+    ``make test`` sets it (the machine's Redis in CI, else an embedded redis-server started for
+    the run by tests/with_broker.py); it must be set before Django loads, which binds the broker.
+    """
     configured = os.environ.get("REDIS_URL")
-    if configured:
-        yield configured
-        return
-    from mintsite.embedded_redis import start_embedded_redis
-
-    port = free_port()
-    process = start_embedded_redis(port, tmp_path_factory.mktemp("redis"))
-    yield f"redis://127.0.0.1:{port}/0"
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-
-
-@pytest.fixture
-def dramatiq_namespace() -> str:
-    """A namespace of its own, so no test sees another's (or a running stack's) messages."""
-    return f"mint-test-{uuid.uuid4().hex[:12]}"
+    if not configured:
+        pytest.fail(
+            "REDIS_URL is not set: run the suite with `make test`, or "
+            "`.venv/bin/python -m tests.with_broker .venv/bin/python -m pytest ...`"
+        )
+    return configured

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,12 +16,6 @@ from generation.ipfs import LocalStore
 from generation.models import Collection
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(scope="module")
-def anvil() -> Iterator[Anvil]:
-    with start_anvil() as node:
-        yield node
 
 
 @pytest.fixture(autouse=True)

@@ -27,7 +27,6 @@ from typing import Any
 import httpx
 import pytest
 from django.conf import settings
-from django.db import connection
 from eth_account import Account
 from eth_utils import keccak
 from multiformats import CID, multihash
@@ -39,6 +38,7 @@ from chain.contract import bind, deploy_contract, freeze_config
 from chain.deployment import CollectionSpec, deploy_collection
 from chain.models import Chain
 from generation.models import Collection, Token
+from tests.conftest import database_url
 
 # django_db makes pytest-django create the test database; the stack fixture commits its rows
 # outside the per-test transaction, so every test sees them and none can undo them.
@@ -62,15 +62,6 @@ class Stack:
     mint_blocks: dict[int, int] = field(default_factory=dict)
     rows: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
-
-
-def _database_url() -> str:
-    db = connection.settings_dict
-    if db["ENGINE"] == "django.db.backends.sqlite3":
-        return f"sqlite:///{db['NAME']}"
-    user = db.get("USER") or "postgres"
-    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
-    return f"postgres://{user}{password}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
 
 
 def _mint(w3: Web3, address: str, quantity: int) -> int:
@@ -145,7 +136,7 @@ def stack(
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "mintsite.settings",
-            "DATABASE_URL": _database_url(),
+            "DATABASE_URL": database_url(),
             "REDIS_URL": redis_url,
             "DRAMATIQ_NAMESPACE": f"mint-e2e-{os.getpid()}",
             "RPC_URL": anvil.rpc_url,
@@ -212,10 +203,11 @@ def stack(
             good_contract = bind(w3, good.contract_address)
             deadline = time.monotonic() + TIMEOUT
             while time.monotonic() < deadline:
-                uris = [good_contract.functions.tokenURI(i).call() for i in (1, 2, 3)]
+                # tokenURI names the placeholder until publication: wait for the digests
+                digests = [good_contract.functions.metadataDigestOf(i).call() for i in (1, 2, 3)]
                 broken_row = Token.objects.filter(collection=broken, token_id=1).first()
                 broken_done = broken_row is not None and broken_row.status == Token.Status.FAILED
-                if all(uris) and broken_done:
+                if all(d != bytes(32) for d in digests) and broken_done:
                     break
                 for p in processes:
                     assert p.poll() is None, f"{p.args} exited early: see {logs}"

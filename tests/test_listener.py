@@ -3,8 +3,6 @@ test with ``anvil_mine`` and ``anvil_reorg``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from django.core.management import CommandError, call_command
 from eth_account import Account
@@ -12,7 +10,7 @@ from eth_utils import keccak
 from hexbytes import HexBytes
 from web3 import Web3
 
-from chain.anvil import ANVIL_ACCOUNTS, Anvil, start_anvil
+from chain.anvil import ANVIL_ACCOUNTS
 from chain.contract import bind
 from chain.deployment import CollectionSpec, deploy_collection
 from chain.listener import DeepReorg, Listener
@@ -23,17 +21,6 @@ from generation.models import Collection, Token
 pytestmark = pytest.mark.django_db(transaction=True)
 DEPLOYER, COMMITTER, PUBLISHER, COLLECTOR = ANVIL_ACCOUNTS[:4]
 Status = Token.Status
-
-
-@pytest.fixture(scope="module")
-def anvil() -> Iterator[Anvil]:
-    with start_anvil() as node:
-        yield node
-
-
-@pytest.fixture
-def w3(anvil: Anvil) -> Web3:
-    return Web3(Web3.HTTPProvider(anvil.rpc_url))
 
 
 @pytest.fixture
@@ -213,7 +200,7 @@ def test_it_processes_a_recorded_mint_that_a_reorg_moved_once_more_with_its_new_
 
 
 def test_it_stops_on_a_reorg_deeper_than_the_finality_window(
-    w3: Web3, collection: Collection, chain: Chain
+    w3: Web3, collection: Collection, chain: Chain, redis_url: str
 ) -> None:
     Chain.objects.filter(pk=chain.pk).update(finality_depth=3, confirmations=1)
     chain.refresh_from_db()

@@ -26,6 +26,7 @@ from chain.rpc import connect
 from chain.tasks import enqueue_seed_commits
 
 log = logging.getLogger(__name__)
+SWEEP_EVERY = 300.0  # seconds between hand-overs of tokens stuck waiting for their seed commit
 
 
 class Command(BaseCommand):
@@ -45,6 +46,7 @@ class Command(BaseCommand):
         total = PollSummary()
         polls = errors = 0
         standby_logged: set[int] = set()
+        swept: dict[int, float] = {}
         try:
             while not self.shutdown:
                 chains = Chain.objects.all()
@@ -75,6 +77,11 @@ class Command(BaseCommand):
                             )
                             listeners[chain.chain_id] = listener
                             self.stdout.write(f"leading chain {chain.chain_id} via {chain.urls()}")
+                            listener.requeue_confirmed()
+                            swept[chain.chain_id] = time.monotonic()
+                        elif time.monotonic() - swept.get(chain.chain_id, 0.0) > SWEEP_EVERY:
+                            listener.requeue_confirmed(older_than=SWEEP_EVERY)
+                            swept[chain.chain_id] = time.monotonic()
                         listener.chain = chain  # settings edited in the admin apply next poll
                         total.add(listener.poll())
                         errors = 0

@@ -142,9 +142,7 @@ DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
 # --- chain ----------------------------------------------------------------------------------
 RPC_URL = env_str("RPC_URL") or "http://127.0.0.1:8545"
 EMBEDDED_CHAIN_ID = 31337  # anvil's; the well-known anvil keys are accepted only there
-CHAIN_CONFIRMATIONS = env_int("CHAIN_CONFIRMATIONS", 2, minimum=0)
 CHAIN_POLL_INTERVAL = env_float("CHAIN_POLL_INTERVAL", 1.0)
-CHAIN_LOG_RANGE = env_int("CHAIN_LOG_RANGE", 2000, minimum=1)
 DEPLOYER_KEY = env_str("DEPLOYER_KEY")
 SEED_COMMITTER_KEY = env_str("SEED_COMMITTER_KEY")
 PUBLISHER_KEY = env_str("PUBLISHER_KEY")

@@ -10,7 +10,7 @@ from eth_utils import keccak
 from hexbytes import HexBytes
 from web3 import Web3
 
-from chain.anvil import ANVIL_ACCOUNTS
+from chain.anvil import ANVIL_ACCOUNTS, start_anvil
 from chain.contract import bind
 from chain.deployment import CollectionSpec, deploy_collection
 from chain.listener import DeepReorg, Listener
@@ -215,3 +215,43 @@ def test_it_stops_on_a_reorg_deeper_than_the_finality_window(
     with pytest.raises(CommandError, match="deeper than the finality window"):
         call_command("listen_chain", "--once")
     assert Token.objects.get().status == Status.CONFIRMED
+
+
+def test_it_waits_for_the_nodes_safe_block_when_the_chain_uses_that_tag(
+    w3: Web3, collection: Collection, chain: Chain
+) -> None:
+    # Given a chain trusting the node's "safe" block (anvil: 32 behind the head)
+    Chain.objects.filter(pk=chain.pk).update(confirmation_tag=Chain.Tag.SAFE)
+    chain.refresh_from_db()
+    listener = Listener(w3, chain, on_confirmed=Handed())
+    mint(w3, collection, 1)
+    # When 31 blocks follow the mint, it is not yet safe; with the 32nd it is
+    mine(w3, 31)
+    assert listener.poll().mints == 0
+    mine(w3, 1)
+    assert listener.poll().mints == 1
+
+
+def test_it_follows_several_chains_in_one_daemon(
+    w3: Web3,
+    collection: Collection,
+    settings,
+    redis_url: str,  # type: ignore[no-untyped-def]
+) -> None:
+    # Given a second chain (its own chain id, so keys are required there) with a collection
+    settings.DEPLOYER_KEY, settings.SEED_COMMITTER_KEY, settings.PUBLISHER_KEY = (
+        DEPLOYER.private_key, COMMITTER.private_key, PUBLISHER.private_key,
+    )  # fmt: skip
+    with start_anvil(chain_id=4242) as other_node:
+        other_w3 = Web3(Web3.HTTPProvider(other_node.rpc_url))
+        other = deploy_collection(other_w3, DEPLOYER.private_key, CollectionSpec(slug="other"))
+        mint(w3, collection, 2)
+        mint(other_w3, other, 3)
+        mine(w3, 2)
+        mine(other_w3, 2)
+        # When one daemon polls once
+        call_command("listen_chain", "--once")
+    # Then both chains' mints are recorded
+    assert Token.objects.filter(collection=collection).count() == 2
+    assert Token.objects.filter(collection=other).count() == 3
+    assert set(Chain.objects.values_list("chain_id", flat=True)) == {31337, 4242}

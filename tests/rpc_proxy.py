@@ -57,6 +57,8 @@ class FlakyRpcProxy:
         self.modes = tuple(modes)
         self.timeout_sleep = timeout_sleep
         self.max_log_range = max_log_range
+        self.lying_log_answers = 0  # set by a test: that many eth_getLogs answers get lied about
+        self.lies_told = 0
         self.upstream_timeout = upstream_timeout
         self.down = False
         self.requests = 0
@@ -172,6 +174,21 @@ class FlakyRpcProxy:
             },
         }
 
+    def _maybe_lie(self, raw: bytes) -> bytes:
+        """While ``lying_log_answers`` lasts, give every log of an answer a wrong block hash, as
+        a node answering from the losing side of a reorg would."""
+        with self._lock:
+            if self.lying_log_answers <= 0:
+                return raw
+            answer = json.loads(raw)
+            if not answer.get("result"):
+                return raw
+            self.lying_log_answers -= 1
+            self.lies_told += 1
+        for entry in answer["result"]:
+            entry["blockHash"] = "0x" + "ee" * 32
+        return json.dumps(answer).encode()
+
     def _answer(self, body: bytes) -> tuple[int, bytes]:
         """Forward ``body``, answering over-range eth_getLogs (alone or in a batch) here."""
         try:
@@ -181,7 +198,12 @@ class FlakyRpcProxy:
         self._count_methods(payload)
         if not isinstance(payload, list):
             error = self._range_error(payload)
-            return (200, json.dumps(error).encode()) if error else self._post_upstream(body)
+            if error:
+                return 200, json.dumps(error).encode()
+            status, raw = self._post_upstream(body)
+            if payload.get("method") == "eth_getLogs" and status == 200:
+                raw = self._maybe_lie(raw)
+            return status, raw
         errors = [self._range_error(item) for item in payload]
         if not any(errors):
             return self._post_upstream(body)

@@ -213,3 +213,25 @@ def test_it_grows_the_log_range_back_while_answers_stay_small(
     blocks = mine_to - chain.confirmations - start + 1
     expected_ranges = next(k for k in range(1, 64) if 2**k - 1 >= blocks)
     assert summary.ranges == expected_ranges
+
+
+def test_it_rejects_logs_whose_block_hash_is_not_the_blocks_and_reads_again(
+    anvil: Anvil, w3: Web3, collection: Collection
+) -> None:
+    # Given a node whose first log answer names blocks the chain does not have
+    mint_many(w3, collection, transactions=3, quantity=1)
+    chain = Chain.objects.get(chain_id=collection.chain_id)
+    with FlakyRpcProxy(anvil.rpc_url) as lying:
+        lying.lying_log_answers = 1
+        listener = Listener(connect(lying.url), chain, on_confirmed=lambda c, pks: None)
+        # When the listener polls twice
+        first = listener.poll()
+        second = listener.poll()
+        assert lying.lies_told == 1
+    # Then nothing from the lie was recorded, and the honest answer was, with the real hashes
+    assert first.mints == 0
+    assert second.mints == 3
+    for token in Token.objects.all():
+        assert (
+            token.mint_block_hash == w3.eth.get_block(token.mint_block_number)["hash"].to_0x_hex()
+        )

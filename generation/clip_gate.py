@@ -3,14 +3,35 @@
 The model is loaded from a local folder written by ``open_clip.push_to_hf_hub.save_for_hf``
 (``open_clip_config.json`` plus weights), through ``open_clip``'s ``local-dir:`` schema, so the
 same code loads the reference model and real checkpoints saved that way. Nothing is fetched.
+
+The gate (:func:`check_image`) runs, in order:
+
+1. **Blank** — an image whose pixel standard deviation (all channels of its RGB form, 0–255
+   scale) is below ``blank_std`` fails at once (a safety filter's black output, a flat fill);
+   nothing else is computed for it.
+2. **Style** — cosine similarity of the image to the style prompt at or above its threshold.
+3. **Traits** — for each :class:`TraitCheck`, zero-shot over the category's options: the
+   assigned option must rank strictly first, leading the best other option by at least
+   ``trait_margin``.
+4. **Uniqueness** — the largest cosine similarity to the earlier tokens' image embeddings must
+   be below ``uniqueness_threshold``.
+
+Every score is rounded to :data:`SCORE_DECIMALS` decimals *before* it is compared, so the
+decision can be re-derived from the recorded numbers alone.
+
+Embeddings are stored by the caller as raw float32 little-endian bytes
+(:func:`embedding_to_bytes`, :func:`embedding_from_bytes`, :func:`stack_embeddings`).
 """
 
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -18,10 +39,22 @@ from PIL import Image
 from generation.reference_models import model_fingerprint
 
 SCORE_DECIMALS = 6
+#: How many prompts' text embeddings one scorer keeps (least recently used are dropped).
+TEXT_CACHE_SIZE = 4096
+#: Storage format of an embedding: float32, little-endian, no header (4 bytes per dimension).
+EMBEDDING_DTYPE = np.dtype("<f4")
+
+
+def _round(value: float) -> float:
+    return round(float(value), SCORE_DECIMALS)
 
 
 class ClipScorer:
-    """A loaded open_clip model, its preprocessing and tokenizer; load once per process."""
+    """A loaded open_clip model, its preprocessing and tokenizer; load once per process.
+
+    ``text_encoder_calls`` counts the text encoder's forward passes (one per prompt not yet in
+    this scorer's cache); ``image_encoder_calls`` counts image forward passes.
+    """
 
     def __init__(self, clip_dir: Path, device: str | None = None) -> None:
         import open_clip
@@ -44,18 +77,62 @@ class ClipScorer:
         self.model = model.eval()
         self.preprocess = preprocess
         self.tokenizer = open_clip.get_tokenizer(name)
+        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._text_lock = threading.Lock()
+        self.text_encoder_calls = 0
+        self.image_encoder_calls = 0
 
     @torch.inference_mode()
+    def image_embedding(self, image: Image.Image) -> np.ndarray:
+        """The image's embedding: 1-D float32, L2-normalised."""
+        pixels = self.preprocess(image.convert("RGB")).unsqueeze(0).to(self.device)
+        features = F.normalize(self.model.encode_image(pixels).float(), dim=-1)
+        self.image_encoder_calls += 1
+        return features[0].cpu().numpy().astype(np.float32, copy=False)
+
+    @torch.inference_mode()
+    def _encode_text(self, text: str) -> np.ndarray:
+        tokens = self.tokenizer([text]).to(self.device)
+        features = F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+        self.text_encoder_calls += 1
+        vector = features[0].cpu().numpy().astype(np.float32, copy=True)
+        vector.flags.writeable = False  # shared through the cache
+        return vector
+
+    def text_embeddings(self, texts: Sequence[str]) -> np.ndarray:
+        """Embeddings of ``texts`` as an (n, d) float32 matrix, rows L2-normalised.
+
+        Each prompt is encoded once per scorer and cached (prompts repeat across tokens). A
+        prompt is encoded alone, never batched with others, so its embedding does not depend
+        on which prompts happened to be encoded with it the first time.
+        """
+        texts = list(texts)
+        rows = []
+        with self._text_lock:
+            for text in texts:
+                vector = self._text_cache.get(text)
+                if vector is None:
+                    vector = self._encode_text(text)
+                    self._text_cache[text] = vector
+                    if len(self._text_cache) > TEXT_CACHE_SIZE:
+                        self._text_cache.popitem(last=False)
+                else:
+                    self._text_cache.move_to_end(text)
+                rows.append(vector)
+        if not rows:
+            dim = int(self.model.text_projection.shape[-1]) if self._has_projection() else 0
+            return np.empty((0, dim), dtype=np.float32)
+        return np.stack(rows).astype(np.float32, copy=False)
+
+    def _has_projection(self) -> bool:
+        return getattr(self.model, "text_projection", None) is not None
+
     def score(self, image: Image.Image, texts: list[str]) -> list[float]:
         """Cosine similarity of ``image`` to each of ``texts``, rounded to 6 decimals."""
         if not texts:
             return []
-        pixels = self.preprocess(image.convert("RGB")).unsqueeze(0).to(self.device)
-        tokens = self.tokenizer(list(texts)).to(self.device)
-        image_features = F.normalize(self.model.encode_image(pixels).float(), dim=-1)
-        text_features = F.normalize(self.model.encode_text(tokens).float(), dim=-1)
-        similarities = (image_features @ text_features.T)[0].tolist()
-        return [round(float(s), SCORE_DECIMALS) for s in similarities]
+        similarities = self.text_embeddings(texts) @ self.image_embedding(image)
+        return [_round(s) for s in similarities]
 
 
 _scorers: dict[tuple[Path, str | None], ClipScorer] = {}
@@ -73,27 +150,173 @@ def get_scorer(clip_dir: Path, device: str | None = None) -> ClipScorer:
 
 
 @dataclass
+class TraitCheck:
+    """One category CLIP must verify: ``options`` maps each option's name to its prompt text."""
+
+    category: str
+    assigned: str
+    options: dict[str, str]
+
+
+@dataclass
 class GateResult:
+    """The gate's verdict. ``scores`` and ``thresholds`` are JSON-able dicts of floats.
+
+    ``embedding`` is the image's CLIP embedding (None for a blank image, which is not
+    embedded) for the caller to store for later uniqueness checks; ``pixel_std`` is the
+    measured pixel standard deviation (0–255), recorded outside ``scores`` so that a normal
+    image's ``scores`` keep the keys they had before the blank check existed.
+    """
+
     passed: bool
     scores: dict[str, float] = field(default_factory=dict)
     thresholds: dict[str, float] = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
+    embedding: np.ndarray | None = None
+    pixel_std: float | None = None
+
+
+def pixel_std(image: Image.Image) -> float:
+    """Standard deviation of every channel value of ``image`` in RGB, on the 0–255 scale."""
+    return float(np.asarray(image.convert("RGB"), dtype=np.float64).std())
 
 
 def check_image(
-    scorer: ClipScorer, image: Image.Image, style_prompt: str, style_threshold: float
+    scorer: ClipScorer,
+    image: Image.Image,
+    style_prompt: str,
+    style_threshold: float,
+    *,
+    traits: Sequence[TraitCheck] = (),
+    trait_margin: float = 0.0,
+    earlier: np.ndarray | None = None,
+    uniqueness_threshold: float | None = None,
+    blank_std: float = 2.0,
 ) -> GateResult:
-    """Pass ``image`` when its CLIP score against ``style_prompt`` reaches ``style_threshold``."""
-    (style_score,) = scorer.score(image, [style_prompt])
-    reasons = []
+    """Run the gate (blank, style, traits, uniqueness; see the module docstring) on ``image``.
+
+    ``earlier`` is an (n, d) float32 matrix of the collection's earlier tokens' normalised
+    image embeddings (e.g. from :func:`stack_embeddings`); the uniqueness check runs only when
+    it has rows and ``uniqueness_threshold`` is given. All failing checks after the blank one
+    are reported, each with its own reason.
+    """
+    std = pixel_std(image)
+    if std < blank_std:
+        return GateResult(
+            passed=False,
+            scores={"blank_std": _round(std)},
+            thresholds={"blank_std": _round(blank_std)},
+            reasons=[f"blank or near-constant image (std {std:.6f})"],
+            pixel_std=std,
+        )
+
+    for check in traits:
+        if len(check.options) < 2:
+            raise ValueError(
+                f"trait category {check.category!r} needs at least two options to be "
+                f"verified by CLIP, got {sorted(check.options)}"
+            )
+        if check.assigned not in check.options:
+            raise ValueError(
+                f"trait category {check.category!r}: assigned option {check.assigned!r} "
+                f"is not one of {sorted(check.options)}"
+            )
+
+    embedding = scorer.image_embedding(image)
+    prompts = [style_prompt] + [p for check in traits for p in check.options.values()]
+    similarities = [_round(s) for s in scorer.text_embeddings(prompts) @ embedding]
+
+    scores: dict[str, float] = {}
+    thresholds: dict[str, float] = {}
+    reasons: list[str] = []
+
+    style_score, style_threshold = similarities[0], _round(style_threshold)
+    scores["style"], thresholds["style"] = style_score, style_threshold
     if style_score < style_threshold:
         reasons.append(
             f"style score {style_score:.6f} is below the threshold {style_threshold:.6f} "
             f"for {style_prompt!r}"
         )
+
+    margin_threshold = _round(trait_margin)
+    offset = 1
+    for check in traits:
+        names = list(check.options)
+        option_scores = dict(zip(names, similarities[offset : offset + len(names)], strict=True))
+        offset += len(names)
+        assigned = option_scores[check.assigned]
+        # Best other option; ties between others go to the first in the options' order.
+        rival, rival_score = max(
+            ((n, s) for n, s in option_scores.items() if n != check.assigned),
+            key=lambda item: item[1],
+        )
+        margin = _round(assigned - rival_score)
+        key = f"trait:{check.category}"
+        scores[key], scores[f"{key}:margin"] = assigned, margin
+        thresholds[f"{key}:margin"] = margin_threshold
+        if margin <= 0:
+            reasons.append(
+                f"trait {check.category!r}: assigned {check.assigned!r} scores {assigned:.6f} "
+                f"but {rival!r} ranks first with {rival_score:.6f}"
+            )
+        elif margin < margin_threshold:
+            reasons.append(
+                f"trait {check.category!r}: assigned {check.assigned!r} ranks first with "
+                f"{assigned:.6f} but leads {rival!r} ({rival_score:.6f}) by {margin:.6f}, "
+                f"below the margin {margin_threshold:.6f}"
+            )
+
+    if earlier is not None and uniqueness_threshold is not None:
+        earlier = np.asarray(earlier, dtype=np.float32)
+        if earlier.size:
+            if earlier.ndim != 2 or earlier.shape[1] != embedding.shape[0]:
+                raise ValueError(
+                    f"earlier embeddings must be an (n, {embedding.shape[0]}) matrix, "
+                    f"got shape {earlier.shape}"
+                )
+            nearest = _round(np.max(earlier @ embedding))
+            limit = _round(uniqueness_threshold)
+            scores["uniqueness_max"], thresholds["uniqueness_max"] = nearest, limit
+            if nearest >= limit:
+                reasons.append(
+                    f"uniqueness: cosine similarity {nearest:.6f} to an earlier token's image "
+                    f"is not below the threshold {limit:.6f}"
+                )
+
     return GateResult(
         passed=not reasons,
-        scores={"style": style_score},
-        thresholds={"style": style_threshold},
+        scores=scores,
+        thresholds=thresholds,
         reasons=reasons,
+        embedding=embedding,
+        pixel_std=std,
     )
+
+
+def embedding_to_bytes(v: np.ndarray) -> bytes:
+    """Serialise a 1-D embedding as float32 little-endian bytes (4 per dimension, no header)."""
+    v = np.asarray(v)
+    if v.ndim != 1:
+        raise ValueError(f"an embedding is 1-D, got shape {v.shape}")
+    return v.astype(EMBEDDING_DTYPE, copy=False).tobytes()
+
+
+def embedding_from_bytes(b: bytes) -> np.ndarray:
+    """Read back :func:`embedding_to_bytes`' output as a writable, native float32 1-D array."""
+    if len(b) % EMBEDDING_DTYPE.itemsize:
+        raise ValueError(f"{len(b)} bytes is not a whole number of float32 values")
+    return np.frombuffer(b, dtype=EMBEDDING_DTYPE).astype(np.float32)
+
+
+def stack_embeddings(blobs: Iterable[bytes]) -> np.ndarray:
+    """Stack stored embeddings into the (n, d) float32 matrix :func:`check_image` takes.
+
+    No blobs give an empty (0, 0) matrix, which the gate treats as "no earlier tokens".
+    """
+    rows = [embedding_from_bytes(b) for b in blobs]
+    if not rows:
+        return np.empty((0, 0), dtype=np.float32)
+    dims = {r.shape[0] for r in rows}
+    if len(dims) != 1:
+        raise ValueError(f"stored embeddings have different dimensions: {sorted(dims)}")
+    return np.stack(rows)

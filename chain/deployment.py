@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,9 @@ class CollectionSpec:
     max_per_tx: int = 20
     max_per_wallet: int = 0  # 0: no cap
     royalty_bps: int = 500
+    rarity: dict = field(default_factory=lambda: {"mode": "none", "categories": []})
+    trait_margin: float = 0.0
+    uniqueness_threshold: float | None = None
 
 
 def deploy_collection(w3: Web3, deployer_key: str, spec: CollectionSpec) -> Collection:
@@ -99,6 +102,10 @@ def deploy_collection(w3: Web3, deployer_key: str, spec: CollectionSpec) -> Coll
         width=spec.width,
         height=spec.height,
         max_attempts=spec.max_attempts,
+        max_supply=spec.max_supply,
+        rarity=spec.rarity,
+        trait_margin=spec.trait_margin,
+        uniqueness_threshold=spec.uniqueness_threshold,
     )
     freeze_collection(w3, deployer_key, collection)
     log.info("deployed %s at %s in block %d", spec.slug, address, block)

@@ -36,10 +36,14 @@ def generation_config(collection: Collection) -> dict[str, Any]:
         "width": collection.width,
         "height": collection.height,
         "max_attempts": collection.max_attempts,
+        "max_supply": collection.max_supply,
         "seed_scheme": SEED_SCHEME,
         "torch_seed_scheme": TORCH_SEED_SCHEME,
-        # Traits and rarity arrive with the generation issue; until then there are none.
-        "rarity": {"mode": "none", "categories": []},
+        "trait_scheme": "generation/traits.py (weighted: independent draws keyed by seed and "
+        "category; quota: token k draws from what tokens 1..k-1 left)",
+        "rarity": collection.rarity,
+        "trait_margin": collection.trait_margin,
+        "uniqueness_threshold": collection.uniqueness_threshold,
     }
 
 

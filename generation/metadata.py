@@ -33,13 +33,17 @@ def software_versions() -> dict[str, str]:
 
 def build_metadata(token: Token, image_cid: str) -> dict[str, Any]:
     """The metadata document of a rendered, verified token whose image is pinned."""
+    from generation.traits import attributes, rarity
+
     collection = token.collection
     record = token.render_record
+    traits = record.get("traits", {})
+    table, supply = collection.rarity, collection.max_supply
     return {
         "name": f"{collection.name} #{token.token_id}",
         "description": collection.description,
         "image": f"ipfs://{image_cid}",
-        "attributes": [],
+        "attributes": attributes(traits, table, max_supply=supply) if traits else [],
         "provenance": {
             "chain_id": collection.chain_id,
             "contract": collection.contract_address,
@@ -54,6 +58,8 @@ def build_metadata(token: Token, image_cid: str) -> dict[str, Any]:
             "model": record["model"],
             "render": record["render"],
             "clip": record["clip"],
+            "traits": traits,
+            "rarity": rarity(traits, table, max_supply=supply) if traits else None,
             "software": record["software"],
         },
     }

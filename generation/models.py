@@ -11,12 +11,26 @@ from django.db import models
 
 
 def _validate_prompt_template(value: str) -> None:
+    """Well-formed only; which placeholders are allowed depends on the rarity table (clean())."""
+    from generation.traits import template_placeholders
+
     try:
-        value.format(token_id=1, collection="x")
-    except (KeyError, IndexError, ValueError) as exc:
-        raise ValidationError(
-            f"prompt template may only use {{token_id}} and {{collection}}: {exc!r}"
-        ) from exc
+        template_placeholders(value)
+    except ValueError as exc:
+        raise ValidationError(f"malformed prompt template: {exc}") from exc
+
+
+def _no_traits() -> dict:
+    return {"mode": "none", "categories": []}
+
+
+# Everything that shapes a token's image or its acceptance: frozen once the config digest is
+# committed on-chain (see generation/collection_config.py).
+FROZEN_FIELDS = (
+    "model_dir", "clip_dir", "prompt_template", "negative_prompt", "style_prompt",
+    "clip_threshold", "steps", "guidance", "width", "height", "max_attempts", "rarity",
+    "trait_margin", "uniqueness_threshold", "max_supply",
+)  # fmt: skip
 
 
 class Collection(models.Model):
@@ -45,6 +59,24 @@ class Collection(models.Model):
     width = models.PositiveIntegerField(default=64, validators=[MinValueValidator(8)])
     height = models.PositiveIntegerField(default=64, validators=[MinValueValidator(8)])
     max_attempts = models.PositiveIntegerField(default=3, validators=[MinValueValidator(1)])
+    max_supply = models.PositiveIntegerField(default=1000, validators=[MinValueValidator(1)])
+    rarity = models.JSONField(
+        default=_no_traits,
+        blank=True,
+        help_text='Trait categories: {"mode": "weighted"|"quota"|"none", "categories": [...]} '
+        "(see generation/traits.py)",
+    )
+    trait_margin = models.FloatField(
+        default=0.0,
+        validators=[MinValueValidator(0.0), MaxValueValidator(2.0)],
+        help_text="How far a verified trait's option must lead the others in CLIP's ranking",
+    )
+    uniqueness_threshold = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(-1.0), MaxValueValidator(1.0)],
+        help_text="An image this similar (cosine) to an earlier token's is rejected; empty: off",
+    )
 
     config_digest = models.CharField(
         max_length=66, blank=True, help_text="sha256 of the frozen generation config, on-chain"
@@ -62,6 +94,28 @@ class Collection(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.contract_address} on {self.chain_id})"
+
+    def clean(self) -> None:
+        from generation.traits import validate_rarity, validate_template
+
+        errors: dict[str, list[str]] = {}
+        rarity_problems = validate_rarity(self.rarity, max_supply=self.max_supply or 1)
+        if rarity_problems:
+            errors["rarity"] = rarity_problems
+        else:
+            template_problems = validate_template(self.prompt_template, self.rarity)
+            if template_problems:
+                errors["prompt_template"] = template_problems
+        if self.pk and self.config_digest:
+            stored = Collection.objects.filter(pk=self.pk).values(*FROZEN_FIELDS).first() or {}
+            for name in FROZEN_FIELDS:
+                if name in stored and stored[name] != getattr(self, name):
+                    errors.setdefault(name, []).append(
+                        f"frozen: the collection's config digest {self.config_digest} is "
+                        "committed on-chain, so what shapes its output can no longer change"
+                    )
+        if errors:
+            raise ValidationError(errors)
 
     def model_path(self) -> Path:
         return _resolve(self.model_dir)
@@ -107,6 +161,10 @@ class Token(models.Model):
     seed_tx_hash = models.CharField(max_length=66, blank=True)
 
     attempt = models.PositiveIntegerField(default=0)
+    traits = models.JSONField(default=dict, blank=True, help_text="category → option")
+    image_embedding = models.BinaryField(
+        null=True, blank=True, help_text="CLIP embedding of the accepted image (float32 LE)"
+    )
     render_record = models.JSONField(
         default=dict, blank=True, help_text="Every parameter that shaped the accepted image"
     )

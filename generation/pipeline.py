@@ -38,6 +38,38 @@ class PublishFailed(PipelineError, RuntimeError):
     pass
 
 
+class TraitsNotReady(Exception):
+    """Quota mode: token k's traits need the seeds of tokens 1..k-1, not all committed yet."""
+
+
+def traits_for(token: Token, seed: bytes) -> dict[str, str]:
+    """The token's traits: a pure function of its seed (weighted) or of the seeds of tokens
+    1..k in token-id order (quota), and the collection's frozen rarity table."""
+    from generation.traits import token_traits, weighted_traits
+
+    table = token.collection.rarity
+    mode = table.get("mode", "none")
+    if mode == "none":
+        return {}
+    if mode == "weighted":
+        return weighted_traits(seed, table)
+    k = token.token_id
+    earlier = list(
+        Token.objects.filter(collection=token.collection_id, token_id__lt=k)
+        .exclude(status=Status.REORGED)
+        .order_by("token_id")
+        .values_list("token_id", "seed")
+    )
+    ready = [s for t, s in earlier if s]
+    if len(earlier) != k - 1 or len(ready) != k - 1:
+        raise TraitsNotReady(
+            f"quota mode: token {k} waits for the seeds of tokens 1..{k - 1} "
+            f"({k - 1 - len(ready)} not committed yet)"
+        )
+    seeds = [bytes.fromhex(s.removeprefix("0x")) for s in ready] + [seed]
+    return token_traits(k, seeds, table)
+
+
 def mark_failed(token_pk: int, reason: str) -> bool:
     """FAILED with ``reason``, unless the token is already published or final."""
     updated = (
@@ -61,8 +93,15 @@ def run_render(token_pk: int) -> str | None:
 
     Returns the token's new status, or None when another delivery already has it.
     """
-    from generation.clip_gate import check_image, get_scorer
+    from generation.clip_gate import (
+        TraitCheck,
+        check_image,
+        embedding_to_bytes,
+        get_scorer,
+        stack_embeddings,
+    )
     from generation.rendering import RenderParams, get_renderer, png_bytes, torch_seed_for
+    from generation.traits import render_prompt
 
     claimed = Token.objects.filter(
         pk=token_pk, status__in=[Status.SEED_COMMITTED, Status.RENDERING]
@@ -71,9 +110,23 @@ def run_render(token_pk: int) -> str | None:
         return None
     token = Token.objects.select_related("collection").get(pk=token_pk)
     collection = token.collection
+    seed = bytes.fromhex(token.seed.removeprefix("0x"))
     try:
-        prompt = collection.prompt_template.format(
-            token_id=token.token_id, collection=collection.name
+        traits = traits_for(token, seed)
+    except TraitsNotReady:
+        Token.objects.filter(pk=token_pk, status=Status.RENDERING).update(
+            status=Status.SEED_COMMITTED
+        )
+        raise
+    except ValueError as exc:
+        raise RenderFailed(f"traits cannot be drawn: {exc}") from exc
+    try:
+        prompt = render_prompt(
+            collection.prompt_template,
+            traits,
+            collection.rarity,
+            token_id=token.token_id,
+            collection=collection.name,
         )
     except (KeyError, IndexError, ValueError) as exc:
         raise RenderFailed(f"prompt template cannot be filled: {exc!r}") from exc
@@ -99,14 +152,40 @@ def run_render(token_pk: int) -> str | None:
         width=collection.width,
         height=collection.height,
     )
-    seed = bytes.fromhex(token.seed.removeprefix("0x"))
+    trait_checks = [
+        TraitCheck(
+            category["name"],
+            traits[category["name"]],
+            {option["name"]: option["prompt"] for option in category["options"]},
+        )
+        for category in collection.rarity.get("categories", [])
+        if category.get("verify")
+    ]
+    earlier = None
+    if collection.uniqueness_threshold is not None:
+        blobs = (
+            Token.objects.filter(collection=collection, image_embedding__isnull=False)
+            .exclude(pk=token_pk)
+            .exclude(status__in=[Status.REORGED, Status.FAILED])
+            .values_list("image_embedding", flat=True)
+        )
+        earlier = stack_embeddings([bytes(blob) for blob in blobs])
     reasons: list[str] = []
     for attempt in range(token.attempt, collection.max_attempts):
         try:
             image = renderer.render(params, seed, attempt)
         except (RuntimeError, ValueError) as exc:
             raise RenderFailed(f"rendering failed: {type(exc).__name__}: {exc}") from exc
-        gate = check_image(scorer, image, collection.style_prompt, collection.clip_threshold)
+        gate = check_image(
+            scorer,
+            image,
+            collection.style_prompt,
+            collection.clip_threshold,
+            traits=trait_checks,
+            trait_margin=collection.trait_margin,
+            earlier=earlier if earlier is not None and earlier.size else None,
+            uniqueness_threshold=collection.uniqueness_threshold,
+        )
         clip = {
             "model_fingerprint": scorer.fingerprint,
             "scores": gate.scores,
@@ -145,6 +224,7 @@ def run_render(token_pk: int) -> str | None:
                 "height": params.height,
             },
             "clip": clip,
+            "traits": traits,
             "software": software_versions(),
         }
         Token.objects.filter(pk=token_pk, status=Status.RENDERING).update(
@@ -153,6 +233,8 @@ def run_render(token_pk: int) -> str | None:
             image_sha256=hashlib.sha256(data).hexdigest(),
             clip_scores=clip,
             render_record=record,
+            traits=traits,
+            image_embedding=embedding_to_bytes(gate.embedding),
         )
         return Status.RENDERED
     Token.objects.filter(pk=token_pk, status=Status.RENDERING).update(

@@ -17,6 +17,7 @@ from generation import pipeline
 from generation.models import Token
 
 RENDER_QUEUE = "render"
+QUOTA_WAIT_MS = 10_000
 IO_QUEUE = "io"
 
 
@@ -43,6 +44,10 @@ def record_failure(message_data: dict[str, Any], retry_data: dict[str, Any]) -> 
 def render_token(token_pk: int) -> None:
     try:
         status = pipeline.run_render(token_pk)
+    except pipeline.TraitsNotReady:
+        # Quota mode, earlier seeds still coming: not a failure, so not a retry either.
+        render_token.send_with_options(args=(token_pk,), delay=QUOTA_WAIT_MS)
+        return
     except pipeline.PipelineError as exc:
         pipeline.mark_failed(token_pk, str(exc))
         return

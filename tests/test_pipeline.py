@@ -22,21 +22,30 @@ def render_cache(settings, tmp_path: Path) -> Path:  # type: ignore[no-untyped-d
     return settings.RENDER_CACHE_DIR
 
 
-def make_token(reference_models: Path, *, threshold: float, token_id: int = 1) -> Token:
+def make_token(
+    reference_models: Path,
+    *,
+    threshold: float,
+    token_id: int = 1,
+    seed: str = SEED,
+    slug: str | None = None,
+    **collection_fields: object,
+) -> Token:
     collection, _ = Collection.objects.get_or_create(
-        slug=f"pipeline-{threshold}",
-        defaults=dict(
-            name="Pipeline",
-            chain_id=31337,
-            contract_address=f"0x{int(threshold * 10 + 20):040x}",
-            model_dir=str(reference_models / "diffusion"),
-            clip_dir=str(reference_models / "clip"),
-            prompt_template="an abstract painting, token {token_id}",
-            style_prompt="an abstract painting",
-            clip_threshold=threshold,
-            steps=2,
-            max_attempts=2,
-        ),
+        slug=slug or f"pipeline-{threshold}",
+        defaults={
+            "name": "Pipeline",
+            "chain_id": 31337,
+            "contract_address": f"0x{abs(hash(slug or threshold)) % 10**12:040x}",
+            "model_dir": str(reference_models / "diffusion"),
+            "clip_dir": str(reference_models / "clip"),
+            "prompt_template": "an abstract painting, token {token_id}",
+            "style_prompt": "an abstract painting",
+            "clip_threshold": threshold,
+            "steps": 2,
+            "max_attempts": 2,
+            **collection_fields,
+        },
     )
     return Token.objects.create(
         collection=collection,
@@ -46,10 +55,25 @@ def make_token(reference_models: Path, *, threshold: float, token_id: int = 1) -
         mint_log_index=0,
         mint_block_number=1,
         mint_block_hash="0x" + "22" * 32,
-        expected_seed=SEED,
-        seed=SEED,
+        expected_seed=seed,
+        seed=seed,
         status=Token.Status.SEED_COMMITTED,
     )
+
+
+WEIGHTED = {
+    "mode": "weighted",
+    "categories": [
+        {
+            "name": "palette",
+            "verify": False,
+            "options": [
+                {"name": "warm", "prompt": "in warm reds", "weight": 3},
+                {"name": "cold", "prompt": "in cold blues", "weight": 1},
+            ],
+        }
+    ],
+}
 
 
 def test_it_renders_and_records_what_shaped_the_image(reference_models: Path) -> None:
@@ -125,3 +149,111 @@ def test_it_records_the_last_error_when_a_stage_runs_out_of_retries(
     assert token.failure_reason == (
         "publish_token gave up after 5 retries: requests.exceptions.ConnectionError: node away"
     )
+
+
+def test_it_draws_traits_from_the_seed_and_puts_them_in_prompt_and_metadata(
+    reference_models: Path,
+) -> None:
+    from generation.metadata import build_metadata
+    from generation.traits import weighted_traits
+
+    token = make_token(
+        reference_models, threshold=-1.0, slug="weighted", rarity=WEIGHTED,
+        prompt_template="an abstract painting {palette}, token {token_id}",
+    )  # fmt: skip
+    assert pipeline.run_render(token.pk) == Token.Status.RENDERED
+    token.refresh_from_db()
+    expected = weighted_traits(bytes.fromhex(SEED[2:]), WEIGHTED)
+    assert token.traits == expected
+    fragment = {"warm": "in warm reds", "cold": "in cold blues"}[expected["palette"]]
+    assert token.render_record["render"]["prompt"] == f"an abstract painting {fragment}, token 1"
+    metadata = build_metadata(token, "bafkreitest")
+    probability = {"warm": 0.75, "cold": 0.25}[expected["palette"]]
+    assert metadata["attributes"] == [
+        {"trait_type": "palette", "value": expected["palette"], "rarity": probability}
+    ]
+    assert metadata["provenance"]["traits"] == expected
+
+
+def test_it_rejects_a_render_identical_to_an_earlier_tokens_and_tries_again(
+    reference_models: Path,
+) -> None:
+    # Given two tokens that would render the same image (same seed, same prompt), and a
+    # collection rejecting images more similar than 0.9999 to an earlier token's
+    fields = {"uniqueness_threshold": 0.9999, "prompt_template": "an abstract painting"}
+    first = make_token(reference_models, threshold=-1.0, slug="unique", **fields)
+    second = make_token(reference_models, threshold=-1.0, slug="unique", token_id=2, **fields)
+    assert pipeline.run_render(first.pk) == Token.Status.RENDERED
+    # When the second renders, its first attempt is the same image: rejected, attempt 1 accepted
+    assert pipeline.run_render(second.pk) == Token.Status.RENDERED
+    second.refresh_from_db()
+    first.refresh_from_db()
+    assert second.attempt == 1
+    assert second.clip_scores["scores"]["uniqueness_max"] < 0.9999
+    assert second.image_sha256 != first.image_sha256
+
+
+def test_it_waits_for_earlier_seeds_in_quota_mode(reference_models: Path) -> None:
+    quota = {
+        "mode": "quota",
+        "categories": [
+            {
+                "name": "palette",
+                "options": [
+                    {"name": "warm", "prompt": "warm", "quota": 1},
+                    {"name": "cold", "prompt": "cold", "quota": 1},
+                ],
+            }
+        ],
+    }
+    fields = {"rarity": quota, "max_supply": 2, "prompt_template": "painting {palette}"}
+    first = make_token(reference_models, threshold=-1.0, slug="quota", seed="", **fields)
+    second = make_token(reference_models, threshold=-1.0, slug="quota", token_id=2, **fields)
+    # Token 2 cannot know what token 1 left until token 1's seed is committed
+    with pytest.raises(pipeline.TraitsNotReady, match="token 2 waits"):
+        pipeline.run_render(second.pk)
+    second.refresh_from_db()
+    assert second.status == Token.Status.SEED_COMMITTED
+    Token.objects.filter(pk=first.pk).update(seed=SEED)
+    assert pipeline.run_render(first.pk) == Token.Status.RENDERED
+    assert pipeline.run_render(second.pk) == Token.Status.RENDERED
+    # and the two tokens share out the quota exactly
+    palettes = sorted(
+        Token.objects.filter(collection__slug="quota").values_list("traits__palette", flat=True)
+    )
+    assert palettes == ["cold", "warm"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "message"),
+    [
+        ({"rarity": {"mode": "lottery", "categories": []}}, "rarity", "mode"),
+        ({"rarity": WEIGHTED, "prompt_template": "art {hat}"}, "prompt_template", "hat"),
+        ({"clip_threshold": 1.5}, "clip_threshold", "less than or equal to 1.0"),
+    ],
+)
+def test_it_refuses_an_invalid_collection_naming_the_field(
+    reference_models: Path, changes: dict, field: str, message: str
+) -> None:
+    from django.core.exceptions import ValidationError
+
+    collection = make_token(reference_models, threshold=-1.0, slug="valid").collection
+    for name, value in changes.items():
+        setattr(collection, name, value)
+    with pytest.raises(ValidationError) as caught:
+        collection.full_clean()
+    assert field in caught.value.message_dict
+    assert message in " ".join(caught.value.message_dict[field])
+
+
+def test_it_refuses_to_change_what_shapes_output_once_frozen(reference_models: Path) -> None:
+    from django.core.exceptions import ValidationError
+
+    collection = make_token(reference_models, threshold=-1.0, slug="frozen").collection
+    Collection.objects.filter(pk=collection.pk).update(config_digest="0x" + "ab" * 32)
+    collection.refresh_from_db()
+    collection.description = "still editable"
+    collection.full_clean()
+    collection.steps = 50
+    with pytest.raises(ValidationError, match="frozen"):
+        collection.full_clean()

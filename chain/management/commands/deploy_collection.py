@@ -23,6 +23,14 @@ from generation.models import Collection
 _DEFAULTS = CollectionSpec()
 
 
+def _parser_for(name: str, default: Any) -> Any:
+    if isinstance(default, dict):
+        return json.loads  # --rarity '{"mode": "weighted", "categories": [...]}'
+    if name == "uniqueness_threshold":
+        return float
+    return type(default)
+
+
 class Command(BaseCommand):
     help = "Deploy a MintOnDemand contract and register the collection with this backend."
 
@@ -32,9 +40,9 @@ class Command(BaseCommand):
             default = getattr(_DEFAULTS, spec_field.name)
             parser.add_argument(
                 "--" + spec_field.name.replace("_", "-"),
-                type=type(default),
+                type=_parser_for(spec_field.name, default),
                 default=default,
-                help=f"default: {default!r}",
+                help=f"default: {json.dumps(default)}",
             )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -47,6 +55,8 @@ class Command(BaseCommand):
             prompt_template=spec.prompt_template, style_prompt=spec.style_prompt,
             clip_threshold=spec.clip_threshold, steps=spec.steps, guidance=spec.guidance,
             width=spec.width, height=spec.height, max_attempts=spec.max_attempts,
+            max_supply=spec.max_supply, rarity=spec.rarity, trait_margin=spec.trait_margin,
+            uniqueness_threshold=spec.uniqueness_threshold,
         )  # fmt: skip
         try:
             # Checked before anything is sent, so a typo costs no gas.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from pathlib import Path
 
 from django.conf import settings
@@ -86,6 +87,45 @@ def render_cache_path(token: Token, attempt: int) -> Path:
     return (
         Path(settings.RENDER_CACHE_DIR) / token.collection.slug / f"{token.token_id}-{attempt}.png"
     )
+
+
+def cached_render(renderer, params, seed: bytes, attempt: int):  # type: ignore[no-untyped-def]
+    """Render, or reuse the finished render with exactly the same inputs.
+
+    The key is the sha256 of every input that shapes the pixels (model fingerprint, dtype,
+    device, prompt, negative prompt, steps, guidance, size, generator seed), so a redelivered
+    message or a retry after a worker crash never renders twice.
+    """
+    from PIL import Image
+
+    from generation.rendering import png_bytes, torch_seed_for
+
+    key = hashlib.sha256(
+        canonical_json(
+            {
+                "model": renderer.fingerprint,
+                "scheduler": renderer.scheduler_name,
+                "dtype": str(renderer.dtype),
+                "device": renderer.device,
+                "prompt": params.prompt,
+                "negative_prompt": params.negative_prompt,
+                "steps": params.steps,
+                "guidance": params.guidance,
+                "size": [params.width, params.height],
+                "torch_seed": torch_seed_for(seed, attempt),
+            }
+        )
+    ).hexdigest()
+    path = Path(settings.RENDER_CACHE_DIR) / "by-inputs" / f"{key}.png"
+    if path.exists():
+        with Image.open(path) as cached:
+            return cached.convert("RGB")
+    image = renderer.render(params, seed, attempt)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_bytes(png_bytes(image))
+    tmp.replace(path)
+    return image
 
 
 def run_render(token_pk: int) -> str | None:
@@ -173,7 +213,7 @@ def run_render(token_pk: int) -> str | None:
     reasons: list[str] = []
     for attempt in range(token.attempt, collection.max_attempts):
         try:
-            image = renderer.render(params, seed, attempt)
+            image = cached_render(renderer, params, seed, attempt)
         except (RuntimeError, ValueError) as exc:
             raise RenderFailed(f"rendering failed: {type(exc).__name__}: {exc}") from exc
         gate = check_image(

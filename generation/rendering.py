@@ -82,8 +82,11 @@ class Renderer:
         self.pipe = pipe.to(device)
         self.scheduler_name = type(pipe.scheduler).__name__
 
+    renders = 0  # images this instance has rendered (the inference cache's tests count them)
+
     def render(self, params: RenderParams, seed: bytes, attempt: int) -> Image.Image:
         # A CPU generator on every device: the noise is the part that must replay anywhere.
+        self.renders += 1
         generator = torch.Generator(device="cpu").manual_seed(torch_seed_for(seed, attempt))
         result = self.pipe(
             prompt=params.prompt,

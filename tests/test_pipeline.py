@@ -257,3 +257,22 @@ def test_it_refuses_to_change_what_shapes_output_once_frozen(reference_models: P
     collection.steps = 50
     with pytest.raises(ValidationError, match="frozen"):
         collection.full_clean()
+
+
+def test_it_reuses_the_cached_render_when_a_crashed_render_runs_again(
+    reference_models: Path,
+    settings,  # type: ignore[no-untyped-def]
+) -> None:
+    from generation.rendering import get_renderer
+
+    token = make_token(reference_models, threshold=-1.0, slug="cache")
+    assert pipeline.run_render(token.pk) == Token.Status.RENDERED
+    token.refresh_from_db()
+    renders = get_renderer(token.collection.model_path(), "cpu").renders
+    # When the worker died after rendering but before its result reached the database, the
+    # message is delivered again to a token still waiting for its render
+    Token.objects.filter(pk=token.pk).update(status=Token.Status.SEED_COMMITTED, image_sha256="")
+    assert pipeline.run_render(token.pk) == Token.Status.RENDERED
+    # Then no new render happens, and the result is the same image
+    assert get_renderer(token.collection.model_path(), "cpu").renders == renders
+    assert Token.objects.get(pk=token.pk).image_sha256 == token.image_sha256

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 from pathlib import Path
 
 from django.conf import settings
@@ -212,10 +213,12 @@ def run_render(token_pk: int) -> str | None:
         earlier = stack_embeddings([bytes(blob) for blob in blobs])
     reasons: list[str] = []
     for attempt in range(token.attempt, collection.max_attempts):
+        began = time.perf_counter()
         try:
             image = cached_render(renderer, params, seed, attempt)
         except (RuntimeError, ValueError) as exc:
             raise RenderFailed(f"rendering failed: {type(exc).__name__}: {exc}") from exc
+        log.info("%s attempt %d rendered in %.2f s", token, attempt, time.perf_counter() - began)
         gate = check_image(
             scorer,
             image,

@@ -11,8 +11,11 @@ from __future__ import annotations
 import hashlib
 import io
 import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
@@ -81,16 +84,56 @@ class Renderer:
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe.to(device)
         self.scheduler_name = type(pipe.scheduler).__name__
+        self._prompt_cache: OrderedDict[tuple[str, str, bool], Any] = OrderedDict()
+        self._prompt_lock = threading.Lock()
 
     renders = 0  # images this instance has rendered (the inference cache's tests count them)
+    prompt_encodes = 0  # text-encoder passes; trait combinations repeat, so most are cached
+    PROMPT_CACHE_SIZE = 512
+
+    def prompt_embeddings(
+        self, prompt: str, negative_prompt: str, guidance: float
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The text encoder's output for a prompt, computed once per process and reused.
+
+        The same call the pipeline makes internally (``encode_prompt``), so an image rendered
+        from cached embeddings is the image the pipeline would render from the text.
+        """
+        guided = guidance > 1.0  # diffusers' do_classifier_free_guidance for these UNets
+        key = (prompt, negative_prompt, guided)
+        with self._prompt_lock:
+            hit = self._prompt_cache.get(key)
+            if hit is not None:
+                self._prompt_cache.move_to_end(key)
+                return hit
+        with torch.no_grad():
+            embeds = self.pipe.encode_prompt(
+                prompt, self.pipe.device, 1, guided, negative_prompt=negative_prompt or None
+            )
+        with self._prompt_lock:
+            self.prompt_encodes += 1
+            self._prompt_cache[key] = embeds
+            while len(self._prompt_cache) > self.PROMPT_CACHE_SIZE:
+                self._prompt_cache.popitem(last=False)
+        return embeds
+
+    def warm_up(self, params: RenderParams) -> float:
+        """One throw-away render so the first token pays no first-call costs; its seconds."""
+        started = time.perf_counter()
+        self.render(params, b"warm-up", 0)
+        self.renders -= 1
+        return time.perf_counter() - started
 
     def render(self, params: RenderParams, seed: bytes, attempt: int) -> Image.Image:
         # A CPU generator on every device: the noise is the part that must replay anywhere.
         self.renders += 1
         generator = torch.Generator(device="cpu").manual_seed(torch_seed_for(seed, attempt))
+        prompt_embeds, negative_embeds = self.prompt_embeddings(
+            params.prompt, params.negative_prompt, params.guidance
+        )
         result = self.pipe(
-            prompt=params.prompt,
-            negative_prompt=params.negative_prompt or None,
+            prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_embeds,
             num_inference_steps=params.steps,
             guidance_scale=params.guidance,
             width=params.width,

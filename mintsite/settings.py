@@ -135,6 +135,7 @@ DRAMATIQ_BROKER = {
         "dramatiq.middleware.Callbacks",
         "dramatiq.middleware.Retries",
         "django_dramatiq.middleware.DbConnectionsMiddleware",
+        "generation.warmup.WarmUpRenderers",
     ],
 }
 DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]

@@ -344,3 +344,11 @@ def test_it_fails_a_token_whose_render_fails_and_publishes_nothing_of_it(stack: 
     # tokenURI still names the collection's "being generated" placeholder
     assert contract.functions.tokenURI(1).call() == contract.functions.placeholderURI().call()
     assert bytes(contract.functions.metadataDigestOf(1).call()) == bytes(32)
+
+
+def test_it_warms_the_render_worker_before_it_takes_work(stack: Stack) -> None:
+    log = stack.logs["render-worker.log"].read_text()
+    assert "warm: e2e models loaded" in log
+    assert "could not warm up broken" in log
+    # and the warm-up came before the first token's render
+    assert log.index("warm: e2e") < log.index("attempt 0 rendered")

@@ -276,3 +276,16 @@ def test_it_reuses_the_cached_render_when_a_crashed_render_runs_again(
     # Then no new render happens, and the result is the same image
     assert get_renderer(token.collection.model_path(), "cpu").renders == renders
     assert Token.objects.get(pk=token.pk).image_sha256 == token.image_sha256
+
+
+def test_it_warms_every_collections_models_and_skips_a_broken_one(
+    reference_models: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from generation.warmup import warm_up_all
+
+    make_token(reference_models, threshold=-1.0, slug="warm")
+    make_token(reference_models, threshold=-1.0, slug="broken-warm", model_dir=str(tmp_path / "x"))
+    figures = warm_up_all()
+    assert [f["collection"] for f in figures] == ["warm"]
+    assert figures[0]["steady_render_s"] > 0
+    assert "could not warm up broken-warm" in caplog.text

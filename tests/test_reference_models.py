@@ -192,3 +192,30 @@ def test_it_passes_the_gate_at_or_above_the_threshold(scorer: ClipScorer, fox: I
     result = check_image(scorer, fox, "oil painting", -1.0)
     assert result.passed
     assert result.reasons == []
+
+
+def test_it_renders_the_same_image_from_cached_prompt_embeddings(
+    models: tuple[Path, dict[str, str]],
+) -> None:
+    import torch
+
+    renderer = Renderer(models[0] / "diffusion", device="cpu")
+    params = RenderParams("a fox {cached}", "blurry", 2, 7.5, 64, 64)
+    first = png_bytes(renderer.render(params, b"seed", 0))
+    assert renderer.prompt_encodes == 1
+    # the second render of the same prompt encodes nothing and gives the same image
+    assert png_bytes(renderer.render(params, b"seed", 0)) == first
+    assert renderer.prompt_encodes == 1
+    # and a fresh renderer, encoding the prompt itself, agrees
+    fresh = Renderer(models[0] / "diffusion", device="cpu")
+    fresh._prompt_cache.clear()
+    image = fresh.pipe(
+        prompt=params.prompt,
+        negative_prompt=params.negative_prompt,
+        num_inference_steps=params.steps,
+        guidance_scale=params.guidance,
+        width=64,
+        height=64,
+        generator=torch.Generator().manual_seed(torch_seed_for(b"seed", 0)),
+    ).images[0]
+    assert png_bytes(image) == first

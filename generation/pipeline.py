@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import transaction
 
 from generation.metadata import build_metadata, canonical_json, software_versions
-from generation.models import Token
+from generation.models import Collection, Token
 
 log = logging.getLogger(__name__)
 Status = Token.Status
@@ -90,6 +90,35 @@ def render_cache_path(token: Token, attempt: int) -> Path:
     )
 
 
+def render_params(collection: Collection, prompt: str):  # type: ignore[no-untyped-def]
+    """The collection's render settings for one prompt."""
+    from generation.rendering import RenderParams
+
+    return RenderParams(
+        prompt=prompt,
+        negative_prompt=collection.negative_prompt,
+        steps=collection.steps,
+        guidance=collection.guidance,
+        width=collection.width,
+        height=collection.height,
+    )
+
+
+def trait_checks_for(collection: Collection, traits: dict[str, str]) -> list:  # type: ignore[type-arg]
+    """What the gate verifies: each ``verify: true`` category's assigned option among its own."""
+    from generation.clip_gate import TraitCheck
+
+    return [
+        TraitCheck(
+            category["name"],
+            traits[category["name"]],
+            {option["name"]: option["prompt"] for option in category["options"]},
+        )
+        for category in collection.rarity.get("categories", [])
+        if category.get("verify")
+    ]
+
+
 def cached_render(renderer, params, seed: bytes, attempt: int):  # type: ignore[no-untyped-def]
     """Render, or reuse the finished render with exactly the same inputs.
 
@@ -135,13 +164,12 @@ def run_render(token_pk: int) -> str | None:
     Returns the token's new status, or None when another delivery already has it.
     """
     from generation.clip_gate import (
-        TraitCheck,
         check_image,
         embedding_to_bytes,
         get_scorer,
         stack_embeddings,
     )
-    from generation.rendering import RenderParams, get_renderer, png_bytes, torch_seed_for
+    from generation.rendering import get_renderer, png_bytes, torch_seed_for
     from generation.traits import render_prompt
 
     claimed = Token.objects.filter(
@@ -185,23 +213,8 @@ def run_render(token_pk: int) -> str | None:
             f"cannot load the CLIP model at {collection.clip_path()}: {type(exc).__name__}: {exc}"
         ) from exc
 
-    params = RenderParams(
-        prompt=prompt,
-        negative_prompt=collection.negative_prompt,
-        steps=collection.steps,
-        guidance=collection.guidance,
-        width=collection.width,
-        height=collection.height,
-    )
-    trait_checks = [
-        TraitCheck(
-            category["name"],
-            traits[category["name"]],
-            {option["name"]: option["prompt"] for option in category["options"]},
-        )
-        for category in collection.rarity.get("categories", [])
-        if category.get("verify")
-    ]
+    params = render_params(collection, prompt)
+    trait_checks = trait_checks_for(collection, traits)
     earlier = None
     if collection.uniqueness_threshold is not None:
         blobs = (

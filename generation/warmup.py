@@ -31,7 +31,8 @@ def warm_up_all() -> list[dict[str, Any]]:
 
     from generation.clip_gate import get_scorer
     from generation.models import Collection
-    from generation.rendering import RenderParams, get_renderer
+    from generation.pipeline import render_params
+    from generation.rendering import get_renderer
 
     figures = []
     try:
@@ -44,10 +45,7 @@ def warm_up_all() -> list[dict[str, Any]]:
             renderer = get_renderer(collection.model_path(), settings.RENDER_DEVICE)
             scorer = get_scorer(collection.clip_path(), settings.RENDER_DEVICE)
             loaded = time.perf_counter() - started
-            params = RenderParams(
-                collection.style_prompt, collection.negative_prompt, collection.steps,
-                collection.guidance, collection.width, collection.height,
-            )  # fmt: skip
+            params = render_params(collection, collection.style_prompt)
             first = renderer.warm_up(params)
             steady = renderer.warm_up(params)
             scorer.text_embeddings([collection.style_prompt])

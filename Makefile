@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
 
-.PHONY: run test demo gas bench-listener install models lint format contracts clean
+.PHONY: run test demo gas bench bench-listener install models lint format contracts clean
 
 run: install models
 	$(PY) manage.py run_stack
@@ -19,10 +19,14 @@ demo: install
 gas: install
 	$(PY) -m chain.gas_benchmark --write docs/benchmarks.md
 
+# Render+verify throughput on the reference models: bare loop vs a real worker through the queue.
+bench: install models
+	DRAMATIQ_NAMESPACE=mint-bench $(PY) -m tests.with_broker $(PY) manage.py bench_render --write docs/benchmarks.md
+
 # Listener catch-up on 10,000 mints; uses DATABASE_URL / REDIS_URL when set (PostgreSQL is the
 # target), else SQLite and the embedded broker started by `make run`.
 bench-listener: install
-	DRAMATIQ_NAMESPACE=mint-bench $(PY) manage.py bench_listener --write docs/benchmarks.md
+	DRAMATIQ_NAMESPACE=mint-bench $(PY) -m tests.with_broker $(PY) manage.py bench_listener --write docs/benchmarks.md
 
 install: $(STAMP) $(NPM_STAMP)
 

@@ -119,7 +119,7 @@ def trait_checks_for(collection: Collection, traits: dict[str, str]) -> list:  #
     ]
 
 
-def cached_render(renderer, params, seed: bytes, attempt: int):  # type: ignore[no-untyped-def]
+def cached_render(renderer, params, seed: bytes, attempt: int, batcher=None):  # type: ignore[no-untyped-def]
     """Render, or reuse the finished render with exactly the same inputs.
 
     The key is the sha256 of every input that shapes the pixels (model fingerprint, dtype,
@@ -150,7 +150,7 @@ def cached_render(renderer, params, seed: bytes, attempt: int):  # type: ignore[
     if path.exists():
         with Image.open(path) as cached:
             return cached.convert("RGB")
-    image = renderer.render(params, seed, attempt)
+    image = (batcher or renderer).render(params, seed, attempt)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_bytes(png_bytes(image))
@@ -201,6 +201,16 @@ def run_render(token_pk: int) -> str | None:
         raise RenderFailed(f"prompt template cannot be filled: {exc!r}") from exc
     try:
         renderer = get_renderer(collection.model_path(), settings.RENDER_DEVICE)
+        batcher = None
+        if settings.RENDER_BATCH_SIZE > 1:
+            from generation.batching import get_batcher
+
+            batcher = get_batcher(
+                collection.model_path(),
+                settings.RENDER_DEVICE,
+                max_batch=settings.RENDER_BATCH_SIZE,
+                max_wait=settings.RENDER_BATCH_WAIT,
+            )
     except Exception as exc:  # diffusers raises many kinds for a missing or corrupt model
         raise RenderFailed(
             f"cannot load the diffusion model at {collection.model_path()}: "
@@ -228,7 +238,7 @@ def run_render(token_pk: int) -> str | None:
     for attempt in range(token.attempt, collection.max_attempts):
         began = time.perf_counter()
         try:
-            image = cached_render(renderer, params, seed, attempt)
+            image = cached_render(renderer, params, seed, attempt, batcher)
         except (RuntimeError, ValueError) as exc:
             raise RenderFailed(f"rendering failed: {type(exc).__name__}: {exc}") from exc
         log.info("%s attempt %d rendered in %.2f s", token, attempt, time.perf_counter() - began)

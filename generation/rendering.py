@@ -86,6 +86,7 @@ class Renderer:
         self.scheduler_name = type(pipe.scheduler).__name__
         self._prompt_cache: OrderedDict[tuple[str, str, bool], Any] = OrderedDict()
         self._prompt_lock = threading.Lock()
+        self._encode_lock = threading.Lock()
 
     renders = 0  # images this instance has rendered (the inference cache's tests count them)
     prompt_encodes = 0  # text-encoder passes; trait combinations repeat, so most are cached
@@ -106,7 +107,9 @@ class Renderer:
             if hit is not None:
                 self._prompt_cache.move_to_end(key)
                 return hit
-        with torch.no_grad():
+        # One encode at a time: the fast tokenizer switches padding on and off around each call,
+        # so two threads encoding at once can get an unpadded (shorter) sequence.
+        with self._encode_lock, torch.no_grad():
             embeds = self.pipe.encode_prompt(
                 prompt, self.pipe.device, 1, guided, negative_prompt=negative_prompt or None
             )

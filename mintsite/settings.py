@@ -153,6 +153,10 @@ TX_RECEIPT_TIMEOUT = env_float("TX_RECEIPT_TIMEOUT", 120.0)
 REFERENCE_MODELS_DIR = Path(env_str("REFERENCE_MODELS_DIR") or VAR_DIR / "models")
 RENDER_CACHE_DIR = Path(env_str("RENDER_CACHE_DIR") or VAR_DIR / "renders")
 RENDER_DEVICE = env_str("RENDER_DEVICE")  # "cpu", "cuda", "cuda:1"; unset picks automatically
+# Renders of one shape arriving within RENDER_BATCH_WAIT seconds share one pipeline call, up to
+# RENDER_BATCH_SIZE images (give the render worker that many threads); 1 turns batching off.
+RENDER_BATCH_SIZE = env_int("RENDER_BATCH_SIZE", 4, minimum=1)
+RENDER_BATCH_WAIT = env_float("RENDER_BATCH_WAIT", 0.05)
 
 # --- IPFS -------------------------------------------------------------------------------------
 IPFS_STORE_DIR = Path(env_str("IPFS_STORE_DIR") or VAR_DIR / "ipfs")

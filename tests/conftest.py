@@ -11,19 +11,9 @@ from django.conf import settings
 from web3 import Web3
 
 from chain.anvil import Anvil, start_anvil
+from mintsite.database_url import current_database_url
 
-
-def database_url() -> str:
-    """The test database as a URL, for the project's own processes started by a test."""
-    from django.db import connection
-
-    db = connection.settings_dict
-    if db["ENGINE"] == "django.db.backends.sqlite3":
-        return f"sqlite:///{db['NAME']}"
-    user = db.get("USER") or "postgres"
-    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
-    host, port = db.get("HOST") or "127.0.0.1", db.get("PORT") or 5432
-    return f"postgres://{user}{password}@{host}:{port}/{db['NAME']}"
+database_url = current_database_url  # the test database, for processes a test starts
 
 
 @pytest.fixture(scope="module")

@@ -155,3 +155,19 @@ def test_get_batcher_is_cached_per_process(reference_models: Path, renderer: Ren
     assert (
         get_batcher(reference_models / "diffusion", "cpu", max_batch=2, max_wait=0.05) is not first
     )
+
+
+def test_it_encodes_prompts_safely_from_many_threads_at_once(reference_models) -> None:  # type: ignore[no-untyped-def]
+    # Prompts of different lengths encoded concurrently all come back padded to the same length
+    # (the fast tokenizer's padding is switched per call, so unguarded calls race).
+    from concurrent.futures import ThreadPoolExecutor
+
+    from generation.rendering import Renderer
+
+    renderer = Renderer(reference_models / "diffusion", device="cpu")
+    prompts = [f"token {i} " + "word " * (i % 20) for i in range(200)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        shapes = list(
+            pool.map(lambda p: tuple(renderer.prompt_embeddings(p, "", 7.5)[0].shape), prompts)
+        )
+    assert len(set(shapes)) == 1

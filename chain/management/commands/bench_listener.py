@@ -10,7 +10,6 @@ fail on them (targets: at least 2,000 mints/s on PostgreSQL, within 3x of the fl
 from __future__ import annotations
 
 import os
-import re
 import time
 from datetime import date
 from pathlib import Path
@@ -29,8 +28,7 @@ from chain.models import Chain
 from chain.rpc import connect, rpc_stats
 from chain.tasks import enqueue_seed_commits
 from generation.models import Collection, Token
-
-BEGIN, END = "<!-- bench-listener:begin -->", "<!-- bench-listener:end -->"
+from mintsite.benchmarks import write_section
 
 
 class Command(BaseCommand):
@@ -178,9 +176,10 @@ class Command(BaseCommand):
         ]
 
     def _write(self, path: Path, lines: list[str]) -> None:
-        section = "\n".join(
+        write_section(
+            path,
+            "bench-listener",
             [
-                BEGIN,
                 "## Listener catch-up",
                 "",
                 "Fresh anvil and a fresh database; the listener (one process) goes from nothing to "
@@ -191,13 +190,6 @@ class Command(BaseCommand):
                 "",
                 f"- Date: {date.today().isoformat()}; machine: {os.cpu_count()} cores",
                 "- Reproduce: `make bench-listener` (PostgreSQL when `DATABASE_URL` is set)",
-                END,
-            ]
+            ],
         )
-        text = path.read_text() if path.exists() else ""
-        if BEGIN in text:
-            text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), section, text, flags=re.S)
-        else:
-            text = text.rstrip() + "\n\n" + section + "\n"
-        path.write_text(text)
         self.stdout.write(f"wrote {path}")

@@ -36,7 +36,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--block-time", type=float, default=1.0, help="embedded anvil")
         parser.add_argument("--web-addr", default="127.0.0.1:8000")
-        parser.add_argument("--render-threads", type=int, default=1)
+        parser.add_argument(
+            "--render-threads",
+            type=int,
+            default=settings.RENDER_BATCH_SIZE,
+            help="render worker threads; as many renders can share one batched pipeline call",
+        )
         parser.add_argument("--io-threads", type=int, default=4)
 
     def handle(self, *args: Any, **options: Any) -> None:

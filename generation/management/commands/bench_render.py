@@ -1,0 +1,239 @@
+"""``manage.py bench_render`` (what ``make bench`` calls): render+verify throughput.
+
+On the reference models and a fresh test database, in one run: cold start (models loaded and a
+first render), the bare loop (the models called directly: traits, prompt, render, CLIP gate —
+the floor), the same tokens through the queue (a real ``rundramatiq`` render worker taking
+``render_token`` messages from the broker, the database claims included), their ratio (target:
+the queue path at least 0.85 of the bare loop), and the latency of a cache hit. A benchmark, not
+a test: it prints figures and does not fail on them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
+
+from generation.models import Collection, Token
+from mintsite.benchmarks import write_section
+from mintsite.database_url import current_database_url
+
+Status = Token.Status
+
+
+class Command(BaseCommand):
+    help = "Time render+verify on the reference models: bare loop vs the queue, cold start, cache."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--tokens", type=int, default=24)
+        parser.add_argument("--steps", type=int, default=4)
+        parser.add_argument("--write", type=Path, help="update this markdown file's section")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        namespace = settings.DRAMATIQ_BROKER["OPTIONS"]["namespace"]
+        if namespace == "mint":
+            raise CommandError("set DRAMATIQ_NAMESPACE (e.g. mint-bench) so a running stack's "
+                               "workers do not take the benchmark's messages")  # fmt: skip
+        client = redis.Redis.from_url(settings.REDIS_URL)
+        try:
+            client.ping()
+        except redis.ConnectionError as exc:
+            raise CommandError(f"no broker at {settings.REDIS_URL}: set REDIS_URL") from exc
+        scratch = Path(tempfile.mkdtemp(prefix="mint-bench-render-"))
+        saved_cache = settings.RENDER_CACHE_DIR
+        test_db = connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False)
+        try:
+            figures = self._run(options, scratch)
+        finally:
+            settings.RENDER_CACHE_DIR = saved_cache
+            connection.creation.destroy_test_db(test_db, verbosity=0)
+            for key in client.scan_iter(f"{namespace}*"):
+                client.delete(key)
+            shutil.rmtree(scratch, ignore_errors=True)
+        lines = self._report(figures)
+        self.stdout.write("\n".join(lines))
+        if options["write"]:
+            write_section(options["write"], "bench-render", [
+                "## Render and verify",
+                "",
+                "Reference models (64x64, untrained), CPU float32. The bare loop calls the "
+                "models directly, one token after another; the queue path is a real `rundramatiq` "
+                "render worker (RENDER_BATCH_SIZE threads sharing micro-batched pipeline calls) "
+                "taking `render_token` messages, with the database claims.",
+                "",
+                *lines,
+                "",
+                f"- Date: {date.today().isoformat()}; machine: {platform.machine()}, "
+                f"{os.cpu_count()} cores, {connection.vendor}",
+                "- Reproduce: `make bench`",
+            ])  # fmt: skip
+            self.stdout.write(f"wrote {options['write']}")
+
+    def _run(self, options: dict[str, Any], scratch: Path) -> dict[str, Any]:
+        from generation.clip_gate import check_image, get_scorer
+        from generation.pipeline import cached_render, render_params, traits_for
+        from generation.rendering import get_renderer
+        from generation.traits import render_prompt
+
+        models = Path(settings.REFERENCE_MODELS_DIR)
+        collection = Collection.objects.create(
+            slug="bench", name="Bench", chain_id=31337, contract_address="0x" + "be" * 20,
+            model_dir=str(models / "diffusion"), clip_dir=str(models / "clip"),
+            prompt_template="an abstract painting, token {token_id}", style_prompt="a painting",
+            clip_threshold=-1.0, steps=options["steps"],
+        )  # fmt: skip
+        n = options["tokens"]
+        tokens = [
+            Token.objects.create(
+                collection=collection, token_id=i, owner="0x" + "11" * 20,
+                mint_tx_hash=f"0x{i:064x}", mint_log_index=0, mint_block_number=1,
+                mint_block_hash="0x" + "22" * 32,
+                expected_seed="0x" + hashlib.sha256(f"bench:{i}".encode()).hexdigest(),
+                seed="0x" + hashlib.sha256(f"bench:{i}".encode()).hexdigest(),
+                status=Status.SEED_COMMITTED,
+            )
+            for i in range(1, n + 1)
+        ]  # fmt: skip
+
+        settings.RENDER_CACHE_DIR = scratch / "bare"
+        started = time.perf_counter()
+        renderer = get_renderer(collection.model_path(), "cpu")
+        scorer = get_scorer(collection.clip_path(), "cpu")
+        loaded = time.perf_counter() - started
+        first = renderer.warm_up(render_params(collection, "warm-up"))
+        cold_start = loaded + first
+
+        started = time.perf_counter()
+        for token in tokens:
+            seed = bytes.fromhex(token.seed[2:])
+            traits = traits_for(token, seed)
+            prompt = render_prompt(collection.prompt_template, traits, collection.rarity,
+                                   token_id=token.token_id, collection=collection.name)  # fmt: skip
+            image = cached_render(renderer, render_params(collection, prompt), seed, 0)
+            check_image(scorer, image, collection.style_prompt, collection.clip_threshold)
+        bare = time.perf_counter() - started
+
+        started = time.perf_counter()
+        token = tokens[0]
+        prompt = render_prompt(collection.prompt_template, {}, collection.rarity,
+                               token_id=token.token_id, collection=collection.name)  # fmt: skip
+        cached_render(renderer, render_params(collection, prompt), bytes.fromhex(token.seed[2:]), 0)
+        cache_hit = time.perf_counter() - started
+
+        batch_rates = {size: self._batched(collection, tokens, size, scratch) for size in (1, 4, 8)}
+        queued, worker_boot = self._through_queue(tokens, scratch)
+        return {
+            "tokens": n,
+            "steps": options["steps"],
+            "load_s": loaded,
+            "cold_start_s": cold_start,
+            "bare_s": bare,
+            "queue_s": queued,
+            "worker_boot_s": worker_boot,
+            "cache_hit_ms": cache_hit * 1000,
+            "batch_rates": batch_rates,
+            "worker_threads": settings.RENDER_BATCH_SIZE,
+        }
+
+    def _batched(
+        self, collection: Collection, tokens: list[Token], size: int, scratch: Path
+    ) -> float:
+        """Renders per hour through a RenderBatcher fed by ``size`` threads (no cache)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from generation.batching import RenderBatcher
+        from generation.pipeline import render_params
+        from generation.rendering import get_renderer
+
+        batcher = RenderBatcher(
+            get_renderer(collection.model_path(), "cpu"), max_batch=size, max_wait=0.05
+        )
+        jobs = [
+            (
+                render_params(collection, f"batch {size} token {t.token_id}"),
+                bytes.fromhex(t.seed[2:]),
+            )
+            for t in tokens
+        ]
+        started = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=size) as pool:
+            list(pool.map(lambda job: batcher.render(job[0], job[1], 0), jobs))
+        return 3600 * len(jobs) / (time.perf_counter() - started)
+
+    def _through_queue(self, tokens: list[Token], scratch: Path) -> tuple[float, float]:
+        from generation.tasks import render_token
+
+        log_path = scratch / "render-worker.log"
+        env = {
+            **os.environ,
+            "DATABASE_URL": current_database_url(),
+            "RENDER_CACHE_DIR": str(scratch / "queue"),
+            "RENDER_DEVICE": "cpu",
+        }
+        started = time.perf_counter()
+        worker = subprocess.Popen(
+            [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "rundramatiq",
+             "--processes", "1", "--threads", str(settings.RENDER_BATCH_SIZE), "--queues", "render",
+             "--worker-shutdown-timeout", "5000"],
+            env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 300
+            while "warm: bench" not in log_path.read_text(errors="replace"):
+                if worker.poll() is not None or time.monotonic() > deadline:
+                    raise CommandError(f"the render worker did not warm up: see {log_path}")
+                time.sleep(0.1)
+            boot = time.perf_counter() - started
+            started = time.perf_counter()
+            for token in tokens:
+                render_token.send(token.pk)
+            pks = [t.pk for t in tokens]
+            while Token.objects.filter(pk__in=pks, status=Status.RENDERED).count() < len(pks):
+                if time.monotonic() > deadline + 600:
+                    raise CommandError(f"the queue did not finish: see {log_path}")
+                time.sleep(0.05)
+            return time.perf_counter() - started, boot
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+
+    def _report(self, f: dict[str, Any]) -> list[str]:
+        per_hour = 3600 * f["tokens"]
+        bare_rate, queue_rate = per_hour / f["bare_s"], per_hour / f["queue_s"]
+        ratio = queue_rate / bare_rate
+        return [
+            "| measure | value |",
+            "|---|---:|",
+            f"| tokens (steps {f['steps']}) | {f['tokens']} |",
+            f"| cold start in-process: models loaded + first render | {f['cold_start_s']:.2f} s "
+            f"(load {f['load_s']:.2f} s) |",
+            f"| render worker: start to warmed up | {f['worker_boot_s']:.2f} s |",
+            f"| bare loop (models called directly) | {bare_rate:,.0f} tokens/hour |",
+            f"| through the queue (real worker, database claims) | {queue_rate:,.0f} tokens/hour |",
+            f"| queue / bare | {ratio:.2f} (target >= 0.85: {'PASS' if ratio >= 0.85 else 'FAIL'}) |",
+            f"| cache hit (a render already done) | {f['cache_hit_ms']:.1f} ms |",
+            *(
+                f"| renders alone, micro-batched by {size} ({size} threads) | {rate:,.0f} /hour |"
+                for size, rate in f["batch_rates"].items()
+            ),
+            f"| queue worker threads (= RENDER_BATCH_SIZE) | {f['worker_threads']} |",
+            *(
+                f"| queue / bare micro-batched by {size} (same batching as the worker) | "
+                f"{queue_rate / f['batch_rates'][size]:.2f} |"
+                for size in [f["worker_threads"]]
+                if size in f["batch_rates"]
+            ),
+        ]

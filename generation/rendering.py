@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -55,7 +56,14 @@ class RenderParams:
 class Renderer:
     """A loaded ``StableDiffusionPipeline``; load once per worker process and reuse."""
 
-    def __init__(self, model_dir: Path, device: str | None = None) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        device: str | None = None,
+        *,
+        dtype: str | None = None,
+        compile_unet: bool | None = None,
+    ) -> None:
         from diffusers import StableDiffusionPipeline
 
         model_dir = Path(model_dir)
@@ -63,8 +71,7 @@ class Renderer:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model_dir = model_dir
         self.device = device
-        # Half precision only where the hardware is built for it; CPU kernels want float32.
-        self.dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        self.dtype = _dtype(device, dtype if dtype is not None else os.environ.get("RENDER_DTYPE"))
         # The fingerprint is computed before loading, from the same bytes that get loaded.
         self.fingerprint = model_fingerprint(model_dir)
         quiet_progress_bars()
@@ -83,6 +90,16 @@ class Renderer:
         )
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe.to(device)
+        # diffusers' default attention processor on torch 2 is scaled_dot_product_attention
+        # (SDPA: flash / memory-efficient kernels on CUDA); say so in the log, don't assume.
+        processors = {type(p).__name__ for p in pipe.unet.attn_processors.values()}
+        self.attention = ",".join(sorted(processors))
+        if compile_unet is None:
+            compile_unet = os.environ.get("RENDER_COMPILE", "").lower() in {"1", "true", "yes"}
+        self.compiled = bool(compile_unet and device.startswith("cuda"))
+        if self.compiled:
+            # CUDA only: on CPU, inductor needs a C++ toolchain at run time and gains little.
+            pipe.unet = torch.compile(pipe.unet, mode="reduce-overhead", fullgraph=False)
         self.scheduler_name = type(pipe.scheduler).__name__
         self._prompt_cache: OrderedDict[tuple[str, str, bool], Any] = OrderedDict()
         self._prompt_lock = threading.Lock()
@@ -145,6 +162,20 @@ class Renderer:
             output_type="pil",
         )
         return result.images[0]
+
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _dtype(device: str, name: str | None) -> torch.dtype:
+    """``RENDER_DTYPE`` if set, else half precision on CUDA and float32 on CPU (CPU kernels
+    want float32). Recorded in the provenance: the same seed renders visibly differently in
+    float16 and float32."""
+    if not name:
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    if name not in _DTYPES:
+        raise ValueError(f"RENDER_DTYPE={name!r}: use one of {', '.join(_DTYPES)}")
+    return _DTYPES[name]
 
 
 def _dtype_keyword() -> str:

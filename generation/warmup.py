@@ -61,7 +61,9 @@ def warm_up_all() -> list[dict[str, Any]]:
         }
         figures.append(figure)
         log.info(
-            "warm: %s models loaded in %.2f s on %s; first render %.2f s, steady %.2f s",
-            collection.slug, loaded, renderer.device, first, steady,
+            "warm: %s models loaded in %.2f s on %s (%s, attention %s%s); first render %.2f s, "
+            "steady %.2f s",
+            collection.slug, loaded, renderer.device, str(renderer.dtype).removeprefix("torch."),
+            renderer.attention, ", compiled UNet" if renderer.compiled else "", first, steady,
         )  # fmt: skip
     return figures

@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from generation.clip_gate import ClipScorer, check_image, get_scorer
@@ -219,3 +220,16 @@ def test_it_renders_the_same_image_from_cached_prompt_embeddings(
         generator=torch.Generator().manual_seed(torch_seed_for(b"seed", 0)),
     ).images[0]
     assert png_bytes(image) == first
+
+
+def test_it_renders_in_the_precision_asked_for_and_names_its_attention(
+    models: tuple[Path, dict[str, str]],
+) -> None:
+    bf16 = Renderer(models[0] / "diffusion", device="cpu", dtype="bfloat16")
+    assert bf16.dtype == torch.bfloat16
+    assert bf16.attention == "AttnProcessor2_0"  # torch's scaled_dot_product_attention
+    image = bf16.render(RenderParams("a fox", "", 1, 7.5, 64, 64), b"seed", 0)
+    assert image.size == (64, 64)
+    assert not bf16.compiled  # torch.compile is used on CUDA only
+    with pytest.raises(ValueError, match="RENDER_DTYPE='half'"):
+        Renderer(models[0] / "diffusion", device="cpu", dtype="half")

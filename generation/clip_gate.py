@@ -191,6 +191,8 @@ def check_image(
     trait_margin: float = 0.0,
     earlier: np.ndarray | None = None,
     uniqueness_threshold: float | None = None,
+    style_reference: np.ndarray | None = None,
+    style_reference_threshold: float | None = None,
     blank_std: float = 2.0,
 ) -> GateResult:
     """Run the gate (blank, style, traits, uniqueness; see the module docstring) on ``image``.
@@ -266,6 +268,17 @@ def check_image(
                 f"below the margin {margin_threshold:.6f}"
             )
 
+    if style_reference is not None and style_reference_threshold is not None:
+        # the collection's reference images, as one normalised mean embedding
+        similarity = _round(float(np.asarray(style_reference, dtype=np.float32) @ embedding))
+        limit = _round(style_reference_threshold)
+        scores["style_images"], thresholds["style_images"] = similarity, limit
+        if similarity < limit:
+            reasons.append(
+                f"style images: cosine similarity {similarity:.6f} to the collection's reference "
+                f"images is below the threshold {limit:.6f}"
+            )
+
     if earlier is not None and uniqueness_threshold is not None:
         earlier = np.asarray(earlier, dtype=np.float32)
         if earlier.size:
@@ -320,3 +333,13 @@ def stack_embeddings(blobs: Iterable[bytes]) -> np.ndarray:
     if len(dims) != 1:
         raise ValueError(f"stored embeddings have different dimensions: {sorted(dims)}")
     return np.stack(rows)
+
+
+def reference_embedding(scorer: ClipScorer, paths: Sequence[Path]) -> np.ndarray:
+    """The normalised mean of the reference images' embeddings (the style's centre)."""
+    vectors = []
+    for path in paths:
+        with Image.open(path) as image:
+            vectors.append(scorer.image_embedding(image.convert("RGB")))
+    mean = np.mean(np.stack(vectors), axis=0)
+    return (mean / np.linalg.norm(mean)).astype(np.float32)

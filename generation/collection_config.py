@@ -28,6 +28,11 @@ def generation_config(collection: Collection) -> dict[str, Any]:
             "fingerprint": model_fingerprint(collection.clip_path()),
             "style_prompt": collection.style_prompt,
             "threshold": collection.clip_threshold,
+            "style_images": [
+                "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+                for path in collection.style_image_paths()
+            ],
+            "style_images_threshold": collection.style_images_threshold,
         },
         "prompt_template": collection.prompt_template,
         "negative_prompt": collection.negative_prompt,

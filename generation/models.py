@@ -29,7 +29,8 @@ def _no_traits() -> dict:
 FROZEN_FIELDS = (
     "model_dir", "clip_dir", "prompt_template", "negative_prompt", "style_prompt",
     "clip_threshold", "steps", "guidance", "width", "height", "max_attempts", "rarity",
-    "trait_margin", "uniqueness_threshold", "max_supply",
+    "trait_margin", "uniqueness_threshold", "max_supply", "style_images",
+    "style_images_threshold",
 )  # fmt: skip
 
 
@@ -71,6 +72,18 @@ class Collection(models.Model):
         validators=[MinValueValidator(0.0), MaxValueValidator(2.0)],
         help_text="How far a verified trait's option must lead the others in CLIP's ranking",
     )
+    style_images = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Paths of reference images of the style (their sha256 is frozen with the "
+        "config); each render must be close enough to their mean CLIP embedding",
+    )
+    style_images_threshold = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(-1.0), MaxValueValidator(1.0)],
+        help_text="Minimum cosine similarity to the reference images; empty: no image check",
+    )
     uniqueness_threshold = models.FloatField(
         null=True,
         blank=True,
@@ -106,6 +119,7 @@ class Collection(models.Model):
             template_problems = validate_template(self.prompt_template, self.rarity)
             if template_problems:
                 errors["prompt_template"] = template_problems
+        errors.update(self._check_style_images())
         if self.pk and self.config_digest:
             stored = Collection.objects.filter(pk=self.pk).values(*FROZEN_FIELDS).first() or {}
             for name in FROZEN_FIELDS:
@@ -116,6 +130,27 @@ class Collection(models.Model):
                     )
         if errors:
             raise ValidationError(errors)
+
+    def style_image_paths(self) -> list[Path]:
+        return [_resolve(path) for path in self.style_images]
+
+    def _check_style_images(self) -> dict[str, list[str]]:
+        from PIL import Image, UnidentifiedImageError
+
+        if not isinstance(self.style_images, list) or not all(
+            isinstance(p, str) for p in self.style_images
+        ):
+            return {"style_images": ["must be a list of image file paths"]}
+        problems = []
+        for path in self.style_image_paths():
+            try:
+                with Image.open(path) as image:
+                    image.verify()
+            except (OSError, UnidentifiedImageError) as exc:
+                problems.append(f"{path}: not a readable image ({exc})")
+        if self.style_images and self.style_images_threshold is None:
+            problems.append("reference images need style_images_threshold")
+        return {"style_images": problems} if problems else {}
 
     def model_path(self) -> Path:
         return _resolve(self.model_dir)

@@ -119,6 +119,19 @@ def trait_checks_for(collection: Collection, traits: dict[str, str]) -> list:  #
     ]
 
 
+_style_references: dict[tuple, object] = {}  # type: ignore[type-arg]
+
+
+def _style_reference(scorer, paths: list[Path]):  # type: ignore[no-untyped-def]
+    """The reference images' mean embedding, computed once per process and set of files."""
+    from generation.clip_gate import reference_embedding
+
+    key = (scorer.fingerprint, *((str(p), p.stat().st_mtime_ns) for p in paths))
+    if key not in _style_references:
+        _style_references[key] = reference_embedding(scorer, paths)
+    return _style_references[key]
+
+
 def cached_render(renderer, params, seed: bytes, attempt: int, batcher=None):  # type: ignore[no-untyped-def]
     """Render, or reuse the finished render with exactly the same inputs.
 
@@ -234,6 +247,12 @@ def run_render(token_pk: int) -> str | None:
             .values_list("image_embedding", flat=True)
         )
         earlier = stack_embeddings([bytes(blob) for blob in blobs])
+    style_reference = None
+    if collection.style_images:
+        try:
+            style_reference = _style_reference(scorer, collection.style_image_paths())
+        except OSError as exc:
+            raise RenderFailed(f"the collection's style images cannot be read: {exc}") from exc
     reasons: list[str] = []
     for attempt in range(token.attempt, collection.max_attempts):
         began = time.perf_counter()
@@ -251,6 +270,8 @@ def run_render(token_pk: int) -> str | None:
             trait_margin=collection.trait_margin,
             earlier=earlier if earlier is not None and earlier.size else None,
             uniqueness_threshold=collection.uniqueness_threshold,
+            style_reference=style_reference,
+            style_reference_threshold=collection.style_images_threshold,
         )
         clip = {
             "model_fingerprint": scorer.fingerprint,

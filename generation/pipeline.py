@@ -90,6 +90,28 @@ def render_cache_path(token: Token, attempt: int) -> Path:
     )
 
 
+def load_models(collection: Collection, device: str | None):  # type: ignore[no-untyped-def]
+    """This process's renderer and CLIP scorer for the collection (loaded once, kept warm);
+    a model that cannot load raises ``RenderFailed`` naming it."""
+    from generation.clip_gate import get_scorer
+    from generation.rendering import get_renderer
+
+    try:
+        renderer = get_renderer(collection.model_path(), device)
+    except Exception as exc:  # diffusers raises many kinds for a missing or corrupt model
+        raise RenderFailed(
+            f"cannot load the diffusion model at {collection.model_path()}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    try:
+        scorer = get_scorer(collection.clip_path(), device)
+    except Exception as exc:  # open_clip, likewise
+        raise RenderFailed(
+            f"cannot load the CLIP model at {collection.clip_path()}: {type(exc).__name__}: {exc}"
+        ) from exc
+    return renderer, scorer
+
+
 def render_params(collection: Collection, prompt: str):  # type: ignore[no-untyped-def]
     """The collection's render settings for one prompt."""
     from generation.rendering import RenderParams
@@ -179,10 +201,9 @@ def run_render(token_pk: int) -> str | None:
     from generation.clip_gate import (
         check_image,
         embedding_to_bytes,
-        get_scorer,
         stack_embeddings,
     )
-    from generation.rendering import get_renderer, png_bytes, torch_seed_for
+    from generation.rendering import png_bytes, torch_seed_for
     from generation.traits import render_prompt
 
     claimed = Token.objects.filter(
@@ -212,29 +233,17 @@ def run_render(token_pk: int) -> str | None:
         )
     except (KeyError, IndexError, ValueError) as exc:
         raise RenderFailed(f"prompt template cannot be filled: {exc!r}") from exc
-    try:
-        renderer = get_renderer(collection.model_path(), settings.RENDER_DEVICE)
-        batcher = None
-        if settings.RENDER_BATCH_SIZE > 1:
-            from generation.batching import get_batcher
+    renderer, scorer = load_models(collection, settings.RENDER_DEVICE)
+    batcher = None
+    if settings.RENDER_BATCH_SIZE > 1:
+        from generation.batching import get_batcher
 
-            batcher = get_batcher(
-                collection.model_path(),
-                settings.RENDER_DEVICE,
-                max_batch=settings.RENDER_BATCH_SIZE,
-                max_wait=settings.RENDER_BATCH_WAIT,
-            )
-    except Exception as exc:  # diffusers raises many kinds for a missing or corrupt model
-        raise RenderFailed(
-            f"cannot load the diffusion model at {collection.model_path()}: "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
-    try:
-        scorer = get_scorer(collection.clip_path(), settings.RENDER_DEVICE)
-    except Exception as exc:  # open_clip, likewise
-        raise RenderFailed(
-            f"cannot load the CLIP model at {collection.clip_path()}: {type(exc).__name__}: {exc}"
-        ) from exc
+        batcher = get_batcher(
+            collection.model_path(),
+            settings.RENDER_DEVICE,
+            max_batch=settings.RENDER_BATCH_SIZE,
+            max_wait=settings.RENDER_BATCH_WAIT,
+        )
 
     params = render_params(collection, prompt)
     trait_checks = trait_checks_for(collection, traits)

@@ -14,6 +14,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,7 @@ class Renderer:
         self._prompt_cache: OrderedDict[tuple[str, str, bool], Any] = OrderedDict()
         self._prompt_lock = threading.Lock()
         self._encode_lock = threading.Lock()
+        self._pipe_lock = threading.Lock()
 
     renders = 0  # images this instance has rendered (the inference cache's tests count them)
     prompt_encodes = 0  # text-encoder passes; trait combinations repeat, so most are cached
@@ -145,23 +147,48 @@ class Renderer:
         return time.perf_counter() - started
 
     def render(self, params: RenderParams, seed: bytes, attempt: int) -> Image.Image:
-        # A CPU generator on every device: the noise is the part that must replay anywhere.
-        self.renders += 1
-        generator = torch.Generator(device="cpu").manual_seed(torch_seed_for(seed, attempt))
-        prompt_embeds, negative_embeds = self.prompt_embeddings(
-            params.prompt, params.negative_prompt, params.guidance
-        )
-        result = self.pipe(
-            prompt_embeds=prompt_embeds,
-            negative_prompt_embeds=negative_embeds,
-            num_inference_steps=params.steps,
-            guidance_scale=params.guidance,
-            width=params.width,
-            height=params.height,
-            generator=generator,
-            output_type="pil",
-        )
-        return result.images[0]
+        embeds = self.prompt_embeddings(params.prompt, params.negative_prompt, params.guidance)
+        return self.render_many(params, [(embeds, seed, attempt)])[0]
+
+    def render_many(
+        self,
+        params: RenderParams,
+        requests: Sequence[tuple[tuple[torch.Tensor, torch.Tensor | None], bytes, int]],
+    ) -> list[Image.Image]:
+        """Render several images of one shape (``params``' steps, guidance and size) in one
+        pipeline call: each request is ((prompt embeddings, negative embeddings), seed, attempt).
+
+        One CPU generator per image: the noise is the part that must replay anywhere, and each
+        image's is its own whatever shares the call. Calls on one pipeline never overlap (its
+        scheduler keeps per-call state), whichever thread makes them.
+        """
+        device = self.pipe.device
+        prompt_embeds = torch.cat([embeds for (embeds, _), _, _ in requests]).to(device)
+        negatives = [negative for (_, negative), _, _ in requests]
+        negative_embeds = None
+        if all(n is not None for n in negatives):
+            negative_embeds = torch.cat(negatives).to(device)  # type: ignore[arg-type]
+        generators = [
+            torch.Generator(device="cpu").manual_seed(torch_seed_for(seed, attempt))
+            for _, seed, attempt in requests
+        ]
+        with self._pipe_lock:
+            result = self.pipe(
+                prompt_embeds=prompt_embeds,
+                negative_prompt_embeds=negative_embeds,
+                num_inference_steps=params.steps,
+                guidance_scale=params.guidance,
+                width=params.width,
+                height=params.height,
+                generator=generators,
+                num_images_per_prompt=1,
+                output_type="pil",
+            )
+            self.renders += len(requests)
+        images = list(result.images)
+        if len(images) != len(requests):
+            raise RuntimeError(f"pipeline returned {len(images)} images for {len(requests)}")
+        return images
 
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

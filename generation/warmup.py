@@ -29,10 +29,8 @@ def warm_up_all() -> list[dict[str, Any]]:
     from django.conf import settings
     from django.db import close_old_connections
 
-    from generation.clip_gate import get_scorer
     from generation.models import Collection
-    from generation.pipeline import render_params
-    from generation.rendering import get_renderer
+    from generation.pipeline import load_models, render_params
 
     figures = []
     try:
@@ -42,14 +40,15 @@ def warm_up_all() -> list[dict[str, Any]]:
     for collection in collections:
         started = time.perf_counter()
         try:
-            renderer = get_renderer(collection.model_path(), settings.RENDER_DEVICE)
-            scorer = get_scorer(collection.clip_path(), settings.RENDER_DEVICE)
+            renderer, scorer = load_models(collection, settings.RENDER_DEVICE)
             loaded = time.perf_counter() - started
             params = render_params(collection, collection.style_prompt)
             first = renderer.warm_up(params)
             steady = renderer.warm_up(params)
             scorer.text_embeddings([collection.style_prompt])
-        except Exception as exc:  # a broken model fails its tokens with a reason, not the worker
+        except (
+            Exception
+        ) as exc:  # a broken collection fails its tokens with a reason, not the worker
             log.warning("could not warm up %s: %s: %s", collection.slug, type(exc).__name__, exc)
             continue
         figure = {

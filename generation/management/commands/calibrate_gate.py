@@ -180,28 +180,23 @@ class Command(BaseCommand):
     ) -> dict[str, Any]:
         import numpy as np
 
-        from generation.clip_gate import check_image, get_scorer
-        from generation.pipeline import cached_render, render_params, trait_checks_for
-        from generation.rendering import get_renderer
+        from generation.clip_gate import check_image
+        from generation.pipeline import (
+            RenderFailed,
+            cached_render,
+            load_models,
+            render_params,
+            trait_checks_for,
+        )
         from generation.traits import render_prompt
 
         seeds = [sample_seed(prefix, i) for i in range(n)]
         all_traits, trait_source = self._traits(collection, seeds)
         verified = [c for c in collection.rarity.get("categories", []) if c.get("verify")]
         try:
-            renderer = get_renderer(collection.model_path(), device)
-        except Exception as exc:  # diffusers raises many kinds for a missing or corrupt model
-            raise CommandError(
-                f"cannot load the diffusion model at {collection.model_path()}: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
-        try:
-            scorer = get_scorer(collection.clip_path(), device)
-        except Exception as exc:  # open_clip, likewise
-            raise CommandError(
-                f"cannot load the CLIP model at {collection.clip_path()}: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
+            renderer, scorer = load_models(collection, device)
+        except RenderFailed as exc:
+            raise CommandError(str(exc)) from exc
 
         rows: list[dict[str, Any]] = []
         embeddings: list[np.ndarray] = []

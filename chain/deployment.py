@@ -41,6 +41,8 @@ class CollectionSpec:
     max_supply: int = 1000
     confirmations: int = 2
     model_dir: str = ""
+    model_config_dir: str = ""  # for a single-file checkpoint (see Collection.model_config_dir)
+    scheduler: str = ""  # a diffusers scheduler class name; "" for the model's own
     clip_dir: str = ""
     prompt_template: str = "a small abstract painting, token {token_id} of {collection}"
     negative_prompt: str = "blurry"
@@ -92,6 +94,8 @@ def deploy_collection(w3: Web3, deployer_key: str, spec: CollectionSpec) -> Coll
         contract_address=address,
         deployment_block=block,
         model_dir=spec.model_dir or str(models_dir / "diffusion"),
+        model_config_dir=spec.model_config_dir,
+        scheduler=spec.scheduler,
         clip_dir=spec.clip_dir or str(models_dir / "clip"),
         prompt_template=spec.prompt_template,
         negative_prompt=spec.negative_prompt,

@@ -1,7 +1,7 @@
 """Micro-batching: renders of one model and one shape share a single pipeline call.
 
 Dramatiq worker threads call :meth:`RenderBatcher.render` concurrently. Requests with the same
-*shape* -- ``(steps, guidance, width, height)`` -- that arrive within ``max_wait`` seconds of the
+*shape* -- ``(steps, guidance, width, height, scheduler)`` -- that arrive within ``max_wait`` seconds of the
 first one waiting are grouped, up to ``max_batch``, and rendered by ONE
 ``StableDiffusionPipeline`` call; each caller gets its own image back. Requests of different
 shapes never share a batch (the scheduler's timesteps, the guidance scale and the latent size
@@ -47,12 +47,12 @@ from PIL import Image
 
 from generation.rendering import Renderer, RenderParams, get_renderer, torch_seed_for
 
-Shape = tuple[int, float, int, int]  # (steps, guidance, width, height)
+Shape = tuple[int, float, int, int, str]  # (steps, guidance, width, height, scheduler)
 
 
 def shape_of(params: RenderParams) -> Shape:
     """The parameters that must be equal for two renders to share one pipeline call."""
-    return (params.steps, params.guidance, params.width, params.height)
+    return (params.steps, params.guidance, params.width, params.height, params.scheduler)
 
 
 @dataclass
@@ -166,19 +166,26 @@ class RenderBatcher:
         return images
 
 
-_batchers: dict[tuple[Path, str | None, int, float], RenderBatcher] = {}
+_batchers: dict[tuple[Path, str | None, Path | None, int, float], RenderBatcher] = {}
 _batchers_lock = threading.Lock()
 
 
 def get_batcher(
-    model_dir: Path, device: str | None = None, *, max_batch: int = 4, max_wait: float = 0.05
+    model_dir: Path,
+    device: str | None = None,
+    *,
+    config_dir: Path | None = None,
+    max_batch: int = 4,
+    max_wait: float = 0.05,
 ) -> RenderBatcher:
-    """This process's ``RenderBatcher`` over ``get_renderer(model_dir, device)``, made once."""
-    key = (Path(model_dir).resolve(), device, max_batch, max_wait)
+    """This process's ``RenderBatcher`` over ``get_renderer(model_dir, device, config_dir)``,
+    made once."""
+    config = Path(config_dir).resolve() if config_dir is not None else None
+    key = (Path(model_dir).resolve(), device, config, max_batch, max_wait)
     with _batchers_lock:
         batcher = _batchers.get(key)
         if batcher is None:
             batcher = _batchers[key] = RenderBatcher(
-                get_renderer(key[0], device), max_batch=max_batch, max_wait=max_wait
+                get_renderer(key[0], device, config), max_batch=max_batch, max_wait=max_wait
             )
         return batcher

@@ -21,9 +21,15 @@ TORCH_SEED_SCHEME = "sha256(seed || uint32be(attempt))[0:8] as big-endian int, m
 def generation_config(collection: Collection) -> dict[str, Any]:
     """Every collection-level input that shapes a token's image and its acceptance."""
     from generation.reference_models import model_fingerprint
+    from generation.rendering import scheduler_class_name
 
+    model_path, config_dir = collection.model_path(), collection.model_config_path()
     return {
-        "model": {"fingerprint": model_fingerprint(collection.model_path())},
+        "model": {
+            "fingerprint": model_fingerprint(model_path),
+            "format": "single-file" if model_path.is_file() else "diffusers",
+            "scheduler": scheduler_class_name(model_path, config_dir, collection.scheduler),
+        },
         "clip": {
             "fingerprint": model_fingerprint(collection.clip_path()),
             "style_prompt": collection.style_prompt,

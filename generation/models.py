@@ -20,6 +20,21 @@ def _validate_prompt_template(value: str) -> None:
         raise ValidationError(f"malformed prompt template: {exc}") from exc
 
 
+# diffusers scheduler classes a collection may choose (value: the class name the provenance
+# records). LMSDiscreteScheduler is left out: it needs scipy, which the workers do not install.
+SCHEDULER_CHOICES = [
+    ("", "the model's own"),
+    ("DDIMScheduler", "DDIM"),
+    ("PNDMScheduler", "PNDM"),
+    ("EulerDiscreteScheduler", "Euler"),
+    ("EulerAncestralDiscreteScheduler", "Euler ancestral"),
+    ("DPMSolverMultistepScheduler", "DPM-Solver++ (2M)"),
+    ("UniPCMultistepScheduler", "UniPC"),
+    ("HeunDiscreteScheduler", "Heun"),
+    ("DDPMScheduler", "DDPM"),
+]
+
+
 def _no_traits() -> dict:
     return {"mode": "none", "categories": []}
 
@@ -27,7 +42,7 @@ def _no_traits() -> dict:
 # Everything that shapes a token's image or its acceptance: frozen once the config digest is
 # committed on-chain (see generation/collection_config.py).
 FROZEN_FIELDS = (
-    "model_dir", "clip_dir", "prompt_template", "negative_prompt", "style_prompt",
+    "model_dir", "model_config_dir", "scheduler", "clip_dir", "prompt_template", "negative_prompt", "style_prompt",
     "clip_threshold", "steps", "guidance", "width", "height", "max_attempts", "rarity",
     "trait_margin", "uniqueness_threshold", "max_supply", "style_images",
     "style_images_threshold",
@@ -45,7 +60,23 @@ class Collection(models.Model):
     deployment_block = models.PositiveBigIntegerField(default=0)
 
     model_dir = models.CharField(
-        max_length=500, help_text="Local diffusers folder (StableDiffusionPipeline)"
+        "model",
+        max_length=500,
+        help_text="A local diffusers folder (StableDiffusionPipeline) or a single-file "
+        "checkpoint (.safetensors, original Stable Diffusion layout); identified in the "
+        "provenance by the sha256 of its weights",
+    )
+    model_config_dir = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="For a single-file checkpoint: a local diffusers folder with the pipeline's "
+        "component configs and tokenizer (weights not needed); empty for a diffusers folder",
+    )
+    scheduler = models.CharField(
+        max_length=64,
+        blank=True,
+        choices=SCHEDULER_CHOICES,
+        help_text="Noise scheduler; empty: the one the model ships in its scheduler config",
     )
     clip_dir = models.CharField(max_length=500, help_text="Local open_clip model folder")
     prompt_template = models.TextField(validators=[_validate_prompt_template])
@@ -120,6 +151,7 @@ class Collection(models.Model):
             if template_problems:
                 errors["prompt_template"] = template_problems
         errors.update(self._check_style_images())
+        errors.update(self._check_model_reference())
         if self.pk and self.config_digest:
             stored = Collection.objects.filter(pk=self.pk).values(*FROZEN_FIELDS).first() or {}
             for name in FROZEN_FIELDS:
@@ -152,8 +184,24 @@ class Collection(models.Model):
             problems.append("reference images need style_images_threshold")
         return {"style_images": problems} if problems else {}
 
+    def _check_model_reference(self) -> dict[str, list[str]]:
+        from generation.rendering import ModelReferenceError, check_model_reference
+
+        if not self.model_dir:
+            return {}  # the field's own "required" error says it
+        try:
+            check_model_reference(self.model_path(), self.model_config_path())
+        except ModelReferenceError as exc:
+            return {exc.field: [str(exc)]}
+        return {}
+
     def model_path(self) -> Path:
         return _resolve(self.model_dir)
+
+    def model_config_path(self) -> Path | None:
+        """Where the pipeline's component configs live: the model folder itself, or
+        ``model_config_dir`` for a single-file checkpoint."""
+        return _resolve(self.model_config_dir) if self.model_config_dir else None
 
     def clip_path(self) -> Path:
         return _resolve(self.clip_dir)

@@ -97,7 +97,7 @@ def load_models(collection: Collection, device: str | None):  # type: ignore[no-
     from generation.rendering import get_renderer
 
     try:
-        renderer = get_renderer(collection.model_path(), device)
+        renderer = get_renderer(collection.model_path(), device, collection.model_config_path())
     except Exception as exc:  # diffusers raises many kinds for a missing or corrupt model
         raise RenderFailed(
             f"cannot load the diffusion model at {collection.model_path()}: "
@@ -123,6 +123,7 @@ def render_params(collection: Collection, prompt: str):  # type: ignore[no-untyp
         guidance=collection.guidance,
         width=collection.width,
         height=collection.height,
+        scheduler=collection.scheduler,
     )
 
 
@@ -169,7 +170,7 @@ def cached_render(renderer, params, seed: bytes, attempt: int, batcher=None):  #
         canonical_json(
             {
                 "model": renderer.fingerprint,
-                "scheduler": renderer.scheduler_name,
+                "scheduler": renderer.scheduler_for(params),
                 "dtype": str(renderer.dtype),
                 "device": renderer.device,
                 "prompt": params.prompt,
@@ -241,6 +242,7 @@ def run_render(token_pk: int) -> str | None:
         batcher = get_batcher(
             collection.model_path(),
             settings.RENDER_DEVICE,
+            config_dir=collection.model_config_path(),
             max_batch=settings.RENDER_BATCH_SIZE,
             max_wait=settings.RENDER_BATCH_WAIT,
         )
@@ -305,7 +307,8 @@ def run_render(token_pk: int) -> str | None:
             "torch_seed": torch_seed_for(seed, attempt),
             "model": {
                 "fingerprint": renderer.fingerprint,
-                "scheduler": renderer.scheduler_name,
+                "format": renderer.format,
+                "scheduler": renderer.scheduler_for(params),
                 # A verifier re-rendering on another machine needs these: float16 on CUDA and
                 # float32 anywhere render visibly different images from the same seed.
                 "dtype": str(renderer.dtype).removeprefix("torch."),

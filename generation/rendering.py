@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import threading
 import time
@@ -52,6 +53,78 @@ class RenderParams:
     guidance: float
     width: int
     height: int
+    scheduler: str = ""  # a diffusers scheduler class name; "" for the model's own
+
+
+class ModelReferenceError(ValueError):
+    """A collection's model reference cannot be used; ``field`` names the setting at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+#: Weights files a single-file checkpoint may be. Pickled ``.ckpt``/``.pt`` files run
+#: arbitrary code when loaded, so they are refused: convert them to safetensors first.
+SINGLE_FILE_SUFFIXES = {".safetensors"}
+
+
+#: Settings a chosen scheduler gets on top of the model's scheduler config: Stable Diffusion
+#: ships PNDM as PLMS only (``skip_prk_steps``); with its Runge-Kutta warm-up steps, PNDM fails
+#: below 4 inference steps.
+SCHEDULER_OVERRIDES: dict[str, dict[str, Any]] = {"PNDMScheduler": {"skip_prk_steps": True}}
+
+
+def check_model_reference(model_path: Path, config_dir: Path | None) -> None:
+    """Raise ``ModelReferenceError`` unless ``model_path`` is a diffusers folder, or a
+    ``.safetensors`` single-file checkpoint with ``config_dir`` (a diffusers folder holding the
+    pipeline's component configs) beside it in the collection."""
+    model_path = Path(model_path)
+    if model_path.is_dir():
+        if not (model_path / "model_index.json").is_file():
+            raise ModelReferenceError(
+                "model_dir",
+                f"{model_path} is a folder without model_index.json: not a diffusers pipeline",
+            )
+        if config_dir is not None:
+            raise ModelReferenceError(
+                "model_config_dir",
+                "only a single-file checkpoint takes a config folder; a diffusers folder "
+                "carries its own configs",
+            )
+        return
+    if not model_path.is_file():
+        raise ModelReferenceError("model_dir", f"no model file or folder at {model_path}")
+    if model_path.suffix not in SINGLE_FILE_SUFFIXES:
+        raise ModelReferenceError(
+            "model_dir",
+            f"{model_path.name}: single-file checkpoints must be .safetensors (pickled "
+            f"{model_path.suffix or 'files'} can run code when loaded)",
+        )
+    if config_dir is None:
+        raise ModelReferenceError(
+            "model_config_dir",
+            f"the single-file checkpoint {model_path.name} needs a config folder: a local "
+            "diffusers folder with model_index.json and the component configs",
+        )
+    if not (Path(config_dir) / "model_index.json").is_file():
+        raise ModelReferenceError(
+            "model_config_dir", f"{config_dir} has no model_index.json: not a diffusers folder"
+        )
+
+
+def scheduler_class_name(model_path: Path, config_dir: Path | None, requested: str) -> str:
+    """The scheduler a render uses: ``requested``, or the class the model's config names."""
+    if requested:
+        return requested
+    root = Path(config_dir) if config_dir is not None else Path(model_path)
+    config = root / "scheduler" / "scheduler_config.json"
+    try:
+        return str(json.loads(config.read_text())["_class_name"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelReferenceError(
+            "scheduler", f"the model names no scheduler ({config}: {exc}); choose one"
+        ) from exc
 
 
 class Renderer:
@@ -62,33 +135,46 @@ class Renderer:
         model_dir: Path,
         device: str | None = None,
         *,
+        config_dir: Path | None = None,
         dtype: str | None = None,
         compile_unet: bool | None = None,
     ) -> None:
         from diffusers import StableDiffusionPipeline
 
         model_dir = Path(model_dir)
+        check_model_reference(model_dir, config_dir)
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model_dir = model_dir
+        self.config_dir = Path(config_dir) if config_dir is not None else None
         self.device = device
         self.dtype = _dtype(device, dtype if dtype is not None else os.environ.get("RENDER_DTYPE"))
         # The fingerprint is computed before loading, from the same bytes that get loaded.
         self.fingerprint = model_fingerprint(model_dir)
         quiet_progress_bars()
-        pipe = StableDiffusionPipeline.from_pretrained(
-            model_dir,
-            local_files_only=True,
+        options = {
+            "local_files_only": True,
             # The CLIP gate is this project's filter; a checkpoint's own safety checker
             # would blank images silently and is not part of the provenance record.
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-            # Said explicitly: without `accelerate` installed this is what diffusers does
-            # anyway, and saying so keeps it from warning on every load.
-            low_cpu_mem_usage=False,
-            **{_dtype_keyword(): self.dtype},
-        )
+            "safety_checker": None,
+            "feature_extractor": None,
+            "requires_safety_checker": False,
+            _dtype_keyword(): self.dtype,
+        }
+        if model_dir.is_file():
+            # Original Stable Diffusion layout in one file; diffusers converts its keys and
+            # takes the component configs from the local folder (never from a model hub).
+            self.format = "single-file"
+            pipe = StableDiffusionPipeline.from_single_file(
+                str(model_dir), config=str(self.config_dir), **options
+            )
+        else:
+            self.format = "diffusers"
+            # low_cpu_mem_usage: said explicitly; without `accelerate` installed this is what
+            # diffusers does anyway, and saying so keeps it from warning on every load.
+            pipe = StableDiffusionPipeline.from_pretrained(
+                model_dir, low_cpu_mem_usage=False, **options
+            )
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe.to(device)
         # diffusers' default attention processor on torch 2 is scaled_dot_product_attention
@@ -101,11 +187,42 @@ class Renderer:
         if self.compiled:
             # CUDA only: on CPU, inductor needs a C++ toolchain at run time and gains little.
             pipe.unet = torch.compile(pipe.unet, mode="reduce-overhead", fullgraph=False)
-        self.scheduler_name = type(pipe.scheduler).__name__
+        self.scheduler_name = type(pipe.scheduler).__name__  # the model's own
+        self._pipelines: dict[str, Any] = {"": pipe, self.scheduler_name: pipe}
         self._prompt_cache: OrderedDict[tuple[str, str, bool], Any] = OrderedDict()
         self._prompt_lock = threading.Lock()
         self._encode_lock = threading.Lock()
         self._pipe_lock = threading.Lock()
+
+    def pipeline_for(self, scheduler: str) -> Any:
+        """The pipeline with ``scheduler`` (a diffusers class name; "" for the model's own).
+
+        Every variant shares this renderer's UNet, VAE and text encoder (no second copy of
+        the weights); only the scheduler object, built from the model's scheduler config,
+        is its own, since a scheduler keeps per-call state.
+        """
+        with self._prompt_lock:
+            pipe = self._pipelines.get(scheduler)
+            if pipe is not None:
+                return pipe
+            import diffusers
+
+            cls = getattr(diffusers, scheduler, None)
+            if not (isinstance(cls, type) and issubclass(cls, diffusers.SchedulerMixin)):
+                raise ModelReferenceError(
+                    "scheduler", f"{scheduler!r} is not a diffusers scheduler"
+                )
+            base = self._pipelines[""]
+            built = cls.from_config(base.scheduler.config, **SCHEDULER_OVERRIDES.get(scheduler, {}))
+            components = {**base.components, "scheduler": built}
+            pipe = type(base)(**components, requires_safety_checker=False)
+            pipe.set_progress_bar_config(disable=True)
+            self._pipelines[scheduler] = pipe
+            return pipe
+
+    def scheduler_for(self, params: RenderParams) -> str:
+        """The scheduler class name a render with ``params`` uses (for the provenance)."""
+        return params.scheduler or self.scheduler_name
 
     renders = 0  # images this instance has rendered (the inference cache's tests count them)
     prompt_encodes = 0  # text-encoder passes; trait combinations repeat, so most are cached
@@ -162,7 +279,8 @@ class Renderer:
         image's is its own whatever shares the call. Calls on one pipeline never overlap (its
         scheduler keeps per-call state), whichever thread makes them.
         """
-        device = self.pipe.device
+        pipe = self.pipeline_for(params.scheduler)
+        device = pipe.device
         prompt_embeds = torch.cat([embeds for (embeds, _), _, _ in requests]).to(device)
         negatives = [negative for (_, negative), _, _ in requests]
         negative_embeds = None
@@ -173,7 +291,7 @@ class Renderer:
             for _, seed, attempt in requests
         ]
         with self._pipe_lock:
-            result = self.pipe(
+            result = pipe(
                 prompt_embeds=prompt_embeds,
                 negative_prompt_embeds=negative_embeds,
                 num_inference_steps=params.steps,
@@ -213,17 +331,20 @@ def _dtype_keyword() -> str:
     return "dtype" if hasattr(diffusers.utils, "_resolve_dtype") else "torch_dtype"
 
 
-_renderers: dict[tuple[Path, str | None], Renderer] = {}
+_renderers: dict[tuple[Path, str | None, Path | None], Renderer] = {}
 _renderers_lock = threading.Lock()
 
 
-def get_renderer(model_dir: Path, device: str | None = None) -> Renderer:
+def get_renderer(
+    model_dir: Path, device: str | None = None, config_dir: Path | None = None
+) -> Renderer:
     """Return this process's ``Renderer`` for ``model_dir``, loading it on first use."""
-    key = (Path(model_dir).resolve(), device)
+    config = Path(config_dir).resolve() if config_dir is not None else None
+    key = (Path(model_dir).resolve(), device, config)
     with _renderers_lock:
         renderer = _renderers.get(key)
         if renderer is None:
-            renderer = _renderers[key] = Renderer(key[0], device)
+            renderer = _renderers[key] = Renderer(key[0], device, config_dir=config)
         return renderer
 
 

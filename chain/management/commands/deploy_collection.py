@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
@@ -51,7 +53,9 @@ class Command(BaseCommand):
             raise CommandError(f"a collection with the slug {spec.slug!r} already exists")
         probe = Collection(
             slug=spec.slug, name=spec.name, chain_id=1, contract_address="0x" + "0" * 40,
-            model_dir=spec.model_dir or "x", clip_dir=spec.clip_dir or "x",
+            model_dir=spec.model_dir or str(Path(settings.REFERENCE_MODELS_DIR) / "diffusion"),
+            model_config_dir=spec.model_config_dir, scheduler=spec.scheduler,
+            clip_dir=spec.clip_dir or "x",
             prompt_template=spec.prompt_template, style_prompt=spec.style_prompt,
             clip_threshold=spec.clip_threshold, steps=spec.steps, guidance=spec.guidance,
             width=spec.width, height=spec.height, max_attempts=spec.max_attempts,

@@ -151,26 +151,36 @@ class Command(BaseCommand):
     def _batched(
         self, collection: Collection, tokens: list[Token], size: int, scratch: Path
     ) -> float:
-        """Renders per hour through a RenderBatcher fed by ``size`` threads (no cache)."""
+        """Tokens per hour rendered AND verified by ``size`` threads sharing a RenderBatcher
+        (no inference cache): the bare loop with the render worker's batching, the floor the
+        queue path is compared with."""
         from concurrent.futures import ThreadPoolExecutor
 
         from generation.batching import RenderBatcher
+        from generation.clip_gate import check_image, get_scorer
         from generation.pipeline import render_params
         from generation.rendering import get_renderer
 
         batcher = RenderBatcher(
             get_renderer(collection.model_path(), "cpu"), max_batch=size, max_wait=0.05
         )
+        scorer = get_scorer(collection.clip_path(), "cpu")
         jobs = [
             (
+                # a prompt of its own per batch size, so each run pays its text encodes
                 render_params(collection, f"batch {size} token {t.token_id}"),
                 bytes.fromhex(t.seed[2:]),
             )
             for t in tokens
         ]
+
+        def render_and_verify(job: tuple[Any, bytes]) -> None:
+            image = batcher.render(job[0], job[1], 0)
+            check_image(scorer, image, collection.style_prompt, collection.clip_threshold)
+
         started = time.perf_counter()
         with ThreadPoolExecutor(max_workers=size) as pool:
-            list(pool.map(lambda job: batcher.render(job[0], job[1], 0), jobs))
+            list(pool.map(render_and_verify, jobs))
         return 3600 * len(jobs) / (time.perf_counter() - started)
 
     def _through_queue(self, tokens: list[Token], scratch: Path) -> tuple[float, float]:
@@ -213,27 +223,31 @@ class Command(BaseCommand):
     def _report(self, f: dict[str, Any]) -> list[str]:
         per_hour = 3600 * f["tokens"]
         bare_rate, queue_rate = per_hour / f["bare_s"], per_hour / f["queue_s"]
-        ratio = queue_rate / bare_rate
-        return [
+        threads = f["worker_threads"]
+        floor = f["batch_rates"].get(threads)
+        lines = [
             "| measure | value |",
             "|---|---:|",
             f"| tokens (steps {f['steps']}) | {f['tokens']} |",
             f"| cold start in-process: models loaded + first render | {f['cold_start_s']:.2f} s "
             f"(load {f['load_s']:.2f} s) |",
             f"| render worker: start to warmed up | {f['worker_boot_s']:.2f} s |",
-            f"| bare loop (models called directly) | {bare_rate:,.0f} tokens/hour |",
-            f"| through the queue (real worker, database claims) | {queue_rate:,.0f} tokens/hour |",
-            f"| queue / bare | {ratio:.2f} (target >= 0.85: {'PASS' if ratio >= 0.85 else 'FAIL'}) |",
-            f"| cache hit (a render already done) | {f['cache_hit_ms']:.1f} ms |",
+            f"| bare loop, one token after another (render + verify) | {bare_rate:,.0f} tokens/hour |",
             *(
-                f"| renders alone, micro-batched by {size} ({size} threads) | {rate:,.0f} /hour |"
+                f"| bare, micro-batched by {size} ({size} threads; render + verify) | "
+                f"{rate:,.0f} tokens/hour |"
                 for size, rate in f["batch_rates"].items()
             ),
-            f"| queue worker threads (= RENDER_BATCH_SIZE) | {f['worker_threads']} |",
-            *(
-                f"| queue / bare micro-batched by {size} (same batching as the worker) | "
-                f"{queue_rate / f['batch_rates'][size]:.2f} |"
-                for size in [f["worker_threads"]]
-                if size in f["batch_rates"]
-            ),
+            f"| through the queue (real worker, {threads} threads = RENDER_BATCH_SIZE, database "
+            f"claims) | {queue_rate:,.0f} tokens/hour |",
+            f"| queue / bare one after another | {queue_rate / bare_rate:.2f} |",
         ]
+        if floor:
+            ratio = queue_rate / floor
+            verdict = "PASS" if ratio >= 0.85 else "FAIL"
+            lines.append(
+                f"| **queue / bare micro-batched by {threads} (same work, same batching)** | "
+                f"**{ratio:.2f}** (target >= 0.85: {verdict}) |"
+            )
+        lines.append(f"| cache hit (a render already done) | {f['cache_hit_ms']:.1f} ms |")
+        return lines

@@ -199,11 +199,7 @@ def run_render(token_pk: int) -> str | None:
 
     Returns the token's new status, or None when another delivery already has it.
     """
-    from generation.clip_gate import (
-        check_image,
-        embedding_to_bytes,
-        stack_embeddings,
-    )
+    from generation.clip_gate import check_image, embedding_to_bytes
     from generation.rendering import png_bytes, torch_seed_for
     from generation.traits import render_prompt
 
@@ -251,13 +247,9 @@ def run_render(token_pk: int) -> str | None:
     trait_checks = trait_checks_for(collection, traits)
     earlier = None
     if collection.uniqueness_threshold is not None:
-        blobs = (
-            Token.objects.filter(collection=collection, image_embedding__isnull=False)
-            .exclude(pk=token_pk)
-            .exclude(status__in=[Status.REORGED, Status.FAILED])
-            .values_list("image_embedding", flat=True)
-        )
-        earlier = stack_embeddings([bytes(blob) for blob in blobs])
+        from generation.uniqueness import index_for
+
+        earlier = index_for(collection.pk).earlier(token_pk)
     style_reference = None
     if collection.style_images:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from generation import pipeline
@@ -326,3 +327,34 @@ def test_it_refuses_reference_images_it_cannot_read(reference_models: Path, tmp_
     with pytest.raises(ValidationError) as caught:
         collection.full_clean()
     assert "not a readable image" in " ".join(caught.value.message_dict["style_images"])
+
+
+def test_the_uniqueness_index_reads_each_embedding_once_and_drops_tokens_that_left(
+    reference_models: Path,
+) -> None:
+    from generation.clip_gate import embedding_to_bytes
+    from generation.uniqueness import EmbeddingIndex
+
+    fields = {"uniqueness_threshold": 0.9}
+    tokens = [
+        make_token(reference_models, threshold=-1.0, slug="index", token_id=i, **fields)
+        for i in range(1, 5)
+    ]
+    vectors = np.eye(4, 8, dtype=np.float32)
+    for token, vector in zip(tokens[:3], vectors, strict=False):
+        Token.objects.filter(pk=token.pk).update(
+            status=Token.Status.RENDERED, image_embedding=embedding_to_bytes(vector)
+        )
+    index = EmbeddingIndex(tokens[0].collection_id)
+    # the render of token 4 is compared with tokens 1-3, exactly as stored
+    assert np.array_equal(index.earlier(tokens[3].pk), vectors[:3])
+    assert index.fetched == 3
+    # token 4 is accepted; token 2 is reorged away: the next render sees 1, 3 and 4, and only
+    # token 4's vector is read from the database
+    Token.objects.filter(pk=tokens[3].pk).update(
+        status=Token.Status.RENDERED, image_embedding=embedding_to_bytes(vectors[3])
+    )
+    Token.objects.filter(pk=tokens[1].pk).update(status=Token.Status.REORGED)
+    fresh = make_token(reference_models, threshold=-1.0, slug="index", token_id=5, **fields)
+    assert np.array_equal(index.earlier(fresh.pk), vectors[[0, 2, 3]])
+    assert index.fetched == 4

@@ -4,25 +4,47 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('generation', '0005_style_images'),
+        ("generation", "0005_style_images"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='collection',
-            name='model_config_dir',
-            field=models.CharField(blank=True, help_text="For a single-file checkpoint: a local diffusers folder with the pipeline's component configs and tokenizer (weights not needed); empty for a diffusers folder", max_length=500),
+            model_name="collection",
+            name="model_config_dir",
+            field=models.CharField(
+                blank=True,
+                help_text="For a single-file checkpoint: a local diffusers folder with the pipeline's component configs and tokenizer (weights not needed); empty for a diffusers folder",
+                max_length=500,
+            ),
         ),
         migrations.AddField(
-            model_name='collection',
-            name='scheduler',
-            field=models.CharField(blank=True, choices=[('', "the model's own"), ('DDIMScheduler', 'DDIM'), ('PNDMScheduler', 'PNDM'), ('EulerDiscreteScheduler', 'Euler'), ('EulerAncestralDiscreteScheduler', 'Euler ancestral'), ('DPMSolverMultistepScheduler', 'DPM-Solver++ (2M)'), ('UniPCMultistepScheduler', 'UniPC'), ('HeunDiscreteScheduler', 'Heun'), ('DDPMScheduler', 'DDPM')], help_text='Noise scheduler; empty: the one the model ships in its scheduler config', max_length=64),
+            model_name="collection",
+            name="scheduler",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("", "the model's own"),
+                    ("DDIMScheduler", "DDIM"),
+                    ("PNDMScheduler", "PNDM"),
+                    ("EulerDiscreteScheduler", "Euler"),
+                    ("EulerAncestralDiscreteScheduler", "Euler ancestral"),
+                    ("DPMSolverMultistepScheduler", "DPM-Solver++ (2M)"),
+                    ("UniPCMultistepScheduler", "UniPC"),
+                    ("HeunDiscreteScheduler", "Heun"),
+                    ("DDPMScheduler", "DDPM"),
+                ],
+                help_text="Noise scheduler; empty: the one the model ships in its scheduler config",
+                max_length=64,
+            ),
         ),
         migrations.AlterField(
-            model_name='collection',
-            name='model_dir',
-            field=models.CharField(help_text='A local diffusers folder (StableDiffusionPipeline) or a single-file checkpoint (.safetensors, original Stable Diffusion layout); identified in the provenance by the sha256 of its weights', max_length=500, verbose_name='model'),
+            model_name="collection",
+            name="model_dir",
+            field=models.CharField(
+                help_text="A local diffusers folder (StableDiffusionPipeline) or a single-file checkpoint (.safetensors, original Stable Diffusion layout); identified in the provenance by the sha256 of its weights",
+                max_length=500,
+                verbose_name="model",
+            ),
         ),
     ]

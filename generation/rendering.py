@@ -152,28 +152,31 @@ class Renderer:
         # The fingerprint is computed before loading, from the same bytes that get loaded.
         self.fingerprint = model_fingerprint(model_dir)
         quiet_progress_bars()
-        options = {
-            "local_files_only": True,
-            # The CLIP gate is this project's filter; a checkpoint's own safety checker
-            # would blank images silently and is not part of the provenance record.
-            "safety_checker": None,
-            "feature_extractor": None,
-            "requires_safety_checker": False,
-            _dtype_keyword(): self.dtype,
-        }
         if model_dir.is_file():
-            # Original Stable Diffusion layout in one file; diffusers converts its keys and
-            # takes the component configs from the local folder (never from a model hub).
+            from generation.single_file import load_single_file_pipeline
+
+            # Original Stable Diffusion layout in one file: diffusers converts its keys and
+            # takes the component configs from the local folder. The loader keeps diffusers
+            # offline, turns the safety checker off and refuses a file lacking any of a
+            # component's weights (diffusers would leave them at random values).
             self.format = "single-file"
-            pipe = StableDiffusionPipeline.from_single_file(
-                str(model_dir), config=str(self.config_dir), **options
+            pipe = load_single_file_pipeline(
+                model_dir, self.config_dir, **{_dtype_keyword(): self.dtype}
             )
         else:
             self.format = "diffusers"
-            # low_cpu_mem_usage: said explicitly; without `accelerate` installed this is what
-            # diffusers does anyway, and saying so keeps it from warning on every load.
             pipe = StableDiffusionPipeline.from_pretrained(
-                model_dir, low_cpu_mem_usage=False, **options
+                model_dir,
+                local_files_only=True,
+                # The CLIP gate is this project's filter; a checkpoint's own safety checker
+                # would blank images silently and is not part of the provenance record.
+                safety_checker=None,
+                feature_extractor=None,
+                requires_safety_checker=False,
+                # Said explicitly: without `accelerate` installed this is what diffusers does
+                # anyway, and saying so keeps it from warning on every load.
+                low_cpu_mem_usage=False,
+                **{_dtype_keyword(): self.dtype},
             )
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe.to(device)

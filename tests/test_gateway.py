@@ -1,0 +1,145 @@
+"""``/ipfs/<cid>`` as a browser, a wallet or a marketplace's crawler sees it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from django.test import Client
+from multiformats import CID, multihash
+
+from generation.ipfs import CHUNK_SIZE, LocalStore, compute_cid
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
+METADATA = json.dumps({"name": "token 1", "image": "ipfs://x"}, separators=(",", ":")).encode()
+BIG_PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * (2 * CHUNK_SIZE // 256)  # 3 chunks
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+@pytest.fixture
+def store(settings, tmp_path: Path) -> LocalStore:  # type: ignore[no-untyped-def]
+    settings.IPFS_STORE_DIR = tmp_path / "ipfs"
+    return LocalStore(tmp_path / "ipfs")
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type"),
+    [
+        (PNG, "image/png"),
+        (BIG_PNG, "image/png"),
+        (METADATA, "application/json"),
+        (b"{not json", "application/octet-stream"),
+        (b"RIFF\x00\x00\x00\x00WAVEfmt ", "application/octet-stream"),
+        (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "image/webp"),
+    ],
+    ids=["png", "multi-chunk-png", "json", "brace-not-json", "wav", "webp"],
+)
+def test_it_serves_content_with_immutable_caching(
+    client: Client, store: LocalStore, content: bytes, content_type: str
+) -> None:
+    cid = store.add(content)
+    response = client.get(f"/ipfs/{cid}")
+    assert response.status_code == 200
+    assert response.content == content
+    assert response["Content-Type"] == content_type
+    assert response["Content-Length"] == str(len(content))
+    assert response["ETag"] == f'"{cid}"'
+    assert response["Cache-Control"] == IMMUTABLE
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["X-Ipfs-Path"] == f"/ipfs/{cid}"
+
+
+def test_it_serves_a_multi_chunk_image_under_its_dag_pb_root(
+    client: Client, store: LocalStore
+) -> None:
+    cid = store.add(BIG_PNG)
+    assert cid == compute_cid(BIG_PNG) and cid.startswith("bafybei")
+    assert client.get(f"/ipfs/{cid}").content == BIG_PNG
+
+
+@pytest.mark.parametrize(
+    "if_none_match",
+    ['"{cid}"', 'W/"{cid}"', '"bafyother", "{cid}"', "*"],
+    ids=["exact", "weak", "in-a-list", "any"],
+)
+def test_it_answers_not_modified_to_a_matching_etag(
+    client: Client, store: LocalStore, if_none_match: str
+) -> None:
+    cid = store.add(PNG)
+    response = client.get(f"/ipfs/{cid}", HTTP_IF_NONE_MATCH=if_none_match.format(cid=cid))
+    assert response.status_code == 304
+    assert response.content == b""
+    assert response["ETag"] == f'"{cid}"'
+    assert response["Cache-Control"] == IMMUTABLE
+
+
+def test_it_sends_the_content_to_an_etag_that_does_not_match(
+    client: Client, store: LocalStore
+) -> None:
+    cid = store.add(PNG)
+    other = compute_cid(b"other")
+    response = client.get(f"/ipfs/{cid}", HTTP_IF_NONE_MATCH=f'"{other}"')
+    assert response.status_code == 200 and response.content == PNG
+
+
+def test_it_names_the_canonical_cid_whatever_the_multibase(
+    client: Client, store: LocalStore
+) -> None:
+    cid = store.add(METADATA)
+    base58 = str(CID.decode(cid).set(base="base58btc"))
+    response = client.get(f"/ipfs/{base58}")
+    assert response.status_code == 200 and response.content == METADATA
+    assert response["ETag"] == f'"{cid}"'
+
+
+def test_it_answers_404_naming_an_unknown_cid(client: Client, store: LocalStore) -> None:
+    cid = compute_cid(b"never stored")
+    response = client.get(f"/ipfs/{cid}")
+    assert response.status_code == 404
+    assert response.json() == {"error": "not_found", "detail": f"{cid} is not in this node's store"}
+    assert response["Cache-Control"] == "no-store"  # it may be pinned a minute from now
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "hello",
+        "bafy",
+        "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG",  # CIDv0: we serve CIDv1 only
+        "bafkreibm6jg3ux5qumhcn2b3flc3tyu6dmlb4xa7u5bf44yegnrjhc4ye",  # truncated
+        str(CID("base32", 1, "raw", multihash.digest(b"x", "sha2-512"))),
+        str(CID("base32", 1, "dag-cbor", multihash.digest(b"x", "sha2-256"))),
+    ],
+)
+def test_it_answers_400_to_a_malformed_cid(client: Client, store: LocalStore, bad: str) -> None:
+    response = client.get(f"/ipfs/{bad}")
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_cid"
+
+
+@pytest.mark.parametrize("content", [METADATA, BIG_PNG], ids=["raw", "dag-pb"])
+def test_it_never_serves_a_corrupted_file(
+    client: Client, store: LocalStore, content: bytes
+) -> None:
+    cid = store.add(content)
+    tampered = content.replace(b"token 1", b"token 2") if content is METADATA else content[:-1]
+    store.path_for(cid).write_bytes(tampered)
+    response = client.get(f"/ipfs/{cid}")
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": "corrupted",
+        "detail": f"the stored copy of {cid} fails verification",
+    }
+    assert tampered not in response.content
+    assert "ETag" not in response and response["Cache-Control"] == "no-store"
+
+
+def test_it_answers_head_without_a_body_and_refuses_writes(
+    client: Client, store: LocalStore
+) -> None:
+    cid = store.add(PNG)
+    head = client.head(f"/ipfs/{cid}")
+    assert head.status_code == 200 and head.content == b""
+    assert head["ETag"] == f'"{cid}"'
+    assert client.post(f"/ipfs/{cid}").status_code == 405

@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
 
-.PHONY: run test demo gas bench bench-listener install models lint format contracts clean
+.PHONY: run test demo gas bench bench-listener bench-publish install models lint format contracts clean
 
 run: install models
 	$(PY) manage.py run_stack
@@ -27,6 +27,10 @@ bench: install models
 # target), else SQLite and the embedded broker started by `make run`.
 bench-listener: install
 	DRAMATIQ_NAMESPACE=mint-bench $(PY) -m tests.with_broker $(PY) manage.py bench_listener --write docs/benchmarks.md
+
+# 500 pinned tokens to FINAL on anvil through the real sender, batched and one per transaction.
+bench-publish: install
+	$(PY) manage.py bench_publish --write docs/benchmarks.md
 
 install: $(STAMP) $(NPM_STAMP)
 

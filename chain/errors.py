@@ -19,3 +19,36 @@ class MissingKey(ChainError, LookupError):
 
 class RpcUnavailable(ChainError, ConnectionError):
     """No RPC URL gave a usable answer after every retry; the message names each URL's last error."""
+
+
+class FeeCapExceeded(ChainError, ValueError):
+    """The fee the chain asks for now is above the configured cap (``TX_MAX_FEE_GWEI``)."""
+
+
+class WalletCannotPay(ChainError, RuntimeError):
+    """The wallet's balance cannot cover gas × max fee + value; raised before a nonce is taken,
+    so a caller can pause its queue until the wallet is funded."""
+
+    def __init__(self, message: str, *, address: str, chain_id: int, balance: int, need: int):
+        super().__init__(message)
+        self.address, self.chain_id, self.balance, self.need = address, chain_id, balance, need
+
+
+class TransactionRejected(ChainError, RuntimeError):
+    """A node refused the signed transaction for a reason no retry fixes; its nonce was filled
+    with a 0-value transfer so the wallet's later transactions are not held up."""
+
+
+class NonceConsumed(ChainError, RuntimeError):
+    """A transaction this backend did not sign used the nonce of one it did, which will now
+    never be mined; check the chain before sending it again."""
+
+
+class TransactionTimeout(ChainError, TimeoutError):
+    """The transaction had not reached its confirmations in time; it stays tracked, and the
+    wallet's next send or ``chain.sender.recover`` goes on with it (never signing it twice)."""
+
+
+class ChainChanged(ChainError, RuntimeError):
+    """The RPC endpoint of a chain id now serves a different chain (another block 0) than the
+    one a wallet sent on before; nothing is sent until an operator says the reset was meant."""

@@ -64,6 +64,10 @@ class Wallet(models.Model):
     chain_id = models.PositiveBigIntegerField()
     address = models.CharField(max_length=42)
     next_nonce = models.PositiveBigIntegerField(default=0)
+    # The chain's block 0 hash (and, on anvil, its instance id) as the sender last saw it: a
+    # different one means the chain was reset (a restarted anvil) or the endpoint serves another
+    # chain (chain.sender._wallet).
+    chain_fingerprint = models.CharField(max_length=140, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -73,3 +77,72 @@ class Wallet(models.Model):
 
     def __str__(self) -> str:
         return f"{self.address} on {self.chain_id}"
+
+
+class OutgoingTransaction(models.Model):
+    """One signed attempt at a transaction from a wallet this backend owns.
+
+    The row, with the signed bytes, is committed before the bytes are broadcast, so after a crash
+    the transaction is found by hash or rebroadcast as it was, never signed anew. A replacement
+    (higher fees, same nonce and calldata) or a nonce filler is a new row with the next
+    ``attempt``; of all the attempts at one nonce, at most one can ever be mined.
+    """
+
+    class Status(models.TextChoices):
+        SIGNED = "SIGNED", "signed and committed, not yet accepted by a node"
+        PENDING = "PENDING", "accepted by a node, not yet mined"
+        MINED = "MINED", "mined, waiting for its confirmations"
+        CONFIRMED = "CONFIRMED", "mined with status 1 and confirmed"
+        REVERTED = "REVERTED", "mined with status 0 and confirmed"
+        REPLACED = "REPLACED", "superseded by a later attempt at the same nonce"
+        FAILED = "FAILED", "its nonce was used by a transaction this backend did not sign"
+
+    # Removing a wallet (forget_chain on the embedded chain) removes its transactions: signed
+    # bytes of a chain that was reset must never be rebroadcast onto its successor.
+    wallet = models.ForeignKey(Wallet, on_delete=models.CASCADE, related_name="transactions")
+    chain_id = models.PositiveBigIntegerField()
+    sender = models.CharField(max_length=42)
+    nonce = models.PositiveBigIntegerField()
+    attempt = models.PositiveIntegerField(default=0)
+    purpose = models.CharField(max_length=255, blank=True)
+    to = models.CharField(max_length=42)
+    data = models.TextField(blank=True, help_text="Calldata, 0x-prefixed hex")
+    value = models.CharField(max_length=78, default="0", help_text="Wei, as a decimal string")
+    gas = models.PositiveBigIntegerField()
+    max_fee_per_gas = models.PositiveBigIntegerField()
+    max_priority_fee_per_gas = models.PositiveBigIntegerField()
+    raw_transaction = models.BinaryField()
+    tx_hash = models.CharField(max_length=66)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.SIGNED)
+    is_filler = models.BooleanField(
+        default=False,
+        help_text="A 0-value transfer to itself that used the nonce of a transaction the node refused",
+    )
+    replaced_by = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replaces"
+    )
+    block_number = models.PositiveBigIntegerField(null=True, blank=True)
+    block_hash = models.CharField(max_length=66, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    broadcast_at = models.DateTimeField(null=True, blank=True)
+    mined_at = models.DateTimeField(null=True, blank=True)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["wallet", "nonce", "attempt"], name="outgoing_tx_unique_attempt"
+            ),
+        ]
+        indexes = [
+            # the sender's every pass reads a wallet's unfinished transactions
+            models.Index(fields=["wallet", "status"], name="outgoing_tx_wallet_status"),
+            # an operator's lookup by hash; not unique, because a chain reset under the same
+            # chain id (anvil) can see the very same signed bytes again
+            models.Index(fields=["tx_hash"], name="outgoing_tx_hash"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.purpose or 'tx'} {self.tx_hash} (nonce {self.nonce}, attempt {self.attempt})"

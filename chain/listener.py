@@ -36,6 +36,7 @@ from web3.exceptions import Web3RPCError
 from chain.errors import ChainError
 from chain.models import Chain, ChainCursor
 from chain.seeds import derive_seed
+from generation import events
 from generation.models import Collection, Token
 
 log = logging.getLogger(__name__)
@@ -151,11 +152,18 @@ class Listener:
             if self.should_stop():
                 break
             summary.add(self.poll_collection(collection, confirmed))
-        summary.finalized = Token.objects.filter(
-            collection__chain_id=self.chain.chain_id,
-            status=Status.PUBLISHED,
-            publish_block_number__lte=confirmed,
-        ).update(status=Status.FINAL)
+        with transaction.atomic():
+            final = list(
+                Token.objects.filter(
+                    collection__chain_id=self.chain.chain_id,
+                    status=Status.PUBLISHED,
+                    publish_block_number__lte=confirmed,
+                ).values_list("pk", flat=True)
+            )
+            summary.finalized = Token.objects.filter(pk__in=final, status=Status.PUBLISHED).update(
+                status=Status.FINAL
+            )
+            events.record(final, Status.FINAL, f"publish block confirmed (head {head})")
         return summary
 
     def poll_collection(self, collection: Collection, confirmed: int) -> PollSummary:
@@ -346,6 +354,8 @@ class Listener:
                 _reset_for_reinclusion(old)
                 old.save()
                 reincluded.append(old.pk)
+            events.record([row.pk for row in new], Status.CONFIRMED, "mint confirmed")
+            events.record(reincluded, Status.CONFIRMED, "mint confirmed again after a reorg")
             ChainCursor.objects.update_or_create(
                 collection=collection,
                 defaults={"block_number": end, "block_hash": blocks[end], "recent_blocks": recent},
@@ -371,14 +381,16 @@ class Listener:
                 "re-sync this collection by hand."
             )
         with transaction.atomic():
-            reorged = (
+            gone = list(
                 Token.objects.filter(collection=collection, mint_block_number__gt=ancestor)
                 .exclude(status=Status.REORGED)
-                .update(
-                    status=Status.REORGED,
-                    failure_reason=f"its mint block was reorganised away (common ancestor {ancestor})",
-                )
+                .values_list("pk", flat=True)
             )
+            reason = f"its mint block was reorganised away (common ancestor {ancestor})"
+            reorged = Token.objects.filter(pk__in=gone).update(
+                status=Status.REORGED, failure_reason=reason
+            )
+            events.record(gone, Status.REORGED, reason)
             ChainCursor.objects.filter(pk=cursor.pk).update(
                 block_number=ancestor,
                 block_hash=current[ancestor],

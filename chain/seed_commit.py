@@ -15,6 +15,7 @@ from web3 import Web3
 from chain import wallets
 from chain.contract import bind
 from chain.sender import send_transaction
+from generation import events
 from generation.models import Collection, Token
 
 log = logging.getLogger(__name__)
@@ -58,9 +59,10 @@ def commit_seeds(
                 f"{token.expected_seed} from block {token.mint_block_hash}"
             )
             log.error("%s: %s", token, reason)
-            Token.objects.filter(pk=token.pk, status=Status.CONFIRMED).update(
+            if Token.objects.filter(pk=token.pk, status=Status.CONFIRMED).update(
                 status=Status.FAILED, failure_reason=reason, seed=stored
-            )
+            ):
+                events.record([token.pk], Status.FAILED, reason)
             continue
         claimed = Token.objects.filter(pk=token.pk, status=Status.CONFIRMED).update(
             status=Status.SEED_COMMITTED,
@@ -68,6 +70,7 @@ def commit_seeds(
             seed_tx_hash=tx_hash if token.token_id in to_commit else "",
         )
         if claimed == 1:
+            events.record([token.pk], Status.SEED_COMMITTED, f"seed {stored}")
             committed += 1
             token.refresh_from_db()
             on_committed(token)

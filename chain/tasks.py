@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import dramatiq
+from django.conf import settings
 
 from chain.chains import web3_for
 from chain.seed_commit import commit_seeds as commit_and_check
 from generation import pipeline
 from generation.models import Collection, Token
-
-SEED_BATCH = 200
 
 
 def enqueue_seed_commits(collection: Collection, token_pks: list[int]) -> None:
@@ -25,7 +24,7 @@ def enqueue_seed_commits(collection: Collection, token_pks: list[int]) -> None:
     chunk: list[int] = []
     last_tx = None
     for pk, tx in rows:
-        if len(chunk) >= SEED_BATCH and tx != last_tx:
+        if len(chunk) >= settings.SEED_COMMIT_BATCH_SIZE and tx != last_tx:
             commit_seeds.send(collection.pk, chunk)
             chunk = []
         chunk.append(pk)

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.utils import timezone
 
 
 def _validate_prompt_template(value: str) -> None:
@@ -120,6 +121,18 @@ class Collection(models.Model):
         blank=True,
         validators=[MinValueValidator(-1.0), MaxValueValidator(1.0)],
         help_text="An image this similar (cosine) to an earlier token's is rejected; empty: off",
+    )
+
+    paused = models.BooleanField(
+        default=False,
+        help_text="Paused: no token of the collection starts rendering or publishing; mints "
+        "are still recorded and seeds committed, and everything resumes when unpaused",
+    )
+    managers = models.ManyToManyField(
+        settings.AUTH_USER_MODEL,
+        blank=True,
+        related_name="managed_collections",
+        help_text="Staff users who may see and run this collection in the admin",
     )
 
     config_digest = models.CharField(
@@ -257,6 +270,9 @@ class Token(models.Model):
     metadata_cid = models.CharField(max_length=100, blank=True)
     metadata_sha256 = models.CharField(max_length=64, blank=True)
     publish_tx_hash = models.CharField(max_length=66, blank=True)
+    publish_claim = models.CharField(
+        max_length=32, blank=True, help_text="The publishing run that holds this token"
+    )
     publish_block_number = models.PositiveBigIntegerField(null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
@@ -279,3 +295,23 @@ class Token(models.Model):
     @property
     def token_uri(self) -> str:
         return f"ipfs://{self.metadata_cid}" if self.metadata_cid else ""
+
+
+class TokenEvent(models.Model):
+    """One step of a token's way through the pipeline: the status it entered, when, and why.
+
+    Written by ``generation.events.record`` wherever a token changes status; the API's stage
+    history, the mint page's progress and the webhooks all read it.
+    """
+
+    token = models.ForeignKey(Token, on_delete=models.CASCADE, related_name="events")
+    status = models.CharField(max_length=20, choices=Token.Status.choices)
+    detail = models.TextField(blank=True, help_text="Why, in words (a rejection, an error)")
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["at", "pk"]
+        indexes = [models.Index(fields=["token", "at"]), models.Index(fields=["at"])]
+
+    def __str__(self) -> str:
+        return f"{self.token_id} {self.status} at {self.at.isoformat()}"

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
 
+from generation import events
 from generation.metadata import build_metadata, canonical_json, software_versions
 from generation.models import Collection, Token
 
@@ -81,6 +81,7 @@ def mark_failed(token_pk: int, reason: str) -> bool:
     )
     if updated:
         log.error("token pk=%d FAILED: %s", token_pk, reason)
+        events.record([token_pk], Status.FAILED, reason)
     return bool(updated)
 
 
@@ -203,23 +204,26 @@ def run_render(token_pk: int) -> str | None:
     from generation.rendering import png_bytes, torch_seed_for
     from generation.traits import render_prompt
 
-    claimed = Token.objects.filter(
-        pk=token_pk, status__in=[Status.SEED_COMMITTED, Status.RENDERING]
-    ).update(status=Status.RENDERING)
-    if claimed != 1:
-        return None
-    token = Token.objects.select_related("collection").get(pk=token_pk)
+    renderable = [Status.SEED_COMMITTED, Status.RENDERING]
+    token = (
+        Token.objects.select_related("collection")
+        .filter(pk=token_pk, status__in=renderable, collection__paused=False)
+        .first()
+    )
+    if token is None:
+        return None  # another delivery has it, or its collection is paused (resume() re-sends)
     collection = token.collection
     seed = bytes.fromhex(token.seed.removeprefix("0x"))
     try:
-        traits = traits_for(token, seed)
-    except TraitsNotReady:
-        Token.objects.filter(pk=token_pk, status=Status.RENDERING).update(
-            status=Status.SEED_COMMITTED
-        )
-        raise
+        traits = traits_for(token, seed)  # TraitsNotReady (quota mode) leaves it as it is
     except ValueError as exc:
         raise RenderFailed(f"traits cannot be drawn: {exc}") from exc
+    claimed = Token.objects.filter(pk=token_pk, status__in=renderable).update(
+        status=Status.RENDERING
+    )
+    if claimed != 1:
+        return None
+    events.record([token_pk], Status.RENDERING, f"attempt {token.attempt}")
     try:
         prompt = render_prompt(
             collection.prompt_template,
@@ -287,6 +291,8 @@ def run_render(token_pk: int) -> str | None:
             Token.objects.filter(pk=token_pk, status=Status.RENDERING).update(
                 attempt=attempt + 1, clip_scores=clip
             )
+            detail = f"attempt {attempt} rejected by the CLIP gate: " + "; ".join(reasons)
+            events.record([token_pk], Status.RENDERING, detail)
             continue
         data = png_bytes(image)
         path = render_cache_path(token, attempt)
@@ -327,18 +333,24 @@ def run_render(token_pk: int) -> str | None:
             traits=traits,
             image_embedding=embedding_to_bytes(gate.embedding),
         )
+        events.record([token_pk], Status.RENDERED, f"attempt {attempt} passed the CLIP gate")
         return Status.RENDERED
-    Token.objects.filter(pk=token_pk, status=Status.RENDERING).update(
-        status=Status.NEEDS_REVIEW,
-        failure_reason=f"CLIP gate rejected all {collection.max_attempts} attempts; last: "
-        + "; ".join(reasons),
+    reason = f"CLIP gate rejected all {collection.max_attempts} attempts; last: " + "; ".join(
+        reasons
     )
+    Token.objects.filter(pk=token_pk, status=Status.RENDERING).update(
+        status=Status.NEEDS_REVIEW, failure_reason=reason
+    )
+    events.record([token_pk], Status.NEEDS_REVIEW, reason)
     return Status.NEEDS_REVIEW
 
 
 def run_pin(token_pk: int) -> str | None:
-    """Pin the image, then the metadata naming it; both CIDs are checked against the bytes."""
-    from generation.ipfs import LocalStore, compute_cid
+    """Pin the image, then the metadata naming it, with the configured IPFS backend
+    (``IPFS_BACKEND``); every CID a backend returns is checked against the one computed here
+    from the bytes, and a mismatch fails the token: nothing is published for it."""
+    from generation.ipfs import ContentTooLarge, compute_raw_cid
+    from generation.pinning import PinningError, pinner_from_settings
 
     token = (
         Token.objects.select_related("collection")
@@ -354,69 +366,46 @@ def run_pin(token_pk: int) -> str | None:
         raise PinFailed(f"the rendered image {path} cannot be read: {exc}") from exc
     if hashlib.sha256(data).hexdigest() != token.image_sha256:
         raise PinFailed(f"the rendered image {path} does not hash to {token.image_sha256}")
-    store = LocalStore(Path(settings.IPFS_STORE_DIR))
-    image_cid = _pin(store, data, compute_cid)
-    metadata = canonical_json(build_metadata(token, image_cid))
-    metadata_cid = _pin(store, metadata, compute_cid)
+    name = f"{token.collection.slug}-{token.token_id}"
+    try:
+        pinner = pinner_from_settings()
+        image_cid = pinner.pin(data, name=f"{name}.png")
+        metadata = canonical_json(build_metadata(token, image_cid))
+        # tokenURI names the metadata by the sha256 the contract stores: one raw block only
+        compute_raw_cid(metadata)
+        metadata_cid = pinner.pin(metadata, name=f"{name}.json")
+    except ContentTooLarge as exc:
+        raise PinFailed(f"the metadata is too large for one IPFS block: {exc}") from exc
+    except PinningError as exc:
+        if exc.retryable:
+            raise  # Dramatiq retries the stage with backoff
+        raise PinFailed(str(exc)) from exc
     updated = Token.objects.filter(pk=token_pk, status=Status.RENDERED).update(
         status=Status.PINNED,
         image_cid=image_cid,
         metadata_cid=metadata_cid,
         metadata_sha256=hashlib.sha256(metadata).hexdigest(),
     )
-    return Status.PINNED if updated else None
-
-
-def _pin(store, data: bytes, compute_cid) -> str:  # type: ignore[no-untyped-def]
-    cid = store.add(data)
-    expected = compute_cid(data)
-    if cid != expected:
-        raise PinFailed(f"the store returned CID {cid}, the bytes give {expected}")
-    return cid
-
-
-def run_publish(token_pk: int) -> str | None:
-    """Set the metadata digest on-chain and check that tokenURI now names our metadata."""
-    from chain import wallets
-    from chain.chains import web3_for
-    from chain.contract import bind
-    from chain.sender import send_transaction
-
-    claimed = Token.objects.filter(
-        pk=token_pk, status__in=[Status.PINNED, Status.PUBLISHING]
-    ).update(status=Status.PUBLISHING)
-    if claimed != 1:
+    if not updated:
         return None
-    token = Token.objects.select_related("collection").get(pk=token_pk)
-    collection = token.collection
-    w3 = web3_for(collection.chain_id)
-    if w3.eth.chain_id != collection.chain_id:
-        raise PublishFailed(
-            f"the RPC endpoints of chain {collection.chain_id} serve chain {w3.eth.chain_id}"
+    events.record([token_pk], Status.PINNED, f"image {image_cid}, metadata {metadata_cid}")
+    return Status.PINNED
+
+
+def resume(collection_pk: int) -> dict[str, int]:
+    """Send the messages a paused collection's waiting tokens need (after unpausing it): a
+    render for each token waiting to render (one already rendering elsewhere finds its render
+    cached), and one publishing run. Returns the counts."""
+    from generation.tasks import publish_pending, render_token
+
+    waiting = list(
+        Token.objects.filter(
+            collection_id=collection_pk, status__in=[Status.SEED_COMMITTED, Status.RENDERING]
         )
-    contract = bind(w3, collection.contract_address)
-    digest = bytes.fromhex(token.metadata_sha256)
-    on_chain = bytes(contract.functions.metadataDigestOf(token.token_id).call())
-    tx_hash, block = "", w3.eth.block_number
-    if on_chain == bytes(32):
-        receipt = send_transaction(
-            w3,
-            wallets.publisher(collection.chain_id),
-            contract.functions.publish([token.token_id], [digest]),
-        )
-        tx_hash, block = receipt["transactionHash"].to_0x_hex(), receipt["blockNumber"]
-    elif on_chain != digest:
-        raise PublishFailed(
-            f"the contract holds digest 0x{on_chain.hex()} for this token, ours is 0x{digest.hex()}"
-        )
-    uri = contract.functions.tokenURI(token.token_id).call()
-    if uri != token.token_uri:
-        raise PublishFailed(f"tokenURI is {uri!r} after publishing, expected {token.token_uri!r}")
-    with transaction.atomic():
-        Token.objects.filter(pk=token_pk, status=Status.PUBLISHING).update(
-            status=Status.PUBLISHED,
-            publish_tx_hash=tx_hash or token.publish_tx_hash,
-            publish_block_number=block,
-        )
-    log.info("%s published: %s", token, uri)
-    return Status.PUBLISHED
+        .order_by("token_id")
+        .values_list("pk", flat=True)
+    )
+    for pk in waiting:
+        render_token.send(pk)
+    publish_pending.send(collection_pk)
+    return {"renders": len(waiting), "publishing_runs": 1}

@@ -12,8 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 import dramatiq
+from django.conf import settings
 
-from generation import pipeline
+from generation import pipeline, publishing
 from generation.models import Token
 
 RENDER_QUEUE = "render"
@@ -60,7 +61,8 @@ def render_token(token_pk: int) -> None:
     max_retries=5,
     min_backoff=1_000,
     max_backoff=60_000,
-    time_limit=5 * 60_000,
+    # two pins; a remote pin may wait (IPFS_RETRIES + 1) x IPFS_PIN_DEADLINE for its service
+    time_limit=15 * 60_000,
     on_retry_exhausted="record_failure",
 )
 def pin_token(token_pk: int) -> None:
@@ -70,7 +72,25 @@ def pin_token(token_pk: int) -> None:
         pipeline.mark_failed(token_pk, str(exc))
         return
     if status == Token.Status.PINNED:
-        publish_token.send(token_pk)
+        schedule_publish(Token.objects.get(pk=token_pk).collection_id)
+
+
+def schedule_publish(collection_pk: int) -> None:
+    """Publish now if a full batch is waiting, else once PUBLISH_BATCH_WAIT has passed."""
+    full = publishing.pending_count(collection_pk) >= settings.PUBLISH_BATCH_SIZE
+    delay = 0 if full else int(settings.PUBLISH_BATCH_WAIT * 1000)
+    publish_pending.send_with_options(args=(collection_pk,), delay=delay)
+
+
+@dramatiq.actor(queue_name=IO_QUEUE, max_retries=3)
+def record_publish_failure(message_data: dict[str, Any], retry_data: dict[str, Any]) -> None:
+    """``publish_pending`` used up its retries (the chain unreachable for minutes): the tokens
+    stay PINNED, and the next pinned token or ``manage.py publish_pending`` tries again."""
+    traceback = message_data.get("options", {}).get("traceback", "").strip()
+    last_error = traceback.splitlines()[-1] if traceback else "no traceback recorded"
+    Token.objects.filter(collection_id=message_data["args"][0], status=Token.Status.PINNED).update(
+        failure_reason=f"publishing gave up for now: {last_error}"[:2000]
+    )
 
 
 @dramatiq.actor(
@@ -79,10 +99,20 @@ def pin_token(token_pk: int) -> None:
     min_backoff=2_000,
     max_backoff=60_000,
     time_limit=10 * 60_000,
-    on_retry_exhausted="record_failure",
+    on_retry_exhausted="record_publish_failure",
 )
-def publish_token(token_pk: int) -> None:
-    try:
-        pipeline.run_publish(token_pk)
-    except pipeline.PipelineError as exc:
-        pipeline.mark_failed(token_pk, str(exc))
+def publish_pending(collection_pk: int) -> None:
+    """Publish the collection's pinned tokens, a batch per transaction, until none is left.
+
+    Many messages for one collection are harmless: each claims what is there, if anything.
+    """
+    while True:
+        try:
+            summary = publishing.publish_batch(collection_pk)
+        except publishing.PublishPaused:
+            publish_pending.send_with_options(
+                args=(collection_pk,), delay=int(settings.PUBLISH_PAUSE_RETRY * 1000)
+            )
+            return
+        if not summary.published and not summary.failed:
+            return

@@ -37,7 +37,7 @@ from chain.anvil import ANVIL_ACCOUNTS, Anvil, free_port, start_anvil
 from chain.contract import bind, deploy_contract, freeze_config
 from chain.deployment import CollectionSpec, deploy_collection
 from chain.models import Chain
-from generation.models import Collection, Token
+from generation.models import Collection, Token, TokenEvent
 from tests.conftest import database_url
 
 # django_db makes pytest-django create the test database; the stack fixture commits its rows
@@ -62,6 +62,7 @@ class Stack:
     mint_blocks: dict[int, int] = field(default_factory=dict)
     rows: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
+    stages: dict[tuple[str, int], list[str]] = field(default_factory=dict)
 
 
 def _mint(w3: Web3, address: str, quantity: int) -> int:
@@ -220,6 +221,11 @@ def stack(
                 "publish_tx_hash",
             ):  # fmt: skip
                 s.rows[(row["collection__slug"], row["token_id"])] = row
+            for event in TokenEvent.objects.order_by("at", "pk").values(
+                "token__collection__slug", "token__token_id", "status"
+            ):
+                key = (event["token__collection__slug"], event["token__token_id"])
+                s.stages.setdefault(key, []).append(event["status"])
             yield s
         finally:
             for p in processes:
@@ -246,6 +252,17 @@ def test_it_sets_the_token_uri_of_every_minted_token(stack: Stack) -> None:
     uris = {i: contract.functions.tokenURI(i).call() for i in (1, 2, 3)}
     assert all(uri.startswith("ipfs://") for uri in uris.values()), (uris, _log_tail(stack))
     assert len(set(uris.values())) == 3
+
+
+@pytest.mark.parametrize("token_id", [1, 2, 3])
+def test_it_records_every_stage_a_token_went_through(stack: Stack, token_id: int) -> None:
+    stages = stack.stages[(stack.good.slug, token_id)]
+    first_seen = list(dict.fromkeys(stages))  # a retried stage appears again; order of firsts
+    expected = ["CONFIRMED", "SEED_COMMITTED", "RENDERING", "RENDERED", "PINNED", "PUBLISHING"]
+    assert first_seen[: len(expected) + 1] == [*expected, "PUBLISHED"], stages
+    assert stages[-1] == stack.rows[(stack.good.slug, token_id)]["status"]
+    broken = stack.stages[(stack.broken.slug, 1)]
+    assert broken[-1] == "FAILED" and "PINNED" not in broken, broken
 
 
 @pytest.mark.parametrize("token_id", [1, 2, 3])

@@ -358,3 +358,52 @@ def test_the_uniqueness_index_reads_each_embedding_once_and_drops_tokens_that_le
     fresh = make_token(reference_models, threshold=-1.0, slug="index", token_id=5, **fields)
     assert np.array_equal(index.earlier(fresh.pk), vectors[[0, 2, 3]])
     assert index.fetched == 4
+
+
+@pytest.mark.parametrize("behaviour", ["pins", "wrong-cid"])
+def test_the_pin_stage_trusts_no_cid_it_did_not_compute(
+    reference_models: Path, settings, behaviour: str
+) -> None:  # type: ignore[no-untyped-def]
+    from generation.ipfs import compute_cid
+    from tests.ipfs_servers import KuboRpcServer
+
+    token = make_token(reference_models, threshold=-1.0, slug=f"kubo-{behaviour}")
+    assert pipeline.run_render(token.pk) == Token.Status.RENDERED
+    with KuboRpcServer(behaviour=behaviour).running() as kubo:
+        settings.IPFS_BACKEND, settings.IPFS_KUBO_URL = "kubo", kubo.url
+        settings.IPFS_RETRIES = 0
+        if behaviour == "pins":
+            assert pipeline.run_pin(token.pk) == Token.Status.PINNED
+            token.refresh_from_db()
+            image = pipeline.render_cache_path(token, 0).read_bytes()
+            assert token.image_cid == compute_cid(image)
+            assert kubo.pins == {token.image_cid, token.metadata_cid}
+        else:
+            # a node that answers another CID for the bytes: the stage fails, nothing is pinned
+            with pytest.raises(pipeline.PinFailed, match="CID"):
+                pipeline.run_pin(token.pk)
+            token.refresh_from_db()
+            assert token.status == Token.Status.RENDERED
+            assert token.metadata_cid == "" and not kubo.pins
+
+
+def test_it_records_each_stage_and_every_rejected_attempt(reference_models: Path) -> None:
+    token = make_token(reference_models, threshold=1.0, slug="history")
+    assert pipeline.run_render(token.pk) == Token.Status.NEEDS_REVIEW
+    history = list(token.events.values_list("status", "detail"))
+    assert [status for status, _ in history] == [
+        "RENDERING", "RENDERING", "RENDERING", "NEEDS_REVIEW"
+    ]  # fmt: skip
+    assert history[1][1].startswith("attempt 0 rejected by the CLIP gate: style score")
+    assert history[2][1].startswith("attempt 1 rejected")
+    assert "rejected all 2 attempts" in history[3][1]
+
+
+def test_a_paused_collection_renders_nothing_until_resumed(reference_models: Path) -> None:
+    token = make_token(reference_models, threshold=-1.0, slug="paused")
+    Collection.objects.filter(pk=token.collection_id).update(paused=True)
+    assert pipeline.run_render(token.pk) is None
+    token.refresh_from_db()
+    assert token.status == Token.Status.SEED_COMMITTED and not token.events.exists()
+    Collection.objects.filter(pk=token.collection_id).update(paused=False)
+    assert pipeline.run_render(token.pk) == Token.Status.RENDERED

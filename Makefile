@@ -32,7 +32,17 @@ bench-listener: install
 bench-publish: install
 	$(PY) manage.py bench_publish --write docs/benchmarks.md
 
-install: $(STAMP) $(NPM_STAMP)
+# The mint page's wallet library, served as a static file (git-ignored; no CDN).
+ETHERS_JS := mintsite/static/mintsite/vendor/ethers.umd.min.js
+
+install: $(STAMP) $(NPM_STAMP) $(ETHERS_JS)
+	@# the browser tests drive Debian's chromium (Playwright never downloads one)
+	@command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium) \
+		|| { echo "chromium is missing and could not be installed: run 'apt-get install -y chromium' as root" >&2; exit 1; }
+
+$(ETHERS_JS): $(NPM_STAMP)
+	mkdir -p $(@D)
+	cp node_modules/ethers/dist/ethers.umd.min.js $@
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)

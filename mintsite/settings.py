@@ -47,8 +47,10 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_dramatiq",
-    "mintsite",
+    "mintsite.apps.MintsiteConfig",
     "generation",
     "chain",
 ]
@@ -122,7 +124,67 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "UNAUTHENTICATED_USER": None,
-    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    # reads are public; writes need an API key of the collection (mintsite/api/auth.py)
+    "DEFAULT_AUTHENTICATION_CLASSES": ["mintsite.api.auth.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "URL_FORMAT_OVERRIDE": None,  # JSON only; no ?format=
+    "DEFAULT_THROTTLE_CLASSES": [
+        "mintsite.api.auth.AnonymousThrottle",
+        "mintsite.api.auth.ApiKeyThrottle",
+    ],
+    "EXCEPTION_HANDLER": "mintsite.api.errors.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+# --- REST API and webhooks ------------------------------------------------------------------
+# docs/api.md and docs/webhooks.md. Rates are "<n>/<second|minute|hour|day>"; empty: no limit.
+# Throttle counts live in Django's cache (per process unless CACHES names a shared one).
+
+
+def _rate(name: str, default: str) -> str | None:
+    import re
+
+    from django.core.exceptions import ImproperlyConfigured
+
+    value = (env_str(name, default) or "").strip()
+    if value and not re.fullmatch(r"\d+/(s|sec|second|m|min|minute|h|hour|d|day)", value):
+        raise ImproperlyConfigured(f"{name}={value!r} is not a rate like 120/min (or empty)")
+    return value or None
+
+
+API_ANON_RATE = _rate("API_ANON_RATE", "120/min")  # per client address
+API_KEY_RATE = _rate("API_KEY_RATE", "600/min")  # per API key
+API_PAGE_SIZE = env_int("API_PAGE_SIZE", 50, minimum=1)  # ?page_size= may ask up to the max
+API_MAX_PAGE_SIZE = env_int("API_MAX_PAGE_SIZE", 200, minimum=1)
+# Live progress: a stream (SSE) or long poll holds a server thread, so both are bounded; a
+# client reconnects (EventSource does by itself, with Last-Event-ID).
+API_STREAM_MAX_SECONDS = env_float("API_STREAM_MAX_SECONDS", 300.0)
+API_LONG_POLL_MAX_SECONDS = env_int("API_LONG_POLL_MAX_SECONDS", 30, minimum=0)
+API_POLL_INTERVAL = env_float("API_POLL_INTERVAL", 0.5)  # how often those read the database
+API_HEARTBEAT_SECONDS = env_float("API_HEARTBEAT_SECONDS", 15.0)  # SSE comment lines
+# Webhooks: each try waits WEBHOOK_RETRY_BASE x 2^(tries-1) seconds after the last failed
+# one, at most WEBHOOK_RETRY_MAX; a delivery fails after WEBHOOK_MAX_ATTEMPTS tries (the
+# defaults: 8 tries over about two hours). WEBHOOK_TIMEOUT: seconds per POST.
+WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 8, minimum=1)
+WEBHOOK_RETRY_BASE = env_float("WEBHOOK_RETRY_BASE", 60.0)
+WEBHOOK_RETRY_MAX = env_float("WEBHOOK_RETRY_MAX", 6 * 3600.0)
+WEBHOOK_TIMEOUT = env_float("WEBHOOK_TIMEOUT", 10.0)
+SPECTACULAR_SETTINGS = {
+    "TITLE": "mint-on-demand API",
+    "DESCRIPTION": "Collections, tokens and their live progress, provenance, and signed "
+    'webhooks. Errors: {"error": {"code", "message", "status"}}.',
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",  # served from this app's static files, no CDN
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": "/api",
+    "ENUM_NAME_OVERRIDES": {
+        "TokenStatusEnum": "generation.models.Token.Status",
+        "DeliveryStatusEnum": "mintsite.models.WebhookDelivery.Status",
+        "EventTypeEnum": "mintsite.models.EventType",
+    },
 }
 
 # --- broker (Dramatiq on Redis) -------------------------------------------------------------

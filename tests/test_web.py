@@ -98,12 +98,19 @@ def test_it_answers_json_errors_for_unknown_and_ambiguous_tokens(client: Client)
     _collection("alpha", 1)
     missing = client.get("/api/tokens/9/")
     assert missing.status_code == 404
-    assert missing.json()["error"] == "not_found"
+    assert missing.json()["error"]["code"] == "token_not_found"
+    assert "token 9 of alpha has not been seen" in missing.json()["error"]["message"]
     _collection("beta", 2)
     ambiguous = client.get("/api/tokens/9/")
     assert ambiguous.status_code == 400
-    assert ambiguous.json()["error"] == "ambiguous_collection"
-    assert client.get("/api/collections/beta/tokens/9/").status_code == 404
+    assert ambiguous.json()["error"]["code"] == "ambiguous_collection"
+    unknown = client.get("/api/collections/beta/tokens/9/")
+    assert unknown.status_code == 404
+    assert unknown.json()["error"] == {
+        "code": "token_not_found",
+        "message": unknown.json()["error"]["message"],
+        "status": 404,
+    }
 
 
 @pytest.mark.django_db

@@ -24,6 +24,7 @@ from chain.listener import DeepReorg, Listener, PollSummary
 from chain.models import Chain
 from chain.rpc import connect
 from chain.tasks import enqueue_seed_commits
+from mintsite import webhooks
 
 log = logging.getLogger(__name__)
 SWEEP_EVERY = 300.0  # seconds between hand-overs of tokens stuck waiting for their seed commit
@@ -81,6 +82,8 @@ class Command(BaseCommand):
                             swept[chain.chain_id] = time.monotonic()
                         elif time.monotonic() - swept.get(chain.chain_id, 0.0) > SWEEP_EVERY:
                             listener.requeue_confirmed(older_than=SWEEP_EVERY)
+                            # webhook deliveries whose message was lost (a broker outage)
+                            webhooks.enqueue_overdue(older_than=SWEEP_EVERY)
                             swept[chain.chain_id] = time.monotonic()
                         listener.chain = chain  # settings edited in the admin apply next poll
                         total.add(listener.poll())

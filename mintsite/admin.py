@@ -1,0 +1,243 @@
+"""Admin for API keys and webhooks: managers see only the rows of collections they manage
+(``Collection.managers``); superusers see everything. Deliveries can be replayed from here."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import dramatiq
+from django import forms
+from django.contrib import admin, messages
+from django.db import models as django_models
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from generation.models import Collection
+from mintsite import webhooks
+from mintsite.models import (
+    ApiKey,
+    EventType,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookSubscription,
+)
+
+
+def managed_collections(request: HttpRequest) -> QuerySet[Collection]:
+    """The collections the admin's user may see (one rule for the whole admin)."""
+    from generation.admin import managed_collections as for_user
+
+    return for_user(request.user)
+
+
+class ManagedCollectionFilter(admin.SimpleListFilter):
+    """By collection, offering only those the user manages (never naming the others)."""
+
+    title = "collection"
+    parameter_name = "collection"
+    path = "collection"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(str(c.pk), c.slug) for c in managed_collections(request).order_by("slug")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = self.value()
+        if value and value.isdigit():
+            return queryset.filter(**{f"{self.path}_id": int(value)})
+        return queryset
+
+
+class DeliveryCollectionFilter(ManagedCollectionFilter):
+    path = "subscription__collection"
+
+
+class ManagedByCollection(admin.ModelAdmin):
+    """Rows reachable through ``collection_path`` from a collection the user manages."""
+
+    collection_path = "collection"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        queryset = super().get_queryset(request)
+        if request.user.is_superuser:
+            return queryset
+        return queryset.filter(**{f"{self.collection_path}__managers": request.user})
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "collection":
+            kwargs["queryset"] = managed_collections(request)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(ManagedByCollection):
+    list_display = ["name", "collection", "shown_prefix", "created_at", "last_used_at", "revoked"]
+    list_filter = [ManagedCollectionFilter, "revoked"]
+    search_fields = ["name", "prefix"]
+    actions = ["revoke"]
+
+    @admin.display(description="key")
+    def shown_prefix(self, obj: ApiKey) -> str:
+        return f"mint_{obj.prefix}_…"
+
+    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
+        if obj is None:
+            return ["collection", "name"]
+        return ["collection", "name", "shown_prefix", "created_at", "last_used_at", "revoked"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
+        if obj is None:
+            return []
+        return ["collection", "shown_prefix", "created_at", "last_used_at"]
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        row, key = ApiKey.issue(obj.collection, obj.name)
+        obj.pk, obj.prefix, obj.secret_hash = row.pk, row.prefix, row.secret_hash
+        obj.created_at = row.created_at
+        messages.warning(
+            request,
+            format_html(
+                "The new key, shown only now (send it as 'Authorization: Bearer &lt;key&gt;'): "
+                "<code>{}</code>",
+                key,
+            ),
+        )
+
+    @admin.action(description="Revoke the selected keys")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        count = queryset.update(revoked=True)
+        messages.success(request, f"{count} key(s) revoked")
+
+
+def _https_urls(field: Any, **kwargs: Any) -> Any:
+    if isinstance(field, django_models.URLField):
+        kwargs.setdefault("assume_scheme", "https")
+    return field.formfield(**kwargs)
+
+
+class WebhookSubscriptionForm(forms.ModelForm):
+    url = forms.URLField(max_length=500, assume_scheme="https")
+    event_types = forms.MultipleChoiceField(
+        choices=EventType.choices, widget=forms.CheckboxSelectMultiple
+    )
+
+    class Meta:
+        model = WebhookSubscription
+        fields = ["collection", "url", "event_types", "description", "active"]
+        # the model's URLField would build a default form field (and warn about Django 6's
+        # https default) before the declared one above replaces it
+        formfield_callback = _https_urls
+
+
+@admin.register(WebhookSubscription)
+class WebhookSubscriptionAdmin(ManagedByCollection):
+    form = WebhookSubscriptionForm
+    list_display = ["url", "collection", "event_list", "active", "created_at"]
+    list_filter = [ManagedCollectionFilter, "active"]
+    search_fields = ["url", "description"]
+    fields = ["collection", "url", "event_types", "description", "active"]
+
+    @admin.display(description="events")
+    def event_list(self, obj: WebhookSubscription) -> str:
+        return ", ".join(obj.event_types)
+
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: WebhookSubscription | None = None
+    ) -> list[str]:
+        return ["collection"] if obj is not None else []
+
+    def save_model(
+        self, request: HttpRequest, obj: WebhookSubscription, form: Any, change: bool
+    ) -> None:
+        super().save_model(request, obj, form, change)
+        if not change:
+            messages.warning(
+                request,
+                format_html(
+                    "The subscription's signing secret, shown only now: <code>{}</code>",
+                    obj.secret,
+                ),
+            )
+
+
+class AttemptInline(admin.TabularInline):
+    model = WebhookAttempt
+    fields = ["number", "at", "status_code", "duration_ms", "response", "error"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ManagedByCollection):
+    collection_path = "subscription__collection"
+    list_display = [
+        "event_type",
+        "event_id",
+        "receiver",
+        "status",
+        "attempts",
+        "last_status_code",
+        "last_outcome",
+        "created_at",
+        "delivered_at",
+    ]
+    list_filter = ["status", "event_type", DeliveryCollectionFilter]
+    search_fields = ["event_id", "subscription__url"]
+    list_select_related = ["subscription"]
+    readonly_fields = [
+        "subscription",
+        "event_id",
+        "event_type",
+        "status",
+        "attempts",
+        "attempt_limit",
+        "next_attempt_at",
+        "last_status_code",
+        "last_response",
+        "last_error",
+        "created_at",
+        "delivered_at",
+        "body",
+    ]
+    exclude = ["payload"]
+    inlines = [AttemptInline]
+    actions = ["replay"]
+
+    @admin.display(description="receiver")
+    def receiver(self, obj: WebhookDelivery) -> str:
+        return obj.subscription.url
+
+    @admin.display(description="last response")
+    def last_outcome(self, obj: WebhookDelivery) -> str:
+        text = obj.last_error or obj.last_response
+        return text if len(text) <= 80 else text[:79] + "…"
+
+    @admin.display(description="payload")
+    def body(self, obj: WebhookDelivery) -> str:
+        try:
+            pretty = json.dumps(json.loads(bytes(obj.payload)), indent=2, sort_keys=True)
+        except ValueError:
+            pretty = bytes(obj.payload).decode("utf-8", errors="replace")
+        return format_html("<pre>{}</pre>", pretty)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # deliveries come from events
+
+    @admin.action(description="Replay: send again now, with a fresh timestamp")
+    def replay(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
+        pks = list(queryset.values_list("pk", flat=True))
+        try:
+            for pk in pks:
+                webhooks.replay(pk)
+        except dramatiq.errors.ConnectionError as exc:
+            messages.error(request, f"the task broker is unreachable ({exc}); replay again later")
+            return
+        messages.success(request, f"{len(pks)} deliver{'y' if len(pks) == 1 else 'ies'} queued")

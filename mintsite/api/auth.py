@@ -1,0 +1,119 @@
+"""API keys (``Authorization: Bearer mint_...``), the permission writes need, and throttles."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication, get_authorization_header
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework.throttling import AnonRateThrottle, SimpleRateThrottle
+
+from mintsite.models import ApiKey
+
+
+class KeyHolder:
+    """``request.user`` for a request made with an API key (not a Django user)."""
+
+    is_authenticated = True
+    is_anonymous = False
+
+    def __init__(self, key: ApiKey) -> None:
+        self.key = key
+
+    def __str__(self) -> str:
+        return f"API key {self.key.prefix} of {self.key.collection.slug}"
+
+
+class ApiKeyAuthentication(BaseAuthentication):
+    def authenticate(self, request: Request) -> tuple[KeyHolder, ApiKey] | None:
+        raw = get_authorization_header(request)
+        if not raw:
+            return None
+        header = raw.decode("latin-1")
+        scheme, _, key = header.strip().partition(" ")
+        if scheme.lower() != "bearer":
+            raise exceptions.AuthenticationFailed(
+                f"unsupported authorization scheme {scheme!r}: send "
+                "'Authorization: Bearer <API key>'",
+                code="invalid_authorization",
+            )
+        key = key.strip()
+        prefix = ApiKey.parse_prefix(key)
+        if prefix is None:
+            raise exceptions.AuthenticationFailed(
+                "malformed API key: expected mint_<prefix>_<secret>, as printed by "
+                "manage.py create_api_key",
+                code="invalid_api_key",
+            )
+        row = ApiKey.objects.select_related("collection").filter(prefix=prefix).first()
+        if row is None or not row.matches(key):
+            raise exceptions.AuthenticationFailed(
+                f"unknown API key mint_{prefix}_…", code="invalid_api_key"
+            )
+        if row.revoked:
+            raise exceptions.AuthenticationFailed(
+                f"API key mint_{prefix}_… ({row.name}) was revoked", code="api_key_revoked"
+            )
+        row.touch()
+        return KeyHolder(row), row
+
+    def authenticate_header(self, request: Request) -> str:
+        # A 401 needs a WWW-Authenticate challenge (else DRF answers 403).
+        return 'Bearer realm="api"'
+
+
+class ApiKeyScheme(OpenApiAuthenticationExtension):
+    target_class = "mintsite.api.auth.ApiKeyAuthentication"
+    name = "apiKey"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API key of the collection, from `manage.py create_api_key`",
+        }
+
+
+class CollectionKeyRequired(BasePermission):
+    """The request carries a key of the collection named in the URL (``<slug>``)."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        key = request.auth
+        if not isinstance(key, ApiKey):
+            raise exceptions.NotAuthenticated(
+                "this endpoint needs an API key of the collection: "
+                "'Authorization: Bearer <key>' (manage.py create_api_key <collection> <name>)"
+            )
+        slug = view.kwargs.get("slug")
+        if key.collection.slug != slug:
+            raise exceptions.PermissionDenied(
+                f"this API key belongs to collection {key.collection.slug!r}, not {slug!r}",
+                code="wrong_collection",
+            )
+        return True
+
+
+class AnonymousThrottle(AnonRateThrottle):
+    """Anonymous clients, per address, at ``API_ANON_RATE`` (read when each request starts,
+    so a changed setting applies at once; None turns it off)."""
+
+    def get_rate(self) -> str | None:
+        return settings.API_ANON_RATE
+
+
+class ApiKeyThrottle(SimpleRateThrottle):
+    """Requests made with a key, per key, at ``API_KEY_RATE``."""
+
+    scope = "api_key"
+
+    def get_rate(self) -> str | None:
+        return settings.API_KEY_RATE
+
+    def get_cache_key(self, request: Request, view: Any) -> str | None:
+        if isinstance(request.auth, ApiKey):
+            return self.cache_format % {"scope": self.scope, "ident": request.auth.prefix}
+        return None

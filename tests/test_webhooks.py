@@ -1,0 +1,432 @@
+"""Webhooks end to end: events → deliveries → signed POSTs to a real receiver, retried, replayed."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.test import Client
+
+from chain.anvil import free_port
+from generation import events
+from generation.models import Collection, Token
+from mintsite import webhook_signature, webhooks
+from mintsite.models import EventType, WebhookDelivery, WebhookSubscription
+from mintsite.tasks import deliver_webhook
+from mintsite.webhook_signature import (
+    BadSignature,
+    MalformedSignatureHeader,
+    StaleTimestamp,
+    sign,
+    verify,
+)
+from tests.test_api import make_collection, make_token
+
+pytestmark = pytest.mark.django_db
+Status = Token.Status
+Delivery = WebhookDelivery.Status
+
+
+class Receiver:
+    """A real HTTP endpoint on 127.0.0.1 that answers each POST with the next scripted status
+    (the last one repeats) and keeps what it received."""
+
+    def __init__(self, answers: list[int]) -> None:
+        self.answers = list(answers)
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.received.append((dict(self.headers.items()), body))
+                status = (
+                    receiver.answers.pop(0) if len(receiver.answers) > 1 else receiver.answers[0]
+                )
+                reply = b"thanks" if status < 300 else b"boom: the receiver is down"
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hooks/mint"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Any]:
+    started: list[Receiver] = []
+
+    def start(*answers: int) -> Receiver:
+        started.append(Receiver(list(answers) or [200]))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.close()
+
+
+@pytest.fixture
+def alpha() -> Collection:
+    return make_collection("alpha", 1)
+
+
+def subscribe(collection: Collection, url: str, *types: str, **fields: Any) -> WebhookSubscription:
+    return WebhookSubscription.objects.create(
+        collection=collection, url=url, event_types=list(types), **fields
+    )
+
+
+def delivery_for(subscription: WebhookSubscription, status: str = Status.RENDERING) -> int:
+    """One stored delivery of a token entering ``status``, as the dispatcher makes it."""
+    token = make_token(subscription.collection, 1 + Token.objects.count(), status)
+    (pk,) = webhooks.create_deliveries(events.record([token.pk], status, "what happened"))
+    return pk
+
+
+def test_it_delivers_a_signed_event_to_a_real_receiver(
+    alpha: Collection, receiver, redis_url: str, django_capture_on_commit_callbacks
+) -> None:  # type: ignore[no-untyped-def]
+    endpoint = receiver(200)
+    subscription = subscribe(alpha, endpoint.url, EventType.STAGE)
+    token = make_token(alpha, 7, Status.RENDERING)
+    # The pipeline records an event; once its transaction commits, the subscriber registered
+    # by MintsiteConfig.ready() stores the delivery and queues it.
+    with django_capture_on_commit_callbacks(execute=True):
+        events.record([token.pk], Status.RENDERING, "attempt 0")
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.event_type == "token.stage" and delivery.status == Delivery.PENDING
+
+    deliver_webhook.fn(delivery.pk)
+
+    ((headers, body),) = endpoint.received
+    verify(body, headers["Mint-Signature"], subscription.secret)
+    payload = json.loads(body)
+    assert payload["type"] == "token.stage" and payload["collection"] == "alpha"
+    assert payload["id"] == headers["Mint-Event-Id"] == delivery.event_id
+    assert payload["data"]["event"]["status"] == "RENDERING"
+    assert payload["data"]["event"]["detail"] == "attempt 0"
+    assert payload["data"]["token"]["token_id"] == 7
+    assert headers["Content-Type"] == "application/json"
+    delivery.refresh_from_db()
+    assert delivery.status == Delivery.DELIVERED and delivery.attempts == 1
+    assert delivery.last_status_code == 200 and delivery.last_response == "thanks"
+    assert [a.status_code for a in delivery.log.all()] == [200]
+
+    # What an attacker might try is refused by the helper.
+    with pytest.raises(BadSignature, match="no v1 signature matches"):
+        verify(
+            body.replace(b"RENDERING", b"PUBLISHED"), headers["Mint-Signature"], subscription.secret
+        )
+    with pytest.raises(StaleTimestamp, match="at most 300 s"):
+        verify(body, headers["Mint-Signature"], subscription.secret, now=time.time() + 3600)
+    replayed_later = sign(body, subscription.secret, timestamp=int(time.time()) - 600)
+    with pytest.raises(StaleTimestamp, match=r"is 60\d s old; at most 300 s"):
+        verify(body, replayed_later, subscription.secret)
+    with pytest.raises(BadSignature):
+        verify(body, headers["Mint-Signature"], "whsec_another_secret")
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ("", "missing or empty"),
+        ("v1=abc", "no t=<unix timestamp>"),
+        ("t=123", "no v1=<signature>"),
+        ("t=yesterday,v1=abc", "is not an integer"),
+        ("t=1,v1", "is not key=value"),
+    ],
+)
+def test_it_refuses_a_malformed_signature_header(header: str, message: str) -> None:
+    with pytest.raises(MalformedSignatureHeader, match=message):
+        verify(b"{}", header, "whsec_x")
+
+
+def test_it_accepts_any_of_several_signatures_while_a_secret_rotates() -> None:
+    t = int(time.time())
+    header = f"t={t},v1={webhook_signature.compute(b'{}', 'old', t)},v1=" + (
+        webhook_signature.compute(b"{}", "new", t)
+    )
+    verify(b"{}", header, "new")
+    verify(b"{}", header, "old")
+
+
+def test_it_creates_deliveries_only_for_the_events_asked_for(alpha: Collection) -> None:
+    beta = make_collection("beta", 2)
+    published = subscribe(alpha, "https://a.example/published", EventType.PUBLISHED)
+    trouble = subscribe(
+        alpha, "https://a.example/trouble", EventType.FAILED, EventType.NEEDS_REVIEW
+    )
+    stages = subscribe(alpha, "https://a.example/stages", EventType.STAGE)
+    subscribe(alpha, "https://a.example/off", EventType.STAGE, active=False)
+    subscribe(beta, "https://b.example/stages", EventType.STAGE)
+    first, second = make_token(alpha, 1), make_token(alpha, 2)
+    recorded = [
+        *events.record([first.pk, second.pk], Status.RENDERING),
+        *events.record([first.pk], Status.PUBLISHED),
+        *events.record([second.pk], Status.NEEDS_REVIEW, "the gate said no"),
+    ]
+    created = webhooks.create_deliveries(recorded)
+
+    def kinds(subscription: WebhookSubscription) -> list[str]:
+        return sorted(d.event_type for d in subscription.deliveries.all())
+
+    assert kinds(published) == ["token.published"]
+    assert kinds(trouble) == ["token.needs_review"]
+    assert kinds(stages) == ["token.stage"] * 4
+    assert WebhookDelivery.objects.count() == len(created) == 6
+    # Hearing the same events twice makes no second delivery.
+    webhooks.create_deliveries(recorded)
+    assert WebhookDelivery.objects.count() == 6
+    review = trouble.deliveries.get()
+    body = json.loads(bytes(review.payload))
+    assert body["data"]["event"]["detail"] == "the gate said no"
+    assert body["id"] == review.event_id and review.event_id.endswith("_needs_review")
+
+
+def test_it_retries_a_receiver_that_failed_until_it_accepts(
+    alpha: Collection, receiver, redis_url: str, settings
+) -> None:  # type: ignore[no-untyped-def]
+    settings.WEBHOOK_RETRY_BASE = 0  # the next try is due at once
+    endpoint = receiver(500, 200)
+    subscription = subscribe(alpha, endpoint.url, EventType.STAGE)
+    pk = delivery_for(subscription)
+
+    deliver_webhook.fn(pk)
+    delivery = WebhookDelivery.objects.get(pk=pk)
+    assert delivery.status == Delivery.PENDING and delivery.attempts == 1
+    assert delivery.last_status_code == 500
+    assert delivery.last_error == "the receiver answered HTTP 500"
+    assert delivery.last_response == "boom: the receiver is down"
+    assert delivery.next_attempt_at is not None
+
+    deliver_webhook.fn(pk)
+    delivery.refresh_from_db()
+    assert delivery.status == Delivery.DELIVERED and delivery.attempts == 2
+    assert delivery.delivered_at is not None and delivery.last_error == ""
+    assert [(a.number, a.status_code) for a in delivery.log.all()] == [(1, 500), (2, 200)]
+    assert [h["Mint-Delivery-Attempt"] for h, _ in endpoint.received] == ["1", "2"]
+    assert len({h["Mint-Event-Id"] for h, _ in endpoint.received}) == 1
+    for headers, body in endpoint.received:
+        verify(body, headers["Mint-Signature"], subscription.secret)
+
+
+def test_it_waits_until_a_retry_is_due(alpha: Collection, receiver, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.WEBHOOK_RETRY_BASE = 60
+    endpoint = receiver(503)
+    pk = delivery_for(subscribe(alpha, endpoint.url, EventType.STAGE))
+    first = webhooks.attempt_delivery(pk)
+    assert first is not None and first.status == Delivery.PENDING
+    # A duplicate message before the retry is due sends nothing.
+    assert webhooks.attempt_delivery(pk) is None
+    assert len(endpoint.received) == 1
+    assert WebhookDelivery.objects.get(pk=pk).attempts == 1
+
+
+def test_it_gives_up_after_the_configured_attempts(alpha: Collection, receiver, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.WEBHOOK_RETRY_BASE = 0
+    settings.WEBHOOK_MAX_ATTEMPTS = 3
+    endpoint = receiver(503)
+    pk = delivery_for(subscribe(alpha, endpoint.url, EventType.STAGE))
+    for _ in range(5):
+        webhooks.attempt_delivery(pk)
+    delivery = WebhookDelivery.objects.get(pk=pk)
+    assert delivery.status == Delivery.FAILED and delivery.attempts == 3
+    assert len(endpoint.received) == 3
+
+
+def test_it_logs_a_receiver_that_cannot_be_reached(alpha: Collection, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.WEBHOOK_RETRY_BASE = 30
+    nobody = f"http://127.0.0.1:{free_port()}/hooks"
+    pk = delivery_for(subscribe(alpha, nobody, EventType.STAGE))
+    before = time.time()
+    delivery = webhooks.attempt_delivery(pk)
+    assert delivery is not None and delivery.status == Delivery.PENDING
+    assert delivery.last_status_code is None
+    assert delivery.last_error.startswith("ConnectError")
+    assert delivery.next_attempt_at.timestamp() >= before + 30
+
+
+def test_it_backs_off_exponentially_up_to_the_cap(settings) -> None:  # type: ignore[no-untyped-def]
+    settings.WEBHOOK_RETRY_BASE, settings.WEBHOOK_RETRY_MAX = 60, 3600
+    assert [webhooks.backoff(n) for n in range(1, 9)] == [
+        60, 120, 240, 480, 960, 1920, 3600, 3600,
+    ]  # fmt: skip
+
+
+def example_receiver(tmp_path: Path) -> Path:
+    """The receiver docs/webhooks.md offers integrators to copy, as a file."""
+    docs = (Path(__file__).parent.parent / "docs" / "webhooks.md").read_text()
+    (source,) = re.findall(r'```python\n("""receiver\.py.*?)```', docs, flags=re.S)
+    path = tmp_path / "receiver.py"
+    path.write_text(source)
+    return path
+
+
+def test_it_is_verified_by_the_documented_example_receiver(
+    alpha: Collection, tmp_path: Path
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/hooks"
+    subscription = subscribe(alpha, url, EventType.STAGE)
+    process = subprocess.Popen(
+        [sys.executable, str(example_receiver(tmp_path)), str(port)],
+        env={**os.environ, "MINT_WEBHOOK_SECRET": subscription.secret},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the example receiver did not start"
+                time.sleep(0.05)
+        pk = delivery_for(subscription)
+        delivery = webhooks.attempt_delivery(pk)
+        assert delivery is not None and delivery.status == Delivery.DELIVERED
+        assert delivery.last_status_code == 204
+
+        body = bytes(delivery.payload)
+        fresh = sign(body, subscription.secret)
+        tampered = httpx.post(url, content=body + b" ", headers={"Mint-Signature": fresh})
+        assert (tampered.status_code, tampered.text) == (400, "bad signature")
+        old = sign(body, subscription.secret, timestamp=int(time.time()) - 3600)
+        stale = httpx.post(url, content=body, headers={"Mint-Signature": old})
+        assert stale.status_code == 400 and stale.text.startswith("stale timestamp")
+        garbled = httpx.post(url, content=body, headers={"Mint-Signature": "v1=abc"})
+        assert garbled.text == "malformed Mint-Signature header"
+    finally:
+        process.terminate()
+        out, _ = process.communicate(timeout=10)
+    assert out.splitlines() == [f"token.stage {delivery.event_id} RENDERING"]
+
+
+# --- admin -----------------------------------------------------------------------------------
+
+
+def manager(name: str, *collections: Collection) -> User:
+    user = User.objects.create_user(name, password="pw", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(content_type__app_label="mintsite"))
+    for collection in collections:
+        collection.managers.add(user)
+    return user
+
+
+def test_it_replays_a_delivery_from_the_admin_with_a_fresh_signature(
+    alpha: Collection, receiver, redis_url: str, client: Client
+) -> None:  # type: ignore[no-untyped-def]
+    endpoint = receiver(200)
+    subscription = subscribe(alpha, endpoint.url, EventType.STAGE)
+    pk = delivery_for(subscription)
+    deliver_webhook.fn(pk)
+    client.force_login(manager("maria", alpha))
+
+    response = client.post(
+        "/admin/mintsite/webhookdelivery/",
+        {"action": "replay", "_selected_action": [pk]},
+        follow=True,
+    )
+    assert b"1 delivery queued" in response.content
+    assert WebhookDelivery.objects.get(pk=pk).status == Delivery.PENDING
+    deliver_webhook.fn(pk)
+
+    (first_headers, first_body), (headers, body) = endpoint.received
+    assert body == first_body  # the same event
+    verify(body, headers["Mint-Signature"], subscription.secret)
+    first_t = webhook_signature.parse(first_headers["Mint-Signature"])[0]
+    assert webhook_signature.parse(headers["Mint-Signature"])[0] >= first_t
+    assert headers["Mint-Delivery-Attempt"] == "2"
+    delivery = WebhookDelivery.objects.get(pk=pk)
+    assert delivery.status == Delivery.DELIVERED and delivery.attempts == 2
+
+
+def test_it_shows_managers_only_their_collections_webhooks_and_keys(
+    alpha: Collection, client: Client, admin_user: User
+) -> None:
+    from mintsite.models import ApiKey
+
+    beta = make_collection("beta", 2)
+    mine = delivery_for(subscribe(alpha, "https://alpha.example/hooks", EventType.STAGE))
+    theirs = delivery_for(subscribe(beta, "https://beta.example/hooks", EventType.STAGE))
+    ApiKey.issue(alpha, "alpha site")
+    ApiKey.issue(beta, "beta site")
+    client.force_login(manager("maria", alpha))
+
+    deliveries = client.get("/admin/mintsite/webhookdelivery/").content.decode()
+    assert "alpha.example" in deliveries and "beta.example" not in deliveries
+    assert ">beta<" not in deliveries  # not even in the collection filter
+    assert client.get(f"/admin/mintsite/webhookdelivery/{mine}/change/").status_code == 200
+    assert client.get(f"/admin/mintsite/webhookdelivery/{theirs}/change/").status_code == 302
+    subscriptions = client.get("/admin/mintsite/webhooksubscription/").content.decode()
+    assert "alpha.example" in subscriptions and "beta.example" not in subscriptions
+    keys = client.get("/admin/mintsite/apikey/").content.decode()
+    assert "alpha site" in keys and "beta site" not in keys
+
+    client.force_login(admin_user)
+    everything = client.get("/admin/mintsite/webhookdelivery/").content.decode()
+    assert "alpha.example" in everything and "beta.example" in everything
+
+
+def test_it_shows_a_new_api_key_once_in_the_admin(alpha: Collection, client: Client) -> None:
+    from mintsite.models import ApiKey
+
+    client.force_login(manager("maria", alpha))
+    response = client.post(
+        "/admin/mintsite/apikey/add/", {"collection": alpha.pk, "name": "bot"}, follow=True
+    )
+    key = response.content.decode().split("<code>")[1].split("</code>")[0]
+    row = ApiKey.objects.get()
+    assert row.matches(key) and row.name == "bot" and row.collection == alpha
+    beta = make_collection("beta", 2)
+    refused = client.post("/admin/mintsite/apikey/add/", {"collection": beta.pk, "name": "x"})
+    assert refused.status_code == 200  # the form again: beta is not a choice
+    assert ApiKey.objects.count() == 1
+
+
+def test_it_shows_a_new_subscriptions_secret_once_in_the_admin(
+    alpha: Collection, client: Client
+) -> None:
+    client.force_login(manager("maria", alpha))
+    response = client.post(
+        "/admin/mintsite/webhooksubscription/add/",
+        {
+            "collection": alpha.pk,
+            "url": "https://studio.example/hooks",
+            "event_types": ["token.published", "token.failed"],
+            "active": "on",
+        },
+        follow=True,
+    )
+    subscription = WebhookSubscription.objects.get()
+    assert subscription.event_types == ["token.published", "token.failed"]
+    assert f"<code>{subscription.secret}</code>" in response.content.decode()
+    page = client.get(f"/admin/mintsite/webhooksubscription/{subscription.pk}/change/")
+    assert subscription.secret not in page.content.decode()

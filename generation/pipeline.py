@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 
@@ -195,35 +196,53 @@ def cached_render(renderer, params, seed: bytes, attempt: int, batcher=None):  #
     return image
 
 
-def run_render(token_pk: int) -> str | None:
-    """Render and CLIP-check a token, re-rendering with attempt+1 while the gate rejects it.
+def run_render(
+    token_pk: int, *, rerender_by: str | None = None, until: int | None = None
+) -> str | None:
+    """Render and CLIP-check a token, re-rendering with attempt+1 while the gate rejects it,
+    up to the collection's ``max_attempts``.
 
-    Returns the token's new status, or None when another delivery already has it.
+    With ``rerender_by`` (a manager's re-render of a NEEDS_REVIEW token, see
+    generation/review.py) the attempts go on from where they stopped up to ``until``, through
+    the same gate, and the record says who asked. Returns the token's new status, or None when
+    there is nothing to do (another delivery has it, its attempts are used up, or its
+    collection is paused: ``resume()`` re-sends).
     """
     from generation.clip_gate import check_image, embedding_to_bytes
-    from generation.rendering import png_bytes, torch_seed_for
+    from generation.rendering import png_bytes
     from generation.traits import render_prompt
 
-    renderable = [Status.SEED_COMMITTED, Status.RENDERING]
+    if rerender_by is None:
+        renderable = [Status.SEED_COMMITTED, Status.RENDERING]
+    else:
+        renderable = [Status.NEEDS_REVIEW, Status.RENDERING]
     token = (
         Token.objects.select_related("collection")
         .filter(pk=token_pk, status__in=renderable, collection__paused=False)
         .first()
     )
     if token is None:
-        return None  # another delivery has it, or its collection is paused (resume() re-sends)
+        return None
     collection = token.collection
+    limit = until if until is not None else collection.max_attempts
+    first = token.attempt
+    if first >= limit:
+        return None  # this round's attempts are used up (a redelivered or stray message)
     seed = bytes.fromhex(token.seed.removeprefix("0x"))
     try:
         traits = traits_for(token, seed)  # TraitsNotReady (quota mode) leaves it as it is
     except ValueError as exc:
         raise RenderFailed(f"traits cannot be drawn: {exc}") from exc
-    claimed = Token.objects.filter(pk=token_pk, status__in=renderable).update(
+    claimed = Token.objects.filter(pk=token_pk, status__in=renderable, attempt__lt=limit).update(
         status=Status.RENDERING
     )
     if claimed != 1:
         return None
-    events.record([token_pk], Status.RENDERING, f"attempt {token.attempt}")
+    if rerender_by is None:
+        events.record([token_pk], Status.RENDERING, f"attempt {first}")
+    else:
+        detail = f"re-render by {rerender_by}: attempts {first}..{limit - 1}"
+        events.record([token_pk], Status.RENDERING, detail)
     try:
         prompt = render_prompt(
             collection.prompt_template,
@@ -261,7 +280,7 @@ def run_render(token_pk: int) -> str | None:
         except OSError as exc:
             raise RenderFailed(f"the collection's style images cannot be read: {exc}") from exc
     reasons: list[str] = []
-    for attempt in range(token.attempt, collection.max_attempts):
+    for attempt in range(first, limit):
         began = time.perf_counter()
         try:
             image = cached_render(renderer, params, seed, attempt, batcher)
@@ -300,30 +319,13 @@ def run_render(token_pk: int) -> str | None:
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(data)
         tmp.replace(path)
-        record = {
-            "attempt": attempt,
-            "torch_seed": torch_seed_for(seed, attempt),
-            "model": {
-                "fingerprint": renderer.fingerprint,
-                "format": renderer.format,
-                "scheduler": renderer.scheduler_for(params),
-                # A verifier re-rendering on another machine needs these: float16 on CUDA and
-                # float32 anywhere render visibly different images from the same seed.
-                "dtype": str(renderer.dtype).removeprefix("torch."),
-                "device": renderer.device,
-            },
-            "render": {
-                "prompt": params.prompt,
-                "negative_prompt": params.negative_prompt,
-                "steps": params.steps,
-                "guidance": params.guidance,
-                "width": params.width,
-                "height": params.height,
-            },
-            "clip": clip,
-            "traits": traits,
-            "software": software_versions(),
-        }
+        detail = f"attempt {attempt} passed the CLIP gate"
+        if rerender_by is not None:
+            clip["review"] = {"decision": "re-rendered", "earlier_attempts": first}
+            detail += f" (re-render by {rerender_by})"
+        record = render_record(renderer, params, seed, attempt, clip, traits)
+        if rerender_by is not None:
+            record["rerendered_by"] = rerender_by
         Token.objects.filter(pk=token_pk, status=Status.RENDERING).update(
             status=Status.RENDERED,
             attempt=attempt,
@@ -332,17 +334,61 @@ def run_render(token_pk: int) -> str | None:
             render_record=record,
             traits=traits,
             image_embedding=embedding_to_bytes(gate.embedding),
+            failure_reason="",
         )
-        events.record([token_pk], Status.RENDERED, f"attempt {attempt} passed the CLIP gate")
+        events.record([token_pk], Status.RENDERED, detail)
         return Status.RENDERED
-    reason = f"CLIP gate rejected all {collection.max_attempts} attempts; last: " + "; ".join(
-        reasons
-    )
+    if rerender_by is None:
+        reason = f"CLIP gate rejected all {collection.max_attempts} attempts; last: "
+    else:
+        reason = (
+            f"CLIP gate rejected the {limit - first} attempts of the re-render by "
+            f"{rerender_by}; last: "
+        )
+    reason += "; ".join(reasons)
     Token.objects.filter(pk=token_pk, status=Status.RENDERING).update(
         status=Status.NEEDS_REVIEW, failure_reason=reason
     )
     events.record([token_pk], Status.NEEDS_REVIEW, reason)
     return Status.NEEDS_REVIEW
+
+
+def render_record(
+    renderer: Any,
+    params: Any,
+    seed: bytes,
+    attempt: int,
+    clip: dict[str, Any],
+    traits: dict[str, str],
+) -> dict[str, Any]:
+    """Every parameter that shaped an accepted image: the token's ``render_record``, which
+    goes into its metadata's provenance."""
+    from generation.rendering import torch_seed_for
+
+    return {
+        "attempt": attempt,
+        "torch_seed": torch_seed_for(seed, attempt),
+        "model": {
+            "fingerprint": renderer.fingerprint,
+            "format": renderer.format,
+            "scheduler": renderer.scheduler_for(params),
+            # A verifier re-rendering on another machine needs these: float16 on CUDA and
+            # float32 anywhere render visibly different images from the same seed.
+            "dtype": str(renderer.dtype).removeprefix("torch."),
+            "device": renderer.device,
+        },
+        "render": {
+            "prompt": params.prompt,
+            "negative_prompt": params.negative_prompt,
+            "steps": params.steps,
+            "guidance": params.guidance,
+            "width": params.width,
+            "height": params.height,
+        },
+        "clip": clip,
+        "traits": traits,
+        "software": software_versions(),
+    }
 
 
 def run_pin(token_pk: int) -> str | None:

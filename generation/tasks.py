@@ -116,3 +116,8 @@ def publish_pending(collection_pk: int) -> None:
             return
         if not summary.published and not summary.failed:
             return
+
+
+# The admin's approve and re-render actors live beside what they do; imported here so every
+# worker declares them whether or not the admin is installed.
+from generation import review  # noqa: E402, F401

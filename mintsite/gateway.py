@@ -74,7 +74,13 @@ def ipfs_gateway(request: HttpRequest, cid: str) -> HttpResponse:
     except InvalidCID as exc:
         return _error(400, "invalid_cid", str(exc))
     etag = f'"{canonical}"'
-    headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL, "X-Ipfs-Path": f"/ipfs/{canonical}"}
+    headers = {
+        "ETag": etag,
+        "Cache-Control": CACHE_CONTROL,
+        "X-Ipfs-Path": f"/ipfs/{canonical}",
+        # public, content-addressed bytes: any page may fetch them, as public gateways allow
+        "Access-Control-Allow-Origin": "*",
+    }
     if _matches(request.headers.get("If-None-Match", ""), etag):
         return HttpResponseNotModified(headers=headers)
     store = LocalStore(Path(settings.IPFS_STORE_DIR))

@@ -143,3 +143,10 @@ def test_it_answers_head_without_a_body_and_refuses_writes(
     assert head.status_code == 200 and head.content == b""
     assert head["ETag"] == f'"{cid}"'
     assert client.post(f"/ipfs/{cid}").status_code == 405
+
+
+def test_any_page_may_fetch_the_content(client: Client, store: LocalStore) -> None:
+    # the mint page reads the metadata from the gateway, which may be another origin
+    cid = store.add(METADATA)
+    response = client.get(f"/ipfs/{cid}", headers={"Origin": "http://localhost:8000"})
+    assert response["Access-Control-Allow-Origin"] == "*"

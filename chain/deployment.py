@@ -22,9 +22,9 @@ from generation.collection_config import (
     generation_config,
     placeholder_metadata,
 )
-from generation.ipfs import LocalStore
 from generation.metadata import canonical_json
 from generation.models import Collection
+from generation.pinning import pinner_from_settings
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,10 @@ def deploy_collection(w3: Web3, deployer_key: str, spec: CollectionSpec) -> Coll
     the collection, and freeze its generation config on-chain so minting can open."""
     chain_id = w3.eth.chain_id
     admin = Account.from_key(deployer_key)
-    store = LocalStore(Path(settings.IPFS_STORE_DIR))
-    placeholder_cid = store.add(canonical_json(placeholder_metadata(spec.name)))
+    # pinned with the configured backend (IPFS_BACKEND), its CID checked like every other
+    placeholder_cid = pinner_from_settings().pin(
+        canonical_json(placeholder_metadata(spec.name)), name=f"{spec.slug}-placeholder.json"
+    )
     address, block = deploy_contract(
         w3,
         deployer_key,
@@ -123,8 +125,10 @@ def freeze_collection(w3: Web3, admin_key: str, collection: Collection) -> None:
 
     config = generation_config(collection)
     digest = config_digest(config)
-    store = LocalStore(Path(settings.IPFS_STORE_DIR))
-    cid = store.add(canonical_json(contract_metadata(collection, config)))
+    cid = pinner_from_settings().pin(
+        canonical_json(contract_metadata(collection, config)),
+        name=f"{collection.slug}-contract.json",
+    )
     contract = bind(w3, collection.contract_address)
     send_transaction(
         w3, Account.from_key(admin_key), contract.functions.freezeConfig(digest, f"ipfs://{cid}")

@@ -68,6 +68,7 @@ def commit_seeds(
             status=Status.SEED_COMMITTED,
             seed=stored,
             seed_tx_hash=tx_hash if token.token_id in to_commit else "",
+            failure_reason="",  # a pause's "waiting for the seed commit" is over
         )
         if claimed == 1:
             events.record([token.pk], Status.SEED_COMMITTED, f"seed {stored}")

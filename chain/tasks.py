@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import dramatiq
 from django.conf import settings
 
 from chain.chains import web3_for
+from chain.errors import WalletCannotPay
 from chain.seed_commit import commit_seeds as commit_and_check
 from generation import pipeline
 from generation.models import Collection, Token
+
+log = logging.getLogger(__name__)
 
 
 def enqueue_seed_commits(collection: Collection, token_pks: list[int]) -> None:
@@ -57,9 +61,20 @@ def commit_seeds(collection_pk: int, token_pks: list[int]) -> None:
     collection = Collection.objects.filter(pk=collection_pk).first()
     if collection is None:
         return
-    commit_and_check(
-        web3_for(collection.chain_id),
-        collection,
-        token_pks,
-        on_committed=lambda token: render_token.send(token.pk),
-    )
+    try:
+        commit_and_check(
+            web3_for(collection.chain_id),
+            collection,
+            token_pks,
+            on_committed=lambda token: render_token.send(token.pk),
+        )
+    except WalletCannotPay as exc:
+        # Not a failure of these tokens: the committer needs funds. They stay CONFIRMED, the
+        # reason is on them, and this message comes back until the wallet can pay.
+        log.error("seed commits paused for %s: %s", collection.slug, exc)
+        Token.objects.filter(pk__in=token_pks, status=Token.Status.CONFIRMED).update(
+            failure_reason=f"waiting for the seed commit: {exc}"[:2000]
+        )
+        commit_seeds.send_with_options(
+            args=(collection_pk, token_pks), delay=int(settings.PUBLISH_PAUSE_RETRY * 1000)
+        )

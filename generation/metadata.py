@@ -6,6 +6,7 @@ digest of the metadata, and hence its CID, can be recomputed by anyone from the 
 
 from __future__ import annotations
 
+import functools
 import json
 from importlib import metadata as importlib_metadata
 from typing import Any
@@ -21,14 +22,21 @@ def canonical_json(value: Any) -> bytes:
     ).encode("utf-8")
 
 
-def software_versions() -> dict[str, str]:
-    versions = {}
+@functools.cache
+def _versions() -> tuple[tuple[str, str], ...]:
+    found = []
     for dist in (SOFTWARE, "diffusers", "open-clip-torch", "torch", "transformers"):
         try:
-            versions[dist] = importlib_metadata.version(dist)
+            found.append((dist, importlib_metadata.version(dist)))
         except importlib_metadata.PackageNotFoundError:
-            versions[dist] = "unknown"
-    return versions
+            found.append((dist, "unknown"))
+    return tuple(found)
+
+
+def software_versions() -> dict[str, str]:
+    """The versions of what rendered and checked a token (read once per process: scanning the
+    installed distributions costs milliseconds, and a process's packages do not change)."""
+    return dict(_versions())
 
 
 def build_metadata(token: Token, image_cid: str) -> dict[str, Any]:

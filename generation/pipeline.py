@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 
 from generation import events
 from generation.metadata import build_metadata, canonical_json, software_versions
@@ -233,16 +234,17 @@ def run_render(
         traits = traits_for(token, seed)  # TraitsNotReady (quota mode) leaves it as it is
     except ValueError as exc:
         raise RenderFailed(f"traits cannot be drawn: {exc}") from exc
-    claimed = Token.objects.filter(pk=token_pk, status__in=renderable, attempt__lt=limit).update(
-        status=Status.RENDERING
-    )
-    if claimed != 1:
-        return None
-    if rerender_by is None:
-        events.record([token_pk], Status.RENDERING, f"attempt {first}")
-    else:
-        detail = f"re-render by {rerender_by}: attempts {first}..{limit - 1}"
-        events.record([token_pk], Status.RENDERING, detail)
+    with transaction.atomic():  # one commit for the claim and its event
+        claimed = Token.objects.filter(
+            pk=token_pk, status__in=renderable, attempt__lt=limit
+        ).update(status=Status.RENDERING)
+        if claimed != 1:
+            return None
+        if rerender_by is None:
+            events.record([token_pk], Status.RENDERING, f"attempt {first}")
+        else:
+            detail = f"re-render by {rerender_by}: attempts {first}..{limit - 1}"
+            events.record([token_pk], Status.RENDERING, detail)
     try:
         prompt = render_prompt(
             collection.prompt_template,
@@ -307,11 +309,12 @@ def run_render(
         if not gate.passed:
             reasons = gate.reasons
             log.info("%s attempt %d rejected by the CLIP gate: %s", token, attempt, reasons)
-            Token.objects.filter(pk=token_pk, status=Status.RENDERING).update(
-                attempt=attempt + 1, clip_scores=clip
-            )
-            detail = f"attempt {attempt} rejected by the CLIP gate: " + "; ".join(reasons)
-            events.record([token_pk], Status.RENDERING, detail)
+            with transaction.atomic():
+                Token.objects.filter(pk=token_pk, status=Status.RENDERING).update(
+                    attempt=attempt + 1, clip_scores=clip
+                )
+                detail = f"attempt {attempt} rejected by the CLIP gate: " + "; ".join(reasons)
+                events.record([token_pk], Status.RENDERING, detail)
             continue
         data = png_bytes(image)
         path = render_cache_path(token, attempt)
@@ -326,17 +329,18 @@ def run_render(
         record = render_record(renderer, params, seed, attempt, clip, traits)
         if rerender_by is not None:
             record["rerendered_by"] = rerender_by
-        Token.objects.filter(pk=token_pk, status=Status.RENDERING).update(
-            status=Status.RENDERED,
-            attempt=attempt,
-            image_sha256=hashlib.sha256(data).hexdigest(),
-            clip_scores=clip,
-            render_record=record,
-            traits=traits,
-            image_embedding=embedding_to_bytes(gate.embedding),
-            failure_reason="",
-        )
-        events.record([token_pk], Status.RENDERED, detail)
+        with transaction.atomic():
+            Token.objects.filter(pk=token_pk, status=Status.RENDERING).update(
+                status=Status.RENDERED,
+                attempt=attempt,
+                image_sha256=hashlib.sha256(data).hexdigest(),
+                clip_scores=clip,
+                render_record=record,
+                traits=traits,
+                image_embedding=embedding_to_bytes(gate.embedding),
+                failure_reason="",
+            )
+            events.record([token_pk], Status.RENDERED, detail)
         return Status.RENDERED
     if rerender_by is None:
         reason = f"CLIP gate rejected all {collection.max_attempts} attempts; last: "
@@ -346,10 +350,11 @@ def run_render(
             f"{rerender_by}; last: "
         )
     reason += "; ".join(reasons)
-    Token.objects.filter(pk=token_pk, status=Status.RENDERING).update(
-        status=Status.NEEDS_REVIEW, failure_reason=reason
-    )
-    events.record([token_pk], Status.NEEDS_REVIEW, reason)
+    with transaction.atomic():
+        Token.objects.filter(pk=token_pk, status=Status.RENDERING).update(
+            status=Status.NEEDS_REVIEW, failure_reason=reason
+        )
+        events.record([token_pk], Status.NEEDS_REVIEW, reason)
     return Status.NEEDS_REVIEW
 
 

@@ -170,3 +170,25 @@ def test_a_paused_collection_publishes_nothing_and_its_history_says_what_happene
     assert summary.published == [token.pk]
     stages = list(token.events.values_list("status", flat=True))
     assert stages == ["CONFIRMED", "SEED_COMMITTED", "PUBLISHING", "PUBLISHED"]
+
+
+def test_an_unfunded_seed_committer_pauses_seed_commits_and_fails_no_token(
+    w3: Web3, collection: Collection, redis_url: str
+) -> None:
+    from chain.tasks import commit_seeds as commit_seeds_actor
+
+    mint(w3, collection, 2)
+    mine(w3, 2)
+    chain = Chain.objects.get(chain_id=collection.chain_id)
+    handed: list[int] = []
+    Listener(w3, chain, on_confirmed=lambda c, pks: handed.extend(pks)).poll()
+    balance = w3.eth.get_balance(COMMITTER.address)
+    w3.provider.make_request("anvil_setBalance", [COMMITTER.address, "0x0"])
+    try:
+        commit_seeds_actor.fn(collection.pk, handed)  # as a worker runs it: no exception
+    finally:
+        w3.provider.make_request("anvil_setBalance", [COMMITTER.address, hex(balance)])
+    for token in Token.objects.filter(pk__in=handed):
+        assert token.status == Status.CONFIRMED  # waiting, not failed
+        assert token.failure_reason.startswith("waiting for the seed commit")
+        assert COMMITTER.address in token.failure_reason

@@ -235,6 +235,7 @@ def run_render(
     except ValueError as exc:
         raise RenderFailed(f"traits cannot be drawn: {exc}") from exc
     with transaction.atomic():  # one commit for the claim and its event
+        _relaxed_commit()
         claimed = Token.objects.filter(
             pk=token_pk, status__in=renderable, attempt__lt=limit
         ).update(status=Status.RENDERING)
@@ -310,6 +311,7 @@ def run_render(
             reasons = gate.reasons
             log.info("%s attempt %d rejected by the CLIP gate: %s", token, attempt, reasons)
             with transaction.atomic():
+                _relaxed_commit()
                 Token.objects.filter(pk=token_pk, status=Status.RENDERING).update(
                     attempt=attempt + 1, clip_scores=clip
                 )
@@ -330,7 +332,7 @@ def run_render(
         if rerender_by is not None:
             record["rerendered_by"] = rerender_by
         with transaction.atomic():
-            Token.objects.filter(pk=token_pk, status=Status.RENDERING).update(
+            done = Token.objects.filter(pk=token_pk, status=Status.RENDERING).update(
                 status=Status.RENDERED,
                 attempt=attempt,
                 image_sha256=hashlib.sha256(data).hexdigest(),
@@ -340,8 +342,9 @@ def run_render(
                 image_embedding=embedding_to_bytes(gate.embedding),
                 failure_reason="",
             )
-            events.record([token_pk], Status.RENDERED, detail)
-        return Status.RENDERED
+            if done:
+                events.record([token_pk], Status.RENDERED, detail)
+        return Status.RENDERED if done else _moved_while_rendering(token_pk)
     if rerender_by is None:
         reason = f"CLIP gate rejected all {collection.max_attempts} attempts; last: "
     else:
@@ -351,11 +354,38 @@ def run_render(
         )
     reason += "; ".join(reasons)
     with transaction.atomic():
-        Token.objects.filter(pk=token_pk, status=Status.RENDERING).update(
+        done = Token.objects.filter(pk=token_pk, status=Status.RENDERING).update(
             status=Status.NEEDS_REVIEW, failure_reason=reason
         )
-        events.record([token_pk], Status.NEEDS_REVIEW, reason)
-    return Status.NEEDS_REVIEW
+        if done:
+            events.record([token_pk], Status.NEEDS_REVIEW, reason)
+    return Status.NEEDS_REVIEW if done else _moved_while_rendering(token_pk)
+
+
+def _moved_while_rendering(token_pk: int) -> None:
+    """The token left RENDERING while it rendered. Back at a status that renders again (its
+    claim was lost, or a manager sent it back), raise so the message is retried and finds it;
+    anywhere else, someone else has it: nothing to do."""
+    status = Token.objects.filter(pk=token_pk).values_list("status", flat=True).first()
+    if status in (Status.SEED_COMMITTED, Status.NEEDS_REVIEW):
+        raise RuntimeError(f"token pk={token_pk} went back to {status} while rendering; retrying")
+    return None
+
+
+def _relaxed_commit() -> None:
+    """Let PostgreSQL acknowledge this transaction's commit before it reaches the disk.
+
+    Only for writes whose loss in a database crash is harmless: a render's claim (lost, the
+    token is back at SEED_COMMITTED, which the redelivered message renders again) and a
+    rejected attempt's counter (lost, that attempt is redone from the render cache). The result
+    of a stage is always committed durably. Saves one disk flush per token (about 4 ms on the
+    benchmark machine).
+    """
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
 
 
 def render_record(

@@ -407,3 +407,14 @@ def test_a_paused_collection_renders_nothing_until_resumed(reference_models: Pat
     assert token.status == Token.Status.SEED_COMMITTED and not token.events.exists()
     Collection.objects.filter(pk=token.collection_id).update(paused=False)
     assert pipeline.run_render(token.pk) == Token.Status.RENDERED
+
+
+def test_a_render_whose_claim_was_lost_is_retried_not_dropped(reference_models: Path) -> None:
+    # A claim committed without waiting for the disk may be lost in a database crash: the
+    # token is then back at SEED_COMMITTED when its render ends, and the message must be
+    # retried rather than acknowledged with nothing done.
+    token = make_token(reference_models, threshold=-1.0, slug="lost-claim")
+    with pytest.raises(RuntimeError, match="went back to SEED_COMMITTED while rendering"):
+        pipeline._moved_while_rendering(token.pk)
+    Token.objects.filter(pk=token.pk).update(status=Token.Status.PUBLISHED)
+    assert pipeline._moved_while_rendering(token.pk) is None  # someone else has it

@@ -1,0 +1,344 @@
+"""The provenance verifier on tokens the real pipeline published, and on each kind of forgery.
+
+Tokens are produced once per module as the stages run them in production (listener, seed
+commit, render with the reference models, pin, publish) on a real anvil; the gateway is the
+app's own ``/ipfs/<cid>`` view served by ``live_server``. A lying gateway (a small HTTP server
+here) serves altered bytes for chosen CIDs and passes everything else through. Forgeries the
+operator would commit (an attribute edited before publishing, a seed forged through the late
+path) are made for real: on the chain and in the database the pipeline reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from web3 import Web3
+
+from chain.anvil import ANVIL_ACCOUNTS, Anvil, start_anvil
+from chain.contract import bind, send_and_wait
+from chain.deployment import CollectionSpec, deploy_collection
+from chain.listener import Listener
+from chain.models import Chain
+from chain.seed_commit import commit_seeds
+from chain.seeds import derive_seed
+from generation import pipeline, publishing, verify
+from generation.ipfs import LocalStore
+from generation.metadata import canonical_json
+from generation.models import Collection, Token
+from generation.pinning import pinner_from_settings
+from tests.test_listener import mine, mint
+
+pytestmark = pytest.mark.django_db(transaction=True)
+DEPLOYER = ANVIL_ACCOUNTS[0]
+Status = Token.Status
+REPO = Path(__file__).resolve().parent.parent
+PALETTE = {
+    "mode": "weighted",
+    "categories": [
+        {
+            "name": "palette",
+            "verify": False,
+            "options": [
+                {"name": "warm", "prompt": "in warm reds", "weight": 3},
+                {"name": "cold", "prompt": "in cold blues", "weight": 1},
+            ],
+        }
+    ],
+}
+HONEST, OTHER, FORGED_ATTRIBUTE, FORGED_SEED = 1, 2, 3, 4
+
+
+@dataclass
+class World:
+    rpc_url: str
+    contract: str
+    gateway: str  # the app's own
+    tokens: dict[int, Token]
+
+
+def listen(w3: Web3, collection: Collection) -> list[int]:
+    handed: list[int] = []
+    chain = Chain.objects.get(chain_id=collection.chain_id)
+    Listener(w3, chain, on_confirmed=lambda c, pks: handed.extend(pks)).poll()
+    return handed
+
+
+def through_pipeline(
+    w3: Web3, collection: Collection, pks: list[int], before_publish: Callable[[Token], None]
+) -> None:
+    commit_seeds(w3, collection, pks, lambda token: None)
+    for pk in pks:
+        assert pipeline.run_render(pk) == Status.RENDERED
+        assert pipeline.run_pin(pk) == Status.PINNED
+        before_publish(Token.objects.get(pk=pk))
+    assert sorted(publishing.publish_batch(collection.pk).published) == sorted(pks)
+
+
+def forge_attribute(token: Token) -> None:
+    """The operator edits the assigned trait in the metadata, then publishes that digest."""
+    store = pinner_from_settings()
+    document = json.loads(LocalStore(settings_store()).get(token.metadata_cid))
+    attribute = document["attributes"][0]
+    attribute["value"] = "cold" if attribute["value"] == "warm" else "warm"
+    data = canonical_json(document)
+    cid = store.pin(data, name="forged.json")
+    Token.objects.filter(pk=token.pk).update(
+        metadata_cid=cid, metadata_sha256=hashlib.sha256(data).hexdigest()
+    )
+
+
+def settings_store() -> Path:
+    from django.conf import settings
+
+    return Path(settings.IPFS_STORE_DIR)
+
+
+@pytest.fixture(scope="module")
+def anvil() -> Iterator[Anvil]:
+    """A chain without the EIP-2935 history (Cancun): a mint block leaves every on-chain source
+    of its hash after 256 blocks, which opens the admin's late path for the forged seed."""
+    with start_anvil(hardfork="cancun") as node:
+        yield node
+
+
+@pytest.fixture(scope="module")
+def world(
+    django_db_setup, django_db_blocker, anvil: Anvil, reference_models: Path, live_server
+) -> Iterator[World]:  # type: ignore[no-untyped-def]
+    w3 = Web3(Web3.HTTPProvider(anvil.rpc_url))
+    with django_db_blocker.unblock():
+        collection = deploy_collection(
+            w3, DEPLOYER.private_key, CollectionSpec(slug="verify", rarity=PALETTE)
+        )
+        # tokens 1 and 2: honest
+        mint(w3, collection, 2)
+        mine(w3, 2)
+        through_pipeline(w3, collection, listen(w3, collection), lambda token: None)
+        # token 3: an attribute edited before its digest went on-chain
+        mint(w3, collection, 1)
+        mine(w3, 2)
+        through_pipeline(w3, collection, listen(w3, collection), forge_attribute)
+        # token 4: its seed forged through the late path. The operator lets the mint block leave
+        # the 256-block window of blockhash() (this chain has no EIP-2935 history), commits a
+        # block hash of its choosing with commitLateSeeds, and its database accepts the seed.
+        mint(w3, collection, 1)
+        mine(w3, 2)
+        (pk,) = listen(w3, collection)
+        mine(w3, 300)
+        fake = hashlib.sha256(b"a block hash the operator likes").digest()
+        contract = bind(w3, collection.contract_address)
+        send_and_wait(
+            w3, DEPLOYER.private_key, contract.functions.commitLateSeeds([FORGED_SEED], [fake])
+        )
+        forged = "0x" + derive_seed(fake, FORGED_SEED).hex()
+        Token.objects.filter(pk=pk).update(expected_seed=forged)
+        through_pipeline(w3, collection, [pk], lambda token: None)
+        mine(w3, 2)
+        listen(w3, collection)
+        tokens = {t.token_id: t for t in Token.objects.filter(collection=collection)}
+    yield World(anvil.rpc_url, collection.contract_address, f"{live_server.url}/ipfs", tokens)
+
+
+class LyingGateway:
+    """Serves ``overrides[cid]`` for the CIDs it lies about, the real gateway's bytes for the
+    rest."""
+
+    def __init__(self, upstream: str) -> None:
+        self.overrides: dict[str, bytes] = {}
+        gateway = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                cid = self.path.removeprefix("/ipfs/")
+                body = gateway.overrides.get(cid)
+                status = 200
+                if body is None:
+                    response = httpx.get(f"{upstream}/{cid}")
+                    status, body = response.status_code, response.content
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def fetch(self, cid: str) -> bytes:
+        return httpx.get(f"{self.url}/ipfs/{cid}").content
+
+
+@pytest.fixture
+def liar(world: World) -> Iterator[LyingGateway]:
+    gateway = LyingGateway(world.gateway)
+    yield gateway
+    gateway.server.shutdown()
+    gateway.server.server_close()
+
+
+def run(world: World, token_id: int, gateway: str | None = None, weights=None) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    checks = verify.verify_token(
+        world.rpc_url, world.contract, token_id, gateway or world.gateway, weights
+    )
+    return {c.name: c.status for c in checks}
+
+
+def failures(results: dict[str, str]) -> set[str]:
+    return {name for name, status in results.items() if status == verify.FAIL}
+
+
+def test_a_published_token_passes_every_check_with_the_weights(
+    world: World, reference_models: Path
+) -> None:
+    checks = verify.verify_token(
+        world.rpc_url, world.contract, HONEST, world.gateway, reference_models
+    )
+    assert [(c.name, c.status) for c in checks if c.status != verify.PASS] == []
+    by_name = {c.name: c for c in checks}
+    assert "committed on-chain: blockhash(mintBlock)" in by_name["seed"].detail
+    assert by_name["rerender"].detail.startswith("bit-exact")
+    assert world.tokens[HONEST].image_cid in by_name["image"].detail
+
+
+def test_without_weights_the_weight_checks_are_skipped_and_the_verdict_passes(
+    world: World, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    args = ["--rpc", world.rpc_url, "--contract", world.contract, "--gateway", world.gateway]
+    assert verify.main([*args, "--token", str(OTHER)]) == 0
+    table = capsys.readouterr().out
+    assert "verdict: PASS (10 checks passed, 3 skipped)" in table
+    assert "no weights given (--weights)" in table
+    assert verify.main([*args, "--all", "--json"]) == 1  # tokens 3 and 4 are forged
+    document = json.loads(capsys.readouterr().out)
+    verdicts = {t["token_id"]: t["verdict"] for t in document["tokens"]}
+    assert verdicts == {
+        HONEST: "PASS (10 checks passed, 3 skipped)",
+        OTHER: "PASS (10 checks passed, 3 skipped)",
+        FORGED_ATTRIBUTE: "FAIL: traits",
+        FORGED_SEED: "FAIL: seed",
+    }
+    assert document["verdict"] == "FAIL"
+
+
+def test_the_module_and_the_management_command_run_the_same_checks(world: World) -> None:
+    args = ["--rpc", world.rpc_url, "--contract", world.contract, "--gateway", world.gateway]
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    done = subprocess.run(
+        [sys.executable, "-m", "generation.verify", *args, "--token", str(FORGED_SEED)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "verdict: FAIL: seed" in done.stdout
+    assert "LATE: block hash supplied by the admin" in done.stdout
+
+    from io import StringIO
+
+    out = StringIO()
+    call_command("verify_token", *args, "--token", str(HONEST), stdout=out)
+    assert "verdict: PASS" in out.getvalue()
+    with pytest.raises(CommandError, match="verification failed"):
+        call_command("verify_token", *args, "--token", str(FORGED_ATTRIBUTE), stdout=StringIO())
+
+
+def test_bad_input_is_named(world: World, capsys) -> None:  # type: ignore[no-untyped-def]
+    nowhere = "0x" + "12" * 20
+    status = verify.main(
+        ["--rpc", world.rpc_url, "--contract", nowhere, "--token", "1", "--gateway", world.gateway]
+    )
+    assert status == 2
+    assert f"no contract at {nowhere}" in capsys.readouterr().err
+    with pytest.raises(verify.VerifyError, match="lacks"):
+        verify.verify_token(world.rpc_url, world.contract, 1, world.gateway, Path("/nonexistent"))
+
+
+def test_metadata_edited_on_the_gateway_fails_the_digest_check_only(
+    world: World, liar: LyingGateway
+) -> None:
+    cid = world.tokens[HONEST].metadata_cid
+    document = json.loads(liar.fetch(cid))
+    document["description"] = "a nicer story"
+    liar.overrides[cid] = canonical_json(document)
+    results = run(world, HONEST, liar.url)
+    assert failures(results) == {"metadata_digest"}
+    assert results["traits"] == verify.SKIPPED  # nothing is read from unverified bytes
+
+
+def test_an_attribute_changed_on_the_gateway_fails_the_digest_check(
+    world: World, liar: LyingGateway
+) -> None:
+    cid = world.tokens[HONEST].metadata_cid
+    document = json.loads(liar.fetch(cid))
+    document["attributes"][0]["value"] = (
+        "cold" if document["attributes"][0]["value"] == "warm" else "warm"
+    )
+    liar.overrides[cid] = canonical_json(document)
+    assert failures(run(world, HONEST, liar.url)) == {"metadata_digest"}
+
+
+def test_an_attribute_changed_before_publishing_fails_the_traits_check_only(world: World) -> None:
+    checks = verify.verify_token(world.rpc_url, world.contract, FORGED_ATTRIBUTE, world.gateway)
+    assert [c.name for c in checks if c.failed] == ["traits"]
+    (traits,) = [c for c in checks if c.name == "traits"]
+    assert "!= recomputed" in traits.detail
+
+
+def test_a_seed_forged_through_the_late_path_fails_the_seed_check_only(world: World) -> None:
+    checks = verify.verify_token(world.rpc_url, world.contract, FORGED_SEED, world.gateway)
+    assert [c.name for c in checks if c.failed] == ["seed"]
+    (seed,) = [c for c in checks if c.name == "seed"]
+    assert "LATE" in seed.detail and "keccak256(block hash, token id)" in seed.detail
+
+
+def test_a_rarity_table_changed_after_freeze_fails_the_config_check_only(
+    world: World, liar: LyingGateway
+) -> None:
+    uri = bind(Web3(Web3.HTTPProvider(world.rpc_url)), world.contract).functions.contractURI()
+    cid = uri.call().removeprefix("ipfs://")
+    document = json.loads(liar.fetch(cid))
+    document["generation"]["rarity"]["categories"][0]["options"][0]["weight"] = 1
+    liar.overrides[cid] = canonical_json(document)
+    results = run(world, HONEST, liar.url)
+    assert failures(results) == {"config_digest"}
+    assert results["traits"] == verify.SKIPPED
+
+
+def test_a_swapped_image_fails_the_image_check_only(
+    world: World, liar: LyingGateway, reference_models: Path
+) -> None:
+    honest, other = world.tokens[HONEST], world.tokens[OTHER]
+    liar.overrides[honest.image_cid] = liar.fetch(other.image_cid)
+    results = run(world, HONEST, liar.url, reference_models)
+    assert failures(results) == {"image"}
+    assert results["rerender"] == results["clip_scores"] == verify.SKIPPED
+
+
+def test_weights_that_do_not_match_the_fingerprint_fail_that_check_only(
+    world: World, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from generation.reference_models import build_reference_models
+
+    other = tmp_path_factory.mktemp("other-weights")
+    build_reference_models(other, seed=1)
+    results = run(world, HONEST, weights=other)
+    assert failures(results) == {"model_fingerprint"}
+    assert results["rerender"] == results["clip_scores"] == verify.SKIPPED

@@ -59,6 +59,19 @@ PALETTE = {
     ],
 }
 HONEST, OTHER, FORGED_ATTRIBUTE, FORGED_SEED = 1, 2, 3, 4
+QUOTA = {
+    "mode": "quota",
+    "categories": [
+        {
+            "name": "palette",
+            "verify": False,
+            "options": [
+                {"name": "warm", "prompt": "in warm reds", "quota": 2},
+                {"name": "cold", "prompt": "in cold blues", "quota": 1},
+            ],
+        }
+    ],
+}
 
 
 @dataclass
@@ -67,6 +80,8 @@ class World:
     contract: str
     gateway: str  # the app's own
     tokens: dict[int, Token]
+    quota_contract: str  # a quota-mode collection of 3, every token published honestly
+    quota_traits: list[str]  # their palettes, in token order
 
 
 def listen(w3: Web3, collection: Collection) -> list[int]:
@@ -149,7 +164,29 @@ def world(
         mine(w3, 2)
         listen(w3, collection)
         tokens = {t.token_id: t for t in Token.objects.filter(collection=collection)}
-    yield World(anvil.rpc_url, collection.contract_address, f"{live_server.url}/ipfs", tokens)
+        # a quota collection: token k's trait depends on the seeds of tokens 1..k
+        quota = deploy_collection(
+            w3,
+            DEPLOYER.private_key,
+            CollectionSpec(slug="verify-quota", rarity=QUOTA, max_supply=3,
+                           prompt_template="a painting {palette}"),
+        )  # fmt: skip
+        mint(w3, quota, 3)
+        mine(w3, 2)
+        through_pipeline(w3, quota, listen(w3, quota), lambda token: None)
+        palettes = list(
+            Token.objects.filter(collection=quota)
+            .order_by("token_id")
+            .values_list("traits__palette", flat=True)
+        )
+    yield World(
+        anvil.rpc_url,
+        collection.contract_address,
+        f"{live_server.url}/ipfs",
+        tokens,
+        quota.contract_address,
+        palettes,
+    )
 
 
 class LyingGateway:
@@ -342,3 +379,15 @@ def test_weights_that_do_not_match_the_fingerprint_fail_that_check_only(
     results = run(world, HONEST, weights=other)
     assert failures(results) == {"model_fingerprint"}
     assert results["rerender"] == results["clip_scores"] == verify.SKIPPED
+
+
+def test_quota_traits_are_replayed_over_the_earlier_tokens(world: World) -> None:
+    # token 3 of a quota collection gets what tokens 1 and 2 left: the verifier replays the draw
+    # from the three on-chain seeds and the frozen table, and the final counts are exact
+    for token_id in (1, 2, 3):
+        checks = verify.verify_token(world.rpc_url, world.quota_contract, token_id, world.gateway)
+        by_name = {c.name: c for c in checks}
+        assert by_name["traits"].status == verify.PASS, by_name["traits"].detail
+        assert f"quota replay over tokens 1..{token_id}" in by_name["traits"].detail
+        assert [c.name for c in checks if c.status == verify.FAIL] == []
+    assert sorted(world.quota_traits) == ["cold", "warm", "warm"]

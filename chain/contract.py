@@ -172,3 +172,14 @@ def send_and_wait(w3: Web3, private_key: str, fn: ContractFunction, value: int =
 def bind(w3: Web3, address: str) -> Contract:
     """A web3 contract object for a deployed MintOnDemand at ``address``."""
     return w3.eth.contract(address=Web3.to_checksum_address(address), abi=contract_abi())
+
+
+def call_per_token(w3: Web3, contract: Contract, view: str, token_ids: list[int]) -> dict[int, Any]:
+    """``contract.<view>(token_id)`` for each id, in one JSON-RPC batch (one HTTP request)."""
+    if not token_ids:
+        return {}
+    with w3.batch_requests() as batch:
+        for token_id in token_ids:
+            batch.add(getattr(contract.functions, view)(token_id))
+        answers = batch.execute()
+    return dict(zip(token_ids, answers, strict=True))

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from web3 import Web3
 
 from chain import wallets
-from chain.contract import bind
+from chain.contract import bind, call_per_token
 from chain.sender import send_transaction
 from generation import events
 from generation.models import Collection, Token
@@ -79,8 +79,4 @@ def commit_seeds(
 
 
 def _seeds(w3: Web3, contract, token_ids: list[int]) -> dict[int, bytes]:  # type: ignore[no-untyped-def]
-    with w3.batch_requests() as batch:
-        for token_id in token_ids:
-            batch.add(contract.functions.seedOf(token_id))
-        results = batch.execute()
-    return {token_id: bytes(seed) for token_id, seed in zip(token_ids, results, strict=True)}
+    return {t: bytes(seed) for t, seed in call_per_token(w3, contract, "seedOf", token_ids).items()}

@@ -82,7 +82,7 @@ def publish_batch(collection_pk: int, limit: int | None = None) -> PublishSummar
     """Claim and publish one batch of the collection's pinned tokens (see the module doc)."""
     from chain import wallets
     from chain.chains import web3_for
-    from chain.contract import bind
+    from chain.contract import bind, call_per_token
     from chain.errors import TransactionReverted, WalletCannotPay
     from chain.sender import send_transaction
     from generation.pipeline import PublishFailed
@@ -100,7 +100,12 @@ def publish_batch(collection_pk: int, limit: int | None = None) -> PublishSummar
                 f"the RPC endpoints of chain {collection.chain_id} serve chain {w3.eth.chain_id}"
             )
         contract = bind(w3, collection.contract_address)
-        on_chain = _digests(w3, contract, [t.token_id for t in tokens])
+        on_chain = {
+            t: bytes(d)
+            for t, d in call_per_token(
+                w3, contract, "metadataDigestOf", [t.token_id for t in tokens]
+            ).items()
+        }
         to_send: list[Token] = []
         for token in tokens:
             ours, theirs = bytes.fromhex(token.metadata_sha256), on_chain[token.token_id]
@@ -123,7 +128,9 @@ def publish_batch(collection_pk: int, limit: int | None = None) -> PublishSummar
             summary.tx_hash = receipt["transactionHash"].to_0x_hex()
             block = receipt["blockNumber"]
         sent = {t.pk for t in to_send}
-        uris = _token_uris(w3, contract, [t.token_id for t in tokens if t.pk not in summary.failed])
+        uris = call_per_token(
+            w3, contract, "tokenURI", [t.token_id for t in tokens if t.pk not in summary.failed]
+        )
     except WalletCannotPay as exc:
         _release(claim_id, f"waiting to publish: {exc}")
         raise PublishPaused(str(exc)) from exc
@@ -195,21 +202,3 @@ def _fail(token: Token, reason: str) -> None:
     from generation.pipeline import mark_failed
 
     mark_failed(token.pk, f"publish: {reason}")
-
-
-def _digests(w3, contract, token_ids: list[int]) -> dict[int, bytes]:  # type: ignore[no-untyped-def]
-    with w3.batch_requests() as batch:
-        for token_id in token_ids:
-            batch.add(contract.functions.metadataDigestOf(token_id))
-        answers = batch.execute()
-    return {t: bytes(a) for t, a in zip(token_ids, answers, strict=True)}
-
-
-def _token_uris(w3, contract, token_ids: list[int]) -> dict[int, str]:  # type: ignore[no-untyped-def]
-    if not token_ids:
-        return {}
-    with w3.batch_requests() as batch:
-        for token_id in token_ids:
-            batch.add(contract.functions.tokenURI(token_id))
-        answers = batch.execute()
-    return dict(zip(token_ids, answers, strict=True))

@@ -33,7 +33,7 @@ SEED_SOURCES = {
     2: "on-chain: EIP-2935 block hash history",
     3: "LATE: block hash supplied by the admin (commitLateSeeds)",
 }
-DEFAULT_GATEWAY = "https://ipfs.io"
+PUBLIC_GATEWAY = "https://ipfs.io"  # the last resort when no gateway of the project answers
 PIXEL_TOLERANCE = 1.0  # mean absolute difference per channel value (0-255) a re-render may show
 CLIP_TOLERANCE = 1e-4  # how far a recomputed CLIP score may be from the recorded one
 FETCH_TIMEOUT = 30.0
@@ -128,22 +128,78 @@ def _hex(value: bytes | None) -> str:
 
 
 class Gateway:
-    """Fetches ``<gateway>/ipfs/<cid>`` (a gateway URL given with or without ``/ipfs``)."""
+    """Fetches ``<gateway>/ipfs/<cid>`` from the first of ``urls`` that serves it (each URL
+    given with or without ``/ipfs``).
 
-    def __init__(self, url: str, client: httpx.Client | None = None) -> None:
-        self.base = url.rstrip("/").removesuffix("/ipfs")
+    Only a gateway that cannot be reached or does not answer 200 is passed over: bytes that
+    come back are what the checks hash, so a gateway serving wrong bytes fails the check, it is
+    not routed around. ``served`` lists the gateways that answered, in order.
+    """
+
+    def __init__(self, urls: str | Sequence[str], client: httpx.Client | None = None) -> None:
+        urls = [urls] if isinstance(urls, str) else list(urls)
+        if not urls:
+            raise VerifyError("no IPFS gateway given")
+        self.bases = [url.rstrip("/").removesuffix("/ipfs") for url in urls]
         self.client = client or httpx.Client(timeout=FETCH_TIMEOUT, follow_redirects=True)
+        self.served: list[str] = []
 
     def fetch(self, uri: str) -> bytes:
         cid = uri.removeprefix("ipfs://").split("/")[0]
-        url = f"{self.base}/ipfs/{cid}"
+        errors = []
+        for base in self.bases:
+            url = f"{base}/ipfs/{cid}"
+            try:
+                response = self.client.get(url)
+            except httpx.HTTPError as exc:
+                errors.append(f"cannot fetch {url}: {type(exc).__name__}: {exc}")
+                continue
+            if response.status_code != 200:
+                errors.append(f"{url} answered HTTP {response.status_code}")
+                continue
+            if base not in self.served:
+                self.served.append(base)
+            return response.content
+        raise VerifyError("; ".join(errors))
+
+
+def default_gateways(project_gateway: str | None = None) -> list[str]:
+    """The gateways tried when none is given: the project's own (``project_gateway``, else
+    ``$IPFS_GATEWAY_URL``, else the one a running ``make run`` wrote into
+    ``var/run/deployment.json``), then a public one."""
+    found = project_gateway or os.environ.get("IPFS_GATEWAY_URL")
+    if not found:
+        var = Path(os.environ.get("MINT_VAR_DIR") or "var")
         try:
-            response = self.client.get(url)
-        except httpx.HTTPError as exc:
-            raise VerifyError(f"cannot fetch {url}: {type(exc).__name__}: {exc}") from exc
-        if response.status_code != 200:
-            raise VerifyError(f"{url} answered HTTP {response.status_code}")
-        return response.content
+            found = json.loads((var / "run" / "deployment.json").read_text())["ipfs_gateway_url"]
+        except (OSError, ValueError, KeyError, TypeError):
+            found = None
+    return [found, PUBLIC_GATEWAY] if found and found != PUBLIC_GATEWAY else [PUBLIC_GATEWAY]
+
+
+class Models:
+    """Loaded models, kept for every token of one run (``--all`` loads each model once)."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[tuple[Any, ...], Any] = {}
+
+    def renderer(self, weights: Weights, device: str, dtype: str | None) -> Any:
+        from generation.rendering import Renderer
+
+        key = ("render", weights.diffusion, weights.config_dir, device, dtype)
+        if key not in self._loaded:
+            self._loaded[key] = Renderer(
+                weights.diffusion, device, config_dir=weights.config_dir, dtype=dtype
+            )
+        return self._loaded[key]
+
+    def scorer(self, weights: Weights, device: str) -> Any:
+        from generation.clip_gate import ClipScorer
+
+        key = ("clip", weights.clip, device)
+        if key not in self._loaded:
+            self._loaded[key] = ClipScorer(weights.clip, device)
+        return self._loaded[key]
 
 
 # ------------------------------------------------------------------------------ 1. chain, seed
@@ -470,12 +526,14 @@ def check_rerender(
     state: _State,
     *,
     device: str | None = None,
+    dtype: str | None = None,
     tolerance: float = PIXEL_TOLERANCE,
+    models: Models | None = None,
 ) -> Check:
     import numpy as np
     from PIL import Image
 
-    from generation.rendering import Renderer, RenderParams, png_bytes
+    from generation.rendering import RenderParams, png_bytes
 
     name = "rerender"
     if weights is None:
@@ -486,9 +544,10 @@ def check_rerender(
         return skipped(name, "the published image, the metadata or the seed was not verified")
     prov = state.metadata["provenance"]
     render, model = prov["render"], prov["model"]
-    dtype = model.get("dtype") or None
+    recorded_dtype = model.get("dtype") or None
+    dtype = dtype or recorded_dtype
     where = _torch_device(model.get("device"), device)
-    renderer = Renderer(weights.diffusion, where, config_dir=weights.config_dir, dtype=dtype)
+    renderer = (models or Models()).renderer(weights, where, dtype)
     params = RenderParams(
         prompt=render["prompt"],
         negative_prompt=render["negative_prompt"],
@@ -499,7 +558,10 @@ def check_rerender(
         scheduler=model.get("scheduler", ""),
     )
     data = png_bytes(renderer.render(params, state.seed, int(prov["attempt"])))
-    how = f"{where}, {dtype or 'default dtype'}, torch seed {prov['torch_seed']}"
+    precision = dtype or "default dtype"
+    if dtype != recorded_dtype:
+        precision += f" (recorded: {recorded_dtype or 'not recorded'})"
+    how = f"{where}, {precision}, torch seed {prov['torch_seed']}"
     if data == state.image:
         return passed(name, f"bit-exact re-render ({how})")
     ours = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.int16)
@@ -521,10 +583,11 @@ def check_clip_scores(
     *,
     device: str | None = None,
     tolerance: float = CLIP_TOLERANCE,
+    models: Models | None = None,
 ) -> Check:
     from PIL import Image
 
-    from generation.clip_gate import ClipScorer, TraitCheck
+    from generation.clip_gate import TraitCheck
     from generation.clip_gate import check_image as gate
 
     name = "clip_scores"
@@ -537,7 +600,7 @@ def check_clip_scores(
     if state.traits is None:
         return skipped(name, "the traits were not verified")
     clip, config = state.metadata["provenance"]["clip"], state.config
-    scorer = ClipScorer(weights.clip, device or "cpu")
+    scorer = (models or Models()).scorer(weights, device or "cpu")
     checks = [
         TraitCheck(
             c["name"], state.traits[c["name"]], {o["name"]: o["prompt"] for o in c["options"]}
@@ -588,14 +651,21 @@ def verify_token(
     rpc_url: str,
     contract: str,
     token_id: int,
-    gateway_url: str,
+    gateway: str | Sequence[str] | Gateway,
     weights: Path | str | Weights | None = None,
     *,
     device: str | None = None,
+    dtype: str | None = None,
     pixel_tolerance: float = PIXEL_TOLERANCE,
     clip_tolerance: float = CLIP_TOLERANCE,
+    models: Models | None = None,
 ) -> list[Check]:
-    """Every check of one token, in order; raises ``VerifyError`` for unusable input."""
+    """Every check of one token, in order; raises ``VerifyError`` for unusable input.
+
+    ``gateway``: one URL, several tried in order, or a :class:`Gateway`. ``dtype`` re-renders
+    in another precision than the recorded one (the distance is then measured, not bit-exact).
+    ``models`` keeps loaded models between calls.
+    """
     from chain.contract import bind
 
     resolved = _weights(weights)
@@ -609,7 +679,9 @@ def verify_token(
     if not w3.eth.get_code(Web3.to_checksum_address(contract)):
         raise VerifyError(f"no contract at {contract} on chain {chain_id}")
     bound = bind(w3, contract)
-    gateway = Gateway(gateway_url)
+    if not isinstance(gateway, Gateway):
+        gateway = Gateway(gateway)
+    models = models or Models()
     state = _State(token_id=token_id, chain_id=chain_id)
     state.collection_name = bound.functions.name().call()
     return [
@@ -624,8 +696,10 @@ def verify_token(
         check_render_params(state),
         check_clip_thresholds(state),
         check_model_fingerprint(resolved, state),
-        check_rerender(resolved, state, device=device, tolerance=pixel_tolerance),
-        check_clip_scores(resolved, state, device=device, tolerance=clip_tolerance),
+        check_rerender(
+            resolved, state, device=device, dtype=dtype, tolerance=pixel_tolerance, models=models
+        ),
+        check_clip_scores(resolved, state, device=device, tolerance=clip_tolerance, models=models),
     ]
 
 
@@ -658,9 +732,9 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def add_arguments(p: argparse.ArgumentParser, *, default_gateway: str | None = None) -> None:
+def add_arguments(p: argparse.ArgumentParser, *, project_gateway: str | None = None) -> None:
     """The command line, shared by ``mintverify`` and ``manage.py verify_token``."""
-    gateway = default_gateway or os.environ.get("IPFS_GATEWAY_URL", DEFAULT_GATEWAY)
+    gateways = default_gateways(project_gateway)
     p.add_argument("--rpc", required=True, help="JSON-RPC URL of the chain")
     p.add_argument("--contract", required=True, help="the collection's contract address")
     which = p.add_mutually_exclusive_group(required=True)
@@ -668,16 +742,35 @@ def add_arguments(p: argparse.ArgumentParser, *, default_gateway: str | None = N
     which.add_argument("--all", action="store_true", help="every minted token")
     p.add_argument(
         "--gateway",
-        default=gateway,
-        help="IPFS gateway URL (default: %(default)s)",
+        action="append",
+        help="IPFS gateway URL; repeat it to try several in order (default: "
+        f"{', then '.join(gateways)})",
     )
+    p.set_defaults(default_gateways=gateways)
     p.add_argument("--weights", type=Path, help="folder with diffusion/ and clip/")
     p.add_argument("--diffusion", type=Path, help="diffusion weights (instead of --weights)")
     p.add_argument("--clip", type=Path, help="CLIP weights (instead of --weights)")
     p.add_argument("--model-config", type=Path, help="component configs of a single-file model")
     p.add_argument("--device", help="torch device for the re-render (default: as recorded)")
-    p.add_argument("--pixel-tolerance", type=float, default=PIXEL_TOLERANCE)
-    p.add_argument("--clip-tolerance", type=float, default=CLIP_TOLERANCE)
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "float16", "bfloat16"],
+        help="precision of the re-render (default: as recorded); another one is compared "
+        "within --pixel-tolerance",
+    )
+    p.add_argument(
+        "--pixel-tolerance",
+        type=float,
+        default=PIXEL_TOLERANCE,
+        help="mean absolute difference (0-255 scale) a re-render that is not bit-exact may show "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--clip-tolerance",
+        type=float,
+        default=CLIP_TOLERANCE,
+        help="how far a recomputed CLIP score may be from the recorded one (default: %(default)s)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -700,16 +793,20 @@ def run(args: argparse.Namespace, out: Any = None) -> int:
             token_ids = list(range(1, bind(w3, args.contract).functions.totalSupply().call() + 1))
         else:
             token_ids = [args.token]
+        gateway = Gateway(args.gateway or args.default_gateways)
+        models = Models()
         results = {
             token_id: verify_token(
                 args.rpc,
                 args.contract,
                 token_id,
-                args.gateway,
+                gateway,
                 resolved,
                 device=args.device,
+                dtype=args.dtype,
                 pixel_tolerance=args.pixel_tolerance,
                 clip_tolerance=args.clip_tolerance,
+                models=models,
             )
             for token_id in token_ids
         }
@@ -724,6 +821,7 @@ def run(args: argparse.Namespace, out: Any = None) -> int:
         document = {
             "contract": args.contract,
             "verdict": "FAIL" if any_failed else "PASS",
+            "gateways": gateway.served,
             "tokens": [
                 {"token_id": t, "verdict": verdict(cs), "checks": [asdict(c) for c in cs]}
                 for t, cs in results.items()
@@ -734,11 +832,21 @@ def run(args: argparse.Namespace, out: Any = None) -> int:
         print("\n\n".join(render_table(t, cs) for t, cs in results.items()), file=out)
         if len(results) > 1:
             print(f"\n{len(results)} tokens: {'FAIL' if any_failed else 'PASS'}", file=out)
+        if len(gateway.bases) > 1:
+            print(f"gateways that served: {', '.join(gateway.served) or 'none'}", file=out)
     return 1 if any_failed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run(parser().parse_args(argv))
+    try:
+        status = run(parser().parse_args(argv))
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        # the reader went away (``mintverify ... | head``): no traceback, and no second error
+        # when Python flushes stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

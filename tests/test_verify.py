@@ -82,6 +82,8 @@ class World:
     tokens: dict[int, Token]
     quota_contract: str  # a quota-mode collection of 3, every token published honestly
     quota_traits: list[str]  # their palettes, in token order
+    single_file_contract: str  # a collection on a single-file checkpoint, token 1 published
+    checkpoint: Path  # that checkpoint (its component configs: reference_models/diffusion)
 
 
 def listen(w3: Web3, collection: Collection) -> list[int]:
@@ -131,8 +133,15 @@ def anvil() -> Iterator[Anvil]:
 
 @pytest.fixture(scope="module")
 def world(
-    django_db_setup, django_db_blocker, anvil: Anvil, reference_models: Path, live_server
+    django_db_setup,
+    django_db_blocker,
+    anvil: Anvil,
+    reference_models: Path,
+    live_server,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[World]:  # type: ignore[no-untyped-def]
+    from generation.single_file import export_single_file
+
     w3 = Web3(Web3.HTTPProvider(anvil.rpc_url))
     with django_db_blocker.unblock():
         collection = deploy_collection(
@@ -179,6 +188,19 @@ def world(
             .order_by("token_id")
             .values_list("traits__palette", flat=True)
         )
+        # a collection whose model is one .safetensors file in the original SD layout
+        checkpoint = export_single_file(
+            reference_models / "diffusion", tmp_path_factory.mktemp("ckpt") / "model.safetensors"
+        )
+        single = deploy_collection(
+            w3,
+            DEPLOYER.private_key,
+            CollectionSpec(slug="verify-single-file", rarity=PALETTE, model_dir=str(checkpoint),
+                           model_config_dir=str(reference_models / "diffusion")),
+        )  # fmt: skip
+        mint(w3, single, 1)
+        mine(w3, 2)
+        through_pipeline(w3, single, listen(w3, single), lambda token: None)
     yield World(
         anvil.rpc_url,
         collection.contract_address,
@@ -186,6 +208,8 @@ def world(
         tokens,
         quota.contract_address,
         palettes,
+        single.contract_address,
+        checkpoint,
     )
 
 
@@ -391,3 +415,103 @@ def test_quota_traits_are_replayed_over_the_earlier_tokens(world: World) -> None
         assert f"quota replay over tokens 1..{token_id}" in by_name["traits"].detail
         assert [c.name for c in checks if c.status == verify.FAIL] == []
     assert sorted(world.quota_traits) == ["cold", "warm", "warm"]
+
+
+def test_a_token_rendered_from_a_single_file_checkpoint_verifies_against_that_file(
+    world: World, reference_models: Path, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    args = ["--rpc", world.rpc_url, "--contract", world.single_file_contract, "--token", "1"]
+    args += ["--gateway", world.gateway, "--json", "--clip", str(reference_models / "clip")]
+    with_configs = ["--model-config", str(reference_models / "diffusion")]
+    assert verify.main([*args, "--diffusion", str(world.checkpoint), *with_configs]) == 0
+    checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)["tokens"][0]["checks"]}
+    assert {c["status"] for c in checks.values()} == {verify.PASS}
+    digest = hashlib.sha256(world.checkpoint.read_bytes()).hexdigest()
+    assert f"diffusion sha256:{digest}" in checks["model_fingerprint"]["detail"]
+    assert checks["rerender"]["detail"].startswith("bit-exact")
+    # the same weights as a diffusers folder are not the file the provenance names
+    folder = ["--diffusion", str(reference_models / "diffusion")]
+    assert verify.main([*args, *folder]) == 1
+    document = json.loads(capsys.readouterr().out)
+    assert document["tokens"][0]["verdict"] == "FAIL: model_fingerprint"
+
+
+def test_a_re_render_in_another_precision_is_measured_against_the_tolerance(
+    world: World, reference_models: Path
+) -> None:
+    # The token was rendered in float32 on this CPU; a verifier re-rendering in bfloat16 (as a
+    # machine without the recorded precision might) gets close pixels, not the same bytes.
+    models = verify.Models()
+
+    def rerender(tolerance: float) -> verify.Check:
+        checks = verify.verify_token(
+            world.rpc_url, world.contract, HONEST, world.gateway, reference_models,
+            dtype="bfloat16", pixel_tolerance=tolerance, models=models,
+        )  # fmt: skip
+        (check,) = [c for c in checks if c.name == "rerender"]
+        assert [c.name for c in checks if c.failed] == (
+            [] if check.status == verify.PASS else ["rerender"]
+        )
+        return check
+
+    close = rerender(verify.PIXEL_TOLERANCE)
+    assert close.status == verify.PASS, close.detail
+    assert close.detail.startswith("not bit-exact, within tolerance: max ")
+    assert "bfloat16 (recorded: float32)" in close.detail
+    mean = float(close.detail.split("mean ")[1].split()[0])
+    assert 0 < mean <= verify.PIXEL_TOLERANCE
+    strict = rerender(mean / 2)
+    assert strict.status == verify.FAIL
+    assert f"mean {mean:.4f} (tolerance: mean <= {mean / 2})" in strict.detail
+
+
+def test_gateways_are_tried_in_order_but_wrong_bytes_are_never_routed_around(
+    world: World, liar: LyingGateway
+) -> None:
+    from chain.anvil import free_port
+
+    closed = f"http://127.0.0.1:{free_port()}/ipfs"
+    gateway = verify.Gateway([closed, world.gateway])
+    results = run(world, HONEST, gateway)
+    assert failures(results) == set()
+    assert gateway.served == [world.gateway.removesuffix("/ipfs")]
+    # a gateway that answers with wrong bytes is caught, even with an honest one behind it
+    cid = world.tokens[HONEST].metadata_cid
+    document = json.loads(liar.fetch(cid))
+    document["description"] = "a nicer story"
+    liar.overrides[cid] = canonical_json(document)
+    assert failures(run(world, HONEST, verify.Gateway([liar.url, world.gateway]))) == {
+        "metadata_digest"
+    }
+    # nothing answers: the check names every gateway it tried
+    checks = verify.verify_token(world.rpc_url, world.contract, HONEST, [closed])
+    (digest,) = [c for c in checks if c.name == "metadata_digest"]
+    assert (
+        digest.status == verify.FAIL
+        and f"cannot fetch {closed.removesuffix('/ipfs')}" in digest.detail
+    )
+
+
+def test_every_token_of_a_run_shares_the_loaded_models(
+    world: World, reference_models: Path
+) -> None:
+    models = verify.Models()
+    for token_id in (HONEST, OTHER):
+        checks = verify.verify_token(
+            world.rpc_url, world.contract, token_id, world.gateway, reference_models, models=models
+        )
+        assert [c.name for c in checks if c.status != verify.PASS] == []
+    assert sorted(key[0] for key in models._loaded) == ["clip", "render"]
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(world: World) -> None:
+    # `true` exits without reading: the verifier's first write meets a closed pipe
+    args = ["--rpc", world.rpc_url, "--contract", world.contract, "--gateway", world.gateway]
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    command = f"{sys.executable} -m generation.verify {' '.join(args)} --all | true"
+    done = subprocess.run(
+        ["bash", "-c", f"{command}; echo verifier exit ${{PIPESTATUS[0]}}"],
+        cwd=REPO, capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert done.stdout == "verifier exit 1\n"
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr

@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
 
-.PHONY: run test demo gas bench bench-listener bench-publish install models lint format contracts clean
+.PHONY: run test demo gas bench bench-listener bench-publish bench-load soak install models lint format contracts clean
 
 run: install models
 	$(PY) manage.py run_stack
@@ -31,6 +31,17 @@ bench-listener: install
 # 500 pinned tokens to FINAL on anvil through the real sender, batched and one per transaction.
 bench-publish: install
 	$(PY) manage.py bench_publish --write docs/benchmarks.md
+
+# The token status endpoint under 200 locust collectors polling like the mint page, with the
+# web tier under gunicorn, pipeline idle then running (real render + io workers) side by side;
+# uses DATABASE_URL / REDIS_URL when set (PostgreSQL is the target).
+bench-load: install models
+	DRAMATIQ_NAMESPACE=mint-bench $(PY) -m tests.with_broker $(PY) manage.py bench_load --write docs/benchmarks.md
+
+# 1,000 mints through the whole pipeline, a render worker SIGKILLed and Redis restarted partway
+# (docs/faults.md); prints minted, published, lost, and fails when lost > 0. SOAK_MINTS=40 for less.
+soak: install models
+	$(PY) manage.py soak --mints $(or $(SOAK_MINTS),1000)
 
 # The mint page's wallet library, served as a static file (git-ignored; no CDN).
 ETHERS_JS := mintsite/static/mintsite/vendor/ethers.umd.min.js

@@ -13,6 +13,7 @@ from chain.errors import WalletCannotPay
 from chain.seed_commit import commit_seeds as commit_and_check
 from generation import pipeline
 from generation.models import Collection, Token
+from generation.tasks import BOOKKEEPING
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ def enqueue_seed_commits(collection: Collection, token_pks: list[int]) -> None:
         commit_seeds.send(collection.pk, chunk)
 
 
-@dramatiq.actor(queue_name="io", max_retries=3)
+@dramatiq.actor(queue_name="io", **BOOKKEEPING)
 def record_commit_failure(message_data: dict[str, Any], retry_data: dict[str, Any]) -> None:
     traceback = message_data.get("options", {}).get("traceback", "").strip()
     last_error = traceback.splitlines()[-1] if traceback else "no traceback recorded"

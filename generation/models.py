@@ -274,6 +274,10 @@ class Token(models.Model):
         max_length=32, blank=True, help_text="The publishing run that holds this token"
     )
     publish_block_number = models.PositiveBigIntegerField(null=True, blank=True)
+    # The render that holds this RENDERING token (generation/pipeline.py): another delivery of
+    # its message stands down until the lease lapses, and a run that lost it writes nothing.
+    render_lease_owner = models.CharField(max_length=100, blank=True)
+    render_lease_expires = models.DateTimeField(null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -4,6 +4,14 @@ Each stage claims the token with a conditional UPDATE on its status, so a redeli
 finds nothing to do, and each writes its result only while the token is still where the stage
 left it. Expected failures raise ``PipelineError`` and end the token FAILED with the reason;
 nothing is pinned or published for it.
+
+A render also holds a lease on its token (``render_lease_owner``/``render_lease_expires``,
+``RENDER_LEASE_SECONDS``, renewed before each attempt, on the database's clock so many machines
+agree): Dramatiq may deliver a render twice at once (a redelivery after a missed heartbeat, a
+worker found dead that was not), and the second delivery then stands down
+(``RenderLeaseHeld``) instead of rendering beside the first. A worker killed mid-render leaves
+its lease to lapse, and the next delivery takes the token over. A run whose lease was taken
+over writes nothing: each of its UPDATEs names its lease.
 """
 
 from __future__ import annotations
@@ -11,12 +19,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import socket
+import threading
 import time
+import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import DateTimeField, ExpressionWrapper, Q
+from django.db.models.functions import Now
 
 from generation import events
 from generation.metadata import build_metadata, canonical_json, software_versions
@@ -44,6 +58,72 @@ class PublishFailed(PipelineError, RuntimeError):
 
 class TraitsNotReady(Exception):
     """Quota mode: token k's traits need the seeds of tokens 1..k-1, not all committed yet."""
+
+
+class RenderLeaseHeld(Exception):
+    """Another run holds the token's render lease: this delivery stands down. The actor sends
+    the message again for when the lease lapses (``expires_in`` seconds), in case its holder
+    died; by then a live holder has finished and the message finds nothing to do."""
+
+    def __init__(self, token_pk: int, owner: str, expires_in: float) -> None:
+        super().__init__(
+            f"token pk={token_pk} is being rendered by {owner} (lease lapses in "
+            f"{expires_in:.1f} s); standing down"
+        )
+        self.token_pk, self.owner, self.expires_in = token_pk, owner, expires_in
+
+
+def _new_lease_owner() -> str:
+    """Who renders: host, process and thread (what an operator looks for), and a nonce, since
+    one thread may render the same token twice in a row."""
+    name = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{uuid.uuid4().hex[:8]}"
+    return name[-100:]
+
+
+def _lease_until() -> ExpressionWrapper:
+    """Now plus the lease, on the database's clock."""
+    return ExpressionWrapper(
+        Now() + timedelta(seconds=settings.RENDER_LEASE_SECONDS), output_field=DateTimeField()
+    )
+
+
+def _lease_free() -> Q:
+    """A token no live render holds: not RENDERING, or RENDERING with a lapsed or no lease."""
+    return (
+        ~Q(status=Status.RENDERING)
+        | Q(render_lease_expires__isnull=True)
+        | Q(render_lease_expires__lt=Now())
+    )
+
+
+def _renew_lease(token_pk: int, owner: str) -> bool:
+    """Extend this run's lease; False when it was taken over (this run must stand down)."""
+    return bool(
+        Token.objects.filter(pk=token_pk, status=Status.RENDERING, render_lease_owner=owner).update(
+            render_lease_expires=_lease_until()
+        )
+    )
+
+
+def _release_lease(token_pk: int, owner: str) -> None:
+    """Give the lease up at once (the run failed): the retry takes the token without waiting."""
+    Token.objects.filter(pk=token_pk, status=Status.RENDERING, render_lease_owner=owner).update(
+        render_lease_owner="", render_lease_expires=None
+    )
+
+
+def _lease_holder(token_pk: int) -> tuple[str, float] | None:
+    """(owner, seconds left) of a live lease on the token, if one holds it."""
+    row = (
+        Token.objects.filter(pk=token_pk, status=Status.RENDERING, render_lease_expires__gte=Now())
+        .annotate(db_now=Now())
+        .values_list("render_lease_owner", "render_lease_expires", "db_now")
+        .first()
+    )
+    if row is None:
+        return None
+    owner, expires, now = row
+    return owner, max((expires - now).total_seconds(), 0.0)
 
 
 def traits_for(token: Token, seed: bytes) -> dict[str, str]:
@@ -191,7 +271,8 @@ def cached_render(renderer, params, seed: bytes, attempt: int, batcher=None):  #
             return cached.convert("RGB")
     image = (batcher or renderer).render(params, seed, attempt)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    # a name of this thread's own: two renders of the same inputs may finish side by side
+    tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_bytes(png_bytes(image))
     tmp.replace(path)
     return image
@@ -206,13 +287,10 @@ def run_render(
     With ``rerender_by`` (a manager's re-render of a NEEDS_REVIEW token, see
     generation/review.py) the attempts go on from where they stopped up to ``until``, through
     the same gate, and the record says who asked. Returns the token's new status, or None when
-    there is nothing to do (another delivery has it, its attempts are used up, or its
-    collection is paused: ``resume()`` re-sends).
+    there is nothing to do (another delivery has it, its attempts are used up, its
+    collection is paused: ``resume()`` re-sends, or this run's lease was taken over). Raises
+    ``RenderLeaseHeld`` when a live run holds the token (see the module doc).
     """
-    from generation.clip_gate import check_image, embedding_to_bytes
-    from generation.rendering import png_bytes
-    from generation.traits import render_prompt
-
     if rerender_by is None:
         renderable = [Status.SEED_COMMITTED, Status.RENDERING]
     else:
@@ -234,18 +312,52 @@ def run_render(
         traits = traits_for(token, seed)  # TraitsNotReady (quota mode) leaves it as it is
     except ValueError as exc:
         raise RenderFailed(f"traits cannot be drawn: {exc}") from exc
+    owner = _new_lease_owner()
     with transaction.atomic():  # one commit for the claim and its event
         _relaxed_commit()
         claimed = Token.objects.filter(
-            pk=token_pk, status__in=renderable, attempt__lt=limit
-        ).update(status=Status.RENDERING)
-        if claimed != 1:
-            return None
-        if rerender_by is None:
-            events.record([token_pk], Status.RENDERING, f"attempt {first}")
-        else:
-            detail = f"re-render by {rerender_by}: attempts {first}..{limit - 1}"
+            _lease_free(), pk=token_pk, status__in=renderable, attempt__lt=limit
+        ).update(
+            status=Status.RENDERING, render_lease_owner=owner, render_lease_expires=_lease_until()
+        )
+        if claimed == 1:
+            if rerender_by is None:
+                detail = f"attempt {first}"
+            else:
+                detail = f"re-render by {rerender_by}: attempts {first}..{limit - 1}"
+            if token.status == Status.RENDERING and token.render_lease_owner:
+                detail += f" (taken over from {token.render_lease_owner}, whose lease lapsed)"
             events.record([token_pk], Status.RENDERING, detail)
+    if claimed != 1:
+        holder = _lease_holder(token_pk)
+        if holder is not None:
+            raise RenderLeaseHeld(token_pk, *holder)
+        return None
+    try:
+        return _render_claimed(token, owner, traits, first, limit, rerender_by)
+    except BaseException:
+        # a failed try frees the token for its retry at once; a killed worker cannot, and its
+        # lease lapses instead
+        _release_lease(token_pk, owner)
+        raise
+
+
+def _render_claimed(  # type: ignore[no-untyped-def]
+    token: Token,
+    owner: str,
+    traits: dict[str, str],
+    first: int,
+    limit: int,
+    rerender_by: str | None,
+) -> str | None:
+    """The attempts of a claimed render (see ``run_render``); every write names ``owner``."""
+    from generation.clip_gate import check_image, embedding_to_bytes
+    from generation.rendering import png_bytes
+    from generation.traits import render_prompt
+
+    token_pk, collection = token.pk, token.collection
+    seed = bytes.fromhex(token.seed.removeprefix("0x"))
+    mine = Token.objects.filter(pk=token_pk, status=Status.RENDERING, render_lease_owner=owner)
     try:
         prompt = render_prompt(
             collection.prompt_template,
@@ -284,6 +396,10 @@ def run_render(
             raise RenderFailed(f"the collection's style images cannot be read: {exc}") from exc
     reasons: list[str] = []
     for attempt in range(first, limit):
+        # the claim has just taken the lease for the first attempt: one commit less per token
+        if attempt > first and not _renew_lease(token_pk, owner):
+            log.warning("%s: lease taken over before attempt %d; standing down", token, attempt)
+            return None
         began = time.perf_counter()
         try:
             image = cached_render(renderer, params, seed, attempt, batcher)
@@ -312,16 +428,16 @@ def run_render(
             log.info("%s attempt %d rejected by the CLIP gate: %s", token, attempt, reasons)
             with transaction.atomic():
                 _relaxed_commit()
-                Token.objects.filter(pk=token_pk, status=Status.RENDERING).update(
-                    attempt=attempt + 1, clip_scores=clip
-                )
+                if not mine.update(attempt=attempt + 1, clip_scores=clip):
+                    log.warning("%s: lease taken over during attempt %d", token, attempt)
+                    return _moved_while_rendering(token_pk)
                 detail = f"attempt {attempt} rejected by the CLIP gate: " + "; ".join(reasons)
                 events.record([token_pk], Status.RENDERING, detail)
             continue
         data = png_bytes(image)
         path = render_cache_path(token, attempt)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_bytes(data)
         tmp.replace(path)
         detail = f"attempt {attempt} passed the CLIP gate"
@@ -332,8 +448,10 @@ def run_render(
         if rerender_by is not None:
             record["rerendered_by"] = rerender_by
         with transaction.atomic():
-            done = Token.objects.filter(pk=token_pk, status=Status.RENDERING).update(
+            done = mine.update(
                 status=Status.RENDERED,
+                render_lease_owner="",
+                render_lease_expires=None,
                 attempt=attempt,
                 image_sha256=hashlib.sha256(data).hexdigest(),
                 clip_scores=clip,
@@ -354,8 +472,11 @@ def run_render(
         )
     reason += "; ".join(reasons)
     with transaction.atomic():
-        done = Token.objects.filter(pk=token_pk, status=Status.RENDERING).update(
-            status=Status.NEEDS_REVIEW, failure_reason=reason
+        done = mine.update(
+            status=Status.NEEDS_REVIEW,
+            failure_reason=reason,
+            render_lease_owner="",
+            render_lease_expires=None,
         )
         if done:
             events.record([token_pk], Status.NEEDS_REVIEW, reason)
@@ -363,9 +484,9 @@ def run_render(
 
 
 def _moved_while_rendering(token_pk: int) -> None:
-    """The token left RENDERING while it rendered. Back at a status that renders again (its
+    """The token left this run while it rendered. Back at a status that renders again (its
     claim was lost, or a manager sent it back), raise so the message is retried and finds it;
-    anywhere else, someone else has it: nothing to do."""
+    anywhere else (another run's lease included), someone else has it: nothing to do."""
     status = Token.objects.filter(pk=token_pk).values_list("status", flat=True).first()
     if status in (Status.SEED_COMMITTED, Status.NEEDS_REVIEW):
         raise RuntimeError(f"token pk={token_pk} went back to {status} while rendering; retrying")

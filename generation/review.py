@@ -61,7 +61,7 @@ from PIL import Image
 
 from generation import events, pipeline
 from generation.models import Collection, Token
-from generation.tasks import RENDER_QUEUE, pin_token
+from generation.tasks import RENDER_QUEUE, lease_wait_ms, pin_token
 
 log = logging.getLogger(__name__)
 Status = Token.Status
@@ -416,7 +416,15 @@ def rerender(token_pk: int, requested_by: str, until: int) -> str | None:
 # Actors (generation/tasks.py imports this module, so every worker declares them)
 
 
-@dramatiq.actor(queue_name=RENDER_QUEUE, max_retries=2, min_backoff=2_000, max_backoff=30_000)
+@dramatiq.actor(
+    queue_name=RENDER_QUEUE,
+    max_retries=2,
+    min_backoff=2_000,
+    max_backoff=30_000,
+    time_limit=10 * 60_000,  # loads the models at worst; renders nothing
+    # an approval that waited a week is stale: dropped, the token stays in review to decide anew
+    max_age=7 * 86_400_000,
+)
 def approve_token(token_pk: int, approved_by: str, attempt: int) -> None:
     # No on_retry_exhausted: a token whose approval keeps failing stays in NEEDS_REVIEW.
     approve(token_pk, approved_by, attempt)
@@ -433,5 +441,9 @@ def approve_token(token_pk: int, approved_by: str, attempt: int) -> None:
 def rerender_token(token_pk: int, requested_by: str, until: int) -> None:
     try:
         rerender(token_pk, requested_by, until)
+    except pipeline.RenderLeaseHeld as held:
+        rerender_token.send_with_options(
+            args=(token_pk, requested_by, until), delay=lease_wait_ms(held)
+        )
     except pipeline.PipelineError as exc:
         pipeline.mark_failed(token_pk, str(exc))

@@ -1,10 +1,15 @@
 """Dramatiq actors: thin shells around generation.pipeline.
 
 Actors receive token primary keys, never objects, and are safe to run twice. Each has an
-explicit retry count and time limit; expected failures (``PipelineError``) end the token
-FAILED at once, and anything else is retried, then recorded by ``record_failure`` once the
-retries are used up (Dramatiq's ``on_retry_exhausted``; its ``on_failure`` callback would fire
-on every failed try, retried or not).
+explicit retry count, backoff and time limit (tests/test_faults.py checks every
+declared actor; Dramatiq's defaults are 20 retries over up to 7 days and a 10-minute limit);
+expected failures (``PipelineError``) end the token FAILED at once, and anything else is
+retried, then recorded by ``record_failure`` once the retries are used up (Dramatiq's
+``on_retry_exhausted``; its ``on_failure`` callback would fire on every failed try, retried or
+not). A message that used up its retries lands in the queue's dead-letter set
+(``<namespace>:<queue>.XQ`` in Redis, kept ``DRAMATIQ_DEAD_MESSAGE_TTL``). No pipeline actor
+has a ``max_age``: Dramatiq drops a message older than that unprocessed, and a token whose
+message waited out a long backlog would be lost.
 """
 
 from __future__ import annotations
@@ -20,9 +25,17 @@ from generation.models import Token
 RENDER_QUEUE = "render"
 QUOTA_WAIT_MS = 10_000
 IO_QUEUE = "io"
+# The bookkeeping actors (a failure recorded after the retries): one quick database write,
+# retried a few times over about a minute (the database restarting), then dead-lettered.
+BOOKKEEPING = {
+    "max_retries": 3,
+    "min_backoff": 1_000,
+    "max_backoff": 30_000,
+    "time_limit": 60_000,
+}
 
 
-@dramatiq.actor(queue_name=IO_QUEUE, max_retries=3)
+@dramatiq.actor(queue_name=IO_QUEUE, **BOOKKEEPING)
 def record_failure(message_data: dict[str, Any], retry_data: dict[str, Any]) -> None:
     """Called once a stage has used up its retries: the token ends FAILED with the last error."""
     token_pk = message_data["args"][0]
@@ -48,6 +61,10 @@ def render_token(token_pk: int) -> None:
     except pipeline.TraitsNotReady:
         # Quota mode, earlier seeds still coming: not a failure, so not a retry either.
         render_token.send_with_options(args=(token_pk,), delay=QUOTA_WAIT_MS)
+        return
+    except pipeline.RenderLeaseHeld as held:
+        # A live run has it; come back when its lease lapses, in case that run's worker died.
+        render_token.send_with_options(args=(token_pk,), delay=lease_wait_ms(held))
         return
     except pipeline.PipelineError as exc:
         pipeline.mark_failed(token_pk, str(exc))
@@ -82,7 +99,12 @@ def schedule_publish(collection_pk: int) -> None:
     publish_pending.send_with_options(args=(collection_pk,), delay=delay)
 
 
-@dramatiq.actor(queue_name=IO_QUEUE, max_retries=3)
+def lease_wait_ms(held: pipeline.RenderLeaseHeld) -> int:
+    """How long a delivery that stood down waits before looking again: the lease, and a beat."""
+    return int(held.expires_in * 1000) + 1_000
+
+
+@dramatiq.actor(queue_name=IO_QUEUE, **BOOKKEEPING)
 def record_publish_failure(message_data: dict[str, Any], retry_data: dict[str, Any]) -> None:
     """``publish_pending`` used up its retries (the chain unreachable for minutes): the tokens
     stay PINNED, and the next pinned token or ``manage.py publish_pending`` tries again."""

@@ -40,8 +40,14 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         return True
 
 
-def start_embedded_redis(port: int, workdir: Path, *, timeout: float = 15.0) -> subprocess.Popen:
-    """Start redis-server on 127.0.0.1:``port`` and return once it answers PING."""
+def start_embedded_redis(
+    port: int, workdir: Path, *, timeout: float = 15.0, persist: bool = False
+) -> subprocess.Popen:
+    """Start redis-server on 127.0.0.1:``port`` and return once it answers PING.
+
+    With ``persist`` it keeps an append-only file in ``workdir`` (fsync every second, as a
+    production broker must: docs/faults.md), so a restart on the same ``workdir`` finds every
+    queued, delayed and unacknowledged message again."""
     if not port_is_free(port):
         raise EmbeddedRedisError(
             f"port {port} is taken: another broker runs there; set REDIS_URL to use it, "
@@ -54,7 +60,8 @@ def start_embedded_redis(port: int, workdir: Path, *, timeout: float = 15.0) -> 
             "--bind", "127.0.0.1",
             "--port", str(port),
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes" if persist else "no",
+            "--appendfsync", "everysec",
             "--dir", str(workdir),
         ],
         stdout=subprocess.DEVNULL,

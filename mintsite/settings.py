@@ -12,6 +12,7 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from mintsite.env import env_bool, env_float, env_int, env_list, env_str
 
@@ -20,10 +21,28 @@ VAR_DIR = Path(env_str("MINT_VAR_DIR") or BASE_DIR / "var")
 RUN_DIR = VAR_DIR / "run"
 
 
+# --- production -------------------------------------------------------------------------------
+# MINT_ENV=production (docs/deploy.md) turns the embedded conveniences off: the secret key must
+# come from DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE), never the key generated under var/;
+# the hosts must be named; DEBUG is refused; cookies are HTTPS-only, plain HTTP is redirected
+# and HSTS is sent. Each HTTPS setting can still be set on its own (DJANGO_SECURE_... below).
+MINT_ENV = (env_str("MINT_ENV") or "development").strip().lower()
+if MINT_ENV not in ("development", "production"):
+    raise ImproperlyConfigured(
+        f"MINT_ENV={MINT_ENV!r}: use development (the default) or production"
+    )
+PRODUCTION = MINT_ENV == "production"
+
+
 def _secret_key() -> str:
     configured = env_str("DJANGO_SECRET_KEY")
     if configured:
         return configured
+    if PRODUCTION:
+        raise ImproperlyConfigured(
+            "MINT_ENV=production needs DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE naming a "
+            "file that holds it): the key generated under var/ is for the embedded stack only"
+        )
     # Embedded default: a random key kept beside the SQLite file, so sessions survive restarts
     # without a secret ever being committed.
     key_file = VAR_DIR / "secret_key"
@@ -37,7 +56,37 @@ def _secret_key() -> str:
 
 SECRET_KEY = _secret_key()
 DEBUG = env_bool("DJANGO_DEBUG", False)
-ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
+if PRODUCTION and DEBUG:
+    raise ImproperlyConfigured(
+        "DJANGO_DEBUG is on with MINT_ENV=production: debug pages show settings and source code "
+        "to anyone; unset DJANGO_DEBUG"
+    )
+ALLOWED_HOSTS = env_list(
+    "DJANGO_ALLOWED_HOSTS", [] if PRODUCTION else ["127.0.0.1", "localhost", "[::1]", "testserver"]
+)
+if PRODUCTION and not ALLOWED_HOSTS:
+    raise ImproperlyConfigured(
+        "MINT_ENV=production needs DJANGO_ALLOWED_HOSTS: the host names the site answers to, "
+        "comma-separated (e.g. mint.example.com)"
+    )
+# HTTPS. Behind a proxy that terminates TLS, DJANGO_BEHIND_TLS_PROXY=1 trusts its
+# X-Forwarded-Proto header (the proxy must set it and strip any the client sent).
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", PRODUCTION)
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SESSION_COOKIE_SECURE", PRODUCTION)
+CSRF_COOKIE_SECURE = env_bool("DJANGO_CSRF_COOKIE_SECURE", PRODUCTION)
+SECURE_HSTS_SECONDS = env_int(
+    "DJANGO_SECURE_HSTS_SECONDS", 31536000 if PRODUCTION else 0, minimum=0
+)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", PRODUCTION)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+# Preloading puts the domain in browsers' built-in HTTPS-only list, a commitment only the
+# domain's owner can make; so it is opt-in, and check --deploy's reminder of it is silenced.
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+if env_bool("DJANGO_BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Load balancers' probes come over plain HTTP on the private network and follow no redirect.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -133,18 +182,19 @@ REST_FRAMEWORK = {
         "mintsite.api.auth.ApiKeyThrottle",
     ],
     "EXCEPTION_HANDLER": "mintsite.api.errors.api_exception_handler",
+    # Reverse proxies in front of the web tier: the anonymous throttle then takes the client's
+    # address from X-Forwarded-For (that many hops back) instead of the proxy's own.
+    "NUM_PROXIES": env_int("API_NUM_PROXIES", 0, minimum=0) or None,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 
 # --- REST API and webhooks ------------------------------------------------------------------
 # docs/api.md and docs/webhooks.md. Rates are "<n>/<second|minute|hour|day>"; empty: no limit.
-# Throttle counts live in Django's cache (per process unless CACHES names a shared one).
+# Throttle counts live in Redis (CACHES below), shared by every web process and machine.
 
 
 def _rate(name: str, default: str) -> str | None:
     import re
-
-    from django.core.exceptions import ImproperlyConfigured
 
     value = (env_str(name, default) or "").strip()
     if value and not re.fullmatch(r"\d+/(s|sec|second|m|min|minute|h|hour|d|day)", value):
@@ -192,19 +242,69 @@ SPECTACULAR_SETTINGS = {
 # `manage.py run_stack` on this port when REDIS_URL is not set.
 EMBEDDED_REDIS_PORT = env_int("EMBEDDED_REDIS_PORT", 6390, minimum=1)
 REDIS_URL = env_str("REDIS_URL") or f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0"
+
+# --- faults: crashes, redeliveries, restarts (docs/faults.md) ------------------------------
+# A worker that sent no heartbeat for DRAMATIQ_HEARTBEAT_TIMEOUT ms is dead: the messages it
+# held go back to their queue at the next maintenance, which runs on about
+# DRAMATIQ_MAINTENANCE_CHANCE of every million broker commands (Dramatiq's default, 1,000, can
+# leave a dead worker's messages for many minutes on a small fleet). Dead letters are kept
+# DRAMATIQ_DEAD_MESSAGE_TTL ms. REDIS_OUTAGE_SECONDS: how long every broker command retries
+# while Redis restarts (mintsite/broker.py). A render holds its token for RENDER_LEASE_SECONDS,
+# renewed at each attempt: longer than one attempt (render + CLIP gate); a crashed worker's
+# token is taken over once it lapses.
+DRAMATIQ_HEARTBEAT_TIMEOUT = env_int("DRAMATIQ_HEARTBEAT_TIMEOUT", 60_000, minimum=1_000)
+DRAMATIQ_MAINTENANCE_CHANCE = env_int("DRAMATIQ_MAINTENANCE_CHANCE", 10_000, minimum=1)
+DRAMATIQ_DEAD_MESSAGE_TTL = env_int("DRAMATIQ_DEAD_MESSAGE_TTL", 7 * 86_400_000, minimum=1)
+REDIS_OUTAGE_SECONDS = env_float("REDIS_OUTAGE_SECONDS", 60.0)
+RENDER_LEASE_SECONDS = env_float("RENDER_LEASE_SECONDS", 300.0)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True  # a connection killed between jobs is replaced
+
+
+def _broker_client():  # type: ignore[no-untyped-def]
+    from mintsite.broker import redis_client
+
+    return redis_client(REDIS_URL, outage_seconds=REDIS_OUTAGE_SECONDS)
+
+
 DRAMATIQ_BROKER = {
     "BROKER": "dramatiq.brokers.redis.RedisBroker",
-    "OPTIONS": {"url": REDIS_URL, "namespace": env_str("DRAMATIQ_NAMESPACE") or "mint"},
+    "OPTIONS": {
+        "client": _broker_client(),
+        "namespace": env_str("DRAMATIQ_NAMESPACE") or "mint",
+        "heartbeat_timeout": DRAMATIQ_HEARTBEAT_TIMEOUT,
+        "maintenance_chance": DRAMATIQ_MAINTENANCE_CHANCE,
+        "dead_message_ttl": DRAMATIQ_DEAD_MESSAGE_TTL,
+    },
     "MIDDLEWARE": [
+        # first: a fresh database connection before any other middleware's before_ hook, and
+        # (after_ hooks run in reverse) closed only after every other one is done with it
+        "django_dramatiq.middleware.DbConnectionsMiddleware",
         "dramatiq.middleware.AgeLimit",
         "dramatiq.middleware.TimeLimit",
         "dramatiq.middleware.Callbacks",
         "dramatiq.middleware.Retries",
-        "django_dramatiq.middleware.DbConnectionsMiddleware",
         "generation.warmup.WarmUpRenderers",
+        # last: log context (token, stage) and stage durations around the actor itself
+        "mintsite.observability.worker.Observability",
     ],
 }
 DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
+
+# --- cache: the API's rate-limit counters --------------------------------------------------
+# In Redis so that every web process and machine counts together (mintsite/cache.py: atomic
+# counts, and a clear() that keeps to KEY_PREFIX). CACHE_URL defaults to the broker's server;
+# the prefix to the broker's namespace, so two stacks (or test runs) on one Redis never share.
+CACHE_URL = env_str("CACHE_URL") or REDIS_URL
+CACHES = {
+    "default": {
+        "BACKEND": "mintsite.cache.SharedRedisCache",
+        "LOCATION": CACHE_URL,
+        "KEY_PREFIX": env_str("CACHE_KEY_PREFIX")
+        or f"{env_str('DRAMATIQ_NAMESPACE') or 'mint'}-cache",
+        # a Redis that does not answer fails a request in seconds, not at the OS's TCP timeout
+        "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+    }
+}
 
 # --- chain ----------------------------------------------------------------------------------
 RPC_URL = env_str("RPC_URL") or "http://127.0.0.1:8545"
@@ -279,12 +379,21 @@ IPFS_PIN_POLL_INTERVAL = env_float("IPFS_PIN_POLL_INTERVAL", 2.0)
 
 DEPLOYMENT_FILE = RUN_DIR / "deployment.json"
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL") or "INFO"},
-    # one line per HTTP request is noise in the daemons and the demo
-    "loggers": {"httpx": {"level": "WARNING"}},
-}
+# --- observability (docs/observability.md) -------------------------------------------------
+# LOG_FORMAT: "plain" for people, "json" (one object per line) for log pipelines; every line
+# logged while a worker handles a message carries its stage and token.
+LOG_FORMAT = (env_str("LOG_FORMAT") or "plain").strip().lower()
+LOG_LEVEL = env_str("LOG_LEVEL") or "INFO"
+from mintsite.observability.logs import logging_config  # noqa: E402  (beside its settings)
+
+LOGGING = logging_config(LOG_FORMAT, LOG_LEVEL)
+# /metrics: with METRICS_TOKEN set, scrapers send "Authorization: Bearer <token>". Chain
+# readings (head, balances) wait at most METRICS_RPC_TIMEOUT per URL and are reused for
+# METRICS_CHAIN_CACHE_SECONDS. A worker host serves its workers' metrics on
+# WORKER_METRICS_HOST:WORKER_METRICS_PORT (0: off; needs PROMETHEUS_MULTIPROC_DIR).
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+METRICS_RPC_TIMEOUT = env_float("METRICS_RPC_TIMEOUT", 2.0)
+METRICS_CHAIN_CACHE_SECONDS = env_float("METRICS_CHAIN_CACHE_SECONDS", 10.0)
+WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0, minimum=0)
+WORKER_METRICS_HOST = env_str("WORKER_METRICS_HOST") or "127.0.0.1"
+HEALTH_CHECK_TIMEOUT = env_float("HEALTH_CHECK_TIMEOUT", 2.0)  # seconds per /readyz check

@@ -11,7 +11,14 @@ from mintsite.models import WebhookDelivery
 IO_QUEUE = "io"
 
 
-@dramatiq.actor(queue_name=IO_QUEUE, max_retries=3, min_backoff=5_000, time_limit=120_000)
+@dramatiq.actor(
+    queue_name=IO_QUEUE,
+    max_retries=3,
+    min_backoff=5_000,
+    max_backoff=60_000,
+    # one POST of WEBHOOK_TIMEOUT seconds and its bookkeeping
+    time_limit=120_000,
+)
 def deliver_webhook(delivery_pk: int) -> None:
     """One try of a delivery; schedules the next one itself (a receiver's failure is not an
     error of this actor, so Dramatiq's retries are left for the unexpected: a database down)."""

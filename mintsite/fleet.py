@@ -1,0 +1,197 @@
+"""Real processes of the stack, started and broken on purpose: the fault tests and the soak.
+
+A ``Fleet`` starts the listener and Dramatiq workers as subprocesses (``manage.py
+listen_chain``, ``manage.py rundramatiq``) with one environment, keeps each one's log, and
+kills or stops them. ``PersistentRedis`` is a redis-server of its own (never a shared one) that
+keeps an append-only file, so it can be restarted with its messages, as a production broker is.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from mintsite.embedded_redis import start_embedded_redis
+
+REPO = Path(__file__).resolve().parent.parent
+
+# A dead worker's messages back on their queue within seconds, not minutes: heartbeat timeout
+# 5 s, and broker maintenance (which requeues them) on every command instead of 0.1% of them.
+FAST_FAILOVER = {"DRAMATIQ_HEARTBEAT_TIMEOUT": "5000", "DRAMATIQ_MAINTENANCE_CHANCE": "1000000"}
+
+
+@dataclass
+class PersistentRedis:
+    """A redis-server on ``port`` with its append-only file in ``workdir``."""
+
+    port: int
+    workdir: Path
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port)
+
+    def start(self) -> None:
+        self.process = start_embedded_redis(self.port, self.workdir, persist=True)
+
+    def stop(self) -> None:
+        """SIGTERM: Redis writes out its append-only file and exits."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+        self.process = None
+
+    def restart(self, down_seconds: float = 2.0) -> None:
+        self.stop()
+        time.sleep(down_seconds)
+        self.start()
+
+
+def queue_snapshot(client: redis.Redis, namespace: str) -> dict[str, int]:
+    """Messages in the broker by where they are, over both queues: queued (waiting in a
+    queue), delayed (retries, batch waits, lease waits), in flight (fetched by a worker, not yet
+    acknowledged) and dead-lettered; read as the metrics read them."""
+    from mintsite.observability.metrics import queue_depths
+
+    depths = queue_depths(client, namespace, ("render", "io")).values()
+    states = {"queued": "ready", "delayed": "delayed", "in_flight": "in_flight", "dead": "dead"}
+    return {name: sum(d[state] for d in depths) for name, state in states.items()}
+
+
+def stack_env(
+    *,
+    database_url: str,
+    redis_url: str,
+    namespace: str,
+    rpc_url: str,
+    ipfs_dir: Path,
+    render_cache_dir: Path,
+    **extra: str,
+) -> dict[str, str]:
+    """The environment of every process of one stack."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "mintsite.settings",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "DRAMATIQ_NAMESPACE": namespace,
+        "RPC_URL": rpc_url,
+        "IPFS_STORE_DIR": str(ipfs_dir),
+        "RENDER_CACHE_DIR": str(render_cache_dir),
+        "RENDER_DEVICE": "cpu",
+        "CHAIN_POLL_INTERVAL": "0.25",
+        **FAST_FAILOVER,
+        **extra,
+    }
+
+
+@dataclass
+class Fleet:
+    """The processes of one stack, by name; ``logs`` holds ``<name>.log`` of each."""
+
+    env: dict[str, str]
+    logs: Path
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    killed: set[str] = field(default_factory=set)
+
+    def start(self, name: str, argv: list[str], **extra_env: str) -> subprocess.Popen:
+        env = {**self.env, **extra_env}
+        url = env["DATABASE_URL"]
+        if url.startswith("postgres"):
+            # lets a test find this process's connections in pg_stat_activity
+            env["DATABASE_URL"] = f"{url}{'&' if '?' in url else '?'}application_name={name}"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        out = (self.logs / f"{name}.log").open("ab")
+        process = subprocess.Popen(
+            [sys.executable, str(REPO / "manage.py"), *argv],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+        out.close()
+        self.processes[name] = process
+        return process
+
+    def start_worker(self, name: str, queues: str, threads: int, **extra_env: str) -> None:
+        argv = ["rundramatiq", "--processes", "1", "--threads", str(threads), "--queues", queues]
+        self.start(name, [*argv, "--worker-shutdown-timeout", "5000"], **extra_env)
+
+    def start_listener(self, name: str = "listener") -> None:
+        self.start(name, ["listen_chain"])
+
+    def kill(self, name: str) -> None:
+        """SIGKILL the process and its children (rundramatiq's worker processes): no cleanup,
+        no requeue, no acknowledgement, as in a machine losing power."""
+        process = self.processes[name]
+        for child in _children(process.pid):
+            os.kill(child, signal.SIGKILL)
+        process.kill()
+        process.wait()
+        self.killed.add(name)
+
+    def pids(self, name: str) -> set[int]:
+        """The process and its descendants (rundramatiq's worker processes)."""
+        pid = self.processes[name].pid
+        return {pid, *_children(pid)}
+
+    def holder_of(self, lease_owner: str) -> str | None:
+        """The name of the process whose render holds a lease (``host:pid:thread:nonce``)."""
+        try:
+            pid = int(lease_owner.split(":")[-3])
+        except (IndexError, ValueError):
+            return None
+        return next((n for n in self.processes if pid in self.pids(n)), None)
+
+    def check(self) -> None:
+        """Raise if a process exited that was not killed on purpose."""
+        for name, process in self.processes.items():
+            if name not in self.killed and process.poll() is not None:
+                raise RuntimeError(
+                    f"{name} exited with status {process.returncode}:\n{self.log_tail(name)}"
+                )
+
+    def log(self, name: str) -> str:
+        path = self.logs / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def log_tail(self, name: str | None = None, chars: int = 3000) -> str:
+        names = [name] if name else list(self.processes)
+        return "\n".join(f"--- {n}\n{self.log(n)[-chars:]}" for n in names)
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                for child in _children(process.pid):
+                    os.kill(child, signal.SIGKILL)
+                process.kill()
+                process.wait()
+
+
+def _children(pid: int) -> list[int]:
+    """Every descendant of ``pid`` (from /proc), deepest first."""
+    found: list[int] = []
+    try:
+        direct = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return found
+    for child in map(int, direct):
+        found.extend(_children(child))
+        found.append(child)
+    return found

@@ -38,6 +38,7 @@ from chain.models import Chain, ChainCursor
 from chain.seeds import derive_seed
 from generation import events
 from generation.models import Collection, Token
+from mintsite.observability.logs import log_context, update_context
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,8 @@ class Listener:
         for collection in Collection.objects.filter(chain_id=self.chain.chain_id):
             if self.should_stop():
                 break
-            summary.add(self.poll_collection(collection, confirmed))
+            with log_context(chain_id=self.chain.chain_id, collection=collection.slug):
+                summary.add(self.poll_collection(collection, confirmed))
         with transaction.atomic():
             final = list(
                 Token.objects.filter(
@@ -175,6 +177,7 @@ class Listener:
         start = cursor.block_number + 1 if cursor else collection.deployment_block
         while start <= confirmed and not self.should_stop():
             end = min(confirmed, start + self.range - 1)
+            update_context(blocks=f"{start}-{end}")  # on every line logged for this range
             began = time.perf_counter()
             try:
                 logs, blocks = self._read_range(collection, start, end)

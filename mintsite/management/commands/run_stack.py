@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -98,6 +99,15 @@ class Command(BaseCommand):
         info = write_deployment_file(
             collection, rpc_url=rpc_url, extra={"admin_url": f"{settings.WEB_URL}/admin/"}
         )
+
+        # One prometheus_client multiprocess directory for the stack, emptied at start: the
+        # web's /metrics then sums the workers' counters too (docs/observability.md).
+        metrics_dir = Path(
+            env.get("PROMETHEUS_MULTIPROC_DIR") or Path(settings.RUN_DIR) / "prometheus"
+        )
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
 
         manage = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py")]
         shutdown_ms = "10000"

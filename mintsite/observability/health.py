@@ -1,0 +1,152 @@
+"""``/healthz`` (the process is up) and ``/readyz`` (what it depends on is reachable).
+
+``/healthz`` touches nothing: a load balancer or an orchestrator's liveness probe restarts a
+process that stops answering it, and restarting the web tier never fixes a database outage.
+``/readyz`` checks the database, the broker, each chain's RPC and the IPFS backend, each with a
+short timeout (``HEALTH_CHECK_TIMEOUT`` seconds) and all at once, and answers 503 when any fails,
+with a JSON body naming each check, how long it took, and its error.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+from django.conf import settings
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+from mintsite.observability.metrics import ChainReadError, broker_redis, chain_targets, rpc_batch
+
+
+class CheckFailed(Exception):
+    """A dependency is not usable; the message says why, for the operator reading /readyz."""
+
+
+@require_GET
+@never_cache
+def healthz(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})
+
+
+@require_GET
+@never_cache
+def readyz(request: HttpRequest) -> JsonResponse:
+    results = run_checks()
+    ready = all(result["ok"] for result in results)
+    return JsonResponse(
+        {"status": "ready" if ready else "not ready", "checks": results},
+        status=200 if ready else 503,
+    )
+
+
+def run_checks() -> list[dict[str, Any]]:
+    """Every check's result: ``{"name", "ok", "ms", "detail" | "error"}``, database first."""
+    timeout = settings.HEALTH_CHECK_TIMEOUT
+    checks: list[tuple[str, Callable[[], str]]] = [("database", check_database)]
+    try:
+        chains = chain_targets()
+    except Exception:  # the database is down: its own check says so
+        chains = {}
+    checks.append(("broker", lambda: check_broker(timeout)))
+    if not chains:  # nothing registered yet: the configured RPC_URL is what will be used
+        from chain.rpc import parse_rpc_urls
+
+        checks.append(
+            ("chain", lambda: check_chain(None, parse_rpc_urls(settings.RPC_URL), timeout))
+        )
+    for chain_id, urls in sorted(chains.items()):
+        checks.append(
+            (f"chain:{chain_id}", lambda c=chain_id, u=urls: check_chain(c, u, timeout))  # type: ignore[misc]
+        )
+    checks.append(("ipfs", lambda: check_ipfs(timeout)))
+    # The database check stays in this thread (Django's connections are per thread); the
+    # others, network round trips, run side by side so /readyz takes the slowest, not the sum.
+    with ThreadPoolExecutor(max_workers=len(checks)) as pool:
+        futures = [(name, pool.submit(_timed, check)) for name, check in checks[1:]]
+        results = [{"name": checks[0][0], **_timed(checks[0][1])}]
+        results += [{"name": name, **future.result()} for name, future in futures]
+    return results
+
+
+def _timed(check: Callable[[], str]) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        detail = check()
+    except Exception as exc:  # every failure is reported, never raised: that is the endpoint's job
+        error = str(exc) if isinstance(exc, CheckFailed) else f"{type(exc).__name__}: {exc}"
+        return {"ok": False, "ms": _ms(started), "error": error}
+    return {"ok": True, "ms": _ms(started), "detail": detail}
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)
+
+
+def check_database() -> str:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+    return connection.vendor
+
+
+def check_broker(timeout: float) -> str:
+    try:
+        client, namespace = broker_redis(timeout)
+    except ValueError as exc:  # not a Redis broker: nothing here to check it with
+        return str(exc)
+    try:
+        client.ping()
+    finally:
+        client.close()
+    return f"redis, namespace {namespace}"
+
+
+def check_chain(chain_id: int | None, urls: list[str], timeout: float) -> str:
+    try:
+        served, head = rpc_batch(urls, [("eth_chainId", []), ("eth_blockNumber", [])], timeout)
+    except ChainReadError as exc:
+        raise CheckFailed(f"no RPC URL answered within {timeout} s: {exc}") from exc
+    served = int(served, 16)
+    if chain_id is not None and served != chain_id:
+        raise CheckFailed(f"the RPC at {', '.join(urls)} serves chain {served}, not {chain_id}")
+    return f"chain {served} at block {int(head, 16)}"
+
+
+def check_ipfs(timeout: float) -> str:
+    backend = settings.IPFS_BACKEND
+    if backend == "local":
+        store = Path(settings.IPFS_STORE_DIR)
+        existing = next((p for p in (store, *store.parents) if p.exists()), None)
+        if existing is None or not os.access(existing, os.W_OK):
+            raise CheckFailed(f"the local IPFS store {store} cannot be written")
+        return f"local store {store}"
+    if backend not in ("kubo", "pinning-service"):
+        raise CheckFailed(f"IPFS_BACKEND={backend!r} is not local, kubo or pinning-service")
+    try:
+        response = httpx.post(f"{settings.IPFS_KUBO_URL}/api/v0/version", timeout=timeout)
+        response.raise_for_status()
+        detail = f"kubo {response.json().get('Version', '?')} at {settings.IPFS_KUBO_URL}"
+        if backend == "pinning-service":
+            service = settings.IPFS_PINNING_SERVICE_URL
+            answer = httpx.get(
+                f"{service}/pins",
+                params={"limit": 1},
+                headers={"Authorization": f"Bearer {settings.IPFS_PINNING_SERVICE_TOKEN or ''}"},
+                timeout=timeout,
+            )
+            if answer.status_code in (401, 403):
+                raise CheckFailed(f"the pinning service at {service} refuses the token")
+            answer.raise_for_status()
+            detail += f", pinning service {service}"
+    except (httpx.HTTPError, ValueError) as exc:
+        raise CheckFailed(f"{backend}: {type(exc).__name__}: {exc}") from exc
+    return detail

@@ -5,6 +5,12 @@ token metadata) and dag-pb roots (larger images) alike. Only bytes that still gi
 CID are served (the store recomputes it on every read); a corrupted file is answered with an
 error, never with its bytes. The canonical CID is the ETag and, content being immutable, the
 response may be cached for a year; a matching ``If-None-Match`` gets 304 without a disk read.
+
+The bytes are whatever was pinned, and this view shares the site's origin: a stored HTML or SVG
+page served as such could run script with the admin's cookies. So the type is one of a short
+list recognised by magic bytes (PNG, JPEG, GIF, WebP, JSON) and otherwise
+``application/octet-stream``, never ``text/html`` or ``image/svg+xml``; ``nosniff`` stops the
+browser guessing, and a ``sandbox`` CSP stops anything from running should it render anyway.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from generation.ipfs import (
 logger = logging.getLogger(__name__)
 
 CACHE_CONTROL = "public, max-age=31536000, immutable"
+CONTENT_SECURITY_POLICY = "default-src 'none'; sandbox"
 
 _SIGNATURES = [
     (b"\x89PNG\r\n\x1a\n", "image/png"),
@@ -64,6 +71,7 @@ def _matches(if_none_match: str, etag: str) -> bool:
 def _error(status: int, code: str, detail: str) -> JsonResponse:
     response = JsonResponse({"error": code, "detail": detail}, status=status)
     response["Cache-Control"] = "no-store"
+    response["X-Content-Type-Options"] = "nosniff"
     return response
 
 
@@ -80,6 +88,8 @@ def ipfs_gateway(request: HttpRequest, cid: str) -> HttpResponse:
         "X-Ipfs-Path": f"/ipfs/{canonical}",
         # public, content-addressed bytes: any page may fetch them, as public gateways allow
         "Access-Control-Allow-Origin": "*",
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     }
     if _matches(request.headers.get("If-None-Match", ""), etag):
         return HttpResponseNotModified(headers=headers)
@@ -94,5 +104,4 @@ def ipfs_gateway(request: HttpRequest, cid: str) -> HttpResponse:
         return _error(500, "corrupted", f"the stored copy of {cid} fails verification")
     response = HttpResponse(data, content_type=content_type_for(data), headers=headers)
     response["Content-Length"] = str(len(data))
-    response["X-Content-Type-Options"] = "nosniff"
     return response

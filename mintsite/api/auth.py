@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import caches
+from django.core.exceptions import ImproperlyConfigured
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from redis.exceptions import RedisError
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.throttling import AnonRateThrottle, SimpleRateThrottle
 
+from mintsite.cache import SharedRedisCache
 from mintsite.models import ApiKey
+
+logger = logging.getLogger(__name__)
 
 
 class KeyHolder:
@@ -97,15 +104,50 @@ class CollectionKeyRequired(BasePermission):
         return True
 
 
-class AnonymousThrottle(AnonRateThrottle):
+class AtomicRateThrottle(SimpleRateThrottle):
+    """A fixed window per client, counted in Redis in one atomic step.
+
+    DRF's ``SimpleRateThrottle`` reads a client's history, then writes it back: requests that
+    race (threads, or several gunicorn workers and machines) read the same history and all
+    pass. Here each request is one INCR on the shared cache (``mintsite.cache``), so exactly
+    the rate's number of requests pass in a window, however many arrive at once. The window
+    starts with the client's first request; ``Retry-After`` is the time until it ends.
+    """
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        if self.rate is None:
+            return True
+        self.key = self.get_cache_key(request, view)
+        if self.key is None:
+            return True
+        counter = caches["default"]
+        if not isinstance(counter, SharedRedisCache):
+            raise ImproperlyConfigured(
+                "API rate limits count in Redis: CACHES['default'] must be "
+                f"mintsite.cache.SharedRedisCache, not {type(counter).__name__}"
+            )
+        try:
+            count, self.remaining = counter.hit(self.key, self.duration)
+        except RedisError as exc:
+            # Reads must not go down with the cache: without a count, the request passes.
+            logger.warning("rate limit not applied, the cache's Redis failed: %s", exc)
+            return True
+        return count <= self.num_requests
+
+    def wait(self) -> float | None:
+        return getattr(self, "remaining", None)
+
+
+class AnonymousThrottle(AtomicRateThrottle, AnonRateThrottle):
     """Anonymous clients, per address, at ``API_ANON_RATE`` (read when each request starts,
-    so a changed setting applies at once; None turns it off)."""
+    so a changed setting applies at once; None turns it off). Behind a reverse proxy the
+    address is taken from ``X-Forwarded-For`` (``API_NUM_PROXIES``)."""
 
     def get_rate(self) -> str | None:
         return settings.API_ANON_RATE
 
 
-class ApiKeyThrottle(SimpleRateThrottle):
+class ApiKeyThrottle(AtomicRateThrottle):
     """Requests made with a key, per key, at ``API_KEY_RATE``."""
 
     scope = "api_key"

@@ -236,6 +236,7 @@
       state.priceWei = price;
       state.maxSupply = Number(maxSupply);
       state.totalSupply = Number(totalSupply);
+      ui.supply.dataset.source = "chain"; // until now it showed the server's figure from page load
       try {
         state.paused = await state.contract.paused();
       } catch {
@@ -432,9 +433,12 @@
           ? attributes.map((a) => {
               const li = document.createElement("li");
               const rarity = typeof a.rarity === "number" ? ` (rarity ${+(a.rarity * 100).toFixed(2)}%)` : "";
-              li.innerHTML = "<strong></strong>: <span></span>";
-              li.querySelector("strong").textContent = a.trait_type;
-              li.querySelector("span").textContent = `${a.value}${rarity}`;
+              // trait names and values are the collection's own text: never parsed as HTML
+              const name = document.createElement("strong");
+              name.textContent = a.trait_type;
+              const value = document.createElement("span");
+              value.textContent = `${a.value}${rarity}`;
+              li.append(name, ": ", value);
               return li;
             })
           : [Object.assign(document.createElement("li"), { textContent: "This collection has no traits." })]),

@@ -1,0 +1,136 @@
+"""MINT_ENV=production: Django's deployment checklist passes, and a missing secret stops the
+process at start with the variable's name, before anything is served.
+
+Each case starts ``manage.py`` in a subprocess with a clean environment, as systemd would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+HOST = "mint.example.com"
+
+
+def environment(tmp_path: Path, **variables: str | None) -> dict[str, str]:
+    """This process's environment without Django's or the site's settings, plus ``variables``
+    (a value of None removes the variable). var/ is a fresh directory: no key file in it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "MINT_", "SECURE_"))}
+    env.update(
+        MINT_VAR_DIR=str(tmp_path / "var"),
+        MINT_ENV="production",
+        DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
+        DJANGO_ALLOWED_HOSTS=HOST,
+    )
+    for name, value in variables.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
+
+
+def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_deployment_checklist_passes_with_production_settings(tmp_path: Path) -> None:
+    result = manage(environment(tmp_path), "check", "--deploy", "--fail-level", "WARNING")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_production_turns_on_https_only_cookies_redirects_and_hsts(tmp_path: Path) -> None:
+    env = environment(tmp_path, DJANGO_BEHIND_TLS_PROXY="1")
+    names = [
+        "DEBUG",
+        "ALLOWED_HOSTS",
+        "SECURE_SSL_REDIRECT",
+        "SESSION_COOKIE_SECURE",
+        "CSRF_COOKIE_SECURE",
+        "SECURE_HSTS_SECONDS",
+        "SECURE_PROXY_SSL_HEADER",
+    ]
+    script = f"from django.conf import settings; print(json.dumps({{n: getattr(settings, n) for n in {names!r}}}))"
+    result = manage(env, "shell", "-c", f"import json; {script}")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {
+        "DEBUG": False,
+        "ALLOWED_HOSTS": [HOST],
+        "SECURE_SSL_REDIRECT": True,
+        "SESSION_COOKIE_SECURE": True,
+        "CSRF_COOKIE_SECURE": True,
+        "SECURE_HSTS_SECONDS": 31536000,
+        "SECURE_PROXY_SSL_HEADER": ["HTTP_X_FORWARDED_PROTO", "https"],
+    }
+
+
+def test_the_secret_key_may_come_from_a_file(tmp_path: Path) -> None:
+    key_file = tmp_path / "secret_key"
+    key_file.write_text(secrets.token_urlsafe(50) + "\n")
+    env = environment(tmp_path, DJANGO_SECRET_KEY=None, DJANGO_SECRET_KEY_FILE=str(key_file))
+    result = manage(env, "check", "--deploy", "--fail-level", "WARNING")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        (
+            {"DJANGO_SECRET_KEY": None},
+            "MINT_ENV=production needs DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE",
+        ),
+        (
+            {"DJANGO_SECRET_KEY": None, "DJANGO_SECRET_KEY_FILE": "/nonexistent/secret"},
+            "DJANGO_SECRET_KEY_FILE='/nonexistent/secret' cannot be read",
+        ),
+        ({"DJANGO_ALLOWED_HOSTS": None}, "MINT_ENV=production needs DJANGO_ALLOWED_HOSTS"),
+        ({"DJANGO_DEBUG": "1"}, "DJANGO_DEBUG is on with MINT_ENV=production"),
+        ({"MINT_ENV": "prod"}, "MINT_ENV='prod': use development (the default) or production"),
+    ],
+    ids=["no-secret-key", "unreadable-key-file", "no-allowed-hosts", "debug", "unknown-env"],
+)
+def test_a_missing_or_unsafe_setting_stops_the_process_naming_it(
+    tmp_path: Path, variables: dict[str, str | None], message: str
+) -> None:
+    result = manage(environment(tmp_path, **variables), "check", "--deploy")
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert message in result.stderr
+
+
+def test_production_ignores_the_key_file_the_embedded_stack_generates(tmp_path: Path) -> None:
+    # Given a var/ where `make run` once generated its key
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "secret_key").write_text(secrets.token_urlsafe(50))
+    # a production start without DJANGO_SECRET_KEY still refuses to run
+    result = manage(environment(tmp_path, DJANGO_SECRET_KEY=None), "check")
+    assert result.returncode != 0
+    assert "needs DJANGO_SECRET_KEY" in result.stderr
+
+
+def test_the_embedded_defaults_still_start_without_any_production_variable(
+    tmp_path: Path,
+) -> None:
+    env = environment(tmp_path, MINT_ENV=None, DJANGO_SECRET_KEY=None, DJANGO_ALLOWED_HOSTS=None)
+    result = manage(env, "check")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "var" / "secret_key").exists()  # generated for the embedded stack
+    # and the deployment checklist names what production would change
+    deploy = manage(env, "check", "--deploy")
+    for warning in ("security.W004", "security.W008", "security.W012", "security.W016"):
+        assert warning in deploy.stdout + deploy.stderr

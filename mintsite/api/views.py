@@ -73,11 +73,10 @@ def get_collection(slug: str) -> Collection:
 def get_token(slug: str, token_id: int) -> Token:
     token = None
     if token_id <= MAX_DB_INT:
-        token = (
-            Token.objects.select_related("collection")
-            .filter(collection__slug=slug, token_id=token_id)
-            .first()
-        )
+        # (collection, token_id) is unique, so no ORDER BY (the model's default ordering, or
+        # first()'s): compiling it costs the ORM time on every poll of the status endpoint
+        rows = Token.objects.select_related("collection").order_by()
+        token = next(iter(rows.filter(collection__slug=slug, token_id=token_id)[:1]), None)
     if token is None:
         get_collection(slug)
         raise NotFound(

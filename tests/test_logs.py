@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from generation.models import Token
+from mintsite.fleet import Fleet
 from mintsite.observability.logs import (
     ContextFilter,
     JsonLineFormatter,
@@ -32,8 +31,6 @@ from mintsite.observability.logs import (
 )
 from tests.conftest import database_url
 from tests.test_pipeline import make_token
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def record(message: str, **extra: Any) -> logging.LogRecord:
@@ -97,7 +94,6 @@ def test_it_tags_every_line_of_a_render_in_a_real_worker_with_its_token_and_stag
 
     # Given a token waiting to render, and a render worker logging JSON
     token = make_token(reference_models, threshold=-1.0, slug="logged", token_id=5)
-    log_file = tmp_path / "worker.log"
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "mintsite.settings",
@@ -109,15 +105,9 @@ def test_it_tags_every_line_of_a_render_in_a_real_worker_with_its_token_and_stag
         "LOG_FORMAT": "json",
         "LOG_LEVEL": "INFO",
     }
-    argv = ["rundramatiq", "--processes", "1", "--threads", "1", "--queues", "render"]
-    with log_file.open("wb") as out:
-        worker = subprocess.Popen(
-            [sys.executable, str(REPO / "manage.py"), *argv, "--worker-shutdown-timeout", "5000"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
+    fleet = Fleet(env, tmp_path / "logs")
+    fleet.start_worker("worker", "render", threads=1)
+    worker = fleet.processes["worker"]
     try:
         # When the render message is sent
         render_token.send(token.pk)
@@ -127,14 +117,13 @@ def test_it_tags_every_line_of_a_render_in_a_real_worker_with_its_token_and_stag
             if token.status == Token.Status.RENDERED or worker.poll() is not None:
                 break
             time.sleep(0.5)
-        assert token.status == Token.Status.RENDERED, log_file.read_text()[-3000:]
+        assert token.status == Token.Status.RENDERED, fleet.log_tail()
     finally:
-        worker.terminate()
-        worker.wait(timeout=60)
+        fleet.stop()
         dramatiq.get_broker().flush(IO_QUEUE)  # the pin message nobody here takes
 
     # Then the worker wrote JSON lines, and each line of the render says token and stage
-    lines = [json.loads(line) for line in log_file.read_text().splitlines() if line.startswith("{")]
+    lines = [json.loads(line) for line in fleet.log("worker").splitlines() if line.startswith("{")]
     expected = {
         "stage": "render_token",
         "collection": "logged",

@@ -7,8 +7,6 @@ left unmined, a listener that read the chain and then fell behind it.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,11 +28,11 @@ from chain.models import Chain, ChainCursor
 from chain.sender import SendPolicy, TxIntent, recover, send_transaction
 from generation.models import Token
 from generation.tasks import IO_QUEUE, RENDER_QUEUE, pin_token, publish_pending, render_token
+from mintsite.fleet import Fleet
 from tests.conftest import database_url
 from tests.test_pipeline import make_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
-REPO = Path(__file__).resolve().parent.parent
 DEPLOYER, COMMITTER, PUBLISHER = ANVIL_ACCOUNTS[:3]
 SENDER, BOB = ANVIL_ACCOUNTS[4], ANVIL_ACCOUNTS[3].address
 TEST_QUEUE = "observability-test"
@@ -283,15 +281,8 @@ def test_it_serves_a_worker_hosts_metrics_from_all_its_worker_processes(
         "WORKER_METRICS_PORT": str(port),
     }
     argv = ["rundramatiq", "--processes", "2", "--threads", "1", "--queues", "io"]
-    log_file = tmp_path / "worker.log"
-    with log_file.open("wb") as out:
-        worker = subprocess.Popen(
-            [sys.executable, str(REPO / "manage.py"), *argv, "--worker-shutdown-timeout", "5000"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
+    fleet = Fleet(env, tmp_path / "logs")
+    worker = fleet.start("worker", [*argv, "--worker-shutdown-timeout", "5000"])
     try:
         # When it handles four pin messages (for tokens that do not exist: nothing to do)
         for pk in range(10**9, 10**9 + 4):
@@ -309,11 +300,8 @@ def test_it_serves_a_worker_hosts_metrics_from_all_its_worker_processes(
                 break
             time.sleep(0.5)
     finally:
-        worker.terminate()
-        worker.wait(timeout=60)
+        fleet.stop()
 
     # Then the worker's port shows the four, added up over its processes
-    assert value(samples, "mint_stage_duration_seconds_count", **done) == 4, log_file.read_text()[
-        -3000:
-    ]
+    assert value(samples, "mint_stage_duration_seconds_count", **done) == 4, fleet.log_tail()
     assert len(list(directory.glob("histogram_*.db"))) >= 1

@@ -11,6 +11,7 @@ from django.conf import settings
 from web3 import Web3
 
 from chain.anvil import Anvil, start_anvil
+from generation.ipfs import LocalStore
 from mintsite.database_url import current_database_url
 
 database_url = current_database_url  # the test database, for processes a test starts
@@ -36,6 +37,13 @@ def isolated_storage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]
     settings.IPFS_STORE_DIR, settings.RENDER_CACHE_DIR = root / "ipfs", root / "renders"
     yield root
     settings.IPFS_STORE_DIR, settings.RENDER_CACHE_DIR = saved
+
+
+@pytest.fixture
+def store(settings, tmp_path: Path) -> LocalStore:  # type: ignore[no-untyped-def]
+    """An empty local IPFS store, the one the gateway view serves for this test."""
+    settings.IPFS_STORE_DIR = tmp_path / "ipfs"
+    return LocalStore(tmp_path / "ipfs")
 
 
 @pytest.fixture(scope="session")

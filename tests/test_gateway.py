@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from django.test import Client
@@ -15,12 +14,6 @@ PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
 METADATA = json.dumps({"name": "token 1", "image": "ipfs://x"}, separators=(",", ":")).encode()
 BIG_PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * (2 * CHUNK_SIZE // 256)  # 3 chunks
 IMMUTABLE = "public, max-age=31536000, immutable"
-
-
-@pytest.fixture
-def store(settings, tmp_path: Path) -> LocalStore:  # type: ignore[no-untyped-def]
-    settings.IPFS_STORE_DIR = tmp_path / "ipfs"
-    return LocalStore(tmp_path / "ipfs")
 
 
 @pytest.mark.parametrize(

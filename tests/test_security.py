@@ -227,12 +227,6 @@ SVG = b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"><script>alert(
 XML_SVG = b'<?xml version="1.0"?>\n' + SVG
 
 
-@pytest.fixture
-def store(settings, tmp_path: Path) -> LocalStore:  # type: ignore[no-untyped-def]
-    settings.IPFS_STORE_DIR = tmp_path / "ipfs"
-    return LocalStore(tmp_path / "ipfs")
-
-
 @pytest.mark.parametrize(
     ("content", "content_type"),
     [

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from django.test import Client
 
@@ -11,12 +9,6 @@ from generation.ipfs import LocalStore, compute_cid
 from generation.models import Collection, Token
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"not really an image"
-
-
-@pytest.fixture
-def store(settings, tmp_path: Path) -> LocalStore:  # type: ignore[no-untyped-def]
-    settings.IPFS_STORE_DIR = tmp_path / "ipfs"
-    return LocalStore(tmp_path / "ipfs")
 
 
 @pytest.mark.parametrize(

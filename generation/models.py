@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -225,8 +226,20 @@ def _resolve(path: str) -> Path:
     return candidate if candidate.is_absolute() else Path(settings.BASE_DIR) / candidate
 
 
+class TokenQuerySet(models.QuerySet):
+    def update(self, **kwargs: Any) -> int:
+        """``updated_at`` moves with every change: the pipeline moves tokens with conditional
+        UPDATEs, which ``auto_now`` (a ``save()`` feature) never sees. The API shows it, and
+        "untouched for N seconds" (stale publish claims, tokens waiting for their seed
+        commit) reads it."""
+        kwargs.setdefault("updated_at", timezone.now())
+        return super().update(**kwargs)
+
+
 class Token(models.Model):
     """A minted token, from the mint log to its published metadata."""
+
+    objects = TokenQuerySet.as_manager()
 
     class Status(models.TextChoices):
         CONFIRMED = "CONFIRMED", "confirmed"

@@ -91,6 +91,18 @@ def test_it_renders_and_records_what_shaped_the_image(reference_models: Path) ->
     assert record["model"]["dtype"] == "float32"
 
 
+def test_each_stage_moves_the_tokens_updated_at(reference_models: Path) -> None:
+    # the API shows updated_at, and "untouched for N seconds" rules read it; the stages move
+    # tokens with conditional UPDATEs, which Django's auto_now alone would not see
+    token = make_token(reference_models, threshold=-1.0)
+    seen = [token.updated_at]
+    assert pipeline.run_render(token.pk) == Token.Status.RENDERED
+    seen.append(Token.objects.get(pk=token.pk).updated_at)
+    assert pipeline.run_pin(token.pk) == Token.Status.PINNED
+    seen.append(Token.objects.get(pk=token.pk).updated_at)
+    assert seen == sorted(seen) and len(set(seen)) == 3, seen
+
+
 def test_it_renders_the_same_image_for_the_same_seed(reference_models: Path) -> None:
     first = make_token(reference_models, threshold=-1.0, token_id=1)
     second = make_token(reference_models, threshold=-1.0, token_id=1 + 1)

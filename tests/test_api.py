@@ -329,6 +329,29 @@ def test_it_answers_not_modified_while_a_token_is_unchanged(
     assert client.get("/api/tokens/", HTTP_IF_NONE_MATCH=listing["ETag"]).status_code == 200
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda pk: Token.objects.filter(pk=pk).update(attempt=1), id="a field"),
+        pytest.param(lambda pk: events.record([pk], Status.RENDERING, "again"), id="an event"),
+    ],
+)
+def test_every_change_to_a_token_ends_its_not_modified_answers(
+    client: Client, alpha: Collection, change: Any
+) -> None:
+    # a 304 is answered from the token's version alone: a change of any field (through the
+    # pipeline's conditional UPDATEs) or a new stage event must end it
+    token = make_token(alpha, 1, Status.RENDERING)
+    url = "/api/collections/alpha/tokens/1/"
+    first = client.get(url)
+    assert client.get(url, HTTP_IF_NONE_MATCH=first["ETag"]).status_code == 304
+    change(token.pk)
+    after = client.get(url, HTTP_IF_NONE_MATCH=first["ETag"])
+    assert after.status_code == 200 and after["ETag"] != first["ETag"]
+    assert after.json() != first.json()
+    assert client.get(url, HTTP_IF_NONE_MATCH=after["ETag"]).status_code == 304
+
+
 def test_it_answers_a_long_poll_at_once_when_the_client_is_behind(
     client: Client, alpha: Collection
 ) -> None:

@@ -249,14 +249,26 @@ class CollectionTokenList(APIView):
         return list_tokens(request, slug, s.validated(s.CollectionTokenQuery, request.query_params))
 
 
-def _fingerprint(token_pk: int) -> tuple[Any, ...] | None:
-    """What changes when a token moves: one cheap query for the pollers."""
-    return (
-        Token.objects.filter(pk=token_pk)
+def token_version(**lookup: Any) -> tuple[Any, ...] | None:
+    """What a token's document is made of, in one cheap query: its row, whose ``updated_at``
+    moves with every change (generation.models.TokenQuerySet), and its newest event. (The
+    collection's part of the document, its contract and rarity table, is frozen before the
+    first mint.) ``None`` when no token matches ``lookup``."""
+    rows = (
+        Token.objects.filter(**lookup)
+        .order_by()
         .annotate(last_event=Max("events__pk"))
-        .values_list("status", "attempt", "failure_reason", "last_event")
-        .first()
+        .values_list("pk", "updated_at", "last_event")
     )
+    return next(iter(rows[:1]), None)
+
+
+def version_etag(version: tuple[Any, ...]) -> str:
+    """The token document's ETag, from its version rather than its bytes: a client polling
+    with it is answered 304 after one small query, without the document being built. The
+    gateway URL is part of it because the document's links are."""
+    key = f"{version!r}|{settings.IPFS_GATEWAY_URL}".encode()
+    return '"v' + hashlib.sha256(key).hexdigest()[:31] + '"'
 
 
 TOKEN_DETAIL_RESPONSES = {
@@ -286,9 +298,22 @@ class CollectionTokenDetail(APIView):
 
     def answer(self, request: Request, slug: str | None, token_id: int) -> Response:
         query = s.validated(self.query_class, request.query_params)
-        token = get_token(slug or _default_slug(query), token_id)
+        slug = slug or _default_slug(query)
+        # The version is read before the document: a change in between gives the client a
+        # newer document under an older ETag (its next poll gets a 200, harmless), never the
+        # reverse (an older document under a newer ETag would get 304s until the next change).
+        version = None
+        if token_id <= MAX_DB_INT:
+            version = token_version(collection__slug=slug, token_id=token_id)
+        if version is not None:
+            etag = version_etag(version)
+            if not query["wait"] and _etag_matches(request.headers.get("If-None-Match", ""), etag):
+                return Response(status=304, headers={"ETag": etag, "Cache-Control": "no-cache"})
+        token = get_token(slug, token_id)
+        if version is None:  # it appeared after the version was read
+            version = token_version(pk=token.pk)
+            etag = version_etag(version)  # type: ignore[arg-type]
         doc = token_document(token)
-        etag = etag_for(doc)
         since = query.get("since") or request.headers.get("If-None-Match", "")
         if query["wait"] and since and (since == token.status or _etag_matches(since, etag)):
             doc, etag = self._wait(token, since, etag, query["wait"])
@@ -301,25 +326,29 @@ class CollectionTokenDetail(APIView):
         self, token: Token, since: str, etag: str, seconds: int
     ) -> tuple[dict[str, Any] | None, str]:
         deadline = time.monotonic() + seconds
-        seen = _fingerprint(token.pk)
+        seen = token_version(pk=token.pk)
         while time.monotonic() < deadline:
             time.sleep(settings.API_POLL_INTERVAL)
-            now = _fingerprint(token.pk)
+            now = token_version(pk=token.pk)
             if now == seen:
                 continue
             seen = now
-            token.refresh_from_db()
-            doc = token_document(token)
-            new_etag = etag_for(doc)
-            if since == token.status or new_etag == etag:
-                continue  # it moved, but not past what the client asked about
-            return doc, new_etag
+            answer = self._moved(token, since, etag, now)
+            if answer is not None:
+                return answer
+        answer = self._moved(token, since, etag, token_version(pk=token.pk))
+        return answer if answer is not None else (None, etag)
+
+    def _moved(
+        self, token: Token, since: str, etag: str, version: tuple[Any, ...] | None
+    ) -> tuple[dict[str, Any], str] | None:
+        """The new document and ETag if the token moved past what the client asked about."""
+        if version is None or version_etag(version) == etag:
+            return None
         token.refresh_from_db()
-        doc = token_document(token)
-        new_etag = etag_for(doc)
-        if new_etag != etag and since != token.status:
-            return doc, new_etag
-        return None, etag
+        if since == token.status:
+            return None  # it moved, but not past the status the client waits on
+        return token_document(token), version_etag(version)
 
 
 class TokenDetail(CollectionTokenDetail):

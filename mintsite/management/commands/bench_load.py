@@ -151,9 +151,13 @@ class Command(BaseCommand):
                 else ""
             )
             + ". Everything shares the machine's cores: web tier, workers, locust, "
-            "PostgreSQL, Redis, and whatever else runs. The latency is what locust measured; "
-            "the time in the server is gunicorn's, from reading the request to writing the "
-            "answer: the difference is time spent waiting for a thread or a CPU.",
+            "PostgreSQL, Redis, and whatever else runs. Latency is measured twice: by locust "
+            "for its 200 users, and by a probe, one more collector polling token 1 ten times a "
+            "second over a kept-alive connection from the benchmark's own (mostly idle) "
+            "process. Locust runs all its users on one Python event loop, and its times "
+            "include the wait of a finished response for that loop; the probe's are what one "
+            "more collector sees of the same server under the same load. The time in the "
+            "server is gunicorn's, from reading the request to writing the answer.",
         ]
         lines = self._report(figures)
         self.stdout.write("\n".join([*intro, "", *lines]))
@@ -373,9 +377,12 @@ class Command(BaseCommand):
             runner = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
             locust_proc = psutil.Process(runner.pid)
             locust_cpu: dict[int, float] = {}
+            probe = Probe(url, f"/api/collections/{SLUG}/tokens/1/")
+            probe.start()
             while runner.poll() is None:
                 locust_cpu = _cpu_seconds(locust_proc) or locust_cpu
                 time.sleep(0.5)
+            probe.stop()
         wall = time.monotonic() - started
         ended_at = _now()
         cpu_after = {name: _cpu_seconds(p) for name, p in tree.items()}
@@ -406,6 +413,7 @@ class Command(BaseCommand):
             "max": times[-1],
             "server_p50": _percentile(server, 50) if server else float("nan"),
             "server_p95": _percentile(server, 95) if server else float("nan"),
+            "probe": probe.percentiles(),
             "codes": results["codes"],
             "renders": renders,
             "recycled": recycled,
@@ -427,9 +435,9 @@ class Command(BaseCommand):
             other = sum(n for c, n in codes.items() if c not in ("200", "304"))
             return f"{codes.get('304', 0):,} / {codes.get('200', 0):,} / {other:,}"
 
-        def target(p: dict[str, Any]) -> str:
-            verdict = "PASS" if p["p95"] < TARGET_P95_MS else "FAIL"
-            return f"**{p['p95']:.0f} ms: {verdict}**"
+        def target(p95: float) -> str:
+            verdict = "PASS" if p95 < TARGET_P95_MS else "FAIL"
+            return f"**{p95:.0f} ms: {verdict}**"
 
         def cores(p: dict[str, Any]) -> str:
             return ", ".join(f"{used:.2f}" for used in p["cpu"].values())
@@ -453,7 +461,20 @@ class Command(BaseCommand):
                 "time in the server p50 / p95 (ms, gunicorn's access log)",
                 lambda p: f"{p['server_p50']:.1f} / {p['server_p95']:.1f}",
             ),
-            row(f"**p95 < {TARGET_P95_MS:.0f} ms**", target),
+            row(
+                f"**p95 < {TARGET_P95_MS:.0f} ms, as locust measured**", lambda p: target(p["p95"])
+            ),
+            row(
+                "probe client beside them: polls, p50 / p95 / p99 (ms)",
+                lambda p: (
+                    f"{p['probe']['count']:,}: {p['probe']['p50']:.1f} / "
+                    f"{p['probe']['p95']:.1f} / {p['probe']['p99']:.1f}"
+                ),
+            ),
+            row(
+                f"**p95 < {TARGET_P95_MS:.0f} ms, as the probe measured**",
+                lambda p: target(p["probe"]["p95"]),
+            ),
             row(
                 f"renders completed (steps {f['steps']}, {f['render_threads']} render "
                 f"threads){starved}",
@@ -469,6 +490,70 @@ class Command(BaseCommand):
                 lambda p: f"{p['load'][0]:.2f} / {p['load'][1]:.2f}",
             ),
         ]
+
+
+class Probe:
+    """One more collector, outside locust: polls a token's status every ``interval`` seconds
+    over a kept-alive connection (If-None-Match, as the mint page does) and times each answer.
+
+    Locust runs its 200 users on one Python event loop, and its response times include the
+    time a finished response waits for that loop; this client, in the benchmark's own mostly
+    idle process, measures what one more collector sees of the same server under the same load.
+    """
+
+    def __init__(self, base_url: str, path: str, interval: float = 0.1) -> None:
+        import threading
+        from urllib.parse import urlsplit
+
+        self.address = urlsplit(base_url)
+        self.path, self.interval = path, interval
+        self.times_ms: list[float] = []
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="probe", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        import http.client
+
+        connection = http.client.HTTPConnection(
+            self.address.hostname, self.address.port, timeout=10
+        )
+        etag = None
+        while not self._stop.wait(self.interval):
+            headers = {"Accept": "application/json", **({"If-None-Match": etag} if etag else {})}
+            began = time.perf_counter()
+            try:
+                connection.request("GET", self.path, headers=headers)
+                response = connection.getresponse()
+                response.read()
+            except (OSError, http.client.HTTPException):
+                self.errors += 1
+                connection.close()
+                continue
+            self.times_ms.append((time.perf_counter() - began) * 1000)
+            if response.status == 200:
+                etag = response.getheader("ETag")
+            elif response.status != 304:
+                self.errors += 1
+        connection.close()
+
+    def percentiles(self) -> dict[str, float]:
+        ordered = sorted(self.times_ms)
+        if not ordered:
+            return {"count": 0, "p50": float("nan"), "p95": float("nan"), "p99": float("nan")}
+        return {
+            "count": len(ordered),
+            "p50": _percentile(ordered, 50),
+            "p95": _percentile(ordered, 95),
+            "p99": _percentile(ordered, 99),
+        }
 
 
 def _renice(pid: int, value: int) -> None:

@@ -61,7 +61,7 @@ from PIL import Image
 
 from generation import events, pipeline
 from generation.models import Collection, Token
-from generation.tasks import RENDER_QUEUE, lease_wait_ms, pin_token
+from generation.tasks import RENDER_QUEUE, RENDER_STAGE, lease_wait_ms, pin_token
 
 log = logging.getLogger(__name__)
 Status = Token.Status
@@ -430,14 +430,7 @@ def approve_token(token_pk: int, approved_by: str, attempt: int) -> None:
     approve(token_pk, approved_by, attempt)
 
 
-@dramatiq.actor(
-    queue_name=RENDER_QUEUE,
-    max_retries=2,
-    min_backoff=2_000,
-    max_backoff=30_000,
-    time_limit=30 * 60_000,
-    on_retry_exhausted="record_failure",
-)
+@dramatiq.actor(**RENDER_STAGE)
 def rerender_token(token_pk: int, requested_by: str, until: int) -> None:
     try:
         rerender(token_pk, requested_by, until)

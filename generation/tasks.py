@@ -47,14 +47,19 @@ def record_failure(message_data: dict[str, Any], retry_data: dict[str, Any]) -> 
     )
 
 
-@dramatiq.actor(
-    queue_name=RENDER_QUEUE,
-    max_retries=2,
-    min_backoff=2_000,
-    max_backoff=30_000,
-    time_limit=30 * 60_000,
-    on_retry_exhausted="record_failure",
-)
+# A render, and a manager's re-render (generation/review.py): minutes of GPU work, retried twice
+# (a worker lost mid-render), then recorded FAILED by record_failure.
+RENDER_STAGE = {
+    "queue_name": RENDER_QUEUE,
+    "max_retries": 2,
+    "min_backoff": 2_000,
+    "max_backoff": 30_000,
+    "time_limit": 30 * 60_000,
+    "on_retry_exhausted": "record_failure",
+}
+
+
+@dramatiq.actor(**RENDER_STAGE)
 def render_token(token_pk: int) -> None:
     try:
         status = pipeline.run_render(token_pk)

@@ -32,6 +32,7 @@ from generation.forms import RarityInput
 from generation.ipfs import LocalStore
 from generation.models import Collection, Token, TokenEvent
 from generation.rendering import torch_seed_for
+from tests.test_pipeline import WEIGHTED
 
 pytestmark = pytest.mark.django_db
 Status = Token.Status
@@ -39,19 +40,6 @@ SEED = "0x" + hashlib.sha256(b"an admin test seed").hexdigest()
 DEPLOYER = ANVIL_ACCOUNTS[0]
 CHANGELIST = "/admin/generation/token/"
 COLLECTIONS = "/admin/generation/collection/"
-WEIGHTED = {
-    "mode": "weighted",
-    "categories": [
-        {
-            "name": "palette",
-            "verify": False,
-            "options": [
-                {"name": "warm", "prompt": "in warm reds", "weight": 3},
-                {"name": "cold", "prompt": "in cold blues", "weight": 1},
-            ],
-        }
-    ],
-}
 
 
 # --- personas and their collections ----------------------------------------------------------

@@ -20,24 +20,12 @@ from generation.ipfs import compute_cid, compute_raw_cid
 from generation.metadata import build_metadata, canonical_json
 from generation.models import Collection, Token
 from mintsite.models import ApiKey, WebhookSubscription
+from tests.test_pipeline import WEIGHTED
 
 Status = Token.Status
 ALICE = "0x" + "aB" * 20  # a collector, stored checksum-cased
 BOB = "0x" + "11" * 20
 PNG = b"\x89PNG\r\n\x1a\n" + b"pixels"
-WEIGHTED = {
-    "mode": "weighted",
-    "categories": [
-        {
-            "name": "palette",
-            "verify": False,
-            "options": [
-                {"name": "warm", "prompt": "in warm reds", "weight": 3},
-                {"name": "cold", "prompt": "in cold blues", "weight": 1},
-            ],
-        }
-    ],
-}
 
 
 # --- data, shared with test_webhooks.py and test_api_fuzz.py ---------------------------------

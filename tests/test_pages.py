@@ -38,6 +38,7 @@ from chain.seed_commit import commit_seeds
 from generation import pipeline, publishing
 from generation.models import Collection, Token
 from tests.test_listener import mine, mint
+from tests.test_pipeline import WEIGHTED as PALETTE
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -60,19 +61,6 @@ CHROMIUM_ARGS = [
 ]
 PROVIDER_JS = (Path(__file__).parent / "eip1193_provider.js").read_text()
 STEP = 20_000  # ms a page may take to show what a step changed (it polls every 1.5 s)
-PALETTE = {
-    "mode": "weighted",
-    "categories": [
-        {
-            "name": "palette",
-            "verify": False,
-            "options": [
-                {"name": "warm", "prompt": "in warm reds", "weight": 3},
-                {"name": "cold", "prompt": "in cold blues", "weight": 1},
-            ],
-        }
-    ],
-}
 
 T = TypeVar("T")
 

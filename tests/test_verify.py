@@ -40,24 +40,12 @@ from generation.metadata import canonical_json
 from generation.models import Collection, Token
 from generation.pinning import pinner_from_settings
 from tests.test_listener import mine, mint
+from tests.test_pipeline import WEIGHTED as PALETTE
 
 pytestmark = pytest.mark.django_db(transaction=True)
 DEPLOYER = ANVIL_ACCOUNTS[0]
 Status = Token.Status
 REPO = Path(__file__).resolve().parent.parent
-PALETTE = {
-    "mode": "weighted",
-    "categories": [
-        {
-            "name": "palette",
-            "verify": False,
-            "options": [
-                {"name": "warm", "prompt": "in warm reds", "weight": 3},
-                {"name": "cold", "prompt": "in cold blues", "weight": 1},
-            ],
-        }
-    ],
-}
 HONEST, OTHER, FORGED_ATTRIBUTE, FORGED_SEED = 1, 2, 3, 4
 QUOTA = {
     "mode": "quota",

@@ -74,7 +74,7 @@ def render_token(token_pk: int) -> None:
     except pipeline.PipelineError as exc:
         pipeline.mark_failed(token_pk, str(exc))
         return
-    if status == Token.Status.RENDERED:
+    if status == Token.Status.RENDERED or _already(token_pk, Token.Status.RENDERED, status):
         pin_token.send(token_pk)
 
 
@@ -93,8 +93,18 @@ def pin_token(token_pk: int) -> None:
     except pipeline.PipelineError as exc:
         pipeline.mark_failed(token_pk, str(exc))
         return
-    if status == Token.Status.PINNED:
+    if status == Token.Status.PINNED or _already(token_pk, Token.Status.PINNED, status):
         schedule_publish(Token.objects.get(pk=token_pk).collection_id)
+
+
+def _already(token_pk: int, stage_result: str, status: str | None) -> bool:
+    """A run that found nothing to do on a token that already has this stage's result: the
+    message is a redelivery, and the run that committed the result may have died before it
+    sent the next stage's message (a worker killed between the two), so send it again. The
+    next stage takes only tokens at this status, so a second message is harmless."""
+    if status is not None:
+        return False
+    return Token.objects.filter(pk=token_pk, status=stage_result).exists()
 
 
 def schedule_publish(collection_pk: int) -> None:

@@ -128,8 +128,8 @@ class Fleet:
         argv = ["rundramatiq", "--processes", "1", "--threads", str(threads), "--queues", queues]
         self.start(name, [*argv, "--worker-shutdown-timeout", "5000"], **extra_env)
 
-    def start_listener(self, name: str = "listener") -> None:
-        self.start(name, ["listen_chain"])
+    def start_listener(self, name: str = "listener", **extra_env: str) -> None:
+        self.start(name, ["listen_chain"], **extra_env)
 
     def kill(self, name: str) -> None:
         """SIGKILL the process and its children (rundramatiq's worker processes): no cleanup,

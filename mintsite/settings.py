@@ -356,6 +356,10 @@ PUBLISH_BATCH_WAIT = env_float("PUBLISH_BATCH_WAIT", 2.0)
 PUBLISH_CLAIM_TIMEOUT = env_float("PUBLISH_CLAIM_TIMEOUT", 900.0)
 PUBLISH_PAUSE_RETRY = env_float("PUBLISH_PAUSE_RETRY", 60.0)
 SEED_COMMIT_BATCH_SIZE = env_int("SEED_COMMIT_BATCH_SIZE", 200, minimum=1)
+# Every SWEEP_SECONDS the leading listener sends again the messages that were lost: tokens
+# untouched that long with no message in the broker (generation/redrive.py), seed commits and
+# webhook deliveries overdue by that long.
+SWEEP_SECONDS = env_float("SWEEP_SECONDS", 300.0)
 
 # --- IPFS -------------------------------------------------------------------------------------
 IPFS_STORE_DIR = Path(env_str("IPFS_STORE_DIR") or VAR_DIR / "ipfs")

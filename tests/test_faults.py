@@ -37,6 +37,7 @@ from generation import pipeline
 from generation.ipfs import compute_raw_cid
 from generation.models import Collection, Token, TokenEvent
 from generation.rendering import png_bytes
+from generation.tasks import pin_token
 from generation.traits import render_prompt
 from mintsite.fleet import Fleet, stack_env
 from tests.conftest import database_url
@@ -432,3 +433,66 @@ def test_a_poison_message_is_dead_lettered_shown_in_the_admin_and_retried_once_f
             "the retried token FINAL", lambda: status_of(token) == Status.FINAL, fleet=stack.fleet
         )
         User.objects.filter(pk=root.pk).delete()
+
+
+# --- a stage's result committed, the next stage's message never sent ---------------------------
+# A worker killed between its commit and its send (the soak caught render workers dying just
+# there, with a batch of four committed at once) leaves the token at the stage's result, and the
+# message it was processing comes back. The test takes the dead worker's place: it runs the
+# stage in this process, as far as the commit, on a token whose message waits in the broker.
+
+
+def finished_once(token: Token) -> None:
+    statuses = list(TokenEvent.objects.filter(token=token).values_list("status", flat=True))
+    for status in (Status.RENDERED, Status.PINNED, Status.PUBLISHED, Status.FINAL):
+        assert statuses.count(status) == 1, statuses
+
+
+def seed_committed_with_no_render_worker(stack: Stack) -> Token:
+    """A token of the quick collection, seed committed, its render message waiting."""
+    stack.fleet.kill("render-a")
+    token = mint(stack, stack.poison)
+    wait_for(
+        "the seed commit", lambda: status_of(token) == Status.SEED_COMMITTED, fleet=stack.fleet
+    )
+    return token
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("died_after", [Status.RENDERED, Status.PINNED])
+def test_a_redelivered_message_sends_the_next_stage_a_dead_worker_never_sent(
+    stack: Stack, django_db_blocker: Any, settings: Any, died_after: str
+) -> None:
+    settings.RENDER_CACHE_DIR, settings.RENDER_DEVICE = stack.render_cache, "cpu"
+    with django_db_blocker.unblock():
+        token = seed_committed_with_no_render_worker(stack)
+        # Given a worker that committed the stage's result and died before sending on
+        assert pipeline.run_render(token.pk) == Status.RENDERED
+        if died_after == Status.PINNED:
+            assert pipeline.run_pin(token.pk) == Status.PINNED
+            pin_token.send(token.pk)  # the dead io worker's message, redelivered
+        # When its message is delivered again (render-b takes the waiting render message)
+        stack.fleet.start_worker("render-b", "render", 1)
+        # Then the token goes on to FINAL, each stage done once
+        wait_for("the token FINAL", lambda: status_of(token) == Status.FINAL, 90, stack.fleet)
+        finished_once(token)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_token_whose_message_was_lost_is_sent_again_by_the_listeners_sweep(
+    stack: Stack, django_db_blocker: Any
+) -> None:
+    with django_db_blocker.unblock():
+        token = seed_committed_with_no_render_worker(stack)
+        # Given its render message lost (the render queue emptied, as a Redis restart without
+        # its append-only file would)
+        dramatiq.get_broker().flush("render")
+        time.sleep(1.5)  # untouched for longer than the sweep's age below
+        # When a listener sweeping every second leads, and a render worker runs
+        stack.fleet.kill("listener")
+        stack.fleet.start_listener("listener-2", SWEEP_SECONDS="1")
+        stack.fleet.start_worker("render-b", "render", 1)
+        # Then the listener sends the render again and the token goes on to FINAL, once
+        wait_for("the token FINAL", lambda: status_of(token) == Status.FINAL, 90, stack.fleet)
+        finished_once(token)
+        assert "sent again the messages of stuck tokens: render 1," in stack.fleet.log("listener-2")

@@ -16,6 +16,7 @@ from typing import Any
 import requests
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from redis.exceptions import RedisError
 from web3.exceptions import Web3Exception
 
 from chain.errors import ChainError
@@ -24,10 +25,18 @@ from chain.listener import DeepReorg, Listener, PollSummary
 from chain.models import Chain
 from chain.rpc import connect
 from chain.tasks import enqueue_seed_commits
+from generation.redrive import redrive
 from mintsite import webhooks
 
 log = logging.getLogger(__name__)
-SWEEP_EVERY = 300.0  # seconds between hand-overs of tokens stuck waiting for their seed commit
+
+
+def redrive_stuck(chain_id: int, older_than: float) -> None:
+    """Send again the messages the chain's stuck tokens wait for (generation/redrive.py)."""
+    try:
+        redrive(older_than=older_than, chain_id=chain_id)
+    except RedisError as exc:  # the next sweep tries again
+        log.warning("chain %d: sweep skipped, the broker failed: %s", chain_id, exc)
 
 
 class Command(BaseCommand):
@@ -48,6 +57,7 @@ class Command(BaseCommand):
         polls = errors = 0
         standby_logged: set[int] = set()
         swept: dict[int, float] = {}
+        sweep = settings.SWEEP_SECONDS
         try:
             while not self.shutdown:
                 chains = Chain.objects.all()
@@ -79,11 +89,13 @@ class Command(BaseCommand):
                             listeners[chain.chain_id] = listener
                             self.stdout.write(f"leading chain {chain.chain_id} via {chain.urls()}")
                             listener.requeue_confirmed()
+                            redrive_stuck(chain.chain_id, sweep)
                             swept[chain.chain_id] = time.monotonic()
-                        elif time.monotonic() - swept.get(chain.chain_id, 0.0) > SWEEP_EVERY:
-                            listener.requeue_confirmed(older_than=SWEEP_EVERY)
-                            # webhook deliveries whose message was lost (a broker outage)
-                            webhooks.enqueue_overdue(older_than=SWEEP_EVERY)
+                        elif time.monotonic() - swept.get(chain.chain_id, 0.0) > sweep:
+                            listener.requeue_confirmed(older_than=sweep)
+                            # the tokens and webhook deliveries whose message was lost
+                            redrive_stuck(chain.chain_id, sweep)
+                            webhooks.enqueue_overdue(older_than=sweep)
                             swept[chain.chain_id] = time.monotonic()
                         listener.chain = chain  # settings edited in the admin apply next poll
                         total.add(listener.poll())

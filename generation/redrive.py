@@ -1,0 +1,156 @@
+"""Sending again the message a stuck token waits for.
+
+Each stage commits its result, then sends the next stage's message. A process that dies
+between the two, or a broker that loses a message (Redis restarted without its append-only
+file, a queue emptied by hand), leaves a token waiting for a message that never comes. A
+redelivered message mends the first case on its own (generation/tasks.py hands over again);
+``redrive`` mends the rest. It takes the tokens
+
+- in a status a message moves on: SEED_COMMITTED (``render_token``), RENDERING with its lease
+  lapsed (``render_token``, which takes it over), RENDERED (``pin_token``), PINNED or a stale
+  PUBLISHING claim (``publish_pending`` of the collection);
+- untouched for ``older_than`` seconds, of a collection that is not paused;
+- with no message for them anywhere in the broker: waiting, delayed, or taken by a worker
+  (Dramatiq keeps every unacknowledged message in ``<ns>:<queue>.msgs`` and ``.DQ.msgs``);
+
+and sends that message. A backlog is left alone (its tokens have their messages queued), so a
+sweep during a drop of 10,000 mints re-sends nothing that is merely waiting its turn. Every
+stage takes only tokens at its own status, so a message sent twice does nothing twice.
+
+The listener daemon runs it every ``SWEEP_SECONDS``; ``manage.py redrive`` runs it once.
+A manager's re-render whose message was lost (RENDERING, lease lapsed, the collection's
+attempts used up: ``render_token`` would not render past ``max_attempts``) goes back to
+NEEDS_REVIEW, saying so, for the manager to ask again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import dramatiq
+from django.db.models import F, Q
+from django.db.models.functions import Now
+from django.utils import timezone
+
+from generation import events
+from generation.models import Token
+
+log = logging.getLogger(__name__)
+Status = Token.Status
+QUEUES = ("render", "io")
+TOKEN_ACTORS = {"render_token", "rerender_token", "approve_token", "pin_token"}
+LAPSED = Q(render_lease_expires__isnull=True) | Q(render_lease_expires__lt=Now())
+LOST_RERENDER = "the re-render's message was lost (its worker or the broker); ask again"
+
+
+@dataclass
+class Redriven:
+    """Token pks sent again, by the actor sent; collections whose publishing was sent again."""
+
+    render: list[int] = field(default_factory=list)
+    pin: list[int] = field(default_factory=list)
+    publish: list[int] = field(default_factory=list)  # collection pks
+    review: list[int] = field(default_factory=list)  # lost re-renders, back to NEEDS_REVIEW
+
+    def __bool__(self) -> bool:
+        return bool(self.render or self.pin or self.publish or self.review)
+
+    def __str__(self) -> str:
+        return (
+            f"render {len(self.render)}, pin {len(self.pin)}, "
+            f"publish {len(self.publish)} collection(s), back to review {len(self.review)}"
+        )
+
+
+def broker_messages() -> Iterator[dict]:  # type: ignore[type-arg]
+    """Every message the broker holds for the pipeline's queues and has not acknowledged."""
+    broker = dramatiq.get_broker()
+    client, namespace = broker.client, broker.namespace  # type: ignore[attr-defined]
+    for queue in QUEUES:
+        for key in (f"{namespace}:{queue}.msgs", f"{namespace}:{queue}.DQ.msgs"):
+            for _, data in client.hscan_iter(key, count=1000):
+                try:
+                    yield json.loads(data)
+                except ValueError:
+                    log.warning("%s holds a message that is not JSON", key)
+
+
+def waiting_for_messages() -> tuple[set[int], set[int]]:
+    """(token pks, collection pks) that a message in the broker will move on."""
+    tokens: set[int] = set()
+    collections: set[int] = set()
+    for message in broker_messages():
+        args = message.get("args") or [None]
+        if message.get("actor_name") in TOKEN_ACTORS:
+            tokens.add(args[0])
+        elif message.get("actor_name") == "publish_pending":
+            collections.add(args[0])
+    return tokens, collections
+
+
+def stuck(older_than: float, chain_id: int | None = None):  # type: ignore[no-untyped-def]
+    """Tokens of running collections, untouched for ``older_than`` seconds, at a status a
+    message moves on (see the module doc), whether or not a message is on its way."""
+    from django.conf import settings
+
+    now = timezone.now()
+    tokens = Token.objects.filter(
+        collection__paused=False, updated_at__lt=now - timedelta(seconds=older_than)
+    )
+    if chain_id is not None:
+        tokens = tokens.filter(collection__chain_id=chain_id)
+    stale_claim = now - timedelta(seconds=settings.PUBLISH_CLAIM_TIMEOUT)
+    return tokens.filter(
+        Q(status__in=[Status.SEED_COMMITTED, Status.RENDERED, Status.PINNED])
+        | (Q(status=Status.RENDERING) & LAPSED)
+        | Q(status=Status.PUBLISHING, updated_at__lt=stale_claim)
+    )
+
+
+def redrive(older_than: float, chain_id: int | None = None, *, dry_run: bool = False) -> Redriven:
+    """Send the message each stuck token waits for (see the module doc); ``dry_run`` only
+    says what it would send."""
+    from generation.tasks import pin_token, publish_pending, render_token
+
+    result = Redriven()
+    candidates = list(
+        stuck(older_than, chain_id)
+        .annotate(max_attempts=F("collection__max_attempts"))
+        .values_list("pk", "status", "collection_id", "attempt", "max_attempts")
+    )
+    if not candidates:
+        return result
+    covered_tokens, covered_collections = waiting_for_messages()
+    for pk, status, collection_pk, attempt, max_attempts in candidates:
+        if status in (Status.PINNED, Status.PUBLISHING):
+            if collection_pk not in covered_collections and collection_pk not in result.publish:
+                result.publish.append(collection_pk)
+        elif pk in covered_tokens:
+            continue
+        elif status == Status.RENDERED:
+            result.pin.append(pk)
+        elif status == Status.RENDERING and attempt >= max_attempts:
+            result.review.append(pk)
+        else:
+            result.render.append(pk)
+    if dry_run:
+        return result
+    for pk in result.review:
+        if Token.objects.filter(LAPSED, pk=pk, status=Status.RENDERING).update(
+            status=Status.NEEDS_REVIEW, render_lease_owner="", render_lease_expires=None,
+            failure_reason=LOST_RERENDER,
+        ):  # fmt: skip
+            events.record([pk], Status.NEEDS_REVIEW, LOST_RERENDER)
+    for pk in result.render:
+        render_token.send(pk)
+    for pk in result.pin:
+        pin_token.send(pk)
+    for collection_pk in result.publish:
+        publish_pending.send(collection_pk)
+    if result:
+        log.info("sent again the messages of stuck tokens: %s", result)
+    return result

@@ -61,7 +61,7 @@ from PIL import Image
 
 from generation import events, pipeline
 from generation.models import Collection, Token
-from generation.tasks import RENDER_QUEUE, RENDER_STAGE, lease_wait_ms, pin_token
+from generation.tasks import RENDER_QUEUE, RENDER_STAGE, lease_wait_ms, needs_handover, pin_token
 
 log = logging.getLogger(__name__)
 Status = Token.Status
@@ -427,16 +427,21 @@ def rerender(token_pk: int, requested_by: str, until: int) -> str | None:
 )
 def approve_token(token_pk: int, approved_by: str, attempt: int) -> None:
     # No on_retry_exhausted: a token whose approval keeps failing stays in NEEDS_REVIEW.
-    approve(token_pk, approved_by, attempt)
+    if needs_handover(token_pk, approve(token_pk, approved_by, attempt), Status.RENDERED):
+        pin_token.send(token_pk)
 
 
 @dramatiq.actor(**RENDER_STAGE)
 def rerender_token(token_pk: int, requested_by: str, until: int) -> None:
     try:
-        rerender(token_pk, requested_by, until)
+        status = rerender(token_pk, requested_by, until)
     except pipeline.RenderLeaseHeld as held:
         rerender_token.send_with_options(
             args=(token_pk, requested_by, until), delay=lease_wait_ms(held)
         )
+        return
     except pipeline.PipelineError as exc:
         pipeline.mark_failed(token_pk, str(exc))
+        return
+    if needs_handover(token_pk, status, Status.RENDERED):
+        pin_token.send(token_pk)

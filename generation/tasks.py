@@ -74,7 +74,7 @@ def render_token(token_pk: int) -> None:
     except pipeline.PipelineError as exc:
         pipeline.mark_failed(token_pk, str(exc))
         return
-    if status == Token.Status.RENDERED or _already(token_pk, Token.Status.RENDERED, status):
+    if status == Token.Status.RENDERED or needs_handover(token_pk, status, Token.Status.RENDERED):
         pin_token.send(token_pk)
 
 
@@ -93,15 +93,16 @@ def pin_token(token_pk: int) -> None:
     except pipeline.PipelineError as exc:
         pipeline.mark_failed(token_pk, str(exc))
         return
-    if status == Token.Status.PINNED or _already(token_pk, Token.Status.PINNED, status):
+    if status == Token.Status.PINNED or needs_handover(token_pk, status, Token.Status.PINNED):
         schedule_publish(Token.objects.get(pk=token_pk).collection_id)
 
 
-def _already(token_pk: int, stage_result: str, status: str | None) -> bool:
-    """A run that found nothing to do on a token that already has this stage's result: the
-    message is a redelivery, and the run that committed the result may have died before it
-    sent the next stage's message (a worker killed between the two), so send it again. The
-    next stage takes only tokens at this status, so a second message is harmless."""
+def needs_handover(token_pk: int, status: str | None, stage_result: str) -> bool:
+    """True when a run found nothing to do (``status`` None) on a token already at this stage's
+    result: the message is a redelivery, and the run that committed the result may have died
+    before it sent the next stage's message (a worker killed between the two), so the caller
+    sends it again. The next stage takes only tokens at this status: a second message is
+    harmless."""
     if status is not None:
         return False
     return Token.objects.filter(pk=token_pk, status=stage_result).exists()

@@ -6,16 +6,18 @@ the copy it holds in If-None-Match, answered 304 while nothing changed, then a p
 page's ``poll_interval_ms`` (1.5 s) after each answer. User *n* watches token
 ``first + n mod count`` of the collection, so every watched token has one watcher.
 
-Run by ``bench_load`` as its own process (``locust -f mintsite/loadtest.py --headless ...``);
-it imports no Django. At the end it writes every answer's status code and response time to
-``--results-file`` (JSON), from which ``bench_load`` computes exact percentiles (locust's own
-are rounded to two significant digits).
+Run by ``bench_load`` as its own process (``locust -f mintsite/loadtest.py --headless ...``),
+or as several (``--processes N``: one event loop each, so that no loop is the bottleneck); it
+imports no Django. At the end each process that made requests writes every answer's status
+code and response time to ``<--results-file>.<pid>`` (JSON), from which ``bench_load``
+computes exact percentiles (locust's own are rounded to two significant digits).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
 import time
 from collections import Counter
 from typing import Any
@@ -36,6 +38,7 @@ def _arguments(parser: Any) -> None:
     parser.add_argument("--first-token", type=int, default=1, help="the first watched token id")
     parser.add_argument("--token-count", type=int, default=200, help="how many tokens to watch")
     parser.add_argument("--results-file", default="", help="write codes and times here (JSON)")
+    parser.add_argument("--client-processes", type=int, default=1, help="what --processes says")
 
 
 @events.request.add_listener
@@ -52,8 +55,8 @@ def _count(response_time: float, response: Any = None, exception: Any = None, **
 @events.quitting.add_listener
 def _write_results(environment: Any, **_: Any) -> None:
     path = environment.parsed_options.results_file
-    if path:
-        with open(path, "w") as out:
+    if path and _times_ms:
+        with open(f"{path}.{os.getpid()}", "w") as out:
             json.dump({"codes": _codes, "times_ms": _times_ms, "failures": _failures[0],
                        "seconds": max(0.0, _span[1] - _span[0])}, out)  # fmt: skip
 
@@ -63,7 +66,10 @@ class Collector(FastHttpUser):
 
     def on_start(self) -> None:
         options = self.environment.parsed_options
-        token_id = options.first_token + next(_next_user) % options.token_count
+        # one watcher per token across the processes: process i takes i, i + N, i + 2N, ...
+        index = getattr(self.environment.runner, "worker_index", 0)
+        n = next(_next_user) * options.client_processes + index
+        token_id = options.first_token + n % options.token_count
         self.url = f"/api/collections/{options.collection}/tokens/{token_id}/"
         self.token_id = token_id
         self.etag: str | None = None

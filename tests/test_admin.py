@@ -607,6 +607,9 @@ def test_approve_accepts_the_rejected_image_as_it_is_and_pins_it(
     assert token.image_embedding is not None
     assert token.events.last().detail.startswith("attempt 0 approved by ada despite the CLIP gate")
     assert take_messages("pin_token", lambda a: a == [token.pk]) == [[token.pk]]
+    # the approval delivered again (its worker died before sending the pin): the pin again
+    review.approve_token.fn(*args)
+    assert take_messages("pin_token", lambda a: a == [token.pk]) == [[token.pk]]
 
     # the record is the one a passing render gets, plus the approval
     passing = make_token(make_collection(reference_models, "passing"), 1)
@@ -673,6 +676,9 @@ def test_rerender_continues_the_attempt_counter(
     assert token.render_record["torch_seed"] == torch_seed_for(bytes.fromhex(SEED[2:]), 2)
     assert token.render_record["rerendered_by"] == "ada"
     assert take_messages("pin_token", lambda a: a == [token.pk]) == [[token.pk]]
+    review.rerender_token.fn(*args)  # delivered again: the pin again, nothing rendered
+    assert take_messages("pin_token", lambda a: a == [token.pk]) == [[token.pk]]
+    assert Token.objects.get(pk=token.pk).attempt == 2
     details = [e.detail for e in token.events.all()]
     assert "re-render by ada: attempts 1..1" in details
     assert "re-render by ada: attempts 2..2" in details

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import date
@@ -79,6 +80,9 @@ class Command(BaseCommand):
         # overlap each request's database and Redis round trips; more threads add no CPU.
         parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
         parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
+        parser.add_argument(
+            "--client-processes", type=int, default=1, help="locust processes (event loops)"
+        )
         parser.add_argument("--steps", type=int, default=4, help="diffusion steps per render")
         parser.add_argument(
             "--render-nice",
@@ -89,9 +93,10 @@ class Command(BaseCommand):
         parser.add_argument("--write", type=Path, help="update this markdown file's section")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        for name in ("users", "duration", "workers", "threads", "steps"):
+        for name in ("users", "duration", "workers", "threads", "steps", "client_processes"):
             if options[name] < 1:
-                raise CommandError(f"--{name} must be at least 1, not {options[name]}")
+                flag = name.replace("_", "-")
+                raise CommandError(f"--{flag} must be at least 1, not {options[name]}")
         if options["spawn_rate"] <= 0:
             raise CommandError(f"--spawn-rate must be above 0, not {options['spawn_rate']}")
         namespace = settings.DRAMATIQ_BROKER["OPTIONS"]["namespace"]
@@ -120,7 +125,13 @@ class Command(BaseCommand):
             shutil.rmtree(scratch, ignore_errors=True)
         nice = options["render_nice"]
         intro = [
-            f"{figures['users']} collectors (locust users, a process of its own) each watch "
+            f"{figures['users']} collectors (locust users, in "
+            + (
+                "a process of its own"
+                if figures["client_processes"] == 1
+                else f"{figures['client_processes']} processes of their own (`--processes`)"
+            )
+            + ") each watch "
             "one token with `GET /api/collections/<slug>/tokens/<id>/`, as the mint page "
             "polls: If-None-Match with the ETag of the copy held (304 while nothing "
             "changed), then 1.5 s (`poll_interval_ms`) after each answer, so about "
@@ -154,8 +165,8 @@ class Command(BaseCommand):
             "PostgreSQL, Redis, and whatever else runs. Latency is measured twice: by locust "
             "for its 200 users, and by a probe, one more collector polling token 1 ten times a "
             "second over a kept-alive connection from the benchmark's own (mostly idle) "
-            "process. Locust runs all its users on one Python event loop, and its times "
-            "include the wait of a finished response for that loop; the probe's are what one "
+            "process. Locust runs its users on one Python event loop per process, and its "
+            "times include the wait of a finished response for that loop; the probe's are what one "
             "more collector sees of the same server under the same load. The time in the "
             "server is gunicorn's, from reading the request to writing the answer.",
         ]
@@ -239,6 +250,7 @@ class Command(BaseCommand):
             starved = not left.exists()
         return {
             "users": users,
+            "client_processes": options["client_processes"],
             "duration": duration,
             "workers": options["workers"],
             "threads": options["threads"],
@@ -366,7 +378,10 @@ class Command(BaseCommand):
             "-t", f"{options['duration']}s", "--host", url, "--csv", str(prefix),
             "--loglevel", "WARNING", "--collection", SLUG, "--first-token", "1",
             "--token-count", str(options["users"]), "--results-file", str(results_file),
+            "--client-processes", str(options["client_processes"]),
         ]  # fmt: skip
+        if options["client_processes"] > 1:
+            argv += ["--processes", str(options["client_processes"])]
         access_log = scratch / "access.log"
         logged = _lines(access_log)
         tree = {name: psutil.Process(p.pid) for name, p in processes.items()}
@@ -389,9 +404,15 @@ class Command(BaseCommand):
         cpu = {name: _cpu_used(cpu_before[name], cpu_after[name]) / wall for name in tree}
         recycled = len(set(cpu_after["web"]) - set(cpu_before["web"]))
         cpu["locust"] = _cpu_used({}, locust_cpu) / wall
-        if not results_file.exists():
+        parts = [json.loads(p.read_text()) for p in scratch.glob(f"{results_file.name}.*")]
+        if not parts:
             raise CommandError(f"locust wrote no results: see {scratch / f'locust-{tag}.log'}")
-        results = json.loads(results_file.read_text())
+        results = {
+            "times_ms": [t for part in parts for t in part["times_ms"]],
+            "codes": sum((Counter(part["codes"]) for part in parts), Counter()),
+            "failures": sum(part["failures"] for part in parts),
+            "seconds": max(part["seconds"] for part in parts),
+        }
         times = sorted(results["times_ms"])
         if not times:
             raise CommandError(f"locust made no requests: see {scratch / f'locust-{tag}.log'}")

@@ -6,13 +6,15 @@ reference models, and locust (``mintsite/loadtest.py``, a second process) with N
 each polling their token's status with If-None-Match every 1.5 s, as the mint page does.
 Phases of the same length, side by side: the pipeline idle (workers up, no work), then the
 pipeline running (the watched tokens and more sent to the render queue, rendered and pinned
-while the collectors watch), then the same with the render worker niced (``--render-nice``).
+while the collectors watch), then the same with the render worker niced (``--render-nice``),
+then with it under SCHED_IDLE (``--render-idle``: it gets only the CPU nothing else wants).
 Target: p95 under 50 ms with the pipeline running. A benchmark, not a test: it prints figures
 and does not fail on them.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import math
@@ -90,6 +92,12 @@ class Command(BaseCommand):
             default=10,
             help="a third phase with the render worker at this nice value (0: no third phase)",
         )
+        parser.add_argument(
+            "--render-idle",
+            action=argparse.BooleanOptionalAction,
+            default=True,
+            help="a last phase with the render worker under SCHED_IDLE",
+        )
         parser.add_argument("--write", type=Path, help="update this markdown file's section")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -156,9 +164,16 @@ class Command(BaseCommand):
             "watched; publishing, a chain transaction per batch, is not part of it)"
             + (
                 f"; the same with the render worker at nice {nice} (every thread: as if "
-                f"started under `nice -n {nice}` or systemd `Nice={nice}`), which is how a "
-                "machine that serves the web tier should run CPU renders"
+                f"started under `nice -n {nice}` or systemd `Nice={nice}`)"
                 if nice
+                else ""
+            )
+            + (
+                "; the same with the render worker under SCHED_IDLE (as if started under "
+                "`chrt --idle 0` or systemd `CPUSchedulingPolicy=idle`: it runs only on CPU "
+                "nothing else wants), which is how a machine that serves the web tier should "
+                "run CPU renders"
+                if figures["render_idle"]
                 else ""
             )
             + ". Everything shares the machine's cores: web tier, workers, locust, "
@@ -246,11 +261,18 @@ class Command(BaseCommand):
                 phases[f"pipeline running, render worker nice {options['render_nice']}"] = (
                     self._phase(options, url, locust, scratch, "niced", processes)
                 )
+            if options["render_idle"]:
+                _sched_idle(render.pid)
+                self.stderr.write("pipeline running, render worker under SCHED_IDLE ...")
+                phases["pipeline running, render worker SCHED_IDLE"] = self._phase(
+                    options, url, locust, scratch, "idle-class", processes
+                )
             left = Token.objects.filter(pk__in=[t.pk for t in pool], status=Status.SEED_COMMITTED)
             starved = not left.exists()
         return {
             "users": users,
             "client_processes": options["client_processes"],
+            "render_idle": options["render_idle"],
             "duration": duration,
             "workers": options["workers"],
             "threads": options["threads"],
@@ -276,7 +298,7 @@ class Command(BaseCommand):
             style_prompt="an abstract painting", clip_threshold=-1.0, steps=options["steps"],
             rarity=RARITY, max_supply=100_000,
         )  # fmt: skip
-        count = max(options["users"], 10 * options["duration"])
+        count = max(options["users"], 15 * options["duration"])
         seeds = ["0x" + hashlib.sha256(f"bench-load:{i}".encode()).hexdigest() for i in
                  range(count + 1)]  # fmt: skip
         tokens = Token.objects.bulk_create(
@@ -467,7 +489,10 @@ class Command(BaseCommand):
         return [
             "| measure | " + " | ".join(f["phases"]) + " |",
             "|---|" + "---:|" * len(phases),
-            row("concurrent clients (locust users)", lambda p: f"{f['users']}"),
+            row(
+                "concurrent clients (locust users), locust processes",
+                lambda p: f"{f['users']}, {f['client_processes']}",
+            ),
             row("load applied (first request to last answer)", lambda p: f"{p['seconds']:.0f} s"),
             row("requests", lambda p: f"{p['requests']:,}"),
             row("failures", lambda p: f"{p['failures']:,}"),
@@ -588,6 +613,18 @@ def _renice(pid: int, value: int) -> None:
     for process in [root, *root.children(recursive=True)]:
         for thread in process.threads():
             os.setpriority(os.PRIO_PROCESS, thread.id, value)
+
+
+def _sched_idle(pid: int) -> None:
+    """Every thread of the process and its children to SCHED_IDLE: they run only when no
+    other thread wants the CPU (nice values do not apply any more). Equivalent to starting the
+    worker under ``chrt --idle 0`` (or systemd's CPUSchedulingPolicy=idle)."""
+    import psutil
+
+    root = psutil.Process(pid)
+    for process in [root, *root.children(recursive=True)]:
+        for thread in process.threads():
+            os.sched_setscheduler(thread.id, os.SCHED_IDLE, os.sched_param(0))
 
 
 def _cpu_seconds(process: Any) -> dict[int, float]:

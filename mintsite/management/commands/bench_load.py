@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import date
 from pathlib import Path
@@ -96,7 +96,13 @@ class Command(BaseCommand):
             "--render-idle",
             action=argparse.BooleanOptionalAction,
             default=True,
-            help="a last phase with the render worker under SCHED_IDLE",
+            help="a phase with the render worker under SCHED_IDLE",
+        )
+        parser.add_argument(
+            "--render-cpus",
+            type=int,
+            default=1,
+            help="a last phase with the render worker on this many cores only (0: none)",
         )
         parser.add_argument("--write", type=Path, help="update this markdown file's section")
 
@@ -160,8 +166,9 @@ class Command(BaseCommand):
             "Phases of the same length in one run, side by side: the pipeline idle (render "
             "and io workers up, no work); the pipeline running (a real `rundramatiq` render "
             "worker rendering and verifying on the reference models, an io worker pinning; "
-            "the watched tokens go SEED_COMMITTED -> RENDERING -> RENDERED -> PINNED while "
-            "watched; publishing, a chain transaction per batch, is not part of it)"
+            "each phase watches the tokens next in the render queue, so most of them go "
+            "SEED_COMMITTED -> RENDERING -> RENDERED -> PINNED while watched; publishing, a "
+            "chain transaction per batch, is not part of it)"
             + (
                 f"; the same with the render worker at nice {nice} (every thread: as if "
                 f"started under `nice -n {nice}` or systemd `Nice={nice}`)"
@@ -171,18 +178,25 @@ class Command(BaseCommand):
             + (
                 "; the same with the render worker under SCHED_IDLE (as if started under "
                 "`chrt --idle 0` or systemd `CPUSchedulingPolicy=idle`: it runs only on CPU "
-                "nothing else wants), which is how a machine that serves the web tier should "
-                "run CPU renders"
+                "nothing else wants)"
                 if figures["render_idle"]
+                else ""
+            )
+            + (
+                "; then the render worker, still so, on the last core only (as if started "
+                "under `taskset -c`, or systemd `CPUAffinity=`), so that one core is the web "
+                "tier's"
+                if any("only" in name for name in figures["phases"])
                 else ""
             )
             + ". Everything shares the machine's cores: web tier, workers, locust, "
             "PostgreSQL, Redis, and whatever else runs. Latency is measured twice: by locust "
-            "for its 200 users, and by a probe, one more collector polling token 1 ten times a "
-            "second over a kept-alive connection from the benchmark's own (mostly idle) "
-            "process. Locust runs its users on one Python event loop per process, and its "
-            "times include the wait of a finished response for that loop; the probe's are what one "
-            "more collector sees of the same server under the same load. The time in the "
+            "for its 200 users, and by a probe, one more collector polling the first watched "
+            "token ten times a second over a kept-alive connection from the benchmark's own "
+            "(mostly idle) process. Locust runs its users on one Python event loop per "
+            "process, and its times include the wait of a finished response for that loop; "
+            "the probe's are what one more collector sees of the same server under the same "
+            "load. The time in the "
             "server is gunicorn's, from reading the request to writing the answer.",
         ]
         lines = self._report(figures)
@@ -222,9 +236,12 @@ class Command(BaseCommand):
             "RENDER_CACHE_DIR": str(scratch / "renders"),
             "IPFS_STORE_DIR": str(scratch / "ipfs"),
             "WEB_URL": url,
-            # pins go on to a publish batch; waiting longer than the run keeps the chain
-            # (not started here) out of it
+            # pins go on to a publish batch: a batch bigger than the pool that waits longer
+            # than the run keeps the chain (not started here) out of it. (A full batch used to
+            # be published at once, fail for want of a chain, and be retried: every failed try
+            # touched the pinned tokens, and each touch ended their watchers' 304s.)
             "PUBLISH_BATCH_WAIT": "3600",
+            "PUBLISH_BATCH_SIZE": "1000000",
         }
         load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
         with ExitStack() as stack:
@@ -266,6 +283,14 @@ class Command(BaseCommand):
                 self.stderr.write("pipeline running, render worker under SCHED_IDLE ...")
                 phases["pipeline running, render worker SCHED_IDLE"] = self._phase(
                     options, url, locust, scratch, "idle-class", processes
+                )
+            cpus = sorted(os.sched_getaffinity(0))[-options["render_cpus"] :]
+            if options["render_cpus"] and len(cpus) < os.cpu_count():  # type: ignore[operator]
+                _pin(render.pid, set(cpus))
+                label = f"render worker on core {','.join(map(str, cpus))} only"
+                self.stderr.write(f"pipeline running, {label} ...")
+                phases[f"pipeline running, {label}"] = self._phase(
+                    options, url, locust, scratch, "pinned", processes
                 )
             left = Token.objects.filter(pk__in=[t.pk for t in pool], status=Status.SEED_COMMITTED)
             starved = not left.exists()
@@ -394,11 +419,21 @@ class Command(BaseCommand):
         import psutil  # locust's dependency, so there wherever locust is
 
         prefix, results_file = scratch / f"locust-{tag}", scratch / f"results-{tag}.json"
+        # the tokens next in the render queue: with the pipeline running, most of the watched
+        # tokens change while they are watched, in every phase (each change ends the 304s)
+        first = (
+            Token.objects.filter(
+                collection__slug=SLUG, status__in=[Status.SEED_COMMITTED, Status.RENDERING]
+            )
+            .order_by("token_id")
+            .values_list("token_id", flat=True)
+            .first()
+        ) or 1
         argv = [
             str(locust), "-f", str(LOCUSTFILE), "--headless", "--only-summary",
             "-u", str(options["users"]), "-r", str(options["spawn_rate"]),
             "-t", f"{options['duration']}s", "--host", url, "--csv", str(prefix),
-            "--loglevel", "WARNING", "--collection", SLUG, "--first-token", "1",
+            "--loglevel", "WARNING", "--collection", SLUG, "--first-token", str(first),
             "--token-count", str(options["users"]), "--results-file", str(results_file),
             "--client-processes", str(options["client_processes"]),
         ]  # fmt: skip
@@ -414,7 +449,7 @@ class Command(BaseCommand):
             runner = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
             locust_proc = psutil.Process(runner.pid)
             locust_cpu: dict[int, float] = {}
-            probe = Probe(url, f"/api/collections/{SLUG}/tokens/1/")
+            probe = Probe(url, f"/api/collections/{SLUG}/tokens/{first}/")
             probe.start()
             while runner.poll() is None:
                 locust_cpu = _cpu_seconds(locust_proc) or locust_cpu
@@ -603,28 +638,34 @@ class Probe:
 
 
 def _renice(pid: int, value: int) -> None:
-    """Every thread of the process and its children to ``value``: Linux applies a nice value
-    per thread (setpriority on a pid changes only its main thread), and the render worker's
-    torch and Dramatiq threads are already running. New threads inherit it from their creator.
-    Equivalent to starting the worker under ``nice -n value`` (or systemd's Nice=)."""
-    import psutil
-
-    root = psutil.Process(pid)
-    for process in [root, *root.children(recursive=True)]:
-        for thread in process.threads():
-            os.setpriority(os.PRIO_PROCESS, thread.id, value)
+    """Every thread to ``value``: Linux applies a nice value per thread (setpriority on a pid
+    changes only its main thread). Equivalent to starting the worker under ``nice -n value``
+    (or systemd's Nice=)."""
+    _each_thread(pid, lambda tid: os.setpriority(os.PRIO_PROCESS, tid, value))
 
 
 def _sched_idle(pid: int) -> None:
-    """Every thread of the process and its children to SCHED_IDLE: they run only when no
-    other thread wants the CPU (nice values do not apply any more). Equivalent to starting the
-    worker under ``chrt --idle 0`` (or systemd's CPUSchedulingPolicy=idle)."""
+    """Every thread to SCHED_IDLE: they run only when no other thread wants the CPU (nice
+    values do not apply any more). Equivalent to starting the worker under ``chrt --idle 0``
+    (or systemd's CPUSchedulingPolicy=idle)."""
+    _each_thread(pid, lambda tid: os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0)))
+
+
+def _pin(pid: int, cpus: set[int]) -> None:
+    """Every thread onto ``cpus`` only, as if started under ``taskset -c`` (or systemd's
+    CPUAffinity=); torch's threads then share those cores."""
+    _each_thread(pid, lambda tid: os.sched_setaffinity(tid, cpus))
+
+
+def _each_thread(pid: int, apply: Callable[[int], None]) -> None:
+    """``apply`` to every thread of the process and of its children (the render worker's
+    torch and Dramatiq threads are already running; new threads inherit from their creator)."""
     import psutil
 
     root = psutil.Process(pid)
     for process in [root, *root.children(recursive=True)]:
         for thread in process.threads():
-            os.sched_setscheduler(thread.id, os.SCHED_IDLE, os.sched_param(0))
+            apply(thread.id)
 
 
 def _cpu_seconds(process: Any) -> dict[int, float]:

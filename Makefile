@@ -34,9 +34,11 @@ bench-publish: install
 
 # The token status endpoint under 200 locust collectors polling like the mint page, with the
 # web tier under gunicorn, pipeline idle then running (real render + io workers) side by side;
-# uses DATABASE_URL / REDIS_URL when set (PostgreSQL is the target).
+# uses DATABASE_URL / REDIS_URL when set (PostgreSQL is the target). BENCH_LOAD_CLIENT=wrk
+# measures with wrk instead (Debian: apt-get install wrk).
+BENCH_LOAD_CLIENT ?= locust
 bench-load: install models
-	DRAMATIQ_NAMESPACE=mint-bench $(PY) -m tests.with_broker $(PY) manage.py bench_load --write docs/benchmarks.md
+	DRAMATIQ_NAMESPACE=mint-bench $(PY) -m tests.with_broker $(PY) manage.py bench_load --client $(BENCH_LOAD_CLIENT) --write docs/benchmarks.md
 
 # 1,000 mints through the whole pipeline, a render worker SIGKILLed and Redis restarted partway
 # (docs/faults.md); prints minted, published, lost, and fails when lost > 0. SOAK_MINTS=40 for less.

@@ -47,6 +47,8 @@ Status = Token.Status
 SLUG = "bench-load"
 TARGET_P95_MS = 50.0
 LOCUSTFILE = Path(__file__).resolve().parents[2] / "loadtest.py"
+WRK_SCRIPT = LOCUSTFILE.with_suffix(".lua")
+WRK_THREADS = 2
 GUNICORN_CONF = Path(__file__).resolve().parents[2] / "gunicorn_conf.py"
 RARITY = {
     "mode": "weighted",
@@ -83,6 +85,12 @@ class Command(BaseCommand):
         parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
         parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
         parser.add_argument(
+            "--client",
+            choices=["locust", "wrk"],
+            default="locust",
+            help="the load client: locust (Python) or wrk (C; Debian: apt-get install wrk)",
+        )
+        parser.add_argument(
             "--client-processes", type=int, default=1, help="locust processes (event loops)"
         )
         parser.add_argument("--steps", type=int, default=4, help="diffusion steps per render")
@@ -118,8 +126,10 @@ class Command(BaseCommand):
             raise CommandError("set DRAMATIQ_NAMESPACE (e.g. mint-bench) so a running stack's "
                                "workers do not take the benchmark's messages")  # fmt: skip
         locust = Path(sys.executable).with_name("locust")
-        if not locust.exists():
+        if options["client"] == "locust" and not locust.exists():
             raise CommandError(f"no {locust}: locust is a dev dependency (pip install -e '.[dev]')")
+        if options["client"] == "wrk" and not shutil.which("wrk"):
+            raise CommandError("no wrk on PATH: install it (Debian: apt-get install wrk)")
         if not (Path(settings.REFERENCE_MODELS_DIR) / "diffusion").is_dir():
             raise CommandError(f"no reference models in {settings.REFERENCE_MODELS_DIR}: run "
                                "`make models` (manage.py build_reference_models)")  # fmt: skip
@@ -138,14 +148,18 @@ class Command(BaseCommand):
                 client.delete(key)
             shutil.rmtree(scratch, ignore_errors=True)
         nice = options["render_nice"]
-        intro = [
-            f"{figures['users']} collectors (locust users, in "
-            + (
-                "a process of its own"
-                if figures["client_processes"] == 1
-                else f"{figures['client_processes']} processes of their own (`--processes`)"
+        if options["client"] == "wrk":
+            clients = (
+                f"wrk connections, from its C event loop in a process of its own, {WRK_THREADS} "
+                "threads, mintsite/loadtest.lua; a pause of 0.75-2.25 s, 1.5 s on average, "
+                "after each answer"
             )
-            + ") each watch "
+        elif figures["client_processes"] == 1:
+            clients = "locust users, in a process of its own"
+        else:
+            clients = f"locust users, in {figures['client_processes']} processes (`--processes`)"
+        intro = [
+            f"{figures['users']} collectors ({clients}) each watch "
             "one token with `GET /api/collections/<slug>/tokens/<id>/`, as the mint page "
             "polls: If-None-Match with the ETag of the copy held (304 while nothing "
             "changed), then 1.5 s (`poll_interval_ms`) after each answer, so about "
@@ -160,7 +174,7 @@ class Command(BaseCommand):
                 else ""
             )
             + ". **The anonymous rate limit (API_ANON_RATE, 120/min per address) is off for "
-            "the benchmark's web server**: every locust user comes from 127.0.0.1 and would "
+            "the benchmark's web server**: every simulated collector comes from 127.0.0.1 and would "
             "share one budget.",
             "",
             "Phases of the same length in one run, side by side: the pipeline idle (render "
@@ -189,21 +203,22 @@ class Command(BaseCommand):
                 if any("only" in name for name in figures["phases"])
                 else ""
             )
-            + ". Everything shares the machine's cores: web tier, workers, locust, "
-            "PostgreSQL, Redis, and whatever else runs. Latency is measured twice: by locust "
-            "for its 200 users, and by a probe, one more collector polling the first watched "
+            + ". Everything shares the machine's cores: web tier, workers, the load client, "
+            f"PostgreSQL, Redis, and whatever else runs. Latency is measured twice: by "
+            f"{options['client']} for its {figures['users']} collectors, and by a probe, one more collector polling the first watched "
             "token ten times a second over a kept-alive connection from the benchmark's own "
             "(mostly idle) process. Locust runs its users on one Python event loop per "
-            "process, and its times include the wait of a finished response for that loop; "
-            "the probe's are what one more collector sees of the same server under the same "
-            "load. The time in the "
+            "process, and its times include the wait of a finished response for that loop "
+            "(wrk's loop is C and does little per answer); the probe's are what one more "
+            "collector sees of the same server under the same load. The time in the "
             "server is gunicorn's, from reading the request to writing the answer.",
         ]
         lines = self._report(figures)
         self.stdout.write("\n".join([*intro, "", *lines]))
         if options["write"]:
-            write_section(options["write"], "bench-load", [
-                "## Token status under load",
+            wrk = options["client"] == "wrk"  # a section each: locust's and wrk's figures
+            write_section(options["write"], "bench-load-wrk" if wrk else "bench-load", [
+                "## Token status under load" + (", measured by wrk" if wrk else ""),
                 "",
                 *intro,
                 "",
@@ -212,8 +227,9 @@ class Command(BaseCommand):
                 f"- Date: {date.today().isoformat()}; machine: {platform.machine()}, "
                 f"{os.cpu_count()} cores, {figures['database']}; load average before the run: "
                 f"{figures['load_before']}",
-                "- Reproduce: `make bench-load` (PostgreSQL when `DATABASE_URL` is set; "
-                "`manage.py bench_load --help` for users, duration, workers, threads)",
+                "- Reproduce: `make bench-load" + (" BENCH_LOAD_CLIENT=wrk" if wrk else "")
+                + "` (PostgreSQL when `DATABASE_URL` is set; `manage.py bench_load --help` for "
+                "users, duration, workers, threads, client)",
             ])  # fmt: skip
             self.stdout.write(f"wrote {options['write']}")
 
@@ -297,6 +313,13 @@ class Command(BaseCommand):
         return {
             "users": users,
             "client_processes": options["client_processes"],
+            "client": (
+                "wrk"
+                if options["client"] == "wrk"
+                else f"locust x{options['client_processes']}"
+                if options["client_processes"] > 1
+                else "locust"
+            ),
             "render_idle": options["render_idle"],
             "duration": duration,
             "workers": options["workers"],
@@ -429,16 +452,24 @@ class Command(BaseCommand):
             .values_list("token_id", flat=True)
             .first()
         ) or 1
-        argv = [
-            str(locust), "-f", str(LOCUSTFILE), "--headless", "--only-summary",
-            "-u", str(options["users"]), "-r", str(options["spawn_rate"]),
-            "-t", f"{options['duration']}s", "--host", url, "--csv", str(prefix),
-            "--loglevel", "WARNING", "--collection", SLUG, "--first-token", str(first),
-            "--token-count", str(options["users"]), "--results-file", str(results_file),
-            "--client-processes", str(options["client_processes"]),
-        ]  # fmt: skip
-        if options["client_processes"] > 1:
-            argv += ["--processes", str(options["client_processes"])]
+        if options["client"] == "wrk":
+            argv = [
+                "wrk", "-t", str(WRK_THREADS), "-c", str(options["users"]),
+                "-d", f"{options['duration']}s", "--timeout", "10s", "-s", str(WRK_SCRIPT), url,
+                "--", SLUG, str(first), str(options["users"]), str(WRK_THREADS),
+                str(results_file) + ".wrk",
+            ]  # fmt: skip
+        else:
+            argv = [
+                str(locust), "-f", str(LOCUSTFILE), "--headless", "--only-summary",
+                "-u", str(options["users"]), "-r", str(options["spawn_rate"]),
+                "-t", f"{options['duration']}s", "--host", url, "--csv", str(prefix),
+                "--loglevel", "WARNING", "--collection", SLUG, "--first-token", str(first),
+                "--token-count", str(options["users"]), "--results-file", str(results_file),
+                "--client-processes", str(options["client_processes"]),
+            ]  # fmt: skip
+            if options["client_processes"] > 1:
+                argv += ["--processes", str(options["client_processes"])]
         access_log = scratch / "access.log"
         logged = _lines(access_log)
         tree = {name: psutil.Process(p.pid) for name, p in processes.items()}
@@ -452,7 +483,8 @@ class Command(BaseCommand):
             probe = Probe(url, f"/api/collections/{SLUG}/tokens/{first}/")
             probe.start()
             while runner.poll() is None:
-                locust_cpu = _cpu_seconds(locust_proc) or locust_cpu
+                # a finished locust worker process keeps its last reading
+                locust_cpu.update(_cpu_seconds(locust_proc))
                 time.sleep(0.5)
             probe.stop()
         wall = time.monotonic() - started
@@ -460,19 +492,8 @@ class Command(BaseCommand):
         cpu_after = {name: _cpu_seconds(p) for name, p in tree.items()}
         cpu = {name: _cpu_used(cpu_before[name], cpu_after[name]) / wall for name in tree}
         recycled = len(set(cpu_after["web"]) - set(cpu_before["web"]))
-        cpu["locust"] = _cpu_used({}, locust_cpu) / wall
-        parts = [json.loads(p.read_text()) for p in scratch.glob(f"{results_file.name}.*")]
-        if not parts:
-            raise CommandError(f"locust wrote no results: see {scratch / f'locust-{tag}.log'}")
-        results = {
-            "times_ms": [t for part in parts for t in part["times_ms"]],
-            "codes": sum((Counter(part["codes"]) for part in parts), Counter()),
-            "failures": sum(part["failures"] for part in parts),
-            "seconds": max(part["seconds"] for part in parts),
-        }
-        times = sorted(results["times_ms"])
-        if not times:
-            raise CommandError(f"locust made no requests: see {scratch / f'locust-{tag}.log'}")
+        cpu["load client"] = _cpu_used({}, locust_cpu) / wall
+        client = _client_results(scratch, results_file, tag)
         time.sleep(0.5)  # gunicorn's access log is written after each response
         server = sorted(
             int(line.split()[1]) / 1000 for line in _lines(access_log)[len(logged) :] if line
@@ -482,20 +503,13 @@ class Command(BaseCommand):
             at__lte=ended_at,
         ).count()  # fmt: skip
         return {
-            "requests": len(times),
-            "failures": results["failures"],
-            "rps": len(times) / max(results["seconds"], 1e-9),
-            "p50": _percentile(times, 50),
-            "p95": _percentile(times, 95),
-            "p99": _percentile(times, 99),
-            "max": times[-1],
+            **client,
+            "rps": client["requests"] / max(client["seconds"], 1e-9),
             "server_p50": _percentile(server, 50) if server else float("nan"),
             "server_p95": _percentile(server, 95) if server else float("nan"),
             "probe": probe.percentiles(),
-            "codes": results["codes"],
             "renders": renders,
             "recycled": recycled,
-            "seconds": results["seconds"],
             "cpu": cpu,
             "load": (load_before, os.getloadavg()[0]),
         }
@@ -524,10 +538,7 @@ class Command(BaseCommand):
         return [
             "| measure | " + " | ".join(f["phases"]) + " |",
             "|---|" + "---:|" * len(phases),
-            row(
-                "concurrent clients (locust users), locust processes",
-                lambda p: f"{f['users']}, {f['client_processes']}",
-            ),
+            row("concurrent clients, load client", lambda p: f"{f['users']}, {f['client']}"),
             row("load applied (first request to last answer)", lambda p: f"{p['seconds']:.0f} s"),
             row("requests", lambda p: f"{p['requests']:,}"),
             row("failures", lambda p: f"{p['failures']:,}"),
@@ -543,7 +554,8 @@ class Command(BaseCommand):
                 lambda p: f"{p['server_p50']:.1f} / {p['server_p95']:.1f}",
             ),
             row(
-                f"**p95 < {TARGET_P95_MS:.0f} ms, as locust measured**", lambda p: target(p["p95"])
+                f"**p95 < {TARGET_P95_MS:.0f} ms, as {f['client']} measured**",
+                lambda p: target(p["p95"]),
             ),
             row(
                 "probe client beside them: polls, p50 / p95 / p99 (ms)",
@@ -635,6 +647,38 @@ class Probe:
             "p95": _percentile(ordered, 95),
             "p99": _percentile(ordered, 99),
         }
+
+
+def _client_results(scratch: Path, results_file: Path, tag: str) -> dict[str, Any]:
+    """requests, failures, codes, seconds and latency p50/p95/p99/max (ms) of the load client:
+    exact from every locust process's answer times, or wrk's own histogram."""
+    log = scratch / f"locust-{tag}.log"
+    wrk = results_file.with_name(results_file.name + ".wrk")
+    if wrk.exists():
+        r = json.loads(wrk.read_text())
+        if not r["requests"]:
+            raise CommandError(f"wrk made no requests: see {log}")
+        codes = Counter(r["codes"])
+        failures = r["socket_errors"] + sum(n for c, n in codes.items() if c not in ("200", "304"))
+        return {
+            "requests": r["requests"], "failures": failures, "codes": codes,
+            "seconds": r["seconds"], "p50": r["p50"], "p95": r["p95"], "p99": r["p99"],
+            "max": r["max"],
+        }  # fmt: skip
+    parts = [json.loads(p.read_text()) for p in scratch.glob(f"{results_file.name}.*")]
+    times = sorted(t for part in parts for t in part["times_ms"])
+    if not times:
+        raise CommandError(f"the load client made no requests: see {log}")
+    return {
+        "requests": len(times),
+        "failures": sum(part["failures"] for part in parts),
+        "codes": sum((Counter(part["codes"]) for part in parts), Counter()),
+        "seconds": max(part["seconds"] for part in parts),
+        "p50": _percentile(times, 50),
+        "p95": _percentile(times, 95),
+        "p99": _percentile(times, 99),
+        "max": times[-1],
+    }
 
 
 def _renice(pid: int, value: int) -> None:

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import dramatiq
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
+from django.utils import timezone
 from PIL import Image
 from web3 import Web3
 
@@ -682,6 +684,23 @@ def test_rerender_continues_the_attempt_counter(
     details = [e.detail for e in token.events.all()]
     assert "re-render by ada: attempts 1..1" in details
     assert "re-render by ada: attempts 2..2" in details
+
+
+def test_a_rerender_delivered_while_another_run_renders_the_token_comes_back_later(
+    aurora: Collection, redis_url: str
+) -> None:
+    # Given a re-render's first delivery rendering the token, its lease live
+    token = make_token(
+        aurora, 1, Status.RENDERING, attempt=1, render_lease_owner="host:1:first",
+        render_lease_expires=timezone.now() + timedelta(seconds=60),
+    )  # fmt: skip
+    # When the message is delivered a second time
+    review.rerender_token.fn(token.pk, "ada", 2)
+    # Then it stands down, sends itself again for when the lease lapses, and pins nothing
+    assert take_messages("rerender_token", lambda a: a[0] == token.pk) == [[token.pk, "ada", 2]]
+    assert take_messages("pin_token", lambda a: a == [token.pk]) == []
+    token.refresh_from_db()
+    assert (token.status, token.render_lease_owner) == (Status.RENDERING, "host:1:first")
 
 
 def test_approve_and_rerender_skip_tokens_not_in_review_and_paused_collections(

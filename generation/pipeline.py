@@ -87,7 +87,7 @@ def _lease_until() -> ExpressionWrapper:
     )
 
 
-def _lease_free() -> Q:
+def lease_free() -> Q:
     """A token no live render holds: not RENDERING, or RENDERING with a lapsed or no lease."""
     return (
         ~Q(status=Status.RENDERING)
@@ -316,7 +316,7 @@ def run_render(
     with transaction.atomic():  # one commit for the claim and its event
         _relaxed_commit()
         claimed = Token.objects.filter(
-            _lease_free(), pk=token_pk, status__in=renderable, attempt__lt=limit
+            lease_free(), pk=token_pk, status__in=renderable, attempt__lt=limit
         ).update(
             status=Status.RENDERING, render_lease_owner=owner, render_lease_expires=_lease_until()
         )

@@ -32,18 +32,18 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import dramatiq
+from django.conf import settings
 from django.db.models import F, Q
-from django.db.models.functions import Now
 from django.utils import timezone
 
 from generation import events
 from generation.models import Token
+from generation.pipeline import lease_free
 
 log = logging.getLogger(__name__)
 Status = Token.Status
 QUEUES = ("render", "io")
 TOKEN_ACTORS = {"render_token", "rerender_token", "approve_token", "pin_token"}
-LAPSED = Q(render_lease_expires__isnull=True) | Q(render_lease_expires__lt=Now())
 LOST_RERENDER = "the re-render's message was lost (its worker or the broker); ask again"
 
 
@@ -95,8 +95,6 @@ def waiting_for_messages() -> tuple[set[int], set[int]]:
 def stuck(older_than: float, chain_id: int | None = None):  # type: ignore[no-untyped-def]
     """Tokens of running collections, untouched for ``older_than`` seconds, at a status a
     message moves on (see the module doc), whether or not a message is on its way."""
-    from django.conf import settings
-
     now = timezone.now()
     tokens = Token.objects.filter(
         collection__paused=False, updated_at__lt=now - timedelta(seconds=older_than)
@@ -106,7 +104,7 @@ def stuck(older_than: float, chain_id: int | None = None):  # type: ignore[no-un
     stale_claim = now - timedelta(seconds=settings.PUBLISH_CLAIM_TIMEOUT)
     return tokens.filter(
         Q(status__in=[Status.SEED_COMMITTED, Status.RENDERED, Status.PINNED])
-        | (Q(status=Status.RENDERING) & LAPSED)
+        | (Q(status=Status.RENDERING) & lease_free())
         | Q(status=Status.PUBLISHING, updated_at__lt=stale_claim)
     )
 
@@ -140,7 +138,7 @@ def redrive(older_than: float, chain_id: int | None = None, *, dry_run: bool = F
     if dry_run:
         return result
     for pk in result.review:
-        if Token.objects.filter(LAPSED, pk=pk, status=Status.RENDERING).update(
+        if Token.objects.filter(lease_free(), pk=pk, status=Status.RENDERING).update(
             status=Status.NEEDS_REVIEW, render_lease_owner="", render_lease_expires=None,
             failure_reason=LOST_RERENDER,
         ):  # fmt: skip

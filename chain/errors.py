@@ -52,3 +52,7 @@ class TransactionTimeout(ChainError, TimeoutError):
 class ChainChanged(ChainError, RuntimeError):
     """The RPC endpoint of a chain id now serves a different chain (another block 0) than the
     one a wallet sent on before; nothing is sent until an operator says the reset was meant."""
+
+
+class PublishPaused(ChainError, RuntimeError):
+    """The publisher wallet cannot pay for gas: publishing waits, nothing is lost."""

@@ -36,9 +36,9 @@ from web3.exceptions import Web3RPCError
 from chain.errors import ChainError
 from chain.models import Chain, ChainCursor
 from chain.seeds import derive_seed
+from foundation.logcontext import log_context, update_context
 from generation import events
 from generation.models import Collection, Token
-from mintsite.observability.logs import log_context, update_context
 
 log = logging.getLogger(__name__)
 

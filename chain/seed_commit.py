@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from django.conf import settings
 from web3 import Web3
 
 from chain import wallets
 from chain.contract import bind, call_per_token
 from chain.sender import send_transaction
-from generation import events
+from generation import events, stages
 from generation.models import Collection, Token
 
 log = logging.getLogger(__name__)
@@ -80,3 +81,23 @@ def commit_seeds(
 
 def _seeds(w3: Web3, contract, token_ids: list[int]) -> dict[int, bytes]:  # type: ignore[no-untyped-def]
     return {t: bytes(seed) for t, seed in call_per_token(w3, contract, "seedOf", token_ids).items()}
+
+
+def enqueue_seed_commits(collection: Collection, token_pks: list[int]) -> None:
+    """What the listener calls with the tokens a range confirmed: one message per few hundred,
+    never splitting one mint transaction (its tokens share one seed record on-chain)."""
+    rows = (
+        Token.objects.filter(pk__in=token_pks)
+        .order_by("token_id")
+        .values_list("pk", "mint_tx_hash")
+    )
+    chunk: list[int] = []
+    last_tx = None
+    for pk, tx in rows:
+        if len(chunk) >= settings.SEED_COMMIT_BATCH_SIZE and tx != last_tx:
+            stages.send(stages.SEED_COMMIT, collection.pk, chunk)
+            chunk = []
+        chunk.append(pk)
+        last_tx = tx
+    if chunk:
+        stages.send(stages.SEED_COMMIT, collection.pk, chunk)

@@ -1,4 +1,7 @@
-"""Dramatiq actors of the chain side (thin shells; the work is in chain/seed_commit.py)."""
+"""Dramatiq actors of the chain side: seed commits and publishing (thin shells over
+chain/seed_commit.py and chain/publishing.py), declared with the names, queues and options of
+the stage table (generation/stages.py). They hand over by name: nothing here imports the render
+actor."""
 
 from __future__ import annotations
 
@@ -8,57 +11,27 @@ from typing import Any
 import dramatiq
 from django.conf import settings
 
+from chain import publishing
 from chain.chains import web3_for
-from chain.errors import WalletCannotPay
+from chain.errors import PublishPaused, WalletCannotPay
 from chain.seed_commit import commit_seeds as commit_and_check
-from generation import pipeline
+from generation import pipeline, stages
 from generation.models import Collection, Token
-from generation.tasks import BOOKKEEPING
+from generation.pipeline import failure_reason, last_error
+from generation.stages import IO_QUEUE, PUBLISH, SEED_COMMIT
 
 log = logging.getLogger(__name__)
 
 
-def enqueue_seed_commits(collection: Collection, token_pks: list[int]) -> None:
-    """What the listener calls with the tokens a range confirmed: one message per few hundred,
-    never splitting one mint transaction (its tokens share one seed record on-chain)."""
-    rows = (
-        Token.objects.filter(pk__in=token_pks)
-        .order_by("token_id")
-        .values_list("pk", "mint_tx_hash")
-    )
-    chunk: list[int] = []
-    last_tx = None
-    for pk, tx in rows:
-        if len(chunk) >= settings.SEED_COMMIT_BATCH_SIZE and tx != last_tx:
-            commit_seeds.send(collection.pk, chunk)
-            chunk = []
-        chunk.append(pk)
-        last_tx = tx
-    if chunk:
-        commit_seeds.send(collection.pk, chunk)
-
-
-@dramatiq.actor(queue_name="io", **BOOKKEEPING)
+@dramatiq.actor(queue_name=IO_QUEUE, **stages.BOOKKEEPING)
 def record_commit_failure(message_data: dict[str, Any], retry_data: dict[str, Any]) -> None:
-    traceback = message_data.get("options", {}).get("traceback", "").strip()
-    last_error = traceback.splitlines()[-1] if traceback else "no traceback recorded"
+    reason = failure_reason(SEED_COMMIT.actor, message_data, retry_data["retries"])
     for token_pk in message_data["args"][1]:
-        pipeline.mark_failed(
-            token_pk, f"commit_seeds gave up after {retry_data['retries']} retries: {last_error}"
-        )
+        pipeline.mark_failed(token_pk, reason)
 
 
-@dramatiq.actor(
-    queue_name="io",
-    max_retries=8,
-    min_backoff=1_000,
-    max_backoff=60_000,
-    time_limit=5 * 60_000,
-    on_retry_exhausted="record_commit_failure",
-)
+@dramatiq.actor(actor_name=SEED_COMMIT.actor, queue_name=SEED_COMMIT.queue, **SEED_COMMIT.options)
 def commit_seeds(collection_pk: int, token_pks: list[int]) -> None:
-    from generation.tasks import render_token
-
     collection = Collection.objects.filter(pk=collection_pk).first()
     if collection is None:
         return
@@ -67,7 +40,9 @@ def commit_seeds(collection_pk: int, token_pks: list[int]) -> None:
             web3_for(collection.chain_id),
             collection,
             token_pks,
-            on_committed=lambda token: render_token.send(token.pk),
+            on_committed=lambda token: stages.hand_over(
+                token.pk, collection_pk, SEED_COMMIT.hands_over_to
+            ),
         )
     except WalletCannotPay as exc:
         # Not a failure of these tokens: the committer needs funds. They stay CONFIRMED, the
@@ -76,6 +51,34 @@ def commit_seeds(collection_pk: int, token_pks: list[int]) -> None:
         Token.objects.filter(pk__in=token_pks, status=Token.Status.CONFIRMED).update(
             failure_reason=f"waiting for the seed commit: {exc}"[:2000]
         )
-        commit_seeds.send_with_options(
-            args=(collection_pk, token_pks), delay=int(settings.PUBLISH_PAUSE_RETRY * 1000)
+        stages.send(
+            SEED_COMMIT,
+            collection_pk,
+            token_pks,
+            delay_ms=int(settings.PUBLISH_PAUSE_RETRY * 1000),
         )
+
+
+@dramatiq.actor(queue_name=IO_QUEUE, **stages.BOOKKEEPING)
+def record_publish_failure(message_data: dict[str, Any], retry_data: dict[str, Any]) -> None:
+    """``publish_pending`` used up its retries (the chain unreachable for minutes): the tokens
+    stay PINNED, and the next pinned token or the sweep (``manage.py redrive``) tries again."""
+    Token.objects.filter(collection_id=message_data["args"][0], status=Token.Status.PINNED).update(
+        failure_reason=f"publishing gave up for now: {last_error(message_data)}"[:2000]
+    )
+
+
+@dramatiq.actor(actor_name=PUBLISH.actor, queue_name=PUBLISH.queue, **PUBLISH.options)
+def publish_pending(collection_pk: int) -> None:
+    """Publish the collection's pinned tokens, a batch per transaction, until none is left.
+
+    Many messages for one collection are harmless: each claims what is there, if anything.
+    """
+    while True:
+        try:
+            summary = publishing.publish_batch(collection_pk)
+        except PublishPaused:
+            stages.send(PUBLISH, collection_pk, delay_ms=int(settings.PUBLISH_PAUSE_RETRY * 1000))
+            return
+        if not summary.published and not summary.failed:
+            return

@@ -313,6 +313,17 @@ class Token(models.Model):
     def token_uri(self) -> str:
         return f"ipfs://{self.metadata_cid}" if self.metadata_cid else ""
 
+    @property
+    def seed_bytes(self) -> bytes:
+        """The committed seed as 32 bytes (``seed`` is 0x-prefixed hex); empty before the
+        commit."""
+        return seed_bytes(self.seed)
+
+
+def seed_bytes(seed_hex: str) -> bytes:
+    """A seed as the database stores it (0x-prefixed hex) as bytes."""
+    return bytes.fromhex(seed_hex.removeprefix("0x"))
+
 
 class TokenEvent(models.Model):
     """One step of a token's way through the pipeline: the status it entered, when, and why.

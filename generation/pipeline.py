@@ -32,45 +32,14 @@ from django.db import transaction
 from django.db.models import DateTimeField, ExpressionWrapper, Q
 from django.db.models.functions import Now
 
-from generation import events
+from generation import events, stages
+from generation.errors import PinFailed, RenderFailed, RenderLeaseHeld, TraitsNotReady
+from generation.files import write_atomically
 from generation.metadata import build_metadata, canonical_json, software_versions
-from generation.models import Collection, Token
+from generation.models import Collection, Token, seed_bytes
 
 log = logging.getLogger(__name__)
 Status = Token.Status
-
-
-class PipelineError(Exception):
-    """A failure that retrying will not fix: bad configuration, a missing model, a bad CID."""
-
-
-class RenderFailed(PipelineError, RuntimeError):
-    pass
-
-
-class PinFailed(PipelineError, RuntimeError):
-    pass
-
-
-class PublishFailed(PipelineError, RuntimeError):
-    pass
-
-
-class TraitsNotReady(Exception):
-    """Quota mode: token k's traits need the seeds of tokens 1..k-1, not all committed yet."""
-
-
-class RenderLeaseHeld(Exception):
-    """Another run holds the token's render lease: this delivery stands down. The actor sends
-    the message again for when the lease lapses (``expires_in`` seconds), in case its holder
-    died; by then a live holder has finished and the message finds nothing to do."""
-
-    def __init__(self, token_pk: int, owner: str, expires_in: float) -> None:
-        super().__init__(
-            f"token pk={token_pk} is being rendered by {owner} (lease lapses in "
-            f"{expires_in:.1f} s); standing down"
-        )
-        self.token_pk, self.owner, self.expires_in = token_pk, owner, expires_in
 
 
 def _new_lease_owner() -> str:
@@ -150,7 +119,7 @@ def traits_for(token: Token, seed: bytes) -> dict[str, str]:
             f"quota mode: token {k} waits for the seeds of tokens 1..{k - 1} "
             f"({k - 1 - len(ready)} not committed yet)"
         )
-    seeds = [bytes.fromhex(s.removeprefix("0x")) for s in ready] + [seed]
+    seeds = [seed_bytes(s) for s in ready] + [seed]
     return token_traits(k, seeds, table)
 
 
@@ -165,6 +134,17 @@ def mark_failed(token_pk: int, reason: str) -> bool:
         log.error("token pk=%d FAILED: %s", token_pk, reason)
         events.record([token_pk], Status.FAILED, reason)
     return bool(updated)
+
+
+def last_error(message_data: dict[str, Any]) -> str:
+    """The last line of the traceback Dramatiq kept on a message that used up its retries."""
+    traceback = message_data.get("options", {}).get("traceback", "").strip()
+    return traceback.splitlines()[-1] if traceback else "no traceback recorded"
+
+
+def failure_reason(stage: str, message_data: dict[str, Any], retries: int) -> str:
+    """What a token's history says when ``stage`` used up its retries: the last error."""
+    return f"{stage} gave up after {retries} retries: {last_error(message_data)}"
 
 
 def render_cache_path(token: Token, attempt: int) -> Path:
@@ -270,11 +250,8 @@ def cached_render(renderer, params, seed: bytes, attempt: int, batcher=None):  #
         with Image.open(path) as cached:
             return cached.convert("RGB")
     image = (batcher or renderer).render(params, seed, attempt)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # a name of this thread's own: two renders of the same inputs may finish side by side
-    tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_bytes(png_bytes(image))
-    tmp.replace(path)
+    # two renders of the same inputs may finish side by side: each writes whole
+    write_atomically(path, png_bytes(image))
     return image
 
 
@@ -307,7 +284,7 @@ def run_render(
     first = token.attempt
     if first >= limit:
         return None  # this round's attempts are used up (a redelivered or stray message)
-    seed = bytes.fromhex(token.seed.removeprefix("0x"))
+    seed = token.seed_bytes
     try:
         traits = traits_for(token, seed)  # TraitsNotReady (quota mode) leaves it as it is
     except ValueError as exc:
@@ -356,7 +333,7 @@ def _render_claimed(  # type: ignore[no-untyped-def]
     from generation.traits import render_prompt
 
     token_pk, collection = token.pk, token.collection
-    seed = bytes.fromhex(token.seed.removeprefix("0x"))
+    seed = token.seed_bytes
     mine = Token.objects.filter(pk=token_pk, status=Status.RENDERING, render_lease_owner=owner)
     try:
         prompt = render_prompt(
@@ -435,11 +412,7 @@ def _render_claimed(  # type: ignore[no-untyped-def]
                 events.record([token_pk], Status.RENDERING, detail)
             continue
         data = png_bytes(image)
-        path = render_cache_path(token, attempt)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        write_atomically(render_cache_path(token, attempt), data)
         detail = f"attempt {attempt} passed the CLIP gate"
         if rerender_by is not None:
             clip["review"] = {"decision": "re-rendered", "earlier_attempts": first}
@@ -598,8 +571,6 @@ def resume(collection_pk: int) -> dict[str, int]:
     """Send the messages a paused collection's waiting tokens need (after unpausing it): a
     render for each token waiting to render (one already rendering elsewhere finds its render
     cached), and one publishing run. Returns the counts."""
-    from generation.tasks import publish_pending, render_token
-
     waiting = list(
         Token.objects.filter(
             collection_id=collection_pk, status__in=[Status.SEED_COMMITTED, Status.RENDERING]
@@ -608,6 +579,6 @@ def resume(collection_pk: int) -> dict[str, int]:
         .values_list("pk", flat=True)
     )
     for pk in waiting:
-        render_token.send(pk)
-    publish_pending.send(collection_pk)
+        stages.send(stages.RENDER, pk)
+    stages.send(stages.PUBLISH, collection_pk)
     return {"renders": len(waiting), "publishing_runs": 1}

@@ -6,9 +6,9 @@ file, a queue emptied by hand), leaves a token waiting for a message that never 
 redelivered message mends the first case on its own (generation/tasks.py hands over again);
 ``redrive`` mends the rest. It takes the tokens
 
-- in a status a message moves on: SEED_COMMITTED (``render_token``), RENDERING with its lease
-  lapsed (``render_token``, which takes it over), RENDERED (``pin_token``), PINNED or a stale
-  PUBLISHING claim (``publish_pending`` of the collection);
+- in a status a message moves on (the stage table, generation/stages.py): SEED_COMMITTED
+  (render), RENDERING with its lease lapsed (render, which takes it over), RENDERED (pin),
+  PINNED or a stale PUBLISHING claim (publishing of the collection);
 - untouched for ``older_than`` seconds, of a collection that is not paused;
 - with no message for them anywhere in the broker: waiting, delayed, or taken by a worker
   (Dramatiq keeps every unacknowledged message in ``<ns>:<queue>.msgs`` and ``.DQ.msgs``);
@@ -36,14 +36,12 @@ from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
-from generation import events
+from generation import events, stages
 from generation.models import Token
 from generation.pipeline import lease_free
 
 log = logging.getLogger(__name__)
 Status = Token.Status
-QUEUES = ("render", "io")
-TOKEN_ACTORS = {"render_token", "rerender_token", "approve_token", "pin_token"}
 LOST_RERENDER = "the re-render's message was lost (its worker or the broker); ask again"
 
 
@@ -70,7 +68,7 @@ def broker_messages() -> Iterator[dict]:  # type: ignore[type-arg]
     """Every message the broker holds for the pipeline's queues and has not acknowledged."""
     broker = dramatiq.get_broker()
     client, namespace = broker.client, broker.namespace  # type: ignore[attr-defined]
-    for queue in QUEUES:
+    for queue in stages.QUEUES:
         for key in (f"{namespace}:{queue}.msgs", f"{namespace}:{queue}.DQ.msgs"):
             for _, data in client.hscan_iter(key, count=1000):
                 try:
@@ -83,11 +81,13 @@ def waiting_for_messages() -> tuple[set[int], set[int]]:
     """(token pks, collection pks) that a message in the broker will move on."""
     tokens: set[int] = set()
     collections: set[int] = set()
+    token_actors = stages.token_actors()
+    collection_actors = {s.actor for s in stages.STAGES if s.target == "collection"}
     for message in broker_messages():
         args = message.get("args") or [None]
-        if message.get("actor_name") in TOKEN_ACTORS:
+        if message.get("actor_name") in token_actors:
             tokens.add(args[0])
-        elif message.get("actor_name") == "publish_pending":
+        elif message.get("actor_name") in collection_actors:
             collections.add(args[0])
     return tokens, collections
 
@@ -112,8 +112,6 @@ def stuck(older_than: float, chain_id: int | None = None):  # type: ignore[no-un
 def redrive(older_than: float, chain_id: int | None = None, *, dry_run: bool = False) -> Redriven:
     """Send the message each stuck token waits for (see the module doc); ``dry_run`` only
     says what it would send."""
-    from generation.tasks import pin_token, publish_pending, render_token
-
     result = Redriven()
     candidates = list(
         stuck(older_than, chain_id)
@@ -144,11 +142,11 @@ def redrive(older_than: float, chain_id: int | None = None, *, dry_run: bool = F
         ):  # fmt: skip
             events.record([pk], Status.NEEDS_REVIEW, LOST_RERENDER)
     for pk in result.render:
-        render_token.send(pk)
+        stages.send(stages.RENDER, pk)
     for pk in result.pin:
-        pin_token.send(pk)
+        stages.send(stages.PIN, pk)
     for collection_pk in result.publish:
-        publish_pending.send(collection_pk)
+        stages.send(stages.PUBLISH, collection_pk)
     if result:
         log.info("sent again the messages of stuck tokens: %s", result)
     return result

@@ -24,7 +24,7 @@ Approve (:func:`approve`, actor ``approve_token``)
     ``gate_rejection`` (the gate's reasons). Its ``clip`` part, which the metadata publishes as
     provenance, gains ``review: {"decision": "approved", "reasons": [...]}`` so that a verifier
     reading scores below the thresholds also reads that a person accepted them (the username is
-    not published). Then ``pin_token`` is sent, and the token goes on like any other.
+    not published). Then the actor hands it to the pin stage, and it goes on like any other.
 
 Re-render (:func:`rerender`, actor ``rerender_token``)
     Another round of the collection's ``max_attempts`` attempts, the counter continuing where
@@ -53,26 +53,18 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import dramatiq
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from PIL import Image
 
-from generation import events, pipeline
+from generation import events, pipeline, stages
+from generation.errors import NotInCache, PipelineError, ReviewRefused, TraitsNotReady
+from generation.files import write_atomically
 from generation.models import Collection, Token
-from generation.tasks import RENDER_QUEUE, RENDER_STAGE, lease_wait_ms, needs_handover, pin_token
 
 log = logging.getLogger(__name__)
 Status = Token.Status
-
-
-class ReviewRefused(Exception):
-    """The review step cannot be done for this token; the message says why."""
-
-
-class NotInCache(ReviewRefused, LookupError):
-    """The rejected image is no longer in the render cache."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -80,26 +72,16 @@ class NotInCache(ReviewRefused, LookupError):
 # the database has it; a refusal raises ReviewRefused with the reason for the manager)
 
 
-def retry_stage(token: Token) -> tuple[str, str]:
-    """(stage, status to go back to) for a FAILED token: the first stage whose result it lacks.
-
-    A token with its metadata pinned failed publishing (back to PINNED); one with a rendered
-    image failed pinning (RENDERED); one with its seed committed as expected failed rendering
-    (SEED_COMMITTED: the render goes on from ``token.attempt``, attempts already rejected are
-    not redone); anything else failed the seed commit (CONFIRMED).
-    """
+def retry_stage(token: Token) -> stages.Stage:
+    """The stage a FAILED token goes back to: the first whose result it lacks
+    (``stages.resume_point``), refused when the contract stored another seed than the one
+    derived from the mint block (no retry can fix that)."""
     if token.seed and token.seed != token.expected_seed:
         raise ReviewRefused(
             f"the contract stored seed {token.seed}, not {token.expected_seed} derived from its "
             "mint block; sending it back cannot fix that"
         )
-    if token.metadata_cid and token.metadata_sha256:
-        return "publish", Status.PINNED
-    if token.image_sha256:
-        return "pin", Status.RENDERED
-    if token.seed and token.seed == token.expected_seed:
-        return "render", Status.SEED_COMMITTED
-    return "seed commit", Status.CONFIRMED
+    return stages.resume_point(token)
 
 
 def retry(token: Token, requested_by: str) -> str:
@@ -109,34 +91,19 @@ def retry(token: Token, requested_by: str) -> str:
     in this step's event."""
     if token.status != Status.FAILED:
         raise ReviewRefused(f"it is {token.get_status_display()}, not failed")
-    stage, status = retry_stage(token)
+    stage = retry_stage(token)
     with transaction.atomic():
         updated = Token.objects.filter(pk=token.pk, status=Status.FAILED).update(
-            status=status, failure_reason="", publish_claim=""
+            status=stage.acts_on, failure_reason="", publish_claim=""
         )
         if not updated:
             raise ReviewRefused("it changed status meanwhile")
-        detail = f"retry of the {stage} stage by {requested_by}"
+        detail = f"retry of the {stage.name} stage by {requested_by}"
         if token.failure_reason:
             detail += f" (it had failed: {token.failure_reason})"
-        events.record([token.pk], status, detail)
-        transaction.on_commit(lambda: _send_stage(stage, token))
-    return stage
-
-
-def _send_stage(stage: str, token: Token) -> None:
-    from generation.tasks import publish_pending, render_token
-
-    if stage == "publish":
-        publish_pending.send(token.collection_id)
-    elif stage == "pin":
-        pin_token.send(token.pk)
-    elif stage == "render":
-        render_token.send(token.pk)
-    else:
-        from chain.tasks import commit_seeds
-
-        commit_seeds.send(token.collection_id, [token.pk])
+        events.record([token.pk], stage.acts_on, detail)
+        transaction.on_commit(lambda: stages.send_for(token, stage))
+    return stage.name
 
 
 def queue_approval(token: Token, requested_by: str) -> int:
@@ -146,7 +113,7 @@ def queue_approval(token: Token, requested_by: str) -> int:
     if token.attempt < 1:
         raise ReviewRefused("no attempt was rendered, so there is no image to approve")
     attempt = token.attempt - 1
-    transaction.on_commit(lambda: approve_token.send(token.pk, requested_by, attempt))
+    transaction.on_commit(lambda: stages.send(stages.APPROVE, token.pk, requested_by, attempt))
     return attempt
 
 
@@ -159,7 +126,9 @@ def queue_rerender(token: Token, requested_by: str) -> range:
             f"collection {token.collection.slug} is paused; unpause it to render again"
         )
     attempts = range(token.attempt, token.attempt + token.collection.max_attempts)
-    transaction.on_commit(lambda: rerender_token.send(token.pk, requested_by, attempts.stop))
+    transaction.on_commit(
+        lambda: stages.send(stages.RERENDER, token.pk, requested_by, attempts.stop)
+    )
     return attempts
 
 
@@ -248,7 +217,7 @@ def _prompt_and_traits(token: Token) -> tuple[bytes, dict[str, str], str]:
     from generation.traits import render_prompt
 
     collection = token.collection
-    seed = bytes.fromhex(token.seed.removeprefix("0x"))
+    seed = token.seed_bytes
     try:
         traits = pipeline.traits_for(token, seed)
         prompt = render_prompt(
@@ -258,7 +227,7 @@ def _prompt_and_traits(token: Token) -> tuple[bytes, dict[str, str], str]:
             token_id=token.token_id,
             collection=collection.name,
         )
-    except (pipeline.TraitsNotReady, KeyError, IndexError, ValueError) as exc:
+    except (TraitsNotReady, KeyError, IndexError, ValueError) as exc:
         raise ReviewRefused(f"its prompt cannot be rebuilt: {exc}") from exc
     return seed, traits, prompt
 
@@ -308,7 +277,7 @@ def approve(token_pk: int, approved_by: str, attempt: int | None = None) -> str 
         if last < 0:
             raise ReviewRefused("no attempt was rendered, so there is no image to approve")
         return _approve(token, last, approved_by)
-    except (ReviewRefused, pipeline.PipelineError) as exc:
+    except (ReviewRefused, PipelineError) as exc:
         reason = f"approval of attempt {last} by {approved_by} refused: {exc}"
         if Token.objects.filter(pk=token_pk, status=Status.NEEDS_REVIEW).update(
             failure_reason=reason[:2000]
@@ -357,7 +326,6 @@ def _approve(token: Token, attempt: int, approved_by: str) -> str | None:
             f"attempt {attempt} approved by {approved_by} despite the CLIP gate"
             + (f" ({'; '.join(reasons)})" if reasons else ""),
         )
-        transaction.on_commit(lambda: pin_token.send(token.pk))
     log.info("%s: attempt %d approved by %s", token, attempt, approved_by)
     return Status.RENDERED
 
@@ -373,11 +341,7 @@ def _write_render(token: Token, attempt: int, image: Image.Image) -> bytes:
     from generation.rendering import png_bytes
 
     data = png_bytes(image)
-    path = pipeline.render_cache_path(token, attempt)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".review.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    write_atomically(pipeline.render_cache_path(token, attempt), data)
     return data
 
 
@@ -391,7 +355,8 @@ def rerender(token_pk: int, requested_by: str, until: int) -> str | None:
     redelivered message continues the same round and never starts another.
 
     Returns the new status (RENDERED or NEEDS_REVIEW), or None when there is nothing to do
-    (the token left review, the round is over, or its collection is paused).
+    (the token left review, the round is over, or its collection is paused). The actor
+    (``rerender_token``) hands a RENDERED token to the pin stage.
     """
 
     claimable = Token.objects.filter(
@@ -406,42 +371,4 @@ def rerender(token_pk: int, requested_by: str, until: int) -> str | None:
         ):
             events.record([token_pk], Status.NEEDS_REVIEW, reason)
         return None
-    status = pipeline.run_render(token_pk, rerender_by=requested_by, until=until)
-    if status == Status.RENDERED:
-        transaction.on_commit(lambda: pin_token.send(token_pk))
-    return status
-
-
-# --------------------------------------------------------------------------------------------
-# Actors (generation/tasks.py imports this module, so every worker declares them)
-
-
-@dramatiq.actor(
-    queue_name=RENDER_QUEUE,
-    max_retries=2,
-    min_backoff=2_000,
-    max_backoff=30_000,
-    time_limit=10 * 60_000,  # loads the models at worst; renders nothing
-    # an approval that waited a week is stale: dropped, the token stays in review to decide anew
-    max_age=7 * 86_400_000,
-)
-def approve_token(token_pk: int, approved_by: str, attempt: int) -> None:
-    # No on_retry_exhausted: a token whose approval keeps failing stays in NEEDS_REVIEW.
-    if needs_handover(token_pk, approve(token_pk, approved_by, attempt), Status.RENDERED):
-        pin_token.send(token_pk)
-
-
-@dramatiq.actor(**RENDER_STAGE)
-def rerender_token(token_pk: int, requested_by: str, until: int) -> None:
-    try:
-        status = rerender(token_pk, requested_by, until)
-    except pipeline.RenderLeaseHeld as held:
-        rerender_token.send_with_options(
-            args=(token_pk, requested_by, until), delay=lease_wait_ms(held)
-        )
-        return
-    except pipeline.PipelineError as exc:
-        pipeline.mark_failed(token_pk, str(exc))
-        return
-    if needs_handover(token_pk, status, Status.RENDERED):
-        pin_token.send(token_pk)
+    return pipeline.run_render(token_pk, rerender_by=requested_by, until=until)

@@ -1,15 +1,15 @@
-"""Dramatiq actors: thin shells around generation.pipeline.
+"""Dramatiq actors of the generation side: thin shells around generation.pipeline and
+generation.review, declared with the names, queues and options of the stage table
+(generation/stages.py).
 
-Actors receive token primary keys, never objects, and are safe to run twice. Each has an
-explicit retry count, backoff and time limit (tests/test_faults.py checks every
-declared actor; Dramatiq's defaults are 20 retries over up to 7 days and a 10-minute limit);
-expected failures (``PipelineError``) end the token FAILED at once, and anything else is
-retried, then recorded by ``record_failure`` once the retries are used up (Dramatiq's
-``on_retry_exhausted``; its ``on_failure`` callback would fire on every failed try, retried or
-not). A message that used up its retries lands in the queue's dead-letter set
-(``<namespace>:<queue>.XQ`` in Redis, kept ``DRAMATIQ_DEAD_MESSAGE_TTL``). No pipeline actor
-has a ``max_age``: Dramatiq drops a message older than that unprocessed, and a token whose
-message waited out a long backlog would be lost.
+Actors receive token primary keys, never objects, and are safe to run twice. Expected failures
+(``PipelineError``) end the token FAILED at once, and anything else is retried, then recorded by
+``record_failure`` once the retries are used up (Dramatiq's ``on_retry_exhausted``; its
+``on_failure`` callback would fire on every failed try, retried or not). A message that used up
+its retries lands in the queue's dead-letter set (``<namespace>:<queue>.XQ`` in Redis, kept
+``DRAMATIQ_DEAD_MESSAGE_TTL``).
+
+Each actor hands over by name (``stages.hand_over``): nothing here imports the next stage's actor.
 """
 
 from __future__ import annotations
@@ -17,145 +17,87 @@ from __future__ import annotations
 from typing import Any
 
 import dramatiq
-from django.conf import settings
 
-from generation import pipeline, publishing
+from generation import pipeline, review, stages
+from generation.errors import PipelineError, RenderLeaseHeld, TraitsNotReady
 from generation.models import Token
+from generation.stages import APPROVE, IO_QUEUE, PIN, RENDER, RERENDER
 
-RENDER_QUEUE = "render"
 QUOTA_WAIT_MS = 10_000
-IO_QUEUE = "io"
-# The bookkeeping actors (a failure recorded after the retries): one quick database write,
-# retried a few times over about a minute (the database restarting), then dead-lettered.
-BOOKKEEPING = {
-    "max_retries": 3,
-    "min_backoff": 1_000,
-    "max_backoff": 30_000,
-    "time_limit": 60_000,
-}
 
 
-@dramatiq.actor(queue_name=IO_QUEUE, **BOOKKEEPING)
+@dramatiq.actor(queue_name=IO_QUEUE, **stages.BOOKKEEPING)
 def record_failure(message_data: dict[str, Any], retry_data: dict[str, Any]) -> None:
     """Called once a stage has used up its retries: the token ends FAILED with the last error."""
-    token_pk = message_data["args"][0]
-    traceback = message_data.get("options", {}).get("traceback", "").strip()
-    last_error = traceback.splitlines()[-1] if traceback else "no traceback recorded"
     pipeline.mark_failed(
-        token_pk,
-        f"{message_data['actor_name']} gave up after {retry_data['retries']} retries: {last_error}",
+        message_data["args"][0],
+        pipeline.failure_reason(message_data["actor_name"], message_data, retry_data["retries"]),
     )
 
 
-# A render, and a manager's re-render (generation/review.py): minutes of GPU work, retried twice
-# (a worker lost mid-render), then recorded FAILED by record_failure.
-RENDER_STAGE = {
-    "queue_name": RENDER_QUEUE,
-    "max_retries": 2,
-    "min_backoff": 2_000,
-    "max_backoff": 30_000,
-    "time_limit": 30 * 60_000,
-    "on_retry_exhausted": "record_failure",
-}
-
-
-@dramatiq.actor(**RENDER_STAGE)
+@dramatiq.actor(actor_name=RENDER.actor, queue_name=RENDER.queue, **RENDER.options)
 def render_token(token_pk: int) -> None:
     try:
         status = pipeline.run_render(token_pk)
-    except pipeline.TraitsNotReady:
+    except TraitsNotReady:
         # Quota mode, earlier seeds still coming: not a failure, so not a retry either.
-        render_token.send_with_options(args=(token_pk,), delay=QUOTA_WAIT_MS)
+        stages.send(RENDER, token_pk, delay_ms=QUOTA_WAIT_MS)
         return
-    except pipeline.RenderLeaseHeld as held:
+    except RenderLeaseHeld as held:
         # A live run has it; come back when its lease lapses, in case that run's worker died.
-        render_token.send_with_options(args=(token_pk,), delay=lease_wait_ms(held))
+        stages.send(RENDER, token_pk, delay_ms=lease_wait_ms(held))
         return
-    except pipeline.PipelineError as exc:
+    except PipelineError as exc:
         pipeline.mark_failed(token_pk, str(exc))
         return
-    if status == Token.Status.RENDERED or needs_handover(token_pk, status, Token.Status.RENDERED):
-        pin_token.send(token_pk)
+    hand_over(token_pk, status, RENDER.hands_over_to)
 
 
-@dramatiq.actor(
-    queue_name=IO_QUEUE,
-    max_retries=5,
-    min_backoff=1_000,
-    max_backoff=60_000,
-    # two pins; a remote pin may wait (IPFS_RETRIES + 1) x IPFS_PIN_DEADLINE for its service
-    time_limit=15 * 60_000,
-    on_retry_exhausted="record_failure",
-)
+@dramatiq.actor(actor_name=PIN.actor, queue_name=PIN.queue, **PIN.options)
 def pin_token(token_pk: int) -> None:
     try:
         status = pipeline.run_pin(token_pk)
-    except pipeline.PipelineError as exc:
+    except PipelineError as exc:
         pipeline.mark_failed(token_pk, str(exc))
         return
-    if status == Token.Status.PINNED or needs_handover(token_pk, status, Token.Status.PINNED):
-        schedule_publish(Token.objects.get(pk=token_pk).collection_id)
+    hand_over(token_pk, status, PIN.hands_over_to)
 
 
-def needs_handover(token_pk: int, status: str | None, stage_result: str) -> bool:
-    """True when a run found nothing to do (``status`` None) on a token already at this stage's
-    result: the message is a redelivery, and the run that committed the result may have died
-    before it sent the next stage's message (a worker killed between the two), so the caller
-    sends it again. The next stage takes only tokens at this status: a second message is
-    harmless."""
-    if status is not None:
-        return False
-    return Token.objects.filter(pk=token_pk, status=stage_result).exists()
+@dramatiq.actor(actor_name=APPROVE.actor, queue_name=APPROVE.queue, **APPROVE.options)
+def approve_token(token_pk: int, approved_by: str, attempt: int) -> None:
+    hand_over(token_pk, review.approve(token_pk, approved_by, attempt), APPROVE.hands_over_to)
 
 
-def schedule_publish(collection_pk: int) -> None:
-    """Publish now if a full batch is waiting, else once PUBLISH_BATCH_WAIT has passed."""
-    full = publishing.pending_count(collection_pk) >= settings.PUBLISH_BATCH_SIZE
-    delay = 0 if full else int(settings.PUBLISH_BATCH_WAIT * 1000)
-    publish_pending.send_with_options(args=(collection_pk,), delay=delay)
+@dramatiq.actor(actor_name=RERENDER.actor, queue_name=RERENDER.queue, **RERENDER.options)
+def rerender_token(token_pk: int, requested_by: str, until: int) -> None:
+    try:
+        status = review.rerender(token_pk, requested_by, until)
+    except RenderLeaseHeld as held:
+        stages.send(RERENDER, token_pk, requested_by, until, delay_ms=lease_wait_ms(held))
+        return
+    except PipelineError as exc:
+        pipeline.mark_failed(token_pk, str(exc))
+        return
+    hand_over(token_pk, status, RERENDER.hands_over_to)
 
 
-def lease_wait_ms(held: pipeline.RenderLeaseHeld) -> int:
+def hand_over(token_pk: int, status: str | None, stage_result: str) -> None:
+    """Send the next stage's message when this run reached ``stage_result``, or when it found
+    nothing to do (``status`` None) on a token already there: the message is a redelivery, and
+    the run that committed the result may have died before it sent the next stage's message (a
+    worker killed between the two). The next stage takes only tokens at that status, so a
+    second message is harmless."""
+    if status is not None and status != stage_result:
+        return
+    following = stages.acting_on(stage_result)
+    if status == stage_result and following is not None and following.target == "token":
+        stages.send(following, token_pk)  # no need to read the row again
+        return
+    row = Token.objects.filter(pk=token_pk, status=stage_result).values("collection_id").first()
+    if row is not None:
+        stages.hand_over(token_pk, row["collection_id"], stage_result)
+
+
+def lease_wait_ms(held: RenderLeaseHeld) -> int:
     """How long a delivery that stood down waits before looking again: the lease, and a beat."""
     return int(held.expires_in * 1000) + 1_000
-
-
-@dramatiq.actor(queue_name=IO_QUEUE, **BOOKKEEPING)
-def record_publish_failure(message_data: dict[str, Any], retry_data: dict[str, Any]) -> None:
-    """``publish_pending`` used up its retries (the chain unreachable for minutes): the tokens
-    stay PINNED, and the next pinned token or ``manage.py publish_pending`` tries again."""
-    traceback = message_data.get("options", {}).get("traceback", "").strip()
-    last_error = traceback.splitlines()[-1] if traceback else "no traceback recorded"
-    Token.objects.filter(collection_id=message_data["args"][0], status=Token.Status.PINNED).update(
-        failure_reason=f"publishing gave up for now: {last_error}"[:2000]
-    )
-
-
-@dramatiq.actor(
-    queue_name=IO_QUEUE,
-    max_retries=5,
-    min_backoff=2_000,
-    max_backoff=60_000,
-    time_limit=10 * 60_000,
-    on_retry_exhausted="record_publish_failure",
-)
-def publish_pending(collection_pk: int) -> None:
-    """Publish the collection's pinned tokens, a batch per transaction, until none is left.
-
-    Many messages for one collection are harmless: each claims what is there, if anything.
-    """
-    while True:
-        try:
-            summary = publishing.publish_batch(collection_pk)
-        except publishing.PublishPaused:
-            publish_pending.send_with_options(
-                args=(collection_pk,), delay=int(settings.PUBLISH_PAUSE_RETRY * 1000)
-            )
-            return
-        if not summary.published and not summary.failed:
-            return
-
-
-# The admin's approve and re-render actors live beside what they do; imported here so every
-# worker declares them whether or not the admin is installed.
-from generation import review  # noqa: E402, F401

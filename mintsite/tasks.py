@@ -5,13 +5,13 @@ from __future__ import annotations
 import dramatiq
 from django.utils import timezone
 
+from generation.stages import IO_QUEUE
 from mintsite import webhooks
 from mintsite.models import WebhookDelivery
 
-IO_QUEUE = "io"
-
 
 @dramatiq.actor(
+    actor_name=webhooks.DELIVER_ACTOR,
     queue_name=IO_QUEUE,
     max_retries=3,
     min_backoff=5_000,

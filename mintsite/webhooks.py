@@ -29,6 +29,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from generation.models import Token, TokenEvent
+from generation.stages import IO_QUEUE, send_by_name
 from mintsite import webhook_signature
 from mintsite.models import EventType, WebhookAttempt, WebhookDelivery, WebhookSubscription
 
@@ -128,14 +129,12 @@ def create_deliveries(events: list[TokenEvent]) -> list[int]:
     )
 
 
-def enqueue(delivery_pks: list[int], delay_ms: int = 0) -> None:
-    from mintsite.tasks import deliver_webhook
+DELIVER_ACTOR = "deliver_webhook"  # mintsite/tasks.py, sent by name
 
+
+def enqueue(delivery_pks: list[int], delay_ms: int = 0) -> None:
     for pk in delivery_pks:
-        if delay_ms:
-            deliver_webhook.send_with_options(args=(pk,), delay=delay_ms)
-        else:
-            deliver_webhook.send(pk)
+        send_by_name(DELIVER_ACTOR, IO_QUEUE, (pk,), delay_ms=delay_ms)
 
 
 def on_events(events: list[TokenEvent]) -> None:

@@ -10,9 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -29,11 +26,11 @@ from web3 import Web3
 from chain.anvil import ANVIL_ACCOUNTS
 from chain.contract import bind, deploy_contract
 from chain.models import Chain
-from generation import events, pipeline, review
-from generation.forms import RarityInput
+from generation import events, pipeline, review, tasks
 from generation.ipfs import LocalStore
 from generation.models import Collection, Token, TokenEvent
 from generation.rendering import torch_seed_for
+from mintsite.admin.forms import RarityInput
 from tests.test_pipeline import WEIGHTED
 
 pytestmark = pytest.mark.django_db
@@ -596,7 +593,7 @@ def test_approve_accepts_the_rejected_image_as_it_is_and_pins_it(
     renderer, _ = pipeline.load_models(token.collection, "cpu")
     renders_before = renderer.renders
     with django_capture_on_commit_callbacks(execute=True):
-        review.approve_token.fn(*args)
+        tasks.approve_token.fn(*args)
     assert renderer.renders == renders_before
     token.refresh_from_db()
     assert token.status == Status.RENDERED and token.attempt == 0
@@ -610,7 +607,7 @@ def test_approve_accepts_the_rejected_image_as_it_is_and_pins_it(
     assert token.events.last().detail.startswith("attempt 0 approved by ada despite the CLIP gate")
     assert take_messages("pin_token", lambda a: a == [token.pk]) == [[token.pk]]
     # the approval delivered again (its worker died before sending the pin): the pin again
-    review.approve_token.fn(*args)
+    tasks.approve_token.fn(*args)
     assert take_messages("pin_token", lambda a: a == [token.pk]) == [[token.pk]]
 
     # the record is the one a passing render gets, plus the approval
@@ -672,13 +669,13 @@ def test_rerender_continues_the_attempt_counter(
     act(client, CHANGELIST, "rerender", [token], django_capture_on_commit_callbacks)
     [args] = take_messages("rerender_token", lambda a: a[0] == token.pk)
     with django_capture_on_commit_callbacks(execute=True):
-        assert review.rerender_token.fn(*args) is None
+        assert tasks.rerender_token.fn(*args) is None
     token.refresh_from_db()
     assert token.status == Status.RENDERED and token.attempt == 2
     assert token.render_record["torch_seed"] == torch_seed_for(bytes.fromhex(SEED[2:]), 2)
     assert token.render_record["rerendered_by"] == "ada"
     assert take_messages("pin_token", lambda a: a == [token.pk]) == [[token.pk]]
-    review.rerender_token.fn(*args)  # delivered again: the pin again, nothing rendered
+    tasks.rerender_token.fn(*args)  # delivered again: the pin again, nothing rendered
     assert take_messages("pin_token", lambda a: a == [token.pk]) == [[token.pk]]
     assert Token.objects.get(pk=token.pk).attempt == 2
     details = [e.detail for e in token.events.all()]
@@ -695,7 +692,7 @@ def test_a_rerender_delivered_while_another_run_renders_the_token_comes_back_lat
         render_lease_expires=timezone.now() + timedelta(seconds=60),
     )  # fmt: skip
     # When the message is delivered a second time
-    review.rerender_token.fn(token.pk, "ada", 2)
+    tasks.rerender_token.fn(token.pk, "ada", 2)
     # Then it stands down, sends itself again for when the lease lapses, and pins nothing
     assert take_messages("rerender_token", lambda a: a[0] == token.pk) == [[token.pk, "ada", 2]]
     assert take_messages("pin_token", lambda a: a == [token.pk]) == []
@@ -801,16 +798,3 @@ def test_the_token_list_shows_thumbnails_scores_and_the_stage_history(
     only = client.get(CHANGELIST, {"status__exact": Status.RENDERED}).context["cl"].result_list
     assert list(only) == [rendered]
     assert TokenEvent.objects.filter(token=pinned).count() == 2
-
-
-def test_the_review_actors_are_declared_in_every_process_that_loads_django() -> None:
-    # Workers run django.setup(), which loads the admin, which imports generation.review.
-    code = (
-        "import django; django.setup(); import dramatiq; "
-        "print(sorted(dramatiq.get_broker().get_declared_actors()))"
-    )
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "mintsite.settings"}
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    ).stdout
-    assert "'approve_token'" in out and "'rerender_token'" in out and "'render_token'" in out

@@ -33,7 +33,7 @@ from chain.anvil import ANVIL_ACCOUNTS, Anvil, start_anvil
 from chain.contract import bind
 from chain.deployment import CollectionSpec, deploy_collection
 from chain.models import Chain, OutgoingTransaction
-from generation import pipeline
+from generation import errors, pipeline
 from generation.ipfs import compute_raw_cid
 from generation.models import Collection, Token, TokenEvent
 from generation.rendering import png_bytes
@@ -165,7 +165,7 @@ def test_a_second_run_stands_down_while_the_first_holds_the_lease(
     wait_for(
         "the first run's claim", lambda: Token.objects.get(pk=token.pk).status == Status.RENDERING
     )
-    with pytest.raises(pipeline.RenderLeaseHeld) as held:
+    with pytest.raises(errors.RenderLeaseHeld) as held:
         pipeline.run_render(token.pk)
     # then it stands down, naming the holder and when its lease lapses; the first finishes
     assert held.value.expires_in > 0

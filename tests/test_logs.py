@@ -19,15 +19,14 @@ import pytest
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from foundation.logcontext import log_context, update_context
 from generation.models import Token
 from mintsite.fleet import Fleet
 from mintsite.observability.logs import (
     ContextFilter,
     JsonLineFormatter,
     PlainFormatter,
-    log_context,
     logging_config,
-    update_context,
 )
 from tests.conftest import database_url
 from tests.test_pipeline import make_token
@@ -90,7 +89,8 @@ def test_it_refuses_a_context_field_nobody_would_find() -> None:
 def test_it_tags_every_line_of_a_render_in_a_real_worker_with_its_token_and_stage(
     reference_models: Path, redis_url: str, tmp_path: Path
 ) -> None:
-    from generation.tasks import IO_QUEUE, render_token
+    from generation.stages import IO_QUEUE
+    from generation.tasks import render_token
 
     # Given a token waiting to render, and a render worker logging JSON
     token = make_token(reference_models, threshold=-1.0, slug="logged", token_id=5)

@@ -29,13 +29,14 @@ from PIL import Image
 from playwright.sync_api import Page, Playwright, expect, sync_playwright
 from web3 import Web3
 
+from chain import publishing
 from chain.anvil import ANVIL_ACCOUNTS, Anvil, free_port
 from chain.contract import bind
 from chain.deployment import CollectionSpec, deploy_collection
 from chain.listener import Listener
 from chain.models import Chain
 from chain.seed_commit import commit_seeds
-from generation import pipeline, publishing
+from generation import pipeline
 from generation.models import Collection, Token
 from tests.test_listener import mine, mint
 from tests.test_pipeline import WEIGHTED as PALETTE

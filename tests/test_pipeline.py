@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from generation import pipeline
+from generation import errors, pipeline
 from generation.models import Collection, Token
 from generation.rendering import torch_seed_for
 
@@ -140,7 +140,7 @@ def test_it_fails_a_token_whose_model_folder_is_missing(
 ) -> None:
     token = make_token(reference_models, threshold=-1.0)
     Collection.objects.filter(pk=token.collection_id).update(model_dir=str(tmp_path / "nowhere"))
-    with pytest.raises(pipeline.RenderFailed, match="cannot load the diffusion model"):
+    with pytest.raises(errors.RenderFailed, match="cannot load the diffusion model"):
         pipeline.run_render(token.pk)
 
 
@@ -223,7 +223,7 @@ def test_it_waits_for_earlier_seeds_in_quota_mode(reference_models: Path) -> Non
     first = make_token(reference_models, threshold=-1.0, slug="quota", seed="", **fields)
     second = make_token(reference_models, threshold=-1.0, slug="quota", token_id=2, **fields)
     # Token 2 cannot know what token 1 left until token 1's seed is committed
-    with pytest.raises(pipeline.TraitsNotReady, match="token 2 waits"):
+    with pytest.raises(errors.TraitsNotReady, match="token 2 waits"):
         pipeline.run_render(second.pk)
     second.refresh_from_db()
     assert second.status == Token.Status.SEED_COMMITTED
@@ -392,7 +392,7 @@ def test_the_pin_stage_trusts_no_cid_it_did_not_compute(
             assert kubo.pins == {token.image_cid, token.metadata_cid}
         else:
             # a node that answers another CID for the bytes: the stage fails, nothing is pinned
-            with pytest.raises(pipeline.PinFailed, match="CID"):
+            with pytest.raises(errors.PinFailed, match="CID"):
                 pipeline.run_pin(token.pk)
             token.refresh_from_db()
             assert token.status == Token.Status.RENDERED

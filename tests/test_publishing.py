@@ -7,13 +7,14 @@ import hashlib
 import pytest
 from web3 import Web3
 
+from chain import publishing
 from chain.anvil import ANVIL_ACCOUNTS
 from chain.contract import bind
 from chain.deployment import CollectionSpec, deploy_collection
+from chain.errors import PublishPaused
 from chain.listener import Listener
 from chain.models import Chain
 from chain.seed_commit import commit_seeds
-from generation import publishing
 from generation.ipfs import cid_from_sha256
 from generation.models import Collection, Token
 from tests.test_listener import mine, mint
@@ -128,7 +129,7 @@ def test_an_unfunded_publisher_pauses_publishing_and_loses_nothing(
     w3.provider.make_request("anvil_setBalance", [PUBLISHER.address, "0x0"])
     before = publisher_nonce(w3)
     try:
-        with pytest.raises(publishing.PublishPaused, match=PUBLISHER.address):
+        with pytest.raises(PublishPaused, match=PUBLISHER.address):
             publishing.publish_batch(collection.pk)
         assert publisher_nonce(w3) == before  # no nonce taken
         for token in Token.objects.filter(pk__in=[t.pk for t in tokens]):

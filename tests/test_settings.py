@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from mintsite.env import env_bool, env_int, env_str
+from foundation.env import env_bool, env_int, env_str
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from web3 import Web3
 
+from chain import publishing
 from chain.anvil import ANVIL_ACCOUNTS, Anvil, start_anvil
 from chain.contract import bind, send_and_wait
 from chain.deployment import CollectionSpec, deploy_collection
@@ -34,7 +35,7 @@ from chain.listener import Listener
 from chain.models import Chain
 from chain.seed_commit import commit_seeds
 from chain.seeds import derive_seed
-from generation import pipeline, publishing, verify
+from generation import pipeline, verify
 from generation.ipfs import LocalStore
 from generation.metadata import canonical_json
 from generation.models import Collection, Token

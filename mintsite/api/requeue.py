@@ -25,8 +25,10 @@ from dataclasses import dataclass
 import dramatiq
 from django.db import transaction
 
-from generation import events
+from generation import events, stages
+from generation.errors import ReviewRefused
 from generation.models import Token
+from generation.review import retry_stage
 
 log = logging.getLogger(__name__)
 Status = Token.Status
@@ -57,14 +59,6 @@ class Plan:
     stage: str  # the stage that stopped it, in words
 
 
-_ACTORS = {
-    "seed commit": "commit_seeds",
-    "render": "render_token",
-    "pin": "pin_token",
-    "publish": "publish_pending",
-}
-
-
 def plan_for(token: Token) -> Plan:
     """Where ``token`` goes back to; raises NotRequeueable, saying why, if nowhere.
 
@@ -73,41 +67,30 @@ def plan_for(token: Token) -> Plan:
     token gets another round of ``max_attempts`` renders, its attempt counter going on (the
     admin's re-render): attempts already rejected are deterministic and are not redone.
     """
-    from generation.review import ReviewRefused, retry_stage
-
     if token.status == Status.NEEDS_REVIEW:
         if token.collection.paused:
             raise NotRequeueable(
                 f"collection {token.collection.slug} is paused; unpause it to render again"
             )
-        return Plan(Status.NEEDS_REVIEW, "rerender_token", "render (CLIP gate)")
+        return Plan(Status.NEEDS_REVIEW, stages.RERENDER.actor, "render (CLIP gate)")
     if token.status != Status.FAILED:
         raise NotRequeueable(
             f"token {token.token_id} is {token.status}: only FAILED or NEEDS_REVIEW tokens "
             "can be requeued"
         )
     try:
-        stage, status = retry_stage(token)
+        stage = retry_stage(token)
     except ReviewRefused as exc:
         raise NotRequeueable(f"token {token.token_id} cannot be requeued: {exc}") from exc
-    return Plan(status, _ACTORS[stage], stage)
+    return Plan(stage.acts_on, stage.actor, stage.name)
 
 
-def _send(plan: Plan, token: Token, by: str) -> dramatiq.Message:
-    from chain.tasks import commit_seeds
-    from generation.tasks import pin_token, publish_pending, render_token
-
-    if plan.actor == "commit_seeds":
-        return commit_seeds.send(token.collection_id, [token.pk])
-    if plan.actor == "publish_pending":
-        return publish_pending.send(token.collection_id)
-    if plan.actor == "rerender_token":
-        from generation.review import rerender_token
-
+def _send(plan: Plan, token: Token, by: str) -> stages.Message:
+    if plan.actor == stages.RERENDER.actor:
         until = token.attempt + token.collection.max_attempts
-        return rerender_token.send(token.pk, by, until)
-    actor = {"render_token": render_token, "pin_token": pin_token}[plan.actor]
-    return actor.send(token.pk)
+        return stages.send(stages.RERENDER, token.pk, by, until)
+    stage = next(s for s in stages.PIPELINE if s.actor == plan.actor)
+    return stages.send_for(token, stage)
 
 
 @dataclass(frozen=True)
@@ -130,7 +113,7 @@ def requeue(token_pk: int, *, by: str = "API") -> Requeued:
         raise NotRequeueable(f"no token with pk {token_pk}")
     plan = plan_for(token)
     changes: dict[str, object] = {"status": plan.status, "failure_reason": ""}
-    if plan.actor == "publish_pending":
+    if plan.actor == stages.PUBLISH.actor:
         changes["publish_claim"] = ""
     detail = f"requeued by {by} after {token.status} in {plan.stage}"
     with transaction.atomic():

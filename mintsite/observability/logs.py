@@ -1,7 +1,8 @@
 """Log lines that say which token and which stage they are about.
 
-Code that works on a token sets the context once (``with log_context(token_id=7, ...)``; the
-Dramatiq middleware in :mod:`mintsite.observability.worker` does it around every message), and
+Code that works on a token sets the context once (``with log_context(token_id=7, ...)``, from
+:mod:`foundation.logcontext`; the Dramatiq middleware in :mod:`mintsite.observability.worker`
+does it around every message), and
 :class:`ContextFilter`, installed on the log handler, copies it onto every record logged in
 that thread meanwhile, whichever logger wrote it (the pipeline's, web3's, Dramatiq's own).
 
@@ -12,69 +13,20 @@ Without the filter installed, or outside any context, lines are just shorter.
 
 from __future__ import annotations
 
-import contextvars
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
-# The fields a context may carry, in the order the plain format shows them.
-FIELDS = ("stage", "collection", "token_id", "token_pk", "chain_id", "blocks", "message_id")
-
-# None until set: a shared mutable default would leak fields between threads
-_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
-    "mint_log_context", default=None
-)
-
-
-def current_context() -> dict[str, Any]:
-    """The fields set in this thread (or task) right now."""
-    return dict(_context.get() or {})
-
-
-def bind(**fields: Any) -> contextvars.Token[dict[str, Any] | None]:
-    """Add ``fields`` to the context until :func:`unbind` is called with the returned token.
-
-    For hooks that open and close a context in two different calls (Dramatiq's before and
-    after hooks); elsewhere :func:`log_context` is simpler.
-    """
-    unknown = set(fields) - set(FIELDS)
-    if unknown:
-        raise ValueError(f"unknown log context field(s) {sorted(unknown)}; known: {FIELDS}")
-    merged = {**(_context.get() or {}), **{k: v for k, v in fields.items() if v is not None}}
-    return _context.set(merged)
-
-
-def update_context(**fields: Any) -> None:
-    """Change fields of the innermost :func:`log_context` until it ends (a loop's current
-    block range, say); outside any context, nothing happens."""
-    current = _context.get()
-    if current is not None:
-        bind(**fields)  # the enclosing context's reset undoes this too
-
-
-def unbind(token: contextvars.Token[dict[str, Any] | None]) -> None:
-    _context.reset(token)
-
-
-@contextmanager
-def log_context(**fields: Any) -> Iterator[None]:
-    """Every line logged in this thread inside the block carries ``fields``."""
-    token = bind(**fields)
-    try:
-        yield
-    finally:
-        unbind(token)
+from foundation.logcontext import FIELDS, current_context
 
 
 class ContextFilter(logging.Filter):
     """Copies the current context onto each record (a field set by ``extra=`` wins)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        for key, value in (_context.get() or {}).items():
+        for key, value in current_context().items():
             if not hasattr(record, key):
                 setattr(record, key, value)
         return True

@@ -142,12 +142,14 @@ def broker_redis(timeout: float) -> tuple[Any, str]:
 
 
 def queue_names() -> list[str]:
-    """The queues of every actor this project declares (the web tier imports them here)."""
+    """The pipeline's queues (the stage table's), and those of any other actor this process
+    declares (a test's own, say); the web tier never imports the actors to learn them."""
     import dramatiq
-    from django.utils.module_loading import autodiscover_modules
 
-    autodiscover_modules(*getattr(settings, "DRAMATIQ_AUTODISCOVER_MODULES", ["tasks"]))
-    return sorted({actor.queue_name for actor in dramatiq.get_broker().actors.values()})
+    from generation.stages import QUEUES
+
+    declared = {actor.queue_name for actor in dramatiq.get_broker().actors.values()}
+    return sorted(declared | set(QUEUES))
 
 
 def queue_depths(client: Any, namespace: str, queues: Iterable[str]) -> dict[str, dict[str, int]]:

@@ -26,7 +26,8 @@ from typing import Any
 import dramatiq
 from django.db import DatabaseError, close_old_connections
 
-from mintsite.observability import logs, metrics
+from foundation import logcontext
+from mintsite.observability import metrics
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ class Observability(dramatiq.Middleware):
         return [serve_worker_metrics] if settings.WORKER_METRICS_PORT else []
 
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:
-        context = logs.bind(**message_context(broker, message))
+        context = logcontext.bind(**message_context(broker, message))
         self._local.running = (message.message_id, time.perf_counter(), context)
 
     def after_process_message(
@@ -141,7 +142,7 @@ class Observability(dramatiq.Middleware):
                 "%s %s after %.3f s: %s: %s",
                 message.actor_name, outcome, seconds, type(exception).__name__, exception,
             )  # fmt: skip
-        logs.unbind(context)
+        logcontext.unbind(context)
 
 
 def serve_worker_metrics() -> None:
@@ -149,7 +150,7 @@ def serve_worker_metrics() -> None:
     ``WORKER_METRICS_PORT`` until the worker stops."""
     from prometheus_client import start_http_server
 
-    from mintsite.env import env_int, env_str
+    from foundation.env import env_int, env_str
 
     port = env_int("WORKER_METRICS_PORT", 0, minimum=0)
     host = env_str("WORKER_METRICS_HOST") or "127.0.0.1"

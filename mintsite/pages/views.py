@@ -27,6 +27,7 @@ from chain.contract import bind, contract_abi
 from chain.errors import ChainError
 from chain.models import Chain
 from generation.models import Collection, Token
+from mintsite.pages.progress import progress_document
 
 log = logging.getLogger(__name__)
 Status = Token.Status
@@ -198,6 +199,7 @@ def mint_page_config(collection: Collection, state: ContractState) -> dict[str, 
         "generation_paused": collection.paused,
         "poll_interval_ms": 1500,
         "confirmations": _confirmations(collection.chain_id),
+        "progress": progress_document(),
     }
 
 

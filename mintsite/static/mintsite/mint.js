@@ -23,27 +23,15 @@
     template: $("token-template"),
   };
 
-  // The stages a collector sees, and where each backend status puts a token among them.
-  const STAGES = ["Confirming", "Seed committed", "Rendering", "Verifying", "Pinning", "Publishing", "Final"];
-  const STATUS_STAGE = {
-    // [first active stage, last active stage, badge, what is happening]
-    null: [0, 0, "confirming", "Waiting for the mint's confirmations before the backend records it."],
-    CONFIRMED: [1, 1, "committing seed", "Confirmed. The contract is committing the seed from the mint block's hash."],
-    SEED_COMMITTED: [2, 2, "seed committed", "Seed committed on-chain. Waiting for a renderer."],
-    RENDERING: [2, 3, "rendering", "Rendering the image from the seed and verifying it with CLIP."],
-    RENDERED: [4, 4, "pinning", "Rendered and verified. Pinning the image and metadata to IPFS."],
-    PINNED: [4, 4, "pinned", "Pinned to IPFS. Queued for the next publish transaction."],
-    PUBLISHING: [5, 5, "publishing", "Publishing the metadata's hash on-chain."],
-    PUBLISHED: [6, 6, "published", "Published. Waiting for the publish transaction's confirmations."],
-    FINAL: [7, 7, "final", "Final: the metadata is on-chain and confirmed."],
-  };
-  const STOPPED = {
-    REORGED: "The block holding this mint was reorganised away; the token no longer exists in that form.",
-    NEEDS_REVIEW: "The quality check rejected every render of this token; the studio reviews it by hand.",
-    FAILED: "The pipeline failed for this token.",
-  };
-  const REVEALED = new Set(["PUBLISHED", "FINAL"]);
-  const TERMINAL = new Set(["FINAL", ...Object.keys(STOPPED)]);
+  // The steps a collector sees, and where each backend status puts a token among them: the
+  // backend renders them into the config from its stage table (mintsite/pages/progress.py).
+  const progress = config.progress;
+  const STAGES = progress.steps;
+  // status -> [first active step, last active step, badge, what is happening]
+  const STATUS_STAGE = progress.statuses;
+  const STOPPED = progress.stopped;
+  const REVEALED = new Set(progress.revealed);
+  const TERMINAL = new Set(progress.terminal);
 
   const state = {
     eth: window.ethereum || null,

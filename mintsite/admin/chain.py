@@ -1,6 +1,6 @@
 """The chain side in the admin: read-only lists for operators (superusers only).
 
-Collection managers run their collections from the generation admin; the chains, the
+Collection managers run their collections from the collections' admin; the chains, the
 listener's cursors, the backend's wallets and every transaction it sent are the operator's and
 change only through the daemons and management commands that own them.
 """
@@ -13,9 +13,10 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from chain.models import Chain, ChainCursor, OutgoingTransaction, Wallet
+from mintsite.admin.permissions import ReadOnly
 
 
-class OperatorReadOnly(admin.ModelAdmin):
+class OperatorReadOnly(ReadOnly, admin.ModelAdmin):
     """Visible to superusers only, and changed by nobody here."""
 
     def has_module_permission(self, request: HttpRequest) -> bool:
@@ -23,15 +24,6 @@ class OperatorReadOnly(admin.ModelAdmin):
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return request.user.is_active and request.user.is_superuser
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Chain)

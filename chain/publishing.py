@@ -27,15 +27,18 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
+from chain import wallets
+from chain.chains import web3_for
+from chain.contract import bind, call_per_token
+from chain.errors import PublishPaused, TransactionReverted, WalletCannotPay
+from chain.sender import send_transaction
 from generation import events
+from generation.errors import PublishFailed
 from generation.models import Token
+from generation.pipeline import mark_failed
 
 log = logging.getLogger(__name__)
 Status = Token.Status
-
-
-class PublishPaused(Exception):
-    """The publisher wallet cannot pay for gas: publishing waits, nothing is lost."""
 
 
 @dataclass
@@ -74,19 +77,8 @@ def claim(collection_pk: int, limit: int) -> list[Token]:
     return claimed
 
 
-def pending_count(collection_pk: int) -> int:
-    return Token.objects.filter(collection_id=collection_pk, status=Status.PINNED).count()
-
-
 def publish_batch(collection_pk: int, limit: int | None = None) -> PublishSummary:
     """Claim and publish one batch of the collection's pinned tokens (see the module doc)."""
-    from chain import wallets
-    from chain.chains import web3_for
-    from chain.contract import bind, call_per_token
-    from chain.errors import TransactionReverted, WalletCannotPay
-    from chain.sender import send_transaction
-    from generation.pipeline import PublishFailed
-
     tokens = claim(collection_pk, limit or settings.PUBLISH_BATCH_SIZE)
     summary = PublishSummary()
     if not tokens:
@@ -199,6 +191,4 @@ def _release(claim_id: str, reason: str) -> None:
 
 
 def _fail(token: Token, reason: str) -> None:
-    from generation.pipeline import mark_failed
-
     mark_failed(token.pk, f"publish: {reason}")

@@ -16,6 +16,7 @@ from django.utils.html import format_html
 
 from generation.models import Collection
 from mintsite import webhooks
+from mintsite.admin import permissions
 from mintsite.models import (
     ApiKey,
     EventType,
@@ -27,9 +28,7 @@ from mintsite.models import (
 
 def managed_collections(request: HttpRequest) -> QuerySet[Collection]:
     """The collections the admin's user may see (one rule for the whole admin)."""
-    from generation.admin import managed_collections as for_user
-
-    return for_user(request.user)
+    return permissions.managed_collections(request.user)
 
 
 class ManagedCollectionFilter(admin.SimpleListFilter):

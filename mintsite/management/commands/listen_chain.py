@@ -4,6 +4,10 @@ Follows every configured chain (``Chain`` rows) for all of their collections. Pe
 daemon leads (see chain/leader.py); others wait as standbys. SIGTERM or Ctrl-C finishes the
 current range and exits with a summary line. A reorg deeper than a chain's finality window
 stops the daemon with exit status 1 and the reason.
+
+An entry point of the whole product, so it sits with the project's commands above every layer:
+it wires the listener (chain/) to the sweeps of the token's lifecycle (generation/redrive.py)
+and of the webhooks (mintsite/webhooks.py).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from chain.leader import LeaderLock
 from chain.listener import DeepReorg, Listener, PollSummary
 from chain.models import Chain
 from chain.rpc import connect
-from chain.tasks import enqueue_seed_commits
+from chain.seed_commit import enqueue_seed_commits
 from generation.redrive import redrive
 from mintsite import webhooks
 

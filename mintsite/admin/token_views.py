@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 
 from generation import pipeline, review
 from generation.models import Token
 
-if TYPE_CHECKING:
-    from generation.admin import TokenAdmin
 
-
-def token_render(
-    request: HttpRequest, model_admin: TokenAdmin, pk: int, attempt: int
-) -> HttpResponse:
+def token_render(request: HttpRequest, model_admin: Any, pk: int, attempt: int) -> HttpResponse:
     """One attempt's image of a token the user may see, as PNG.
 
     The accepted image is the file the pin stage reads (``pipeline.render_cache_path``); a

@@ -1,0 +1,56 @@
+"""Errors of the generation side, rooted in one base class; each also inherits the stdlib class
+it resembles (as ``chain/errors.py`` does, after web3.py's ``exceptions.py``).
+
+Two families matter to the actors (generation/tasks.py): a ``PipelineError`` is a failure
+retrying will not fix, and ends the token FAILED with its message; ``TraitsNotReady`` and
+``RenderLeaseHeld`` are not failures at all, and send the message again for later. Anything
+else is retried with backoff (Dramatiq), then recorded.
+"""
+
+from __future__ import annotations
+
+
+class GenerationError(Exception):
+    """Base for the errors of traits, rendering, the gate, review and the token's lifecycle."""
+
+
+class PipelineError(GenerationError):
+    """A failure that retrying will not fix: bad configuration, a missing model, a bad CID."""
+
+
+class RenderFailed(PipelineError, RuntimeError):
+    """A model would not load, the prompt could not be built, or the render itself raised."""
+
+
+class PinFailed(PipelineError, RuntimeError):
+    """The image or metadata could not be pinned, or a backend answered the wrong CID."""
+
+
+class PublishFailed(PipelineError, RuntimeError):
+    """Publishing cannot work as configured (the RPC serves another chain, a digest differs)."""
+
+
+class TraitsNotReady(GenerationError, LookupError):
+    """Quota mode: token k's traits need the seeds of tokens 1..k-1, not all committed yet."""
+
+
+class RenderLeaseHeld(GenerationError, RuntimeError):
+    """Another run holds the token's render lease: this delivery stands down. The actor sends
+    the message again for when the lease lapses (``expires_in`` seconds), in case its holder
+    died; by then a live holder has finished and the message finds nothing to do."""
+
+    def __init__(self, token_pk: int, owner: str, expires_in: float) -> None:
+        super().__init__(
+            f"token pk={token_pk} is being rendered by {owner} (lease lapses in "
+            f"{expires_in:.1f} s); standing down"
+        )
+        self.token_pk, self.owner, self.expires_in = token_pk, owner, expires_in
+
+
+class ReviewRefused(GenerationError, ValueError):
+    """A manager's review step (approve, re-render, retry) cannot be done for this token; the
+    message says why, in words the admin shows."""
+
+
+class NotInCache(ReviewRefused, LookupError):
+    """The rejected image is no longer in the render cache."""

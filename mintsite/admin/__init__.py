@@ -1,0 +1,13 @@
+"""The Django admin of the whole product (the web tier): Django's autodiscovery imports this
+package, and each module registers its models.
+
+- collections: a collection's config, rarity table, freeze, pause and resume;
+- tokens (+ token_views): tokens, their images and history, and the review actions;
+- integrations: API keys, webhook subscriptions and deliveries;
+- chain: chains, cursors, wallets and transactions, read-only for operators;
+- permissions: who may see and run what.
+"""
+
+from mintsite.admin import chain, collections, integrations, tokens
+
+__all__ = ["chain", "collections", "integrations", "tokens"]

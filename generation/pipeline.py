@@ -551,8 +551,9 @@ def run_pin(token_pk: int) -> str | None:
     """Pin the image, then the metadata naming it, with the configured IPFS backend
     (``IPFS_BACKEND``); every CID a backend returns is checked against the one computed here
     from the bytes, and a mismatch fails the token: nothing is published for it."""
-    from generation.ipfs import ContentTooLarge, compute_raw_cid
-    from generation.pinning import PinningError, pinner_from_settings
+    from ipfs.backends import pinner_from_settings
+    from ipfs.cid import compute_raw_cid
+    from ipfs.errors import ContentTooLarge, PinningError
 
     token = (
         Token.objects.select_related("collection")

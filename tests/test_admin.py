@@ -31,9 +31,9 @@ from chain.contract import bind, deploy_contract
 from chain.models import Chain
 from generation import events, pipeline, review
 from generation.forms import RarityInput
-from generation.ipfs import LocalStore
 from generation.models import Collection, Token, TokenEvent
 from generation.rendering import torch_seed_for
+from ipfs.store import LocalStore
 from tests.test_pipeline import WEIGHTED
 
 pytestmark = pytest.mark.django_db

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
+from ipfs.backends.config import PinningConfig
 from ipfs.cid import canonical_cid, compute_cid
 from ipfs.errors import CidMismatch, ContentCorrupted, InvalidCID
-
-if TYPE_CHECKING:
-    from ipfs.backends.config import PinningConfig
 
 __all__ = ["Pinner", "same_cid"]
 

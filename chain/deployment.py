@@ -24,7 +24,7 @@ from generation.collection_config import (
 )
 from generation.metadata import canonical_json
 from generation.models import Collection
-from generation.pinning import pinner_from_settings
+from ipfs.backends import pinner_from_settings
 
 log = logging.getLogger(__name__)
 

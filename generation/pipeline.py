@@ -37,6 +37,9 @@ from generation.errors import PinFailed, RenderFailed, RenderLeaseHeld, TraitsNo
 from generation.files import write_atomically
 from generation.metadata import build_metadata, canonical_json, software_versions
 from generation.models import Collection, Token, seed_bytes
+from ipfs.backends import pinner_from_settings
+from ipfs.cid import compute_raw_cid
+from ipfs.errors import ContentTooLarge, PinningError
 
 log = logging.getLogger(__name__)
 Status = Token.Status
@@ -524,8 +527,6 @@ def run_pin(token_pk: int) -> str | None:
     """Pin the image, then the metadata naming it, with the configured IPFS backend
     (``IPFS_BACKEND``); every CID a backend returns is checked against the one computed here
     from the bytes, and a mismatch fails the token: nothing is published for it."""
-    from generation.ipfs import ContentTooLarge, compute_raw_cid
-    from generation.pinning import PinningError, pinner_from_settings
 
     token = (
         Token.objects.select_related("collection")

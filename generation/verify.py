@@ -242,7 +242,7 @@ def check_seed(contract: Any, state: _State) -> Check:
 
 
 def check_metadata_digest(contract: Any, gateway: Gateway, state: _State) -> Check:
-    from generation.ipfs import cid_from_sha256
+    from ipfs.cid import cid_from_sha256
 
     name = "metadata_digest"
     digest = bytes(contract.functions.metadataDigestOf(state.token_id).call())
@@ -281,7 +281,7 @@ def check_metadata_canonical(state: _State) -> Check:
 
 
 def check_image(gateway: Gateway, state: _State) -> Check:
-    from generation.ipfs import compute_cid
+    from ipfs.cid import compute_cid
 
     name = "image"
     if state.metadata is None:

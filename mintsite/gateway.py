@@ -23,13 +23,9 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseNotModified, JsonResponse
 from django.views.decorators.http import require_safe
 
-from generation.ipfs import (
-    ContentCorrupted,
-    ContentNotFound,
-    InvalidCID,
-    LocalStore,
-    canonical_cid,
-)
+from ipfs.cid import canonical_cid
+from ipfs.errors import ContentCorrupted, ContentNotFound, InvalidCID
+from ipfs.store import LocalStore
 
 logger = logging.getLogger(__name__)
 

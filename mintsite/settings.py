@@ -365,10 +365,10 @@ SWEEP_SECONDS = env_float("SWEEP_SECONDS", 300.0)
 IPFS_STORE_DIR = Path(env_str("IPFS_STORE_DIR") or VAR_DIR / "ipfs")
 WEB_URL = (env_str("WEB_URL") or "http://127.0.0.1:8000").rstrip("/")
 IPFS_GATEWAY_URL = (env_str("IPFS_GATEWAY_URL") or f"{WEB_URL}/ipfs").rstrip("/")
-# Where pinned content goes (generation/pinning.py, docs/ipfs.md): "local" (IPFS_STORE_DIR,
+# Where pinned content goes (ipfs/backends/, docs/ipfs.md): "local" (IPFS_STORE_DIR,
 # served by the gateway view), "kubo" (a Kubo node's RPC API) or "pinning-service" (an IPFS
 # Pinning Service API, with the Kubo node at IPFS_KUBO_URL providing the bytes). Checked, with
-# the values below, by generation.pinning.pinner_from_settings().
+# the values below, by ipfs.backends.pinner_from_settings().
 IPFS_BACKEND = (env_str("IPFS_BACKEND") or "local").strip().lower()
 IPFS_KUBO_URL = (env_str("IPFS_KUBO_URL") or "http://127.0.0.1:5001").rstrip("/")
 IPFS_TIMEOUT = env_float("IPFS_TIMEOUT", 60.0)  # seconds per HTTP request

@@ -11,8 +11,9 @@ from django.conf import settings
 from web3 import Web3
 
 from chain.anvil import Anvil, start_anvil
-from generation.ipfs import LocalStore
+from ipfs.store import LocalStore
 from mintsite.database_url import current_database_url
+from tests.ipfs_servers import KuboRpcServer
 
 database_url = current_database_url  # the test database, for processes a test starts
 
@@ -44,6 +45,13 @@ def store(settings, tmp_path: Path) -> LocalStore:  # type: ignore[no-untyped-de
     """An empty local IPFS store, the one the gateway view serves for this test."""
     settings.IPFS_STORE_DIR = tmp_path / "ipfs"
     return LocalStore(tmp_path / "ipfs")
+
+
+@pytest.fixture
+def kubo() -> Iterator[KuboRpcServer]:
+    """A Kubo RPC node on 127.0.0.1 that adds, pins and serves content as a healthy one does."""
+    with KuboRpcServer().running() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

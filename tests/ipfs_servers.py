@@ -6,7 +6,7 @@ real Kubo or a real service, so these servers produce them, over real sockets on
 Each runs in a background thread (``http.server.ThreadingHTTPServer``) for the length of a
 ``with`` block and records what it was asked, so tests assert on outcomes and on traffic.
 
-``KuboRpcServer`` computes the CIDs it answers with ``generation.unixfs.file_cid`` under the
+``KuboRpcServer`` computes the CIDs it answers with ``ipfs.unixfs.file_cid`` under the
 parameters the request carries (like Kubo: without ``cid-version=1`` it answers CIDv0 with
 dag-pb leaves); that function itself is checked against the real Kubo in tests/test_ipfs.py.
 """
@@ -23,8 +23,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from generation.unixfs import file_cid
+from ipfs.backends.kubo import KuboPinner
+from ipfs.backends.pinning_service import PinningServicePinner
+from ipfs.unixfs import file_cid
 
+KUBO_VERSION = "0.29.0"
 PEER_ID = "12D3KooWEmu1atedKuboNodeForTheTestSuite"
 #: Reported by ``id``: only the DNS one is public, so only it may go into ``origins``.
 KUBO_ADDRESSES = [
@@ -196,6 +199,11 @@ class _KuboHandler(_Handler):
             data = data[:-1] + bytes([data[-1] ^ 1])
         self._send(200, data, "text/plain")
 
+    def _version(self, kubo: KuboRpcServer, params: dict[str, str], body: bytes) -> None:
+        self._json(
+            200, {"Version": KUBO_VERSION, "Commit": "", "Repo": "15", "System": "amd64/linux"}
+        )
+
     def _id(self, kubo: KuboRpcServer, params: dict[str, str], body: bytes) -> None:
         self._json(200, {"ID": PEER_ID, "Addresses": KUBO_ADDRESSES})
 
@@ -339,3 +347,34 @@ class _PinningServiceHandler(_Handler):
         self.send_response(202)
         self.send_header("Content-Length", "0")
         self.end_headers()
+
+
+# --- the clients, with timeouts short enough for the failure tests -------------------------------
+
+# Short enough to keep the failure tests quick, long enough for a loaded CI machine.
+TIMEOUT = 0.3
+BACKOFF = 0.01
+
+
+def kubo_pinner(server: KuboRpcServer, retries: int = 2) -> KuboPinner:
+    return KuboPinner(server.url, timeout=TIMEOUT, retries=retries, backoff=BACKOFF)
+
+
+def service_pinner(
+    service: PinningServiceServer,
+    kubo: KuboRpcServer,
+    *,
+    retries: int = 2,
+    deadline: float = 2.0,
+    token: str | None = None,
+) -> PinningServicePinner:
+    return PinningServicePinner(
+        service.url,
+        token or service.token,
+        provider=kubo_pinner(kubo),
+        deadline=deadline,
+        poll_interval=0.02,
+        timeout=TIMEOUT,
+        retries=retries,
+        backoff=BACKOFF,
+    )

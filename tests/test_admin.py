@@ -27,9 +27,9 @@ from chain.anvil import ANVIL_ACCOUNTS
 from chain.contract import bind, deploy_contract
 from chain.models import Chain
 from generation import events, pipeline, review, tasks
-from generation.ipfs import LocalStore
 from generation.models import Collection, Token, TokenEvent
 from generation.rendering import torch_seed_for
+from ipfs.store import LocalStore
 from mintsite.admin.forms import RarityInput
 from tests.test_pipeline import WEIGHTED
 

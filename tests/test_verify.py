@@ -36,10 +36,10 @@ from chain.models import Chain
 from chain.seed_commit import commit_seeds
 from chain.seeds import derive_seed
 from generation import pipeline, verify
-from generation.ipfs import LocalStore
 from generation.metadata import canonical_json
 from generation.models import Collection, Token
-from generation.pinning import pinner_from_settings
+from ipfs.backends import pinner_from_settings
+from ipfs.store import LocalStore
 from tests.test_listener import mine, mint
 from tests.test_pipeline import WEIGHTED as PALETTE
 

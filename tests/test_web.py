@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from generation.ipfs import LocalStore, compute_cid
 from generation.models import Collection, Token
+from ipfs.cid import compute_cid
+from ipfs.store import LocalStore
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"not really an image"
 

@@ -402,7 +402,8 @@ def metadata_bytes(token: Token) -> bytes:
     data = canonical_json(build_metadata(token, token.image_cid))
     if hashlib.sha256(data).hexdigest() == token.metadata_sha256:
         return data
-    from generation.ipfs import IpfsError, LocalStore
+    from ipfs.errors import IpfsError
+    from ipfs.store import LocalStore
 
     try:
         stored = LocalStore(settings.IPFS_STORE_DIR).get(token.metadata_cid)

@@ -2,26 +2,27 @@
 
 ``/healthz`` touches nothing: a load balancer or an orchestrator's liveness probe restarts a
 process that stops answering it, and restarting the web tier never fixes a database outage.
-``/readyz`` checks the database, the broker, each chain's RPC and the IPFS backend, each with a
-short timeout (``HEALTH_CHECK_TIMEOUT`` seconds) and all at once, and answers 503 when any fails,
-with a JSON body naming each check, how long it took, and its error.
+``/readyz`` checks the database, the broker, each chain's RPC and the IPFS backend (through the
+backend's own ``check``, :mod:`ipfs.backends`), each with a short timeout
+(``HEALTH_CHECK_TIMEOUT`` seconds) and all at once, and answers 503 when any fails, with a JSON
+body naming each check, how long it took, and its error.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
-import httpx
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from ipfs.backends import pinner_from_settings
+from ipfs.errors import BackendUnavailable, IpfsError
 from mintsite.observability.metrics import ChainReadError, broker_redis, chain_targets, rpc_batch
 
 
@@ -122,31 +123,14 @@ def check_chain(chain_id: int | None, urls: list[str], timeout: float) -> str:
 
 
 def check_ipfs(timeout: float) -> str:
-    backend = settings.IPFS_BACKEND
-    if backend == "local":
-        store = Path(settings.IPFS_STORE_DIR)
-        existing = next((p for p in (store, *store.parents) if p.exists()), None)
-        if existing is None or not os.access(existing, os.W_OK):
-            raise CheckFailed(f"the local IPFS store {store} cannot be written")
-        return f"local store {store}"
-    if backend not in ("kubo", "pinning-service"):
-        raise CheckFailed(f"IPFS_BACKEND={backend!r} is not local, kubo or pinning-service")
+    """Ask the configured pinning backend (the pin stage's own instance) once, briefly."""
     try:
-        response = httpx.post(f"{settings.IPFS_KUBO_URL}/api/v0/version", timeout=timeout)
-        response.raise_for_status()
-        detail = f"kubo {response.json().get('Version', '?')} at {settings.IPFS_KUBO_URL}"
-        if backend == "pinning-service":
-            service = settings.IPFS_PINNING_SERVICE_URL
-            answer = httpx.get(
-                f"{service}/pins",
-                params={"limit": 1},
-                headers={"Authorization": f"Bearer {settings.IPFS_PINNING_SERVICE_TOKEN or ''}"},
-                timeout=timeout,
-            )
-            if answer.status_code in (401, 403):
-                raise CheckFailed(f"the pinning service at {service} refuses the token")
-            answer.raise_for_status()
-            detail += f", pinning service {service}"
-    except (httpx.HTTPError, ValueError) as exc:
-        raise CheckFailed(f"{backend}: {type(exc).__name__}: {exc}") from exc
-    return detail
+        pinner = pinner_from_settings()
+    except ImproperlyConfigured as exc:
+        raise CheckFailed(str(exc)) from exc
+    try:
+        return pinner.check(timeout)
+    except BackendUnavailable as exc:
+        raise CheckFailed(f"{pinner.backend}: {exc.last_error} ({exc.where})") from exc
+    except (IpfsError, OSError) as exc:
+        raise CheckFailed(f"{pinner.backend}: {exc}") from exc

@@ -31,8 +31,8 @@ from chain.listener import Listener
 from chain.models import Chain
 from chain.rpc import connect
 from chain.seed_commit import commit_seeds
-from generation.ipfs import cid_from_sha256
 from generation.models import Collection, Token
+from ipfs.cid import cid_from_sha256
 from mintsite.benchmarks import write_section
 
 Status = Token.Status

@@ -1,0 +1,89 @@
+"""The interface every pinning backend implements, and the CID checks they all share.
+
+``pin`` computes the CID of the bytes here, lets the backend store them, and refuses any CID
+the backend answers with other than that one (:class:`~ipfs.errors.CidMismatch`); ``get``
+recomputes the CID of what comes back (:class:`~ipfs.errors.ContentCorrupted`).
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+from ipfs.backends.config import PinningConfig
+from ipfs.cid import canonical_cid, compute_cid
+from ipfs.errors import CidMismatch, ContentCorrupted, InvalidCID
+
+__all__ = ["Pinner", "same_cid"]
+
+logger = logging.getLogger(__name__)
+
+
+def same_cid(cid: str, other: object) -> bool:
+    """Whether ``other`` names the same content as ``cid`` (in any multibase); junk is not."""
+    try:
+        return canonical_cid(str(other)) == canonical_cid(cid)
+    except InvalidCID:
+        return False
+
+
+class Pinner(ABC):
+    """Where pinned content lives. ``pin`` returns the verified CID; ``has``/``get`` read back."""
+
+    #: The ``IPFS_BACKEND`` value that selects this class (its key in the registry).
+    backend: ClassVar[str]
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, config: PinningConfig) -> Pinner:
+        """Build the backend from ``config``; :class:`~ipfs.errors.BackendMisconfigured` names
+        the setting that is missing or wrong."""
+
+    def pin(self, data: bytes, *, name: str | None = None) -> str:
+        """Pin ``data`` and return its CID, verified against the CID computed from ``data``.
+
+        ``name`` labels the pin where the backend keeps labels (pinning services); it defaults
+        to the CID. Raises :class:`~ipfs.errors.CidMismatch` when the backend names the bytes
+        differently.
+        """
+        expected = compute_cid(data)
+        returned = self._pin(data, expected, name or expected)
+        self._check(expected, returned)
+        logger.info("pinned %s (%d bytes) with %s", expected, len(data), self)
+        return expected
+
+    @abstractmethod
+    def _pin(self, data: bytes, cid: str, name: str) -> str:
+        """Store ``data`` (whose CID is ``cid``) and return the CID the backend reports."""
+
+    @abstractmethod
+    def has(self, cid: str) -> bool:
+        """Whether this backend holds (pins) ``cid``."""
+
+    @abstractmethod
+    def get(self, cid: str) -> bytes:
+        """The bytes of ``cid``, checked to give that CID (else ``ContentCorrupted``)."""
+
+    @abstractmethod
+    def check(self, timeout: float) -> str:
+        """Whether the backend can take pins now, asked once within ``timeout`` seconds.
+
+        Returns a line for the operator (what answered, its version); raises an
+        :class:`~ipfs.errors.IpfsError` or ``OSError`` saying what is wrong. ``/readyz`` calls it.
+        """
+
+    def close(self) -> None:  # noqa: B027  (optional hook: only HTTP backends hold connections)
+        """Release connections; the pinner must not be used afterwards."""
+
+    def _check(self, expected: str, got: str | None) -> None:
+        """Raise :class:`~ipfs.errors.CidMismatch` unless ``got`` is ``expected``."""
+        if got is None or not same_cid(expected, got):
+            raise CidMismatch(expected=expected, got=str(got), backend=str(self))
+
+    @staticmethod
+    def _verified(cid: str, data: bytes, source: str) -> bytes:
+        actual = compute_cid(data)
+        if actual != canonical_cid(cid):
+            raise ContentCorrupted(f"{source} returned bytes whose CID is {actual}, not {cid}")
+        return data

@@ -1,0 +1,124 @@
+"""Errors of content addressing, the store and the pinning backends.
+
+One base, :class:`IpfsError`, so a caller can catch everything IPFS raises; each error also
+inherits the stdlib class it resembles, so code that knows nothing of this package still
+classifies it (a missing CID is a ``KeyError``, a node that never answers a ``ConnectionError``).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "BackendMisconfigured",
+    "BackendRejected",
+    "BackendUnavailable",
+    "CidMismatch",
+    "ContentCorrupted",
+    "ContentNotFound",
+    "ContentTooLarge",
+    "InvalidCID",
+    "IpfsError",
+    "PinTimeout",
+    "PinningError",
+    "RemotePinFailed",
+    "StoreNotWritable",
+    "UnknownBackend",
+]
+
+
+class IpfsError(Exception):
+    """Base class for content-addressing and pinning errors, so callers can catch them all."""
+
+
+# --- content and CIDs ----------------------------------------------------------------------------
+
+
+class ContentTooLarge(IpfsError, ValueError):
+    """Content exceeds one Kubo chunk, so its CID is a dag-pb root, not a sha256 of the bytes."""
+
+
+class InvalidCID(IpfsError, ValueError):
+    """A CID string is malformed or not of a form this project produces."""
+
+
+class ContentNotFound(IpfsError, KeyError):
+    """The store holds no content for the requested CID."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message; keep it readable.
+        return str(self.args[0]) if self.args else "content not found"
+
+
+class ContentCorrupted(IpfsError):
+    """Stored bytes no longer hash to their CID (disk corruption or tampering)."""
+
+
+class StoreNotWritable(IpfsError, PermissionError):
+    """The local store's directory (or the nearest existing parent) cannot be written."""
+
+
+# --- configuration -------------------------------------------------------------------------------
+
+
+class BackendMisconfigured(IpfsError, ValueError):
+    """A pinning backend's configuration is missing or wrong; the message names the setting."""
+
+    def __init__(self, message: str, *, setting: str) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
+class UnknownBackend(BackendMisconfigured, LookupError):
+    """No backend is registered under the configured name; the message lists the known ones."""
+
+
+# --- pinning -------------------------------------------------------------------------------------
+
+
+class PinningError(IpfsError):
+    """A backend could not pin, find or return content."""
+
+    #: Whether trying again later can help (a node down, a slow service), or not (a wrong CID,
+    #: a refused token: someone has to change something first).
+    retryable: ClassVar[bool] = True
+
+
+class CidMismatch(PinningError, ValueError):
+    """A backend named our bytes with a CID other than the one we computed for them."""
+
+    retryable = False
+
+    def __init__(self, *, expected: str, got: str, backend: str) -> None:
+        self.expected, self.got, self.backend = expected, got, backend
+        super().__init__(
+            f"{backend} answered CID {got} for content whose CID is {expected} (CIDv1, raw "
+            "leaves, sha2-256, chunker size-262144); nothing is pinned or published under "
+            f"{got}. Check the node's import settings and software version."
+        )
+
+
+class BackendUnavailable(PinningError, ConnectionError):
+    """No usable answer from a backend after every retry (refused, timed out, 5xx, 429).
+
+    ``where`` is what was asked (``"Kubo RPC at http://…"``) and ``last_error`` the last try's
+    failure alone (``"ConnectError: …"``), for a reader such as the health check that words
+    its own message.
+    """
+
+    def __init__(self, message: str, *, where: str, last_error: str) -> None:
+        super().__init__(message)
+        self.where, self.last_error = where, last_error
+
+
+class BackendRejected(PinningError):
+    """A backend refused the request (4xx: a bad token, a bad argument); retrying won't help."""
+
+    retryable = False
+
+
+class RemotePinFailed(PinningError):
+    """The backend answered, and its answer is that it did not pin the content."""
+
+
+class PinTimeout(PinningError, TimeoutError):
+    """A pinning service left a pin queued or pinning past its deadline, every time we asked."""

@@ -1,0 +1,206 @@
+"""The stage table (generation/stages.py) against what the workers declare and what the broker
+receives: a stage sent by name reaches the actor the table names, on its queue, with the
+arguments that actor takes, and no process has to import an actor to send it."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import dramatiq
+import pytest
+from django.test import override_settings
+
+import chain.tasks
+import generation.tasks
+import mintsite.tasks
+from generation import stages
+from generation.models import Collection, Token
+from mintsite.pages.progress import STOPPED, progress_document
+
+pytestmark = pytest.mark.django_db
+Status = Token.Status
+
+
+@pytest.fixture
+def broker(redis_url: str) -> Iterator[dramatiq.Broker]:
+    """The run's real Redis broker, its pipeline queues emptied after each test."""
+    broker = dramatiq.get_broker()
+    yield broker
+    for queue in stages.QUEUES:
+        broker.flush(queue)
+
+
+def queued(broker: dramatiq.Broker, queue: str, *, delayed: bool = False) -> list[dict[str, Any]]:
+    """The messages waiting on ``queue`` (or its delay queue), as the broker stores them."""
+    name = dramatiq.common.dq_name(queue) if delayed else queue
+    key = f"{broker.namespace}:{name}.msgs"  # type: ignore[attr-defined]
+    return [json.loads(raw) for raw in broker.client.hvals(key)]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("stage", stages.STAGES, ids=lambda s: s.name)
+def test_every_stage_names_an_actor_the_workers_declare_on_its_queue(stage: stages.Stage) -> None:
+    actor = dramatiq.get_broker().get_actor(stage.actor)
+    assert actor.queue_name == stage.queue
+    for option, value in stage.options.items():
+        assert actor.options[option] == value, option
+    # what Stage.args builds for it is what the actor's function takes
+    expected = {"token": 1, "tokens": 2, "collection": 1}[stage.target]
+    parameters = list(inspect.signature(actor.fn).parameters)
+    if stage in stages.REVIEW:
+        assert parameters[0] == "token_pk"  # and who asked, and the attempts
+    else:
+        assert len(parameters) == expected, parameters
+
+
+def test_every_stage_the_pipeline_declares_is_in_the_table() -> None:
+    # Given every actor of the three tasks modules that a token's status waits for
+    declared = {
+        name
+        for module in (generation.tasks, chain.tasks, mintsite.tasks)
+        for name, value in vars(module).items()
+        if isinstance(value, dramatiq.Actor) and not name.startswith("record_")
+    }
+    # Then each is a stage of the table, except the webhooks' delivery (no token status waits
+    # for it)
+    assert declared - {s.actor for s in stages.STAGES} == {"deliver_webhook"}
+
+
+def test_the_pipeline_hands_each_status_to_the_next_stage_in_order() -> None:
+    walked = [Status.CONFIRMED]
+    while (stage := stages.acting_on(walked[-1])) is not None:
+        walked.append(stage.hands_over_to)
+    assert walked == [
+        Status.CONFIRMED,
+        Status.SEED_COMMITTED,
+        Status.RENDERED,
+        Status.PINNED,
+        Status.PUBLISHED,
+    ]
+
+
+def test_every_status_is_acted_on_held_by_a_stage_or_an_end() -> None:
+    ends = {Status.PUBLISHED, Status.FINAL, Status.REORGED, Status.NEEDS_REVIEW, Status.FAILED}
+    for status in Status.values:
+        assert stages.acting_on(status) or status in stages.WORKING or status in ends, status
+
+
+def test_the_mint_page_has_words_for_every_status() -> None:
+    document = progress_document()
+    for status in Status.values:
+        assert status in document["statuses"] or status in STOPPED, status
+    assert document["steps"][0] == "Confirming" and document["steps"][-1] == "Final"
+    # a status's active steps are steps of the list (len(steps): all done)
+    for first, last, _, _ in document["statuses"].values():
+        assert 0 <= first <= last <= len(document["steps"])
+
+
+def make_token(status: str, **fields: Any) -> Token:
+    collection, _ = Collection.objects.get_or_create(
+        slug="stages",
+        defaults={
+            "name": "Stages",
+            "chain_id": 31337,
+            "contract_address": "0x1",
+            "clip_threshold": 0.2,
+        },
+    )
+    token_id = Token.objects.count() + 1
+    return Token.objects.create(
+        collection=collection,
+        token_id=token_id,
+        owner="0x" + "11" * 20,
+        mint_tx_hash=f"0x{token_id:064x}",
+        mint_log_index=0,
+        mint_block_number=1,
+        mint_block_hash="0x" + "22" * 32,
+        expected_seed="0x" + "44" * 32,
+        status=status,
+        **fields,
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "stage"),
+    [
+        ({}, stages.SEED_COMMIT),
+        ({"seed": "0x" + "44" * 32}, stages.RENDER),
+        ({"seed": "0x" + "44" * 32, "image_sha256": "ab" * 32}, stages.PIN),
+        (
+            {
+                "seed": "0x" + "44" * 32,
+                "image_sha256": "ab" * 32,
+                "metadata_cid": "bafy",
+                "metadata_sha256": "cd" * 32,
+            },
+            stages.PUBLISH,
+        ),
+    ],
+    ids=lambda v: v.name if isinstance(v, stages.Stage) else None,
+)
+def test_a_failed_token_resumes_at_the_first_stage_whose_result_it_lacks(
+    fields: dict[str, str], stage: stages.Stage
+) -> None:
+    token = make_token(Status.FAILED, **fields)
+    assert stages.resume_point(token) is stage
+
+
+def test_a_handover_sends_the_next_stage_by_name_on_its_queue(broker: dramatiq.Broker) -> None:
+    # Given a token whose render just committed RENDERED
+    token = make_token(Status.RENDERED)
+    # When the render stage hands it over
+    stages.hand_over(token.pk, token.collection_id, Status.RENDERED)
+    # Then the pin stage's message waits on the io queue, for that token
+    [message] = queued(broker, stages.PIN.queue)
+    assert (message["actor_name"], message["args"]) == ("pin_token", [token.pk])
+
+
+@override_settings(PUBLISH_BATCH_SIZE=2, PUBLISH_BATCH_WAIT=30)
+def test_publishing_waits_for_a_full_batch_or_the_batch_wait(broker: dramatiq.Broker) -> None:
+    # Given one pinned token of a collection that publishes two per transaction
+    first = make_token(Status.PINNED)
+    stages.hand_over(first.pk, first.collection_id, Status.PINNED)
+    # Then its publishing run is delayed by the batch wait, for the collection
+    [delayed] = queued(broker, stages.PUBLISH.queue, delayed=True)
+    assert (delayed["actor_name"], delayed["args"]) == ("publish_pending", [first.collection_id])
+    assert delayed["options"]["eta"] > 0
+    assert queued(broker, stages.PUBLISH.queue) == []
+    # When a second token is pinned, the batch is full: publishing is sent at once
+    second = make_token(Status.PINNED)
+    stages.hand_over(second.pk, second.collection_id, Status.PINNED)
+    [now] = queued(broker, stages.PUBLISH.queue)
+    assert now["args"] == [first.collection_id]
+
+
+def test_a_process_that_imports_no_actor_can_send_every_stage(redis_url: str) -> None:
+    # Given a fresh process that loads Django and the stage table, and no tasks module
+    code = (
+        "import sys, django; django.setup(); import dramatiq\n"
+        "from generation import stages\n"
+        "for stage in stages.STAGES:\n"
+        "    stages.send(stage, *stage.args(10**9, 10**9), delay_ms=3_600_000)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('generation', 'chain', "
+        "'mintsite') and m.endswith('.tasks')))\n"
+        "print(sorted(dramatiq.get_broker().get_declared_actors()))\n"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "mintsite.settings"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    # Then it sent them without importing or declaring any actor
+    assert out == ["[]", "[]"]
+    broker = dramatiq.get_broker()
+    sent = {
+        m["actor_name"]
+        for queue in stages.QUEUES
+        for m in queued(broker, queue, delayed=True)
+        if m["args"][0] == 10**9
+    }
+    assert sent == {s.actor for s in stages.STAGES}
+    for queue in stages.QUEUES:
+        broker.flush(queue)

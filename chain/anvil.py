@@ -20,6 +20,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, NamedTuple, Self
 
+from chain.errors import AnvilError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NPM_ANVIL_BIN = REPO_ROOT / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
 
@@ -57,10 +59,6 @@ ANVIL_ACCOUNTS: tuple[AnvilAccount, ...] = (
         "0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a",
     ),
 )
-
-
-class AnvilError(RuntimeError):
-    """anvil is missing, failed to start, or did not answer in time."""
 
 
 def find_anvil_binary() -> str:

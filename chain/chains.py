@@ -10,6 +10,7 @@ from chain.rpc import connect
 
 
 def web3_for(chain_id: int) -> Web3:
-    """A client for the chain's configured endpoints (settings.RPC_URL if it has no row)."""
+    """A client for the chain's configured endpoints (settings.RPC_URL if it has no row),
+    checked to serve that chain (``ChainMismatch`` otherwise)."""
     chain = Chain.objects.filter(chain_id=chain_id).first()
-    return connect(chain.urls() if chain else settings.RPC_URL)
+    return connect(chain.urls() if chain else settings.RPC_URL, chain_id=chain_id)

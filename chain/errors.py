@@ -56,3 +56,23 @@ class ChainChanged(ChainError, RuntimeError):
 
 class PublishPaused(ChainError, RuntimeError):
     """The publisher wallet cannot pay for gas: publishing waits, nothing is lost."""
+
+
+class ChainMismatch(ChainError, ValueError):
+    """The RPC endpoints configured for a chain serve another chain."""
+
+    def __init__(self, urls: str, served: int, expected: int) -> None:
+        super().__init__(f"the RPC at {urls} serves chain {served}, not {expected}")
+        self.served, self.expected = served, expected
+
+
+class DeepReorg(ChainError, RuntimeError):
+    """The chain replaced blocks older than the finality window: stop, don't guess."""
+
+
+class LogsAcrossReorg(ChainError, RuntimeError):
+    """A log's block hash is not its block's: the node answered across a reorg."""
+
+
+class AnvilError(ChainError, RuntimeError):
+    """anvil (the embedded chain) is missing, failed to start, or did not answer in time."""

@@ -33,8 +33,9 @@ from eth_utils import keccak, to_checksum_address
 from web3 import Web3
 from web3.exceptions import Web3RPCError
 
-from chain.errors import ChainError
+from chain.errors import ChainError, DeepReorg, LogsAcrossReorg
 from chain.models import Chain, ChainCursor
+from chain.rpc import check_chain_id
 from chain.seeds import derive_seed
 from foundation.logcontext import log_context, update_context
 from generation import events
@@ -70,14 +71,6 @@ class RawLog:
             tx_hash=entry["transactionHash"].lower(),
             log_index=int(entry["logIndex"], 16),
         )
-
-
-class DeepReorg(ChainError, RuntimeError):
-    """The chain replaced blocks older than the finality window: stop, don't guess."""
-
-
-class LogsAcrossReorg(ChainError, RuntimeError):
-    """A log's block hash is not its block's: the node answered across a reorg."""
 
 
 @dataclass
@@ -129,11 +122,7 @@ class Listener:
         self.on_confirmed = on_confirmed
         self.should_stop = should_stop
         self.range = chain.log_range
-        served = w3.eth.chain_id
-        if served != chain.chain_id:
-            raise ChainError(
-                f"the RPC at {chain.urls()} serves chain {served}, not {chain.chain_id}"
-            )
+        check_chain_id(w3, chain.chain_id)
 
     # -- the confirmed head ---------------------------------------------------------------
     def confirmed_block(self) -> tuple[int, int]:

@@ -30,7 +30,7 @@ from django.utils import timezone
 from chain import wallets
 from chain.chains import web3_for
 from chain.contract import bind, call_per_token
-from chain.errors import PublishPaused, TransactionReverted, WalletCannotPay
+from chain.errors import ChainMismatch, PublishPaused, TransactionReverted, WalletCannotPay
 from chain.sender import send_transaction
 from generation import events
 from generation.errors import PublishFailed
@@ -86,11 +86,10 @@ def publish_batch(collection_pk: int, limit: int | None = None) -> PublishSummar
     collection = tokens[0].collection
     claim_id = tokens[0].publish_claim
     try:
-        w3 = web3_for(collection.chain_id)
-        if w3.eth.chain_id != collection.chain_id:
-            raise PublishFailed(
-                f"the RPC endpoints of chain {collection.chain_id} serve chain {w3.eth.chain_id}"
-            )
+        try:
+            w3 = web3_for(collection.chain_id)
+        except ChainMismatch as exc:  # the configuration is wrong: retrying cannot help
+            raise PublishFailed(str(exc)) from exc
         contract = bind(w3, collection.contract_address)
         on_chain = {
             t: bytes(d)

@@ -24,7 +24,7 @@ from web3._utils.caching import handle_request_caching
 from web3.providers.rpc import HTTPProvider
 from web3.types import RPCEndpoint, RPCResponse
 
-from chain.errors import RpcUnavailable
+from chain.errors import ChainMismatch, RpcUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -186,21 +186,33 @@ def connect(
     retries: int = 4,
     backoff: float = 0.2,
     max_backoff: float = 5.0,
+    chain_id: int | None = None,
 ) -> Web3:
     """A ``Web3`` over ``FailoverHTTPProvider``: one URL, a list, or a comma-separated string.
 
     ``None`` means ``settings.RPC_URL`` (which may itself list several URLs, comma-separated).
     ``timeout`` is per HTTP request; ``retries`` is the number of extra rounds over all URLs.
+    With ``chain_id``, the endpoints must serve that chain (``ChainMismatch`` otherwise): the
+    one check every caller that knows its chain goes through.
     """
-    return Web3(
+    urls = parse_rpc_urls(rpc_urls)
+    w3 = Web3(
         FailoverHTTPProvider(
-            parse_rpc_urls(rpc_urls),
-            timeout=timeout,
-            retries=retries,
-            backoff=backoff,
-            max_backoff=max_backoff,
+            urls, timeout=timeout, retries=retries, backoff=backoff, max_backoff=max_backoff
         )
     )
+    if chain_id is not None:
+        check_chain_id(w3, chain_id)
+    return w3
+
+
+def check_chain_id(w3: Web3, expected: int) -> None:
+    """Raise ``ChainMismatch`` unless ``w3``'s endpoints serve chain ``expected``."""
+    served = int(w3.eth.chain_id)
+    if served != expected:
+        provider = w3.provider
+        urls = getattr(provider, "endpoint_uris", None) or [getattr(provider, "endpoint_uri", "?")]
+        raise ChainMismatch(", ".join(map(str, urls)), served, expected)
 
 
 def rpc_stats(w3: Web3) -> dict[str, int]:

@@ -19,7 +19,10 @@ log = logging.getLogger(__name__)
 class WarmUpRenderers(dramatiq.Middleware):
     def before_worker_boot(self, broker: Any, worker: Any) -> None:
         queues = getattr(worker, "consumer_whitelist", None)
-        if queues and "render" not in queues:
+        # imported here: the broker loads this middleware while Django sets its apps up
+        from generation.stages import RENDER_QUEUE
+
+        if queues and RENDER_QUEUE not in queues:
             return  # an io-only worker renders nothing
         warm_up_all()
 

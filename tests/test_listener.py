@@ -13,7 +13,8 @@ from web3 import Web3
 from chain.anvil import ANVIL_ACCOUNTS, start_anvil
 from chain.contract import bind
 from chain.deployment import CollectionSpec, deploy_collection
-from chain.listener import DeepReorg, Listener
+from chain.errors import DeepReorg
+from chain.listener import Listener
 from chain.models import Chain, ChainCursor
 from chain.seed_commit import commit_seeds
 from generation.models import Collection, Token

@@ -9,7 +9,8 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import dramatiq
@@ -20,8 +21,10 @@ import chain.tasks
 import generation.tasks
 import mintsite.tasks
 from generation import stages
-from generation.models import Collection, Token
+from generation.models import Token
 from mintsite.pages.progress import STOPPED, progress_document
+from tests.test_pipeline import SEED
+from tests.test_pipeline import make_token as pipeline_token
 
 pytestmark = pytest.mark.django_db
 Status = Token.Status
@@ -100,40 +103,27 @@ def test_the_mint_page_has_words_for_every_status() -> None:
         assert 0 <= first <= last <= len(document["steps"])
 
 
-def make_token(status: str, **fields: Any) -> Token:
-    collection, _ = Collection.objects.get_or_create(
-        slug="stages",
-        defaults={
-            "name": "Stages",
-            "chain_id": 31337,
-            "contract_address": "0x1",
-            "clip_threshold": 0.2,
-        },
-    )
-    token_id = Token.objects.count() + 1
-    return Token.objects.create(
-        collection=collection,
-        token_id=token_id,
-        owner="0x" + "11" * 20,
-        mint_tx_hash=f"0x{token_id:064x}",
-        mint_log_index=0,
-        mint_block_number=1,
-        mint_block_hash="0x" + "22" * 32,
-        expected_seed="0x" + "44" * 32,
-        status=status,
-        **fields,
-    )
+@pytest.fixture
+def make_token(reference_models: Path) -> Callable[..., Token]:
+    """A token of one collection at ``status`` with ``fields`` (tests.test_pipeline's)."""
+
+    def make(status: str, **fields: Any) -> Token:
+        token = pipeline_token(reference_models, threshold=0.2, token_id=Token.objects.count() + 1)
+        Token.objects.filter(pk=token.pk).update(status=status, seed="", **fields)
+        return Token.objects.get(pk=token.pk)
+
+    return make
 
 
 @pytest.mark.parametrize(
     ("fields", "stage"),
     [
         ({}, stages.SEED_COMMIT),
-        ({"seed": "0x" + "44" * 32}, stages.RENDER),
-        ({"seed": "0x" + "44" * 32, "image_sha256": "ab" * 32}, stages.PIN),
+        ({"seed": SEED}, stages.RENDER),
+        ({"seed": SEED, "image_sha256": "ab" * 32}, stages.PIN),
         (
             {
-                "seed": "0x" + "44" * 32,
+                "seed": SEED,
                 "image_sha256": "ab" * 32,
                 "metadata_cid": "bafy",
                 "metadata_sha256": "cd" * 32,
@@ -144,13 +134,15 @@ def make_token(status: str, **fields: Any) -> Token:
     ids=lambda v: v.name if isinstance(v, stages.Stage) else None,
 )
 def test_a_failed_token_resumes_at_the_first_stage_whose_result_it_lacks(
-    fields: dict[str, str], stage: stages.Stage
+    fields: dict[str, str], stage: stages.Stage, make_token: Callable[..., Token]
 ) -> None:
     token = make_token(Status.FAILED, **fields)
     assert stages.resume_point(token) is stage
 
 
-def test_a_handover_sends_the_next_stage_by_name_on_its_queue(broker: dramatiq.Broker) -> None:
+def test_a_handover_sends_the_next_stage_by_name_on_its_queue(
+    broker: dramatiq.Broker, make_token: Callable[..., Token]
+) -> None:
     # Given a token whose render just committed RENDERED
     token = make_token(Status.RENDERED)
     # When the render stage hands it over
@@ -161,7 +153,9 @@ def test_a_handover_sends_the_next_stage_by_name_on_its_queue(broker: dramatiq.B
 
 
 @override_settings(PUBLISH_BATCH_SIZE=2, PUBLISH_BATCH_WAIT=30)
-def test_publishing_waits_for_a_full_batch_or_the_batch_wait(broker: dramatiq.Broker) -> None:
+def test_publishing_waits_for_a_full_batch_or_the_batch_wait(
+    broker: dramatiq.Broker, make_token: Callable[..., Token]
+) -> None:
     # Given one pinned token of a collection that publishes two per transaction
     first = make_token(Status.PINNED)
     stages.hand_over(first.pk, first.collection_id, Status.PINNED)

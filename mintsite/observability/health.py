@@ -21,6 +21,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from chain.errors import ChainMismatch
 from ipfs.backends import pinner_from_settings
 from ipfs.errors import BackendUnavailable, IpfsError
 from mintsite.observability.metrics import ChainReadError, broker_redis, chain_targets, rpc_batch
@@ -118,7 +119,7 @@ def check_chain(chain_id: int | None, urls: list[str], timeout: float) -> str:
         raise CheckFailed(f"no RPC URL answered within {timeout} s: {exc}") from exc
     served = int(served, 16)
     if chain_id is not None and served != chain_id:
-        raise CheckFailed(f"the RPC at {', '.join(urls)} serves chain {served}, not {chain_id}")
+        raise CheckFailed(str(ChainMismatch(", ".join(urls), served, chain_id)))
     return f"chain {served} at block {int(head, 16)}"
 
 

@@ -23,9 +23,9 @@ from django.core.management.base import BaseCommand, CommandError
 from redis.exceptions import RedisError
 from web3.exceptions import Web3Exception
 
-from chain.errors import ChainError
+from chain.errors import ChainError, DeepReorg
 from chain.leader import LeaderLock
-from chain.listener import DeepReorg, Listener, PollSummary
+from chain.listener import Listener, PollSummary
 from chain.models import Chain
 from chain.rpc import connect
 from chain.seed_commit import enqueue_seed_commits

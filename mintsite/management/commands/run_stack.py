@@ -21,11 +21,13 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from chain.anvil import Anvil, AnvilError, start_anvil
+from chain.anvil import Anvil, start_anvil
 from chain.deployment import CollectionSpec, deploy_collection, forget_chain, write_deployment_file
+from chain.errors import AnvilError
 from chain.rpc import connect
 from chain.wallets import deployer
 from generation.models import Collection
+from generation.stages import IO_QUEUE, RENDER_QUEUE
 from mintsite.embedded_redis import EmbeddedRedisError, port_is_free, start_embedded_redis
 
 EMBEDDED_RPC_PORT = 8545
@@ -118,13 +120,13 @@ class Command(BaseCommand):
         self._spawn(
             "render-worker",
             [*manage, "rundramatiq", "--processes", "1", "--threads", str(options["render_threads"]),
-             "--queues", "render", "--worker-shutdown-timeout", shutdown_ms],
+             "--queues", RENDER_QUEUE, "--worker-shutdown-timeout", shutdown_ms],
             env,
         )  # fmt: skip
         self._spawn(
             "io-worker",
             [*manage, "rundramatiq", "--processes", "1", "--threads", str(options["io_threads"]),
-             "--queues", "io", "--worker-shutdown-timeout", shutdown_ms],
+             "--queues", IO_QUEUE, "--worker-shutdown-timeout", shutdown_ms],
             env,
         )  # fmt: skip
         self.stdout.write(json.dumps(info, indent=2))

@@ -109,7 +109,7 @@ def make_token(reference_models: Path) -> Callable[..., Token]:
 
     def make(status: str, **fields: Any) -> Token:
         token = pipeline_token(reference_models, threshold=0.2, token_id=Token.objects.count() + 1)
-        Token.objects.filter(pk=token.pk).update(status=status, seed="", **fields)
+        Token.objects.filter(pk=token.pk).update(**{"status": status, "seed": "", **fields})
         return Token.objects.get(pk=token.pk)
 
     return make

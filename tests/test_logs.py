@@ -19,8 +19,8 @@ import pytest
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from devtools.fleet import Fleet
 from generation.models import Token
-from mintsite.fleet import Fleet
 from mintsite.observability.logs import (
     ContextFilter,
     JsonLineFormatter,

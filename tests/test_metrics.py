@@ -26,9 +26,9 @@ from chain.errors import TransactionTimeout
 from chain.listener import Listener
 from chain.models import Chain, ChainCursor
 from chain.sender import SendPolicy, TxIntent, recover, send_transaction
+from devtools.fleet import Fleet
 from generation.models import Token
 from generation.tasks import IO_QUEUE, RENDER_QUEUE, pin_token, publish_pending, render_token
-from mintsite.fleet import Fleet
 from tests.conftest import database_url
 from tests.test_pipeline import make_token
 

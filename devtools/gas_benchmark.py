@@ -29,6 +29,7 @@ from web3.contract.contract import ContractFunction
 
 from chain.anvil import ANVIL_ACCOUNTS, AnvilAccount, find_anvil_binary, start_anvil
 from chain.contract import send_and_wait
+from devtools.doc_sections import write_head
 
 # contracts/ is in the checkout, beside this package (a benchmark compiles the sources fresh)
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -247,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nsolc {env['solc']}; anvil {env['anvil']}")
     if options.write is not None:
         options.write.parent.mkdir(parents=True, exist_ok=True)
-        options.write.write_text(render_document(table, env), encoding="utf-8")
+        # the head of the file: the other benchmarks' sections below it stay
+        write_head(options.write, render_document(table, env))
         print(f"wrote {options.write}")
     failed = [target.description for target in targets if not target.met]
     if failed:

@@ -83,9 +83,7 @@ class Command(BaseCommand):
             figures = run_load_bench(load, say=self.stderr.write)
         except BenchmarkError as exc:
             raise CommandError(str(exc)) from exc
-        self.stdout.write(
-            "\n".join([*report.intro(figures, load), "", *report.table(figures)])
-        )
+        self.stdout.write("\n".join([*report.intro(figures, load), "", *report.table(figures)]))
         if options["write"]:
             report.write_report(options["write"], figures, load)
             self.stdout.write(f"wrote {options['write']}")

@@ -17,7 +17,7 @@ demo: install
 
 # Gas per token of the contract against a naive OpenZeppelin baseline, side by side on anvil.
 gas: install
-	$(PY) -m chain.gas_benchmark --write docs/benchmarks.md
+	$(PY) -m devtools.gas_benchmark --write docs/benchmarks.md
 
 # Render+verify throughput on the reference models: bare loop vs a real worker through the queue.
 bench: install models

@@ -7,6 +7,7 @@ IPFS store under ``var/``). Production sets the variables listed in the README.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
 from pathlib import Path
@@ -103,6 +104,10 @@ INSTALLED_APPS = [
     "generation",
     "chain",
 ]
+# Benchmarks, the soak and the load test (their management commands): in a checkout only. The
+# product's wheel does not ship devtools, and a deployment must start without it.
+if importlib.util.find_spec("devtools") is not None:
+    INSTALLED_APPS.append("devtools.apps.DevtoolsConfig")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

@@ -26,12 +26,12 @@ from web3 import Web3
 from chain.anvil import ANVIL_ACCOUNTS
 from chain.contract import bind, deploy_contract
 from chain.models import Chain
+from devtools.rarity_fixtures import WEIGHTED
 from generation import events, pipeline, review, tasks
 from generation.models import Collection, Token, TokenEvent
 from generation.rendering import torch_seed_for
 from ipfs.store import LocalStore
 from mintsite.admin.forms import RarityInput
-from tests.test_pipeline import WEIGHTED
 
 pytestmark = pytest.mark.django_db
 Status = Token.Status

@@ -15,12 +15,12 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test import Client
 
+from devtools.rarity_fixtures import WEIGHTED
 from generation import events
 from generation.metadata import build_metadata, canonical_json
 from generation.models import Collection, Token
 from ipfs.cid import compute_cid, compute_raw_cid
 from mintsite.models import ApiKey, WebhookSubscription
-from tests.test_pipeline import WEIGHTED
 
 Status = Token.Status
 ALICE = "0x" + "aB" * 20  # a collector, stored checksum-cased

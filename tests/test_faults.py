@@ -33,13 +33,13 @@ from chain.anvil import ANVIL_ACCOUNTS, Anvil, start_anvil
 from chain.contract import bind
 from chain.deployment import CollectionSpec, deploy_collection
 from chain.models import Chain, OutgoingTransaction
+from devtools.fleet import Fleet, stack_env
 from generation import errors, pipeline
 from generation.models import Collection, Token, TokenEvent
 from generation.rendering import png_bytes
 from generation.tasks import pin_token
 from generation.traits import render_prompt
 from ipfs.cid import compute_raw_cid
-from mintsite.fleet import Fleet, stack_env
 from tests.conftest import database_url
 
 Status = Token.Status

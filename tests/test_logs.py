@@ -19,9 +19,9 @@ import pytest
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from devtools.fleet import Fleet
 from foundation.logcontext import log_context, update_context
 from generation.models import Token
-from mintsite.fleet import Fleet
 from mintsite.observability.logs import (
     ContextFilter,
     JsonLineFormatter,

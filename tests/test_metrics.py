@@ -27,10 +27,10 @@ from chain.listener import Listener
 from chain.models import Chain, ChainCursor
 from chain.sender import SendPolicy, TxIntent, recover, send_transaction
 from chain.tasks import publish_pending
+from devtools.fleet import Fleet
 from generation.models import Token
 from generation.stages import IO_QUEUE, RENDER_QUEUE
 from generation.tasks import pin_token, render_token
-from mintsite.fleet import Fleet
 from tests.conftest import database_url
 from tests.test_pipeline import make_token
 

@@ -36,10 +36,10 @@ from chain.deployment import CollectionSpec, deploy_collection
 from chain.listener import Listener
 from chain.models import Chain
 from chain.seed_commit import commit_seeds
+from devtools.rarity_fixtures import WEIGHTED as PALETTE
 from generation import pipeline
 from generation.models import Collection, Token
 from tests.test_listener import mine, mint
-from tests.test_pipeline import WEIGHTED as PALETTE
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from devtools.rarity_fixtures import WEIGHTED
 from generation import errors, pipeline
 from generation.models import Collection, Token
 from generation.rendering import torch_seed_for
@@ -60,21 +61,6 @@ def make_token(
         seed=seed,
         status=Token.Status.SEED_COMMITTED,
     )
-
-
-WEIGHTED = {
-    "mode": "weighted",
-    "categories": [
-        {
-            "name": "palette",
-            "verify": False,
-            "options": [
-                {"name": "warm", "prompt": "in warm reds", "weight": 3},
-                {"name": "cold", "prompt": "in cold blues", "weight": 1},
-            ],
-        }
-    ],
-}
 
 
 def test_it_renders_and_records_what_shaped_the_image(reference_models: Path) -> None:

@@ -1,6 +1,6 @@
 """Redis restarted under load, with a render worker SIGKILLed mid-render: the soak, small.
 
-``make soak`` runs 1,000 mints (mintsite/soak.py); this runs 16 on the same stack: a fresh
+``make soak`` runs 1,000 mints (devtools/soak.py); this runs 16 on the same stack: a fresh
 anvil, a redis-server of its own with an append-only file (restarted with messages queued,
 delayed and in flight), the listener, render and IO workers as real processes.
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mintsite.soak import run_soak
+from devtools.soak import run_soak
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

@@ -35,32 +35,20 @@ from chain.listener import Listener
 from chain.models import Chain
 from chain.seed_commit import commit_seeds
 from chain.seeds import derive_seed
+from devtools.rarity_fixtures import QUOTA
+from devtools.rarity_fixtures import WEIGHTED as PALETTE
 from generation import pipeline, verify
 from generation.metadata import canonical_json
 from generation.models import Collection, Token
 from ipfs.backends import pinner_from_settings
 from ipfs.store import LocalStore
 from tests.test_listener import mine, mint
-from tests.test_pipeline import WEIGHTED as PALETTE
 
 pytestmark = pytest.mark.django_db(transaction=True)
 DEPLOYER = ANVIL_ACCOUNTS[0]
 Status = Token.Status
 REPO = Path(__file__).resolve().parent.parent
 HONEST, OTHER, FORGED_ATTRIBUTE, FORGED_SEED = 1, 2, 3, 4
-QUOTA = {
-    "mode": "quota",
-    "categories": [
-        {
-            "name": "palette",
-            "verify": False,
-            "options": [
-                {"name": "warm", "prompt": "in warm reds", "quota": 2},
-                {"name": "cold", "prompt": "in cold blues", "quota": 1},
-            ],
-        }
-    ],
-}
 
 
 @dataclass

@@ -1,10 +1,10 @@
--- wrk script for `manage.py bench_load --client wrk`: the collectors of mintsite/loadtest.py
+-- wrk script for `manage.py bench_load --client wrk`: the collectors of loadtest.py
 -- (locust), from wrk's C event loop. Each connection is a collector polling token status the
 -- way mint.js does: a GET with the ETag of the copy held in If-None-Match (304 while nothing
 -- changed), then a pause after each answer, 1.5 s on average (uniform 0.75..2.25 s, so that the
 -- 200 connections wrk opens at once spread out after their first round).
 --
---   wrk -t2 -c200 -d60s -s mintsite/loadtest.lua URL -- SLUG FIRST COUNT THREADS RESULTS
+--   wrk -t2 -c200 -d60s -s devtools/load/loadtest.lua URL -- SLUG FIRST COUNT THREADS RESULTS
 --
 -- Thread i polls tokens FIRST + (i + k * THREADS) mod COUNT, k = 0, 1, ...; an ETag is kept
 -- per token (the token id is read from each 200's document). At the end, RESULTS gets one JSON

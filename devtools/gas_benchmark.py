@@ -1,6 +1,6 @@
 """Gas per token of MintOnDemand against a naive OpenZeppelin ERC721URIStorage baseline.
 
-Run ``python -m chain.gas_benchmark [--write docs/benchmarks.md]`` (``make gas``). In one run it
+Run ``python -m devtools.gas_benchmark [--write docs/benchmarks.md]`` (``make gas``). In one run it
 compiles both contracts fresh with ``node contracts/compile.js --out <tmp>``, starts its own anvil,
 deploys both, sends the same operations to each and prints one table of receipt ``gasUsed`` per
 token (the 21,000 base cost included), the ratios, and each target of issue 3 with PASS/FAIL. Exits
@@ -28,11 +28,14 @@ from web3.contract import Contract
 from web3.contract.contract import ContractFunction
 
 from chain.anvil import ANVIL_ACCOUNTS, AnvilAccount, find_anvil_binary, start_anvil
-from chain.contract import REPO_ROOT, send_and_wait
+from chain.contract import send_and_wait
+from devtools.doc_sections import write_head
 
+# contracts/ is in the checkout, beside this package (a benchmark compiles the sources fresh)
+REPO_ROOT = Path(__file__).resolve().parent.parent
 PRICE_WEI = 10**15
 MAX_SUPPLY = 1000
-REPRODUCE = ".venv/bin/python -m chain.gas_benchmark --write docs/benchmarks.md  # or: make gas"
+REPRODUCE = ".venv/bin/python -m devtools.gas_benchmark --write docs/benchmarks.md  # or: make gas"
 
 ADMIN = ANVIL_ACCOUNTS[0]
 # Every measured mint comes from a wallet minting for the first time on that contract, so both
@@ -235,7 +238,7 @@ Reproduce:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m chain.gas_benchmark", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devtools.gas_benchmark", description=__doc__)
     parser.add_argument("--write", type=Path, help="also write the table as markdown to this file")
     options = parser.parse_args(argv)
 
@@ -245,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nsolc {env['solc']}; anvil {env['anvil']}")
     if options.write is not None:
         options.write.parent.mkdir(parents=True, exist_ok=True)
-        options.write.write_text(render_document(table, env), encoding="utf-8")
+        # the head of the file: the other benchmarks' sections below it stay
+        write_head(options.write, render_document(table, env))
         print(f"wrote {options.write}")
     failed = [target.description for target in targets if not target.met]
     if failed:

@@ -1,7 +1,7 @@
 """The soak: many mints through the whole pipeline while a worker is killed and Redis restarts.
 
 ``run_soak`` starts a fresh anvil (a block every 0.5 s), a redis-server of its own with an
-append-only file, the listener, two render workers and an IO worker (``mintsite.fleet``);
+append-only file, the listener, two render workers and an IO worker (``devtools.fleet``);
 deploys a collection rendering at the reference models' smallest cost (16x16, one step); mints
 ``mints`` tokens; SIGKILLs a render worker once ``kill_at`` of them are rendered (and starts a
 replacement), restarts Redis once ``restart_at`` are (counting what it held: queued, delayed,
@@ -10,7 +10,10 @@ It reports what a collector would count: minted, published (the digest on-chain 
 token FINAL), lost (minted and not published), and the tokens pinned or published twice.
 
 It needs a database of its own (the tests' or ``manage.py soak``'s throwaway one): the
-collection, its wallets and its tokens are created there.
+collection, its wallets and its tokens are created there. ``soak_in_test_database`` is what
+``manage.py soak`` runs: the reference models built if missing, a throwaway database (Django's
+test database: ``test_<name>_<pid>`` on PostgreSQL, a file under var/ on SQLite) created and
+dropped around ``run_soak``, so it never touches the stack's own.
 """
 
 from __future__ import annotations
@@ -30,9 +33,10 @@ from web3 import Web3
 from chain.anvil import ANVIL_ACCOUNTS, free_port, start_anvil
 from chain.contract import bind, call_per_token
 from chain.deployment import CollectionSpec, deploy_collection
+from devtools.fleet import Fleet, PersistentRedis, queue_snapshot, stack_env
+from devtools.preflight import throwaway_database
 from generation.models import Token, TokenEvent
 from mintsite.database_url import current_database_url
-from mintsite.fleet import Fleet, PersistentRedis, queue_snapshot, stack_env
 
 DEPLOYER, COLLECTOR = ANVIL_ACCOUNTS[0], ANVIL_ACCOUNTS[4]
 PRICE = 10**15
@@ -184,6 +188,27 @@ def run_soak(
         broker.stop()
     report.seconds = time.monotonic() - started
     return report
+
+
+def soak_in_test_database(
+    mints: int,
+    *,
+    kill_at: float = 0.3,
+    restart_at: float = 0.6,
+    stall_seconds: float = 180.0,
+    say: Callable[[str], None] = print,
+) -> SoakReport:
+    """``run_soak`` on a throwaway database and IPFS store, reference models built if missing."""
+    from generation.reference_models import build_reference_models, manifest_matches
+
+    if not manifest_matches(settings.REFERENCE_MODELS_DIR):
+        build_reference_models(settings.REFERENCE_MODELS_DIR)
+    # the soak's pins stay out of the stack's store (var/ipfs): the workers get the same dir
+    settings.IPFS_STORE_DIR = Path(tempfile.mkdtemp(prefix="mint-soak-ipfs-"))
+    with throwaway_database():
+        return run_soak(
+            mints, kill_at=kill_at, restart_at=restart_at, stall_seconds=stall_seconds, say=say
+        )
 
 
 def _count(report: SoakReport, w3: Web3, collection, tokens) -> None:  # type: ignore[no-untyped-def]

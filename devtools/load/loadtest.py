@@ -6,7 +6,7 @@ the copy it holds in If-None-Match, answered 304 while nothing changed, then a p
 page's ``poll_interval_ms`` (1.5 s) after each answer. User *n* watches token
 ``first + n mod count`` of the collection, so every watched token has one watcher.
 
-Run by ``bench_load`` as its own process (``locust -f mintsite/loadtest.py --headless ...``),
+Run by ``bench_load`` as its own process (``locust -f devtools/load/loadtest.py --headless ...``),
 or as several (``--processes N``: one event loop each, so that no loop is the bottleneck); it
 imports no Django. At the end each process that made requests writes every answer's status
 code and response time to ``<--results-file>.<pid>`` (JSON), from which ``bench_load``

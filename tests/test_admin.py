@@ -33,7 +33,7 @@ from generation import events, pipeline, review
 from generation.forms import RarityInput
 from generation.ipfs import LocalStore
 from generation.models import Collection, Token, TokenEvent
-from generation.rendering import torch_seed_for
+from generation.render_seed import torch_seed_for
 from tests.test_pipeline import WEIGHTED
 
 pytestmark = pytest.mark.django_db

@@ -16,8 +16,9 @@ from django.db import connection
 from django.test import Client
 
 from generation import events
+from generation.canonical import canonical_json
 from generation.ipfs import compute_cid, compute_raw_cid
-from generation.metadata import build_metadata, canonical_json
+from generation.metadata import build_metadata
 from generation.models import Collection, Token
 from mintsite.models import ApiKey, WebhookSubscription
 from tests.test_pipeline import WEIGHTED

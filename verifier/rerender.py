@@ -134,11 +134,6 @@ def check_rerender(
     tolerance: float = PIXEL_TOLERANCE,
     models: Models | None = None,
 ) -> Check:
-    import numpy as np
-    from PIL import Image
-
-    from generation.rendering import RenderParams, png_bytes
-
     name = "rerender"
     if weights is None:
         return skipped(name, "no weights given (--weights)")
@@ -146,6 +141,12 @@ def check_rerender(
         return skipped(name, "the weights do not match the recorded fingerprints")
     if state.image is None or state.metadata is None or state.seed is None:
         return skipped(name, "the published image, the metadata or the seed was not verified")
+    # the render extra, imported only for a re-render (the base install has no torch)
+    import numpy as np
+    from PIL import Image
+
+    from generation.rendering import RenderParams, png_bytes
+
     prov = state.metadata["provenance"]
     render, model = prov["render"], prov["model"]
     recorded_dtype = model.get("dtype") or None
@@ -189,11 +190,6 @@ def check_clip_scores(
     tolerance: float = CLIP_TOLERANCE,
     models: Models | None = None,
 ) -> Check:
-    from PIL import Image
-
-    from generation.clip_gate import TraitCheck
-    from generation.clip_gate import check_image as gate
-
     name = "clip_scores"
     if weights is None:
         return skipped(name, "no weights given (--weights)")
@@ -203,6 +199,11 @@ def check_clip_scores(
         return skipped(name, "the published image, the metadata or the config was not verified")
     if state.traits is None:
         return skipped(name, "the traits were not verified")
+    from PIL import Image
+
+    from generation.clip_gate import TraitCheck
+    from generation.clip_gate import check_image as gate
+
     clip, config = state.metadata["provenance"]["clip"], state.config
     scorer = (models or Models()).scorer(weights, device or "cpu")
     checks = [

@@ -60,7 +60,7 @@ $(ETHERS_JS): $(NPM_STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[server,render,dev]'
 	touch $(STAMP)
 
 $(NPM_STAMP): package.json package-lock.json

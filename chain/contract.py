@@ -1,7 +1,8 @@
 """Bindings for the MintOnDemand contract: compiled artifacts, deployment, freeze, a bound instance.
 
 The artifacts are built by ``node contracts/compile.js`` (MintOnDemand, and NaiveBaseline for the
-gas benchmark) and committed; the tests check they match a fresh compile.
+gas benchmark) and committed, with MintOnDemand's ABI also in ``chain/abi`` as package data; the
+tests check they match a fresh compile.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractFunction
 from web3.types import TxReceipt
+
+from chain import abi as abi_package
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILD_DIR = REPO_ROOT / "contracts" / "build"
@@ -57,6 +60,10 @@ def load_artifact(name: str = CONTRACT_NAME) -> dict[str, Any]:
 
 
 def contract_abi(name: str = CONTRACT_NAME) -> list[dict[str, Any]]:
+    """The ABI of contract ``name``: the package data copy when one ships (so an installed
+    wheel binds the contract without ``contracts/build``), else the artifact's."""
+    if name in abi_package.SHIPPED:
+        return abi_package.load_abi(name)
     abi: list[dict[str, Any]] = load_artifact(name)["abi"]
     return abi
 

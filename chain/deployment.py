@@ -16,13 +16,13 @@ from web3 import Web3
 from chain.contract import ARTIFACT_PATH, deploy_contract
 from chain.models import Chain, Wallet
 from chain.wallets import publisher, seed_committer
+from generation.canonical import canonical_json
 from generation.collection_config import (
     config_digest,
     contract_metadata,
     generation_config,
     placeholder_metadata,
 )
-from generation.metadata import canonical_json
 from generation.models import Collection
 from ipfs.backends import pinner_from_settings
 

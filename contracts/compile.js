@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 // Compiles contracts/MintOnDemand.sol and contracts/NaiveBaseline.sol (the gas benchmark's baseline)
 // with solc-js (npm `solc`) in one standard-JSON run and writes the artifacts the Python side loads:
-// contracts/build/<Name>.json. Output is deterministic so the committed artifacts can be checked
-// against a fresh compile.
+// contracts/build/<Name>.json, and the ABI of each contract in SHIPPED_ABIS to
+// chain/abi/<Name>.abi.json (package data: the verifier binds the contract from an installed wheel).
+// Output is deterministic so the committed files can be checked against a fresh compile.
 //
-// Usage: node contracts/compile.js [--out DIR]
+// Usage: node contracts/compile.js [--out DIR]   (--out DIR writes the ABI files into DIR too)
 "use strict";
 
 const fs = require("fs");
@@ -15,6 +16,8 @@ const CONTRACTS_DIR = __dirname;
 const REPO_ROOT = path.resolve(CONTRACTS_DIR, "..");
 const NODE_MODULES = path.join(REPO_ROOT, "node_modules");
 const CONTRACT_NAMES = ["MintOnDemand", "NaiveBaseline"];
+const SHIPPED_ABIS = ["MintOnDemand"];
+const ABI_DIR = path.join(REPO_ROOT, "chain", "abi");
 
 // evmVersion stays at cancun so the bytecode runs on chains without Prague/Osaka opcodes too (the
 // tests run a `--hardfork cancun` anvil for the no-EIP-2935 path). The optimizer is tuned for calls
@@ -29,18 +32,19 @@ const SETTINGS = {
 
 function parseArgs(argv) {
   let out = path.join(CONTRACTS_DIR, "build");
+  let abiOut = ABI_DIR;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === "--out") {
       if (i + 1 >= argv.length) throw new Error("--out needs a directory");
-      out = path.resolve(argv[++i]);
+      out = abiOut = path.resolve(argv[++i]);
     } else if (arg.startsWith("--out=")) {
-      out = path.resolve(arg.slice("--out=".length));
+      out = abiOut = path.resolve(arg.slice("--out=".length));
     } else {
       throw new Error(`unknown argument: ${arg} (usage: node contracts/compile.js [--out DIR])`);
     }
   }
-  return { out };
+  return { out, abiOut };
 }
 
 // Resolves "@openzeppelin/contracts/..." (and any other package import) from node_modules.
@@ -55,7 +59,7 @@ function findImports(importPath) {
 }
 
 function main() {
-  const { out } = parseArgs(process.argv.slice(2));
+  const { out, abiOut } = parseArgs(process.argv.slice(2));
   const sources = {};
   for (const name of CONTRACT_NAMES) {
     sources[`${name}.sol`] = { content: fs.readFileSync(path.join(CONTRACTS_DIR, `${name}.sol`), "utf8") };
@@ -94,6 +98,12 @@ function main() {
     const target = path.join(out, `${name}.json`);
     fs.writeFileSync(target, JSON.stringify(artifact, null, 2) + "\n");
     process.stdout.write(`wrote ${path.relative(process.cwd(), target) || target}\n`);
+    if (SHIPPED_ABIS.includes(name)) {
+      const abiTarget = path.join(abiOut, `${name}.abi.json`);
+      fs.mkdirSync(abiOut, { recursive: true });
+      fs.writeFileSync(abiTarget, JSON.stringify(compiled.abi, null, 2) + "\n");
+      process.stdout.write(`wrote ${path.relative(process.cwd(), abiTarget) || abiTarget}\n`);
+    }
   }
 }
 

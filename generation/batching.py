@@ -13,7 +13,7 @@ built over the same :class:`~generation.rendering.Renderer` also serialize their
 other. Callers block on a future; nothing busy-waits.
 
 Reproducibility. Each image gets its own CPU ``torch.Generator`` seeded with
-:func:`~generation.rendering.torch_seed_for` ``(seed, attempt)`` and the pipeline is given the
+:func:`~generation.render_seed.torch_seed_for` ``(seed, attempt)`` and the pipeline is given the
 list (``generator=[...]``, ``num_images_per_prompt=1``). diffusers then draws each image's initial
 latents from its own generator (``randn_tensor`` with a generator list), exactly the tensor a lone
 render draws, so a token's initial noise does not depend on who shared its batch; DDIM with
@@ -45,7 +45,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from generation.rendering import Renderer, RenderParams, get_renderer, torch_seed_for
+from generation.render_seed import torch_seed_for
+from generation.rendering import Renderer, RenderParams, get_renderer
 
 Shape = tuple[int, float, int, int, str]  # (steps, guidance, width, height, scheduler)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from generation.metadata import canonical_json
+from generation.canonical import canonical_json
 from generation.models import Collection
 
 SEED_SCHEME = "keccak256(abi.encodePacked(bytes32 mintBlockHash, uint256 tokenId))"

@@ -1,25 +1,18 @@
 """Token metadata: ERC-721 / OpenSea fields plus the provenance of every parameter.
 
-The bytes are canonical JSON (sorted keys, compact separators, UTF-8), so the on-chain sha256
+The bytes are canonical JSON (generation/canonical.py: sorted keys, compact separators, UTF-8), so the on-chain sha256
 digest of the metadata, and hence its CID, can be recomputed by anyone from the same fields.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 from importlib import metadata as importlib_metadata
 from typing import Any
 
 from generation.models import Token
 
 SOFTWARE = "mint-on-demand"
-
-
-def canonical_json(value: Any) -> bytes:
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
 
 
 @functools.cache

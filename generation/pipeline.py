@@ -33,9 +33,10 @@ from django.db.models import DateTimeField, ExpressionWrapper, Q
 from django.db.models.functions import Now
 
 from generation import events, stages
+from generation.canonical import canonical_json
 from generation.errors import PinFailed, RenderFailed, RenderLeaseHeld, TraitsNotReady
 from generation.files import write_atomically
-from generation.metadata import build_metadata, canonical_json, software_versions
+from generation.metadata import build_metadata, software_versions
 from generation.models import Collection, Token, seed_bytes
 from ipfs.backends import pinner_from_settings
 from ipfs.cid import compute_raw_cid
@@ -230,7 +231,8 @@ def cached_render(renderer, params, seed: bytes, attempt: int, batcher=None):  #
     """
     from PIL import Image
 
-    from generation.rendering import png_bytes, torch_seed_for
+    from generation.render_seed import torch_seed_for
+    from generation.rendering import png_bytes
 
     key = hashlib.sha256(
         canonical_json(
@@ -495,7 +497,7 @@ def render_record(
 ) -> dict[str, Any]:
     """Every parameter that shaped an accepted image: the token's ``render_record``, which
     goes into its metadata's provenance."""
-    from generation.rendering import torch_seed_for
+    from generation.render_seed import torch_seed_for
 
     return {
         "attempt": attempt,

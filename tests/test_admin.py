@@ -29,7 +29,7 @@ from chain.models import Chain
 from devtools.rarity_fixtures import WEIGHTED
 from generation import events, pipeline, review, tasks
 from generation.models import Collection, Token, TokenEvent
-from generation.rendering import torch_seed_for
+from generation.render_seed import torch_seed_for
 from ipfs.store import LocalStore
 from mintsite.admin.forms import RarityInput
 

@@ -17,7 +17,8 @@ from django.test import Client
 
 from devtools.rarity_fixtures import WEIGHTED
 from generation import events
-from generation.metadata import build_metadata, canonical_json
+from generation.canonical import canonical_json
+from generation.metadata import build_metadata
 from generation.models import Collection, Token
 from ipfs.cid import compute_cid, compute_raw_cid
 from mintsite.models import ApiKey, WebhookSubscription

@@ -29,6 +29,7 @@ from web3.exceptions import ContractCustomError
 from web3.logs import DISCARD
 from web3.types import TxReceipt
 
+from chain.abi import SHIPPED, load_abi
 from chain.anvil import ANVIL_ACCOUNTS, Anvil, AnvilAccount, start_anvil
 from chain.contract import (
     ARTIFACT_PATH,
@@ -171,6 +172,19 @@ def test_it_keeps_committed_artifacts_equal_to_a_fresh_compile(tmp_path: Path) -
         stale = f"{artifact_path(name)} is stale: run `node contracts/compile.js` and commit it"
         for key in ("abi", "bytecode", "deployedBytecode", "compiler"):
             assert fresh[key] == committed[key], f"{key}: {stale}"
+    for name in SHIPPED:
+        shipped = (
+            f"chain/abi/{name}.abi.json is stale: run `node contracts/compile.js` and commit it"
+        )
+        fresh_abi = json.loads((tmp_path / f"{name}.abi.json").read_text())
+        assert fresh_abi == load_abi(name) == load_artifact(name)["abi"], shipped
+
+
+def test_it_binds_the_contract_with_the_abi_shipped_as_package_data() -> None:
+    assert contract_abi() == load_abi("MintOnDemand")
+    assert contract_abi("NaiveBaseline") == load_artifact("NaiveBaseline")["abi"]
+    with pytest.raises(LookupError, match="no ABI shipped for 'NaiveBaseline'"):
+        load_abi("NaiveBaseline")
 
 
 def test_it_starts_anvil_with_the_default_accounts(w3: Web3) -> None:

@@ -18,7 +18,7 @@ import pytest
 from django.conf import settings
 
 from generation import pipeline
-from generation.metadata import canonical_json
+from generation.canonical import canonical_json
 from generation.models import Collection, Token
 
 pytestmark = pytest.mark.django_db

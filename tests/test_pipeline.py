@@ -11,7 +11,7 @@ import pytest
 from devtools.rarity_fixtures import WEIGHTED
 from generation import errors, pipeline
 from generation.models import Collection, Token
-from generation.rendering import torch_seed_for
+from generation.render_seed import torch_seed_for
 
 pytestmark = pytest.mark.django_db
 SEED = "0x" + hashlib.sha256(b"a committed seed").hexdigest()

@@ -21,7 +21,8 @@ from generation.reference_models import (
     model_fingerprint,
     read_manifest,
 )
-from generation.rendering import Renderer, RenderParams, get_renderer, png_bytes, torch_seed_for
+from generation.render_seed import torch_seed_for
+from generation.rendering import Renderer, RenderParams, get_renderer, png_bytes
 
 ALICE_SEED = bytes.fromhex("a1" * 32)
 BOB_SEED = bytes.fromhex("b0" * 32)

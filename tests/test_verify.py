@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -27,6 +28,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from web3 import Web3
 
+import verifier
 from chain import publishing
 from chain.anvil import ANVIL_ACCOUNTS, Anvil, start_anvil
 from chain.contract import bind, send_and_wait
@@ -37,8 +39,8 @@ from chain.seed_commit import commit_seeds
 from chain.seeds import derive_seed
 from devtools.rarity_fixtures import QUOTA
 from devtools.rarity_fixtures import WEIGHTED as PALETTE
-from generation import pipeline, verify
-from generation.metadata import canonical_json
+from generation import pipeline
+from generation.canonical import canonical_json
 from generation.models import Collection, Token
 from ipfs.backends import pinner_from_settings
 from ipfs.store import LocalStore
@@ -231,23 +233,23 @@ def liar(world: World) -> Iterator[LyingGateway]:
 
 
 def run(world: World, token_id: int, gateway: str | None = None, weights=None) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    checks = verify.verify_token(
+    checks = verifier.verify_token(
         world.rpc_url, world.contract, token_id, gateway or world.gateway, weights
     )
     return {c.name: c.status for c in checks}
 
 
 def failures(results: dict[str, str]) -> set[str]:
-    return {name for name, status in results.items() if status == verify.FAIL}
+    return {name for name, status in results.items() if status == verifier.FAIL}
 
 
 def test_a_published_token_passes_every_check_with_the_weights(
     world: World, reference_models: Path
 ) -> None:
-    checks = verify.verify_token(
+    checks = verifier.verify_token(
         world.rpc_url, world.contract, HONEST, world.gateway, reference_models
     )
-    assert [(c.name, c.status) for c in checks if c.status != verify.PASS] == []
+    assert [(c.name, c.status) for c in checks if c.status != verifier.PASS] == []
     by_name = {c.name: c for c in checks}
     assert "committed on-chain: blockhash(mintBlock)" in by_name["seed"].detail
     assert by_name["rerender"].detail.startswith("bit-exact")
@@ -258,11 +260,11 @@ def test_without_weights_the_weight_checks_are_skipped_and_the_verdict_passes(
     world: World, capsys
 ) -> None:  # type: ignore[no-untyped-def]
     args = ["--rpc", world.rpc_url, "--contract", world.contract, "--gateway", world.gateway]
-    assert verify.main([*args, "--token", str(OTHER)]) == 0
+    assert verifier.main([*args, "--token", str(OTHER)]) == 0
     table = capsys.readouterr().out
     assert "verdict: PASS (10 checks passed, 3 skipped)" in table
     assert "no weights given (--weights)" in table
-    assert verify.main([*args, "--all", "--json"]) == 1  # tokens 3 and 4 are forged
+    assert verifier.main([*args, "--all", "--json"]) == 1  # tokens 3 and 4 are forged
     document = json.loads(capsys.readouterr().out)
     verdicts = {t["token_id"]: t["verdict"] for t in document["tokens"]}
     assert verdicts == {
@@ -278,7 +280,7 @@ def test_the_module_and_the_management_command_run_the_same_checks(world: World)
     args = ["--rpc", world.rpc_url, "--contract", world.contract, "--gateway", world.gateway]
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     done = subprocess.run(
-        [sys.executable, "-m", "generation.verify", *args, "--token", str(FORGED_SEED)],
+        [sys.executable, "-m", "verifier", *args, "--token", str(FORGED_SEED)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -300,13 +302,13 @@ def test_the_module_and_the_management_command_run_the_same_checks(world: World)
 
 def test_bad_input_is_named(world: World, capsys) -> None:  # type: ignore[no-untyped-def]
     nowhere = "0x" + "12" * 20
-    status = verify.main(
+    status = verifier.main(
         ["--rpc", world.rpc_url, "--contract", nowhere, "--token", "1", "--gateway", world.gateway]
     )
     assert status == 2
     assert f"no contract at {nowhere}" in capsys.readouterr().err
-    with pytest.raises(verify.VerifyError, match="lacks"):
-        verify.verify_token(world.rpc_url, world.contract, 1, world.gateway, Path("/nonexistent"))
+    with pytest.raises(verifier.VerifyError, match="lacks"):
+        verifier.verify_token(world.rpc_url, world.contract, 1, world.gateway, Path("/nonexistent"))
 
 
 def test_metadata_edited_on_the_gateway_fails_the_digest_check_only(
@@ -318,7 +320,7 @@ def test_metadata_edited_on_the_gateway_fails_the_digest_check_only(
     liar.overrides[cid] = canonical_json(document)
     results = run(world, HONEST, liar.url)
     assert failures(results) == {"metadata_digest"}
-    assert results["traits"] == verify.SKIPPED  # nothing is read from unverified bytes
+    assert results["traits"] == verifier.SKIPPED  # nothing is read from unverified bytes
 
 
 def test_an_attribute_changed_on_the_gateway_fails_the_digest_check(
@@ -334,14 +336,14 @@ def test_an_attribute_changed_on_the_gateway_fails_the_digest_check(
 
 
 def test_an_attribute_changed_before_publishing_fails_the_traits_check_only(world: World) -> None:
-    checks = verify.verify_token(world.rpc_url, world.contract, FORGED_ATTRIBUTE, world.gateway)
+    checks = verifier.verify_token(world.rpc_url, world.contract, FORGED_ATTRIBUTE, world.gateway)
     assert [c.name for c in checks if c.failed] == ["traits"]
     (traits,) = [c for c in checks if c.name == "traits"]
     assert "!= recomputed" in traits.detail
 
 
 def test_a_seed_forged_through_the_late_path_fails_the_seed_check_only(world: World) -> None:
-    checks = verify.verify_token(world.rpc_url, world.contract, FORGED_SEED, world.gateway)
+    checks = verifier.verify_token(world.rpc_url, world.contract, FORGED_SEED, world.gateway)
     assert [c.name for c in checks if c.failed] == ["seed"]
     (seed,) = [c for c in checks if c.name == "seed"]
     assert "LATE" in seed.detail and "keccak256(block hash, token id)" in seed.detail
@@ -357,7 +359,7 @@ def test_a_rarity_table_changed_after_freeze_fails_the_config_check_only(
     liar.overrides[cid] = canonical_json(document)
     results = run(world, HONEST, liar.url)
     assert failures(results) == {"config_digest"}
-    assert results["traits"] == verify.SKIPPED
+    assert results["traits"] == verifier.SKIPPED
 
 
 def test_a_swapped_image_fails_the_image_check_only(
@@ -367,7 +369,7 @@ def test_a_swapped_image_fails_the_image_check_only(
     liar.overrides[honest.image_cid] = liar.fetch(other.image_cid)
     results = run(world, HONEST, liar.url, reference_models)
     assert failures(results) == {"image"}
-    assert results["rerender"] == results["clip_scores"] == verify.SKIPPED
+    assert results["rerender"] == results["clip_scores"] == verifier.SKIPPED
 
 
 def test_weights_that_do_not_match_the_fingerprint_fail_that_check_only(
@@ -379,18 +381,18 @@ def test_weights_that_do_not_match_the_fingerprint_fail_that_check_only(
     build_reference_models(other, seed=1)
     results = run(world, HONEST, weights=other)
     assert failures(results) == {"model_fingerprint"}
-    assert results["rerender"] == results["clip_scores"] == verify.SKIPPED
+    assert results["rerender"] == results["clip_scores"] == verifier.SKIPPED
 
 
 def test_quota_traits_are_replayed_over_the_earlier_tokens(world: World) -> None:
     # token 3 of a quota collection gets what tokens 1 and 2 left: the verifier replays the draw
     # from the three on-chain seeds and the frozen table, and the final counts are exact
     for token_id in (1, 2, 3):
-        checks = verify.verify_token(world.rpc_url, world.quota_contract, token_id, world.gateway)
+        checks = verifier.verify_token(world.rpc_url, world.quota_contract, token_id, world.gateway)
         by_name = {c.name: c for c in checks}
-        assert by_name["traits"].status == verify.PASS, by_name["traits"].detail
+        assert by_name["traits"].status == verifier.PASS, by_name["traits"].detail
         assert f"quota replay over tokens 1..{token_id}" in by_name["traits"].detail
-        assert [c.name for c in checks if c.status == verify.FAIL] == []
+        assert [c.name for c in checks if c.status == verifier.FAIL] == []
     assert sorted(world.quota_traits) == ["cold", "warm", "warm"]
 
 
@@ -400,15 +402,15 @@ def test_a_token_rendered_from_a_single_file_checkpoint_verifies_against_that_fi
     args = ["--rpc", world.rpc_url, "--contract", world.single_file_contract, "--token", "1"]
     args += ["--gateway", world.gateway, "--json", "--clip", str(reference_models / "clip")]
     with_configs = ["--model-config", str(reference_models / "diffusion")]
-    assert verify.main([*args, "--diffusion", str(world.checkpoint), *with_configs]) == 0
+    assert verifier.main([*args, "--diffusion", str(world.checkpoint), *with_configs]) == 0
     checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)["tokens"][0]["checks"]}
-    assert {c["status"] for c in checks.values()} == {verify.PASS}
+    assert {c["status"] for c in checks.values()} == {verifier.PASS}
     digest = hashlib.sha256(world.checkpoint.read_bytes()).hexdigest()
     assert f"diffusion sha256:{digest}" in checks["model_fingerprint"]["detail"]
     assert checks["rerender"]["detail"].startswith("bit-exact")
     # the same weights as a diffusers folder are not the file the provenance names
     folder = ["--diffusion", str(reference_models / "diffusion")]
-    assert verify.main([*args, *folder]) == 1
+    assert verifier.main([*args, *folder]) == 1
     document = json.loads(capsys.readouterr().out)
     assert document["tokens"][0]["verdict"] == "FAIL: model_fingerprint"
 
@@ -418,27 +420,27 @@ def test_a_re_render_in_another_precision_is_measured_against_the_tolerance(
 ) -> None:
     # The token was rendered in float32 on this CPU; a verifier re-rendering in bfloat16 (as a
     # machine without the recorded precision might) gets close pixels, not the same bytes.
-    models = verify.Models()
+    models = verifier.Models()
 
-    def rerender(tolerance: float) -> verify.Check:
-        checks = verify.verify_token(
+    def rerender(tolerance: float) -> verifier.Check:
+        checks = verifier.verify_token(
             world.rpc_url, world.contract, HONEST, world.gateway, reference_models,
             dtype="bfloat16", pixel_tolerance=tolerance, models=models,
         )  # fmt: skip
         (check,) = [c for c in checks if c.name == "rerender"]
         assert [c.name for c in checks if c.failed] == (
-            [] if check.status == verify.PASS else ["rerender"]
+            [] if check.status == verifier.PASS else ["rerender"]
         )
         return check
 
-    close = rerender(verify.PIXEL_TOLERANCE)
-    assert close.status == verify.PASS, close.detail
+    close = rerender(verifier.PIXEL_TOLERANCE)
+    assert close.status == verifier.PASS, close.detail
     assert close.detail.startswith("not bit-exact, within tolerance: max ")
     assert "bfloat16 (recorded: float32)" in close.detail
     mean = float(close.detail.split("mean ")[1].split()[0])
-    assert 0 < mean <= verify.PIXEL_TOLERANCE
+    assert 0 < mean <= verifier.PIXEL_TOLERANCE
     strict = rerender(mean / 2)
-    assert strict.status == verify.FAIL
+    assert strict.status == verifier.FAIL
     assert f"mean {mean:.4f} (tolerance: mean <= {mean / 2})" in strict.detail
 
 
@@ -448,7 +450,7 @@ def test_gateways_are_tried_in_order_but_wrong_bytes_are_never_routed_around(
     from chain.anvil import free_port
 
     closed = f"http://127.0.0.1:{free_port()}/ipfs"
-    gateway = verify.Gateway([closed, world.gateway])
+    gateway = verifier.Gateway([closed, world.gateway])
     results = run(world, HONEST, gateway)
     assert failures(results) == set()
     assert gateway.served == [world.gateway.removesuffix("/ipfs")]
@@ -457,14 +459,14 @@ def test_gateways_are_tried_in_order_but_wrong_bytes_are_never_routed_around(
     document = json.loads(liar.fetch(cid))
     document["description"] = "a nicer story"
     liar.overrides[cid] = canonical_json(document)
-    assert failures(run(world, HONEST, verify.Gateway([liar.url, world.gateway]))) == {
+    assert failures(run(world, HONEST, verifier.Gateway([liar.url, world.gateway]))) == {
         "metadata_digest"
     }
     # nothing answers: the check names every gateway it tried
-    checks = verify.verify_token(world.rpc_url, world.contract, HONEST, [closed])
+    checks = verifier.verify_token(world.rpc_url, world.contract, HONEST, [closed])
     (digest,) = [c for c in checks if c.name == "metadata_digest"]
     assert (
-        digest.status == verify.FAIL
+        digest.status == verifier.FAIL
         and f"cannot fetch {closed.removesuffix('/ipfs')}" in digest.detail
     )
 
@@ -472,12 +474,12 @@ def test_gateways_are_tried_in_order_but_wrong_bytes_are_never_routed_around(
 def test_every_token_of_a_run_shares_the_loaded_models(
     world: World, reference_models: Path
 ) -> None:
-    models = verify.Models()
+    models = verifier.Models()
     for token_id in (HONEST, OTHER):
-        checks = verify.verify_token(
+        checks = verifier.verify_token(
             world.rpc_url, world.contract, token_id, world.gateway, reference_models, models=models
         )
-        assert [c.name for c in checks if c.status != verify.PASS] == []
+        assert [c.name for c in checks if c.status != verifier.PASS] == []
     assert sorted(key[0] for key in models._loaded) == ["clip", "render"]
 
 
@@ -485,10 +487,87 @@ def test_a_reader_that_stops_early_gets_no_traceback(world: World) -> None:
     # `true` exits without reading: the verifier's first write meets a closed pipe
     args = ["--rpc", world.rpc_url, "--contract", world.contract, "--gateway", world.gateway]
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    command = f"{sys.executable} -m generation.verify {' '.join(args)} --all | true"
+    command = f"{sys.executable} -m verifier {' '.join(args)} --all | true"
     done = subprocess.run(
         ["bash", "-c", f"{command}; echo verifier exit ${{PIPESTATUS[0]}}"],
         cwd=REPO, capture_output=True, text=True, env=env, timeout=120,
     )  # fmt: skip
     assert done.stdout == "verifier exit 1\n"
     assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
+
+
+# ------------------------------------------------------------------ the verifier as a third party has it
+
+
+def test_the_verifier_imports_no_django_even_where_django_is_installed(world: World) -> None:
+    args = ["--rpc", world.rpc_url, "--contract", world.contract, "--gateway", world.gateway]
+    script = (
+        "import sys, verifier\n"
+        f"status = verifier.main({[*args, '--token', str(HONEST)]!r})\n"
+        "loaded = sorted({m.split('.')[0] for m in sys.modules} & {'django', 'mintsite', 'torch'})\n"
+        "print('status', status, 'loaded', loaded)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO, capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "status 0 loaded []"
+
+
+def test_a_wheel_installed_without_django_verifies_a_published_token(
+    world: World, tmp_path: Path
+) -> None:
+    # Given the project built into a wheel (from a copy, so no build/ is left in the checkout),
+    # installed with its base dependencies only into a fresh venv
+    source = tmp_path / "source"
+    source.mkdir()
+    shutil.copy(REPO / "pyproject.toml", source)
+    for package in ("mintsite", "generation", "chain", "verifier"):
+        shutil.copytree(
+            REPO / package,
+            source / package,
+            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "vendor"),
+        )
+    dist = tmp_path / "dist"
+    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"]
+    subprocess.run([*build, "-q", "-w", str(dist), str(source)], check=True, timeout=300)
+    (wheel,) = dist.glob("mint_on_demand-*.whl")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(wheel)]
+    subprocess.run(pip, check=True, timeout=600)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DJANGO_SETTINGS_MODULE", "PYTHONPATH", "VIRTUAL_ENV")
+    }
+
+    def in_venv(*command: str) -> subprocess.CompletedProcess[str]:
+        # run outside the checkout, so nothing is imported from it
+        return subprocess.run(
+            command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        )
+
+    no_django = in_venv(str(venv / "bin" / "python"), "-c", "import django")
+    assert no_django.returncode == 1 and "No module named 'django'" in no_django.stderr
+
+    # When its mintverify checks a token the pipeline published on the test chain
+    args = ["--rpc", world.rpc_url, "--contract", world.contract, "--gateway", world.gateway]
+    mintverify = str(venv / "bin" / "mintverify")
+    done = in_venv(mintverify, *args, "--token", str(HONEST), "--json")
+
+    # Then every check that needs no weights passes, the three that do are skipped
+    assert done.returncode == 0, done.stderr
+    (token,) = json.loads(done.stdout)["tokens"]
+    statuses = {c["name"]: c["status"] for c in token["checks"]}
+    weighted = {"model_fingerprint", "rerender", "clip_scores"}
+    assert {n for n, s in statuses.items() if s == verifier.SKIPPED} == weighted
+    assert {n for n, s in statuses.items() if s == verifier.PASS} == set(statuses) - weighted
+    # and a forged token still fails there, and weights without torch are refused by name
+    forged = in_venv(mintverify, *args, "--token", str(FORGED_SEED))
+    assert forged.returncode == 1 and "verdict: FAIL: seed" in forged.stdout
+    weights = in_venv(mintverify, *args, "--token", str(HONEST), "--weights", str(tmp_path))
+    assert weights.returncode == 2
+    assert "pip install 'mint-on-demand[render]'" in weights.stderr

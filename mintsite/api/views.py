@@ -24,7 +24,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from generation.metadata import build_metadata, canonical_json
+from generation.canonical import canonical_json
+from generation.metadata import build_metadata
 from generation.models import Collection, Token, TokenEvent
 from mintsite.api import serializers as s
 from mintsite.api.auth import CollectionKeyRequired

@@ -1,0 +1,316 @@
+"""The checks that need only public data: the chain, and the bytes an IPFS gateway serves.
+
+Each check is a plain function that returns a :class:`~verifier.report.Check` (PASS, FAIL with
+both values, or SKIPPED with why). A check only builds on data an earlier check verified: when
+the metadata does not hash to the on-chain digest, the checks that would read it are SKIPPED,
+not failed a second time. The checks that need the model weights are in verifier/rerender.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from web3 import Web3
+
+from chain.seeds import derive_seed
+from generation.canonical import canonical_json
+from generation.render_seed import torch_seed_for
+from generation.traits import attributes, rarity, render_prompt, token_traits
+from ipfs.cid import cid_from_sha256, compute_cid
+from verifier.errors import VerifyError
+from verifier.fetching import Gateway
+from verifier.report import Check, failed, passed, skipped
+
+SEED_SOURCES = {
+    0: "not committed",
+    1: "on-chain: blockhash(mintBlock)",
+    2: "on-chain: EIP-2935 block hash history",
+    3: "LATE: block hash supplied by the admin (commitLateSeeds)",
+}
+
+
+@dataclass
+class State:
+    """What the checks of one token learned so far; ``None`` where it could not be verified.
+
+    Each check reads only what an earlier check verified and records what it verified itself.
+    """
+
+    token_id: int
+    chain_id: int = 0
+    mint_block: int | None = None
+    block_hash: bytes | None = None
+    seed: bytes | None = None  # the contract's
+    metadata: dict[str, Any] | None = None  # verified against the on-chain digest
+    image: bytes | None = None  # verified against its CID
+    config: dict[str, Any] | None = None  # the contract metadata's verified generation object
+    collection_name: str = ""
+    traits: dict[str, str] | None = None  # recomputed
+    weights_ok: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _hex(value: bytes | None) -> str:
+    return "0x" + value.hex() if value is not None else "none"
+
+
+# ------------------------------------------------------------------------------ 1. chain, seed
+
+
+def check_mint_block(w3: Web3, contract: Any, state: State) -> Check:
+    name = "mint_block"
+    try:
+        state.mint_block = int(contract.functions.mintBlockOf(state.token_id).call())
+    except Exception as exc:
+        return failed(name, f"the contract does not know token {state.token_id}: {exc}")
+    block = w3.eth.get_block(state.mint_block)
+    state.block_hash = bytes(block["hash"])
+    return passed(name, f"block {state.mint_block}, hash {_hex(state.block_hash)}")
+
+
+def check_seed(contract: Any, state: State) -> Check:
+    name = "seed"
+    seed = bytes(contract.functions.seedOf(state.token_id).call())
+    source = int(contract.functions.seedSourceOf(state.token_id).call())
+    how = SEED_SOURCES.get(source, f"unknown source {source}")
+    if seed == bytes(32):
+        return failed(name, "the contract holds no seed for this token (not committed)")
+    state.seed = seed
+    if state.block_hash is None:
+        return skipped(name, "the mint block is unknown")
+    expected = derive_seed(state.block_hash, state.token_id)
+    if expected != seed:
+        return failed(
+            name,
+            f"contract seed {_hex(seed)} != keccak256(block hash, token id) {_hex(expected)} "
+            f"from the chain's block {state.mint_block}; committed {how}",
+        )
+    return passed(name, f"{_hex(seed)} = keccak256(block hash, token id); committed {how}")
+
+
+# ------------------------------------------------------------------------------ 2. metadata, image
+
+
+def check_metadata_digest(contract: Any, gateway: Gateway, state: State) -> Check:
+    name = "metadata_digest"
+    digest = bytes(contract.functions.metadataDigestOf(state.token_id).call())
+    uri = contract.functions.tokenURI(state.token_id).call()
+    if digest == bytes(32):
+        return failed(name, f"not published: no digest on-chain, tokenURI is {uri!r}")
+    expected_uri = f"ipfs://{cid_from_sha256(digest)}"
+    if uri != expected_uri:
+        return failed(name, f"tokenURI {uri!r} != the digest's CID {expected_uri!r}")
+    try:
+        data = gateway.fetch(uri)
+    except VerifyError as exc:
+        return failed(name, str(exc))
+    got = hashlib.sha256(data).digest()
+    if got != digest:
+        return failed(
+            name, f"the gateway's bytes hash to {_hex(got)}, the chain holds {_hex(digest)}"
+        )
+    try:
+        state.metadata = json.loads(data)
+    except ValueError as exc:
+        return failed(name, f"the metadata hashes right but is not JSON: {exc}")
+    state.extra["metadata_bytes"] = data
+    return passed(name, f"sha256 {_hex(digest)} = on-chain digest ({uri})")
+
+
+def check_metadata_canonical(state: State) -> Check:
+    name = "metadata_canonical"
+    data = state.extra.get("metadata_bytes")
+    if state.metadata is None or data is None:
+        return skipped(name, "the metadata was not verified")
+    again = canonical_json(state.metadata)
+    if again != data:
+        return failed(name, f"{len(data)} bytes published, {len(again)} bytes canonical")
+    return passed(name, "sorted keys, compact separators, UTF-8")
+
+
+def check_image(gateway: Gateway, state: State) -> Check:
+    name = "image"
+    if state.metadata is None:
+        return skipped(name, "the metadata was not verified")
+    uri = str(state.metadata.get("image", ""))
+    if not uri.startswith("ipfs://"):
+        return failed(name, f"image {uri!r} is not an ipfs:// URI")
+    cid = uri.removeprefix("ipfs://")
+    try:
+        data = gateway.fetch(uri)
+    except VerifyError as exc:
+        return failed(name, str(exc))
+    got = compute_cid(data)
+    if got != cid:
+        return failed(name, f"the gateway's {len(data)} bytes have CID {got}, metadata names {cid}")
+    state.image = data
+    return passed(name, f"{len(data)} bytes hash to {cid}")
+
+
+def check_provenance(w3: Web3, contract: Any, state: State) -> Check:
+    name = "provenance"
+    if state.metadata is None:
+        return skipped(name, "the metadata was not verified")
+    prov = state.metadata.get("provenance") or {}
+    wanted = {
+        "chain_id": state.chain_id,
+        "contract": contract.address,
+        "token_id": str(state.token_id),
+        "mint_block_number": state.mint_block,
+        "mint_block_hash": _hex(state.block_hash),
+        "seed": _hex(state.seed),
+    }
+    wrong = []
+    for key, value in wanted.items():
+        got = prov.get(key)
+        same = str(got).lower() == str(value).lower() if isinstance(value, str) else got == value
+        if not same:
+            wrong.append(f"{key}: metadata {got!r}, chain {value!r}")
+    if wrong:
+        return failed(name, "; ".join(wrong))
+    return passed(name, "chain id, contract, token id, mint block, block hash and seed agree")
+
+
+# ------------------------------------------------------------------------------ 3. config, traits
+
+
+def check_config_digest(contract: Any, gateway: Gateway, state: State) -> Check:
+    name = "config_digest"
+    digest = bytes(contract.functions.configDigest().call())
+    uri = contract.functions.contractURI().call()
+    if digest == bytes(32):
+        return failed(name, "the contract's config is not frozen (configDigest is 0x0)")
+    try:
+        document = json.loads(gateway.fetch(uri))
+    except (VerifyError, ValueError) as exc:
+        return failed(name, f"contractURI {uri!r}: {exc}")
+    config = document.get("generation") if isinstance(document, dict) else None
+    if not isinstance(config, dict):
+        return failed(name, f"contractURI {uri!r} has no generation object")
+    got = hashlib.sha256(canonical_json(config)).digest()
+    if got != digest:
+        return failed(
+            name, f"the generation object hashes to {_hex(got)}, the chain holds {_hex(digest)}"
+        )
+    state.config = config
+    return passed(name, f"sha256 of the generation object = {_hex(digest)} ({uri})")
+
+
+def check_traits(contract: Any, state: State) -> Check:
+    name = "traits"
+    if state.config is None:
+        return skipped(name, "the collection config was not verified")
+    if state.metadata is None:
+        return skipped(name, "the metadata was not verified")
+    if state.seed is None:
+        return skipped(name, "the token has no seed")
+    table, supply = state.config["rarity"], state.config["max_supply"]
+    mode = table.get("mode", "none")
+    k = state.token_id
+    if mode == "quota":
+        seeds = [bytes(contract.functions.seedOf(i).call()) for i in range(1, k)] + [state.seed]
+        missing = [i for i, s in enumerate(seeds, start=1) if s == bytes(32)]
+        if missing:
+            return skipped(name, f"quota replay needs the seeds of tokens {missing}")
+    else:
+        seeds = [bytes(32)] * (k - 1) + [state.seed]
+    traits = token_traits(k, seeds, table)
+    want_attrs = attributes(traits, table, max_supply=supply) if traits else []
+    prov = state.metadata.get("provenance") or {}
+    problems = []
+    if state.metadata.get("attributes") != want_attrs:
+        problems.append(
+            f"attributes {state.metadata.get('attributes')!r} != recomputed {want_attrs!r}"
+        )
+    if prov.get("traits") != traits:
+        problems.append(f"provenance traits {prov.get('traits')!r} != recomputed {traits!r}")
+    want_rarity = rarity(traits, table, max_supply=supply) if traits else None
+    if prov.get("rarity") != want_rarity:
+        problems.append(f"provenance rarity {prov.get('rarity')!r} != recomputed {want_rarity!r}")
+    if problems:
+        return failed(name, "; ".join(problems))
+    state.traits = traits
+    replay = f" (quota replay over tokens 1..{k})" if mode == "quota" else ""
+    return passed(name, f"{mode}: {traits or 'no traits'}{replay}")
+
+
+def check_render_params(state: State) -> Check:
+    name = "render_params"
+    if state.config is None or state.metadata is None or state.seed is None:
+        return skipped(name, "the config, the metadata or the seed was not verified")
+    if state.traits is None:
+        return skipped(name, "the traits were not verified")
+    config = state.config
+    prov = state.metadata.get("provenance") or {}
+    render, model = prov.get("render") or {}, prov.get("model") or {}
+    attempt = int(prov.get("attempt", -1))
+    prompt = render_prompt(
+        config["prompt_template"],
+        state.traits,
+        config["rarity"],
+        token_id=state.token_id,
+        collection=state.collection_name,
+    )
+    wanted = {
+        "prompt": (render.get("prompt"), prompt),
+        "negative_prompt": (render.get("negative_prompt"), config["negative_prompt"]),
+        "steps": (render.get("steps"), config["steps"]),
+        "guidance": (render.get("guidance"), config["guidance"]),
+        "width": (render.get("width"), config["width"]),
+        "height": (render.get("height"), config["height"]),
+        "scheduler": (model.get("scheduler"), config["model"]["scheduler"]),
+        "model fingerprint": (model.get("fingerprint"), config["model"]["fingerprint"]),
+        "attempt < max_attempts": (0 <= attempt < config["max_attempts"], True),
+    }
+    if 0 <= attempt < 2**32:
+        wanted["torch_seed"] = (
+            str(prov.get("torch_seed")),
+            str(torch_seed_for(state.seed, attempt)),
+        )
+    wrong = [f"{k}: recorded {a!r}, expected {b!r}" for k, (a, b) in wanted.items() if a != b]
+    if wrong:
+        return failed(name, "; ".join(wrong))
+    return passed(
+        name, f"prompt, settings and torch seed follow the frozen config (attempt {attempt})"
+    )
+
+
+def check_clip_thresholds(state: State) -> Check:
+    name = "clip_thresholds"
+    if state.metadata is None:
+        return skipped(name, "the metadata was not verified")
+    clip = (state.metadata.get("provenance") or {}).get("clip") or {}
+    scores, thresholds = clip.get("scores") or {}, clip.get("thresholds") or {}
+    problems = []
+    if state.config is not None:
+        frozen = state.config["clip"]
+        if thresholds.get("style") != frozen["threshold"]:
+            problems.append(
+                f"style threshold recorded {thresholds.get('style')!r}, frozen {frozen['threshold']!r}"
+            )
+        if clip.get("model_fingerprint") != frozen["fingerprint"]:
+            problems.append(
+                f"CLIP fingerprint recorded {clip.get('model_fingerprint')!r}, "
+                f"frozen {frozen['fingerprint']!r}"
+            )
+    for key, limit in thresholds.items():
+        score = scores.get(key)
+        if score is None:
+            problems.append(f"{key}: threshold {limit} without a score")
+        elif key == "uniqueness_max":
+            if not score < limit:
+                problems.append(f"{key}: {score} is not below {limit}")
+        elif key.endswith(":margin"):
+            if not (score > 0 and score >= limit):
+                problems.append(f"{key}: {score} does not clear {limit}")
+        elif score < limit:
+            problems.append(f"{key}: {score} < {limit}")
+    if "style" not in thresholds:
+        problems.append("no style score recorded")
+    if problems:
+        return failed(name, "; ".join(problems))
+    shown = ", ".join(f"{k} {scores.get(k)} vs {v}" for k, v in thresholds.items())
+    return passed(name, f"recorded scores meet the recorded thresholds: {shown}")

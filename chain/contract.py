@@ -19,6 +19,7 @@ from web3.contract.contract import ContractFunction
 from web3.types import TxReceipt
 
 from chain import abi as abi_package
+from chain.errors import ContractDeployError, ContractTransactionError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILD_DIR = REPO_ROOT / "contracts" / "build"
@@ -26,14 +27,6 @@ CONTRACT_NAME = "MintOnDemand"
 ARTIFACT_PATH = BUILD_DIR / f"{CONTRACT_NAME}.json"
 
 DEPLOY_RECEIPT_TIMEOUT = 120.0
-
-
-class ContractDeployError(RuntimeError):
-    """The deployment transaction was mined but reverted, or produced no contract."""
-
-
-class ContractTransactionError(RuntimeError):
-    """A transaction sent by these helpers was mined but reverted."""
 
 
 @cache

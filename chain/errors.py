@@ -76,3 +76,11 @@ class LogsAcrossReorg(ChainError, RuntimeError):
 
 class AnvilError(ChainError, RuntimeError):
     """anvil (the embedded chain) is missing, failed to start, or did not answer in time."""
+
+
+class ContractDeployError(ChainError, RuntimeError):
+    """The deployment transaction was mined but reverted, or produced no contract."""
+
+
+class ContractTransactionError(ChainError, RuntimeError):
+    """A transaction sent by the contract helpers (chain/contract.py) was mined but reverted."""

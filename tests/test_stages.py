@@ -198,3 +198,16 @@ def test_a_process_that_imports_no_actor_can_send_every_stage(redis_url: str) ->
     assert sent == {s.actor for s in stages.STAGES}
     for queue in stages.QUEUES:
         broker.flush(queue)
+
+
+def test_the_architecture_doc_lists_the_stage_table_as_it_is() -> None:
+    # docs/architecture.md is where a new engineer reads the table; it must not drift
+    doc = (Path(__file__).parent.parent / "docs" / "architecture.md").read_text()
+    rows = {}
+    for line in doc.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 7 and cells[2].startswith("`"):
+            rows[cells[2].strip("`")] = (cells[1], cells[3], cells[5])
+    assert rows == {s.actor: (s.acts_on, s.queue, s.hands_over_to) for s in stages.STAGES}, (
+        "docs/architecture.md's stage table differs from generation/stages.py"
+    )

@@ -25,6 +25,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from datetime import timedelta
 
 from django.db import connection, transaction
@@ -61,7 +62,7 @@ class RawLog:
     log_index: int
 
     @classmethod
-    def parse(cls, entry: dict) -> RawLog:  # type: ignore[type-arg]
+    def parse(cls, entry: dict[str, Any]) -> RawLog:
         return cls(
             address=entry["address"].lower(),
             topics=tuple(topic.lower() for topic in entry["topics"]),

@@ -243,7 +243,7 @@ class CollectionAdmin(admin.ModelAdmin):
 
     # --- freeze from the change page: "Save and freeze on-chain"
 
-    def render_change_form(self, request: HttpRequest, context: dict, *args: Any, **kwargs: Any):  # type: ignore[no-untyped-def]
+    def render_change_form(self, request: HttpRequest, context: dict, *args: Any, **kwargs: Any):
         obj = kwargs.get("obj")
         context["can_freeze"] = bool(
             obj is not None
@@ -478,7 +478,7 @@ class ManagedByCollection:
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any):  # type: ignore[no-untyped-def]
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any):
         if db_field.name == "collection":
             kwargs["queryset"] = managed_collections(request.user)
         elif db_field.name == "token":
@@ -589,7 +589,7 @@ class TokenAdmin(ManagedByCollection, admin.ModelAdmin):
         """Running the actions: the collection's managers (the action checks each token)."""
         return request.user.is_superuser or manages(request.user)
 
-    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):  # type: ignore[no-untyped-def]
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
         paused = list(
             managed_collections(request.user).filter(paused=True).values_list("slug", flat=True)
         )

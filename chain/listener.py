@@ -25,8 +25,8 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 from datetime import timedelta
+from typing import Any
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -260,7 +260,7 @@ class Listener:
         # Asked raw: web3's result formatting (checksums, HexBytes, AttributeDicts) costs more
         # than the node's answer for large backfills, and the fields needed here are few.
         response = self.w3.provider.make_request(
-            "eth_getLogs",  # type: ignore[arg-type]
+            "eth_getLogs",
             [
                 {
                     "address": to_checksum_address(collection.contract_address),

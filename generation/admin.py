@@ -266,7 +266,7 @@ class CollectionAdmin(admin.ModelAdmin):
         for collection in queryset.order_by("slug"):
             self._freeze_one(request, collection)
 
-    freeze.allowed_permissions = ("change",)  # type: ignore[attr-defined]
+    freeze.allowed_permissions = ("change",)
 
     def _freeze_one(self, request: HttpRequest, collection: Collection) -> None:
         from requests.exceptions import RequestException
@@ -341,13 +341,13 @@ class CollectionAdmin(admin.ModelAdmin):
     def pause(self, request: HttpRequest, queryset: QuerySet[Collection]) -> None:
         self._set_paused(request, queryset, True)
 
-    pause.allowed_permissions = ("change",)  # type: ignore[attr-defined]
+    pause.allowed_permissions = ("change",)
 
     @admin.action(description="Unpause generation (and send what waited)")
     def unpause(self, request: HttpRequest, queryset: QuerySet[Collection]) -> None:
         self._set_paused(request, queryset, False)
 
-    unpause.allowed_permissions = ("change",)  # type: ignore[attr-defined]
+    unpause.allowed_permissions = ("change",)
 
     def _set_paused(
         self, request: HttpRequest, queryset: QuerySet[Collection], paused: bool
@@ -717,7 +717,7 @@ class TokenAdmin(ManagedByCollection, admin.ModelAdmin):
 
         self._each(request, queryset, run, "Sent back to the stage that failed")
 
-    retry.allowed_permissions = ("manage",)  # type: ignore[attr-defined]
+    retry.allowed_permissions = ("manage",)
 
     @admin.action(description="Approve the rejected image of tokens in review")
     def approve(self, request: HttpRequest, queryset: QuerySet[Token]) -> None:
@@ -733,7 +733,7 @@ class TokenAdmin(ManagedByCollection, admin.ModelAdmin):
             "is, then pinned and published)",
         )
 
-    approve.allowed_permissions = ("manage",)  # type: ignore[attr-defined]
+    approve.allowed_permissions = ("manage",)
 
     @admin.action(description="Re-render tokens in review (another round of attempts)")
     def rerender(self, request: HttpRequest, queryset: QuerySet[Token]) -> None:
@@ -743,7 +743,7 @@ class TokenAdmin(ManagedByCollection, admin.ModelAdmin):
 
         self._each(request, queryset, run, "Re-render queued on the render workers")
 
-    rerender.allowed_permissions = ("manage",)  # type: ignore[attr-defined]
+    rerender.allowed_permissions = ("manage",)
 
     def _each(self, request: HttpRequest, queryset: QuerySet[Token], run: Any, done: str) -> None:
         ok, skipped = [], []

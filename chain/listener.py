@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -62,7 +63,7 @@ class RawLog:
     log_index: int
 
     @classmethod
-    def parse(cls, entry: dict) -> RawLog:  # type: ignore[type-arg]
+    def parse(cls, entry: dict[str, Any]) -> RawLog:
         return cls(
             address=entry["address"].lower(),
             topics=tuple(topic.lower() for topic in entry["topics"]),
@@ -248,7 +249,7 @@ class Listener:
         # Asked raw: web3's result formatting (checksums, HexBytes, AttributeDicts) costs more
         # than the node's answer for large backfills, and the fields needed here are few.
         response = self.w3.provider.make_request(
-            "eth_getLogs",  # type: ignore[arg-type]
+            "eth_getLogs",
             [
                 {
                     "address": to_checksum_address(collection.contract_address),

@@ -79,7 +79,7 @@ def commit_seeds(
     return committed, mismatched
 
 
-def _seeds(w3: Web3, contract, token_ids: list[int]) -> dict[int, bytes]:  # type: ignore[no-untyped-def]
+def _seeds(w3: Web3, contract, token_ids: list[int]) -> dict[int, bytes]:
     return {t: bytes(seed) for t, seed in call_per_token(w3, contract, "seedOf", token_ids).items()}
 
 

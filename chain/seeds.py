@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 
 
 def derive_seed(mint_block_hash: bytes, token_id: int) -> bytes:

@@ -240,7 +240,7 @@ def _fingerprint(w3: Web3, chain_id: int) -> str:
     genesis = w3.eth.get_block(0)["hash"].to_0x_hex()
     if chain_id != settings.EMBEDDED_CHAIN_ID:
         return genesis
-    answer = w3.provider.make_request("anvil_metadata", [])  # type: ignore[arg-type]
+    answer = w3.provider.make_request("anvil_metadata", [])
     instance = (answer.get("result") or {}).get("instanceId")
     return f"{genesis}/{instance}" if instance else genesis
 
@@ -269,7 +269,7 @@ def _simulate(w3: Web3, sender: str, request: _Request, block_gas_limit: int) ->
     """The gas limit to sign: the estimate plus a margin, within the block's gas limit."""
     params = {"from": sender, "to": request.to, "data": request.data, "value": request.value}
     try:
-        estimate = int(w3.eth.estimate_gas(params))  # type: ignore[arg-type]
+        estimate = int(w3.eth.estimate_gas(params))
     except ContractLogicError as exc:
         raise TransactionReverted(
             f"{request.purpose} from {sender} would revert ({_revert_reason(exc, request.abi)}); "

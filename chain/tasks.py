@@ -35,15 +35,12 @@ def commit_seeds(collection_pk: int, token_pks: list[int]) -> None:
     collection = Collection.objects.filter(pk=collection_pk).first()
     if collection is None:
         return
+
+    def render(token: Token) -> None:
+        stages.hand_over(token.pk, collection_pk, SEED_COMMIT.hands_over_to)
+
     try:
-        commit_and_check(
-            web3_for(collection.chain_id),
-            collection,
-            token_pks,
-            on_committed=lambda token: stages.hand_over(
-                token.pk, collection_pk, SEED_COMMIT.hands_over_to
-            ),
-        )
+        commit_and_check(web3_for(collection.chain_id), collection, token_pks, on_committed=render)
     except WalletCannotPay as exc:
         # Not a failure of these tokens: the committer needs funds. They stay CONFIRMED, the
         # reason is on them, and this message comes back until the wallet can pay.

@@ -121,7 +121,7 @@ def run_benchmark() -> tuple[list[Row], list[Target], dict[str, str]]:
         artifacts = compile_fresh(Path(tmp))
     with start_anvil() as anvil:
         w3 = Web3(Web3.HTTPProvider(anvil.rpc_url))
-        node_info = w3.provider.make_request("anvil_nodeInfo", [])["result"]  # type: ignore[arg-type]
+        node_info = w3.provider.make_request("anvil_nodeInfo", [])["result"]
         ours = _deploy(
             w3,
             artifacts["MintOnDemand"],

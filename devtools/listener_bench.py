@@ -81,7 +81,7 @@ def _run(rpc_url: str, mints: int, per_tx: int, log_range: int) -> dict[str, Any
             "toBlock": hex(min(head - 1, start + log_range - 1)),
             "topics": [TRANSFER_TOPIC, ZERO_TOPIC],
         }
-        answer = floor_client.provider.make_request("eth_getLogs", [params])  # type: ignore[arg-type]
+        answer = floor_client.provider.make_request("eth_getLogs", [params])
         floor_logs += len(answer["result"])
     floor_seconds = time.perf_counter() - started
     # The same logs through web3's get_logs, as a Python client usually asks for them

@@ -211,7 +211,7 @@ def soak_in_test_database(
         )
 
 
-def _count(report: SoakReport, w3: Web3, collection, tokens) -> None:  # type: ignore[no-untyped-def]
+def _count(report: SoakReport, w3: Web3, collection, tokens) -> None:
     """Published means on-chain: the contract's digest is the token's metadata sha256."""
     contract = bind(w3, collection.contract_address)
     report.minted = contract.functions.totalSupply().call()

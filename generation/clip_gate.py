@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from generation.protocols import ImageScorer
 from generation.reference_models import model_fingerprint
 
 SCORE_DECIMALS = 6
@@ -182,7 +183,7 @@ def pixel_std(image: Image.Image) -> float:
 
 
 def check_image(
-    scorer: ClipScorer,
+    scorer: ImageScorer,
     image: Image.Image,
     style_prompt: str,
     style_threshold: float,
@@ -335,11 +336,11 @@ def stack_embeddings(blobs: Iterable[bytes]) -> np.ndarray:
     return np.stack(rows)
 
 
-def reference_embedding(scorer: ClipScorer, paths: Sequence[Path]) -> np.ndarray:
+def reference_embedding(scorer: ImageScorer, paths: Sequence[Path]) -> np.ndarray:
     """The normalised mean of the reference images' embeddings (the style's centre)."""
     vectors = []
     for path in paths:
         with Image.open(path) as image:
             vectors.append(scorer.image_embedding(image.convert("RGB")))
     mean = np.mean(np.stack(vectors), axis=0)
-    return (mean / np.linalg.norm(mean)).astype(np.float32)
+    return np.asarray(mean / np.linalg.norm(mean), dtype=np.float32)

@@ -25,7 +25,7 @@ import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import transaction
@@ -38,9 +38,18 @@ from generation.errors import PinFailed, RenderFailed, RenderLeaseHeld, TraitsNo
 from generation.files import write_atomically
 from generation.metadata import build_metadata, software_versions
 from generation.models import Collection, Token, seed_bytes
+from generation.protocols import RendersImages
 from ipfs.backends import pinner_from_settings
 from ipfs.cid import compute_raw_cid
 from ipfs.errors import ContentTooLarge, PinningError
+
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
+
+    from generation.clip_gate import ClipScorer, TraitCheck
+    from generation.protocols import ImageRenderer, ImageScorer, RenderIdentity
+    from generation.rendering import Renderer, RenderParams
 
 log = logging.getLogger(__name__)
 Status = Token.Status
@@ -157,7 +166,7 @@ def render_cache_path(token: Token, attempt: int) -> Path:
     )
 
 
-def load_models(collection: Collection, device: str | None):  # type: ignore[no-untyped-def]
+def load_models(collection: Collection, device: str | None) -> tuple[Renderer, ClipScorer]:
     """This process's renderer and CLIP scorer for the collection (loaded once, kept warm);
     a model that cannot load raises ``RenderFailed`` naming it."""
     from generation.clip_gate import get_scorer
@@ -179,7 +188,7 @@ def load_models(collection: Collection, device: str | None):  # type: ignore[no-
     return renderer, scorer
 
 
-def render_params(collection: Collection, prompt: str):  # type: ignore[no-untyped-def]
+def render_params(collection: Collection, prompt: str) -> RenderParams:
     """The collection's render settings for one prompt."""
     from generation.rendering import RenderParams
 
@@ -194,7 +203,7 @@ def render_params(collection: Collection, prompt: str):  # type: ignore[no-untyp
     )
 
 
-def trait_checks_for(collection: Collection, traits: dict[str, str]) -> list:  # type: ignore[type-arg]
+def trait_checks_for(collection: Collection, traits: dict[str, str]) -> list[TraitCheck]:
     """What the gate verifies: each ``verify: true`` category's assigned option among its own."""
     from generation.clip_gate import TraitCheck
 
@@ -209,10 +218,10 @@ def trait_checks_for(collection: Collection, traits: dict[str, str]) -> list:  #
     ]
 
 
-_style_references: dict[tuple, object] = {}  # type: ignore[type-arg]
+_style_references: dict[tuple[object, ...], np.ndarray] = {}
 
 
-def _style_reference(scorer, paths: list[Path]):  # type: ignore[no-untyped-def]
+def _style_reference(scorer: ImageScorer, paths: list[Path]) -> np.ndarray:
     """The reference images' mean embedding, computed once per process and set of files."""
     from generation.clip_gate import reference_embedding
 
@@ -222,7 +231,13 @@ def _style_reference(scorer, paths: list[Path]):  # type: ignore[no-untyped-def]
     return _style_references[key]
 
 
-def cached_render(renderer, params, seed: bytes, attempt: int, batcher=None):  # type: ignore[no-untyped-def]
+def cached_render(
+    renderer: RenderIdentity,
+    params: RenderParams,
+    seed: bytes,
+    attempt: int,
+    batcher: RendersImages | None = None,
+) -> Image.Image:
     """Render, or reuse the finished render with exactly the same inputs.
 
     The key is the sha256 of every input that shapes the pixels (model fingerprint, dtype,
@@ -254,7 +269,10 @@ def cached_render(renderer, params, seed: bytes, attempt: int, batcher=None):  #
     if path.exists():
         with Image.open(path) as cached:
             return cached.convert("RGB")
-    image = (batcher or renderer).render(params, seed, attempt)
+    source = batcher if batcher is not None else renderer
+    if not isinstance(source, RendersImages):  # a weightless key looks up, never renders
+        raise TypeError(f"{renderer!r} cannot render; pass what renders as batcher")
+    image = source.render(params, seed, attempt)
     # two renders of the same inputs may finish side by side: each writes whole
     write_atomically(path, png_bytes(image))
     return image
@@ -324,7 +342,7 @@ def run_render(
         raise
 
 
-def _render_claimed(  # type: ignore[no-untyped-def]
+def _render_claimed(
     token: Token,
     owner: str,
     traits: dict[str, str],
@@ -416,6 +434,9 @@ def _render_claimed(  # type: ignore[no-untyped-def]
                 detail = f"attempt {attempt} rejected by the CLIP gate: " + "; ".join(reasons)
                 events.record([token_pk], Status.RENDERING, detail)
             continue
+        embedding = gate.embedding
+        if embedding is None:  # a passing gate has always embedded the image
+            raise RenderFailed("the CLIP gate passed the image without its embedding")
         data = png_bytes(image)
         write_atomically(render_cache_path(token, attempt), data)
         detail = f"attempt {attempt} passed the CLIP gate"
@@ -435,7 +456,7 @@ def _render_claimed(  # type: ignore[no-untyped-def]
                 clip_scores=clip,
                 render_record=record,
                 traits=traits,
-                image_embedding=embedding_to_bytes(gate.embedding),
+                image_embedding=embedding_to_bytes(embedding),
                 failure_reason="",
             )
             if done:
@@ -461,10 +482,11 @@ def _render_claimed(  # type: ignore[no-untyped-def]
     return Status.NEEDS_REVIEW if done else _moved_while_rendering(token_pk)
 
 
-def _moved_while_rendering(token_pk: int) -> None:
+def _moved_while_rendering(token_pk: int) -> str | None:
     """The token left this run while it rendered. Back at a status that renders again (its
     claim was lost, or a manager sent it back), raise so the message is retried and finds it;
-    anywhere else (another run's lease included), someone else has it: nothing to do."""
+    anywhere else (another run's lease included), someone else has it: nothing to do (None,
+    what ``run_render`` returns for it)."""
     status = Token.objects.filter(pk=token_pk).values_list("status", flat=True).first()
     if status in (Status.SEED_COMMITTED, Status.NEEDS_REVIEW):
         raise RuntimeError(f"token pk={token_pk} went back to {status} while rendering; retrying")
@@ -488,8 +510,8 @@ def _relaxed_commit() -> None:
 
 
 def render_record(
-    renderer: Any,
-    params: Any,
+    renderer: ImageRenderer,
+    params: RenderParams,
     seed: bytes,
     attempt: int,
     clip: dict[str, Any],

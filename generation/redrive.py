@@ -30,6 +30,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import dramatiq
 from django.conf import settings
@@ -64,7 +65,7 @@ class Redriven:
         )
 
 
-def broker_messages() -> Iterator[dict]:  # type: ignore[type-arg]
+def broker_messages() -> Iterator[dict[str, Any]]:
     """Every message the broker holds for the pipeline's queues and has not acknowledged."""
     broker = dramatiq.get_broker()
     client, namespace = broker.client, broker.namespace  # type: ignore[attr-defined]
@@ -92,7 +93,7 @@ def waiting_for_messages() -> tuple[set[int], set[int]]:
     return tokens, collections
 
 
-def stuck(older_than: float, chain_id: int | None = None):  # type: ignore[no-untyped-def]
+def stuck(older_than: float, chain_id: int | None = None):
     """Tokens of running collections, untouched for ``older_than`` seconds, at a status a
     message moves on (see the module doc), whether or not a message is on its way."""
     now = timezone.now()

@@ -25,6 +25,9 @@ from PIL import Image
 from generation.reference_models import model_fingerprint, quiet_progress_bars
 from generation.render_seed import torch_seed_for
 
+#: A prompt's text-encoder output: (prompt embeddings, negative embeddings or None).
+PromptEmbeddings = tuple[torch.Tensor, torch.Tensor | None]
+
 
 @dataclass(frozen=True)
 class RenderParams:
@@ -141,6 +144,7 @@ class Renderer:
             # offline, turns the safety checker off and refuses a file lacking any of a
             # component's weights (diffusers would leave them at random values).
             self.format = "single-file"
+            assert self.config_dir is not None  # check_model_reference demands it for a file
             pipe = load_single_file_pipeline(
                 model_dir, self.config_dir, **{_dtype_keyword(): self.dtype}
             )
@@ -173,7 +177,7 @@ class Renderer:
             pipe.unet = torch.compile(pipe.unet, mode="reduce-overhead", fullgraph=False)
         self.scheduler_name = type(pipe.scheduler).__name__  # the model's own
         self._pipelines: dict[str, Any] = {"": pipe, self.scheduler_name: pipe}
-        self._prompt_cache: OrderedDict[tuple[str, str, bool], Any] = OrderedDict()
+        self._prompt_cache: OrderedDict[tuple[str, str, bool], PromptEmbeddings] = OrderedDict()
         self._prompt_lock = threading.Lock()
         self._encode_lock = threading.Lock()
         self._pipe_lock = threading.Lock()
@@ -214,7 +218,7 @@ class Renderer:
 
     def prompt_embeddings(
         self, prompt: str, negative_prompt: str, guidance: float
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    ) -> PromptEmbeddings:
         """The text encoder's output for a prompt, computed once per process and reused.
 
         The same call the pipeline makes internally (``encode_prompt``), so an image rendered
@@ -230,7 +234,7 @@ class Renderer:
         # One encode at a time: the fast tokenizer switches padding on and off around each call,
         # so two threads encoding at once can get an unpadded (shorter) sequence.
         with self._encode_lock, torch.no_grad():
-            embeds = self.pipe.encode_prompt(
+            embeds: PromptEmbeddings = self.pipe.encode_prompt(
                 prompt, self.pipe.device, 1, guided, negative_prompt=negative_prompt or None
             )
         with self._prompt_lock:
@@ -254,7 +258,7 @@ class Renderer:
     def render_many(
         self,
         params: RenderParams,
-        requests: Sequence[tuple[tuple[torch.Tensor, torch.Tensor | None], bytes, int]],
+        requests: Sequence[tuple[PromptEmbeddings, bytes, int]],
     ) -> list[Image.Image]:
         """Render several images of one shape (``params``' steps, guidance and size) in one
         pipeline call: each request is ((prompt embeddings, negative embeddings), seed, attempt).
@@ -266,10 +270,10 @@ class Renderer:
         pipe = self.pipeline_for(params.scheduler)
         device = pipe.device
         prompt_embeds = torch.cat([embeds for (embeds, _), _, _ in requests]).to(device)
-        negatives = [negative for (_, negative), _, _ in requests]
+        negatives = [negative for (_, negative), _, _ in requests if negative is not None]
         negative_embeds = None
-        if all(n is not None for n in negatives):
-            negative_embeds = torch.cat(negatives).to(device)  # type: ignore[arg-type]
+        if len(negatives) == len(requests):
+            negative_embeds = torch.cat(negatives).to(device)
         generators = [
             torch.Generator(device="cpu").manual_seed(torch_seed_for(seed, attempt))
             for _, seed, attempt in requests

@@ -342,16 +342,14 @@ def _check(table: Any, max_supply: int | None) -> list[str]:
             continue
         for key in sorted(set(category) - _CATEGORY_KEYS, key=str):
             problems.append(f"{path}.{key}: unknown key (allowed: name, options, verify)")
-        name = category.get("name")
+        name: str | None = None
         if "name" not in category:
             problems.append(f"{path}.name: missing")
-            name = None
+        elif problem := _check_name(category["name"], f"{path}.name", placeholder=True):
+            problems.append(problem)
         else:
-            problem = _check_name(name, f"{path}.name", placeholder=True)
-            if problem:
-                problems.append(problem)
-                name = None
-            elif name in seen:
+            name = str(category["name"])  # _check_name let only a string through
+            if name in seen:
                 problems.append(
                     f"{path}.name: duplicate category name {name!r} (also categories[{seen[name]}])"
                 )

@@ -182,9 +182,9 @@ def decode_pb_node(block: bytes) -> PBNode:
             parts = dict(_fields(value))
             links.append(
                 PBLink(
-                    hash=_canonical(CID.decode(bytes(parts[1]))),  # type: ignore[arg-type]
-                    name=bytes(parts.get(2, b"")).decode("utf-8"),  # type: ignore[arg-type]
-                    tsize=int(parts.get(3, 0)),  # type: ignore[arg-type]
+                    hash=_canonical(CID.decode(bytes(parts[1]))),
+                    name=bytes(parts.get(2, b"")).decode("utf-8"),
+                    tsize=int(parts.get(3, 0)),
                 )
             )
         else:

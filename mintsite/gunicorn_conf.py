@@ -36,7 +36,7 @@ errorlog = "-"
 preload_app = os.environ.get("GUNICORN_PRELOAD", "1") not in ("0", "false", "no", "off")
 
 
-def child_exit(server, worker) -> None:  # type: ignore[no-untyped-def]
+def child_exit(server, worker) -> None:
     """With PROMETHEUS_MULTIPROC_DIR, a dead worker's live gauges leave the sums."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess

@@ -265,7 +265,7 @@ RENDER_LEASE_SECONDS = env_float("RENDER_LEASE_SECONDS", 300.0)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True  # a connection killed between jobs is replaced
 
 
-def _broker_client():  # type: ignore[no-untyped-def]
+def _broker_client():
     from mintsite.broker import redis_client
 
     return redis_client(REDIS_URL, outage_seconds=REDIS_OUTAGE_SECONDS)

@@ -148,8 +148,8 @@ def test_a_handover_sends_the_next_stage_by_name_on_its_queue(
     # When the render stage hands it over
     stages.hand_over(token.pk, token.collection_id, Status.RENDERED)
     # Then the pin stage's message waits on the io queue, for that token
-    [message] = queued(broker, stages.PIN.queue)
-    assert (message["actor_name"], message["args"]) == ("pin_token", [token.pk])
+    [message] = [m for m in queued(broker, stages.PIN.queue) if m["args"] == [token.pk]]
+    assert message["actor_name"] == "pin_token"
 
 
 @override_settings(PUBLISH_BATCH_SIZE=2, PUBLISH_BATCH_WAIT=30)
@@ -160,15 +160,15 @@ def test_publishing_waits_for_a_full_batch_or_the_batch_wait(
     first = make_token(Status.PINNED)
     stages.hand_over(first.pk, first.collection_id, Status.PINNED)
     # Then its publishing run is delayed by the batch wait, for the collection
-    [delayed] = queued(broker, stages.PUBLISH.queue, delayed=True)
-    assert (delayed["actor_name"], delayed["args"]) == ("publish_pending", [first.collection_id])
-    assert delayed["options"]["eta"] > 0
-    assert queued(broker, stages.PUBLISH.queue) == []
+    ours = [first.collection_id]
+    [delayed] = [m for m in queued(broker, stages.PUBLISH.queue, delayed=True) if m["args"] == ours]
+    assert delayed["actor_name"] == "publish_pending" and delayed["options"]["eta"] > 0
+    assert [m for m in queued(broker, stages.PUBLISH.queue) if m["args"] == ours] == []
     # When a second token is pinned, the batch is full: publishing is sent at once
     second = make_token(Status.PINNED)
     stages.hand_over(second.pk, second.collection_id, Status.PINNED)
-    [now] = queued(broker, stages.PUBLISH.queue)
-    assert now["args"] == [first.collection_id]
+    [now] = [m for m in queued(broker, stages.PUBLISH.queue) if m["args"] == ours]
+    assert now["actor_name"] == "publish_pending"
 
 
 def test_a_process_that_imports_no_actor_can_send_every_stage(redis_url: str) -> None:

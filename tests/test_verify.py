@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -524,7 +525,9 @@ def test_a_wheel_installed_without_django_verifies_a_published_token(
     source = tmp_path / "source"
     source.mkdir()
     shutil.copy(REPO / "pyproject.toml", source)
-    for package in ("mintsite", "generation", "chain", "verifier"):
+    # every package the wheel ships (pyproject's packages.find include list)
+    include = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    for package in (name.rstrip("*") for name in include["packages"]["find"]["include"]):
         shutil.copytree(
             REPO / package,
             source / package,

@@ -218,7 +218,7 @@ class CollectionAdmin(admin.ModelAdmin):
 
     # --- freeze from the change page: "Save and freeze on-chain"
 
-    def render_change_form(self, request: HttpRequest, context: dict, *args: Any, **kwargs: Any):  # type: ignore[no-untyped-def]
+    def render_change_form(self, request: HttpRequest, context: dict, *args: Any, **kwargs: Any):
         obj = kwargs.get("obj")
         context["can_freeze"] = bool(
             obj is not None
@@ -241,7 +241,7 @@ class CollectionAdmin(admin.ModelAdmin):
         for collection in queryset.order_by("slug"):
             self._freeze_one(request, collection)
 
-    freeze.allowed_permissions = ("change",)  # type: ignore[attr-defined]
+    freeze.allowed_permissions = ("change",)
 
     def _freeze_one(self, request: HttpRequest, collection: Collection) -> None:
         from requests.exceptions import RequestException
@@ -311,13 +311,13 @@ class CollectionAdmin(admin.ModelAdmin):
     def pause(self, request: HttpRequest, queryset: QuerySet[Collection]) -> None:
         self._set_paused(request, queryset, True)
 
-    pause.allowed_permissions = ("change",)  # type: ignore[attr-defined]
+    pause.allowed_permissions = ("change",)
 
     @admin.action(description="Unpause generation (and send what waited)")
     def unpause(self, request: HttpRequest, queryset: QuerySet[Collection]) -> None:
         self._set_paused(request, queryset, False)
 
-    unpause.allowed_permissions = ("change",)  # type: ignore[attr-defined]
+    unpause.allowed_permissions = ("change",)
 
     def _set_paused(
         self, request: HttpRequest, queryset: QuerySet[Collection], paused: bool

@@ -52,7 +52,7 @@ class ManagedByCollection(ReadOnly):
             return super().has_view_permission(request, obj)  # type: ignore[misc]
         return manages(request.user, self._collection_pk(obj) if obj is not None else None)
 
-    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any):  # type: ignore[no-untyped-def]
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any):
         if db_field.name == "collection":
             kwargs["queryset"] = managed_collections(request.user)
         elif db_field.name == "token":
@@ -154,7 +154,7 @@ class TokenAdmin(ManagedByCollection, admin.ModelAdmin):
         """Running the actions: the collection's managers (the action checks each token)."""
         return request.user.is_superuser or manages(request.user)
 
-    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):  # type: ignore[no-untyped-def]
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
         paused = list(
             managed_collections(request.user).filter(paused=True).values_list("slug", flat=True)
         )
@@ -282,7 +282,7 @@ class TokenAdmin(ManagedByCollection, admin.ModelAdmin):
 
         self._each(request, queryset, run, "Sent back to the stage that failed")
 
-    retry.allowed_permissions = ("manage",)  # type: ignore[attr-defined]
+    retry.allowed_permissions = ("manage",)
 
     @admin.action(description="Approve the rejected image of tokens in review")
     def approve(self, request: HttpRequest, queryset: QuerySet[Token]) -> None:
@@ -298,7 +298,7 @@ class TokenAdmin(ManagedByCollection, admin.ModelAdmin):
             "is, then pinned and published)",
         )
 
-    approve.allowed_permissions = ("manage",)  # type: ignore[attr-defined]
+    approve.allowed_permissions = ("manage",)
 
     @admin.action(description="Re-render tokens in review (another round of attempts)")
     def rerender(self, request: HttpRequest, queryset: QuerySet[Token]) -> None:
@@ -308,7 +308,7 @@ class TokenAdmin(ManagedByCollection, admin.ModelAdmin):
 
         self._each(request, queryset, run, "Re-render queued on the render workers")
 
-    rerender.allowed_permissions = ("manage",)  # type: ignore[attr-defined]
+    rerender.allowed_permissions = ("manage",)
 
     def _each(self, request: HttpRequest, queryset: QuerySet[Token], run: Any, done: str) -> None:
         ok, skipped = [], []

@@ -330,7 +330,7 @@ class CollectionTokenDetail(APIView):
         token = get_token(slug, token_id)
         if version is None:  # it appeared after the version was read
             version = token_version(pk=token.pk)
-            etag = version_etag(version)  # type: ignore[arg-type]
+            etag = version_etag(version)
         doc = token_document(token)
         since = query.get("since") or request.headers.get("If-None-Match", "")
         if query["wait"] and since and (since == token.status or _etag_matches(since, etag)):

@@ -76,6 +76,7 @@ contracts: $(NPM_STAMP)
 lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 
 format: install

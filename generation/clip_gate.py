@@ -83,20 +83,20 @@ class ClipScorer:
         self.text_encoder_calls = 0
         self.image_encoder_calls = 0
 
-    @torch.inference_mode()
     def image_embedding(self, image: Image.Image) -> np.ndarray:
         """The image's embedding: 1-D float32, L2-normalised."""
-        pixels = self.preprocess(image.convert("RGB")).unsqueeze(0).to(self.device)
-        features = F.normalize(self.model.encode_image(pixels).float(), dim=-1)
+        with torch.inference_mode():
+            pixels = self.preprocess(image.convert("RGB")).unsqueeze(0).to(self.device)
+            features = F.normalize(self.model.encode_image(pixels).float(), dim=-1)
         self.image_encoder_calls += 1
-        return features[0].cpu().numpy().astype(np.float32, copy=False)
+        return np.asarray(features[0].cpu().numpy(), dtype=np.float32)
 
-    @torch.inference_mode()
     def _encode_text(self, text: str) -> np.ndarray:
-        tokens = self.tokenizer([text]).to(self.device)
-        features = F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+        with torch.inference_mode():
+            tokens = self.tokenizer([text]).to(self.device)
+            features = F.normalize(self.model.encode_text(tokens).float(), dim=-1)
         self.text_encoder_calls += 1
-        vector = features[0].cpu().numpy().astype(np.float32, copy=True)
+        vector = np.array(features[0].cpu().numpy(), dtype=np.float32)  # a copy of its own
         vector.flags.writeable = False  # shared through the cache
         return vector
 

@@ -9,6 +9,8 @@ else is retried with backoff (Dramatiq), then recorded.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class GenerationError(Exception):
     """Base for the errors of traits, rendering, the gate, review and the token's lifecycle."""
@@ -54,3 +56,48 @@ class ReviewRefused(GenerationError, ValueError):
 
 class NotInCache(ReviewRefused, LookupError):
     """The rejected image is no longer in the render cache."""
+
+
+class ModelReferenceError(GenerationError, ValueError):
+    """A collection's model reference cannot be used; ``field`` names the setting at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class InvalidRarityTable(GenerationError, ValueError):
+    """A rarity table (or template) that fails validation; ``problems`` lists every message."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("invalid rarity table: " + "; ".join(self.problems))
+
+
+class SingleFileError(GenerationError):
+    """A single-file checkpoint cannot be written or loaded."""
+
+
+class CheckpointNotFound(SingleFileError, FileNotFoundError):
+    pass
+
+
+class UnsafeCheckpointFormat(SingleFileError, ValueError):
+    """Only ``.safetensors`` is loaded: pickled ``.ckpt``/``.pt``/``.bin`` files can run code."""
+
+
+class NotADiffusersFolder(SingleFileError, FileNotFoundError):
+    pass
+
+
+class UnsupportedModel(SingleFileError, ValueError):
+    """The folder holds something the SD 1.x single-file layout cannot express."""
+
+
+class UnreadableCheckpoint(SingleFileError, ValueError):
+    """The file is not valid safetensors (truncated, or another format renamed)."""
+
+
+class IncompleteCheckpoint(SingleFileError, ValueError):
+    """Some of a component's parameters are not in the file. diffusers loads with
+    ``strict=False`` and would leave them at random initial values without a word."""

@@ -199,7 +199,8 @@ class Collection(models.Model):
         return {"style_images": problems} if problems else {}
 
     def _check_model_reference(self) -> dict[str, list[str]]:
-        from generation.rendering import ModelReferenceError, check_model_reference
+        from generation.errors import ModelReferenceError
+        from generation.rendering import check_model_reference
 
         if not self.model_dir:
             return {}  # the field's own "required" error says it

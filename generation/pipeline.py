@@ -32,10 +32,10 @@ from django.db import transaction
 from django.db.models import DateTimeField, ExpressionWrapper, Q
 from django.db.models.functions import Now
 
+from foundation.files import write_atomically
 from generation import events, stages
 from generation.canonical import canonical_json
 from generation.errors import PinFailed, RenderFailed, RenderLeaseHeld, TraitsNotReady
-from generation.files import write_atomically
 from generation.metadata import build_metadata, software_versions
 from generation.models import Collection, Token, seed_bytes
 from generation.protocols import RendersImages

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from generation.errors import ModelReferenceError
 from generation.reference_models import model_fingerprint, quiet_progress_bars
 from generation.render_seed import torch_seed_for
 
@@ -38,14 +39,6 @@ class RenderParams:
     width: int
     height: int
     scheduler: str = ""  # a diffusers scheduler class name; "" for the model's own
-
-
-class ModelReferenceError(ValueError):
-    """A collection's model reference cannot be used; ``field`` names the setting at fault."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 #: Weights files a single-file checkpoint may be. Pickled ``.ckpt``/``.pt`` files run
@@ -201,7 +194,11 @@ class Renderer:
                     "scheduler", f"{scheduler!r} is not a diffusers scheduler"
                 )
             base = self._pipelines[""]
-            built = cls.from_config(base.scheduler.config, **SCHEDULER_OVERRIDES.get(scheduler, {}))
+            # a SchedulerMixin subclass; mypy does not follow diffusers (pyproject says why)
+            scheduler_class: Any = cls
+            built = scheduler_class.from_config(
+                base.scheduler.config, **SCHEDULER_OVERRIDES.get(scheduler, {})
+            )
             components = {**base.components, "scheduler": built}
             pipe = type(base)(**components, requires_safety_checker=False)
             pipe.set_progress_bar_config(disable=True)

@@ -58,9 +58,9 @@ from django.db import transaction
 from django.utils import timezone
 from PIL import Image
 
+from foundation.files import write_atomically
 from generation import events, pipeline, stages
 from generation.errors import NotInCache, PipelineError, ReviewRefused, TraitsNotReady
-from generation.files import write_atomically
 from generation.models import Collection, Token
 
 log = logging.getLogger(__name__)

@@ -24,14 +24,22 @@ Tensors keep the dtype they have in the folder.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from foundation.files import replacing
+from generation.errors import (
+    CheckpointNotFound,
+    IncompleteCheckpoint,
+    NotADiffusersFolder,
+    UnreadableCheckpoint,
+    UnsafeCheckpointFormat,
+    UnsupportedModel,
+)
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
@@ -69,35 +77,6 @@ _VAE_ATTENTION_NAMES = {
     "to_out.0": "proj_out",
 }
 _VAE_ATTENTION_CONVS = {"q", "k", "v", "proj_out"}
-
-
-class SingleFileError(Exception):
-    """A single-file checkpoint cannot be written or loaded."""
-
-
-class CheckpointNotFound(SingleFileError, FileNotFoundError):
-    pass
-
-
-class UnsafeCheckpointFormat(SingleFileError, ValueError):
-    """Only ``.safetensors`` is loaded: pickled ``.ckpt``/``.pt``/``.bin`` files can run code."""
-
-
-class NotADiffusersFolder(SingleFileError, FileNotFoundError):
-    pass
-
-
-class UnsupportedModel(SingleFileError, ValueError):
-    """The folder holds something the SD 1.x single-file layout cannot express."""
-
-
-class UnreadableCheckpoint(SingleFileError, ValueError):
-    """The file is not valid safetensors (truncated, or another format renamed)."""
-
-
-class IncompleteCheckpoint(SingleFileError, ValueError):
-    """Some of a component's parameters are not in the file. diffusers loads with
-    ``strict=False`` and would leave them at random initial values without a word."""
 
 
 def export_single_file(model_dir: Path, out_path: Path) -> Path:
@@ -493,13 +472,5 @@ def _read_component_weights(folder: Path, stem: str) -> dict[str, torch.Tensor]:
 def _write_safetensors(tensors: dict[str, torch.Tensor], out_path: Path) -> None:
     from safetensors.torch import save_file
 
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=dict(_METADATA))
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the file from workers of other users
-        os.replace(tmp, out_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replacing(out_path) as tmp:
+        save_file(tensors, str(tmp), metadata=dict(_METADATA))

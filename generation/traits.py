@@ -100,6 +100,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from generation.errors import InvalidRarityTable
+
 __all__ = [
     "MAX_WEIGHT_TOTAL",
     "MODES",
@@ -139,14 +141,6 @@ _OPTION_KEYS = {
 }
 _NAME_FORBIDDEN = set("{}[].:!")
 _U64 = 2**64
-
-
-class InvalidRarityTable(ValueError):
-    """A rarity table (or template) that fails validation; ``problems`` lists every message."""
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        self.problems = list(problems)
-        super().__init__("invalid rarity table: " + "; ".join(self.problems))
 
 
 # --------------------------------------------------------------------------------------------

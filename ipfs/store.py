@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from pathlib import Path
 
+from foundation.files import write_atomically
 from ipfs.cid import canonical_cid, compute_cid
 from ipfs.errors import ContentCorrupted, ContentNotFound
 
@@ -37,18 +35,7 @@ class LocalStore:
         path = self.path_for(cid)
         if path.is_file() and compute_cid(path.read_bytes()) == cid:
             return cid
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        write_atomically(path, data, durable=True)
         return cid
 
     def get(self, cid: str) -> bytes:

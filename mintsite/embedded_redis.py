@@ -13,9 +13,7 @@ from pathlib import Path
 
 import redis
 
-
-class EmbeddedRedisError(RuntimeError):
-    pass
+from mintsite.errors import EmbeddedRedisError
 
 
 def redis_server_binary() -> str:

@@ -20,16 +20,15 @@ from django.core.management import call_command
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from generation.reference_models import model_fingerprint, quiet_progress_bars
-from generation.single_file import (
+from generation.errors import (
     CheckpointNotFound,
     IncompleteCheckpoint,
     NotADiffusersFolder,
     UnreadableCheckpoint,
     UnsafeCheckpointFormat,
-    export_single_file,
-    load_single_file_pipeline,
 )
+from generation.reference_models import model_fingerprint, quiet_progress_bars
+from generation.single_file import export_single_file, load_single_file_pipeline
 
 COMPONENTS = ("unet", "vae", "text_encoder")
 NO_SAFETY = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
@@ -263,7 +262,7 @@ def test_it_refuses_to_export_pickled_component_weights(diffusion_dir: Path, tmp
 
 
 def test_it_refuses_to_export_a_pipeline_that_is_not_sd1(diffusion_dir: Path, tmp_path: Path):
-    from generation.single_file import UnsupportedModel
+    from generation.errors import UnsupportedModel
 
     folder = tmp_path / "diffusion"
     shutil.copytree(diffusion_dir, folder)

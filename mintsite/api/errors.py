@@ -47,6 +47,32 @@ class InvalidRequest(ApiError):
         super().__init__(message, code=code, status=status.HTTP_400_BAD_REQUEST)
 
 
+# Requeueing a token (mintsite/api/requeue.py): raised below the view, which answers with the
+# code and status each carries.
+class RequeueError(Exception):
+    """A token cannot be sent back through its stage now; the message says why."""
+
+    code = "not_requeueable"
+    http_status = 409
+
+
+class NotRequeueable(RequeueError):
+    """Its status or history rules a requeue out (not FAILED or NEEDS_REVIEW, a seed mismatch)."""
+
+
+class TokenChanged(RequeueError):
+    """It moved while being requeued; asking again reads it afresh."""
+
+    code = "token_changed"
+
+
+class BrokerUnavailable(RequeueError, ConnectionError):
+    """The message could not be sent; the token was left as it was."""
+
+    code = "broker_unavailable"
+    http_status = 503
+
+
 def error_body(code: str, message: str, http_status: int, **extra: Any) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "status": http_status, **extra}}
 

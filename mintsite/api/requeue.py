@@ -29,27 +29,10 @@ from generation import events, stages
 from generation.errors import ReviewRefused
 from generation.models import Token
 from generation.review import retry_stage
+from mintsite.api.errors import BrokerUnavailable, NotRequeueable, TokenChanged
 
 log = logging.getLogger(__name__)
 Status = Token.Status
-
-
-class RequeueError(Exception):
-    code = "not_requeueable"
-    http_status = 409
-
-
-class NotRequeueable(RequeueError):
-    pass
-
-
-class TokenChanged(RequeueError):
-    code = "token_changed"
-
-
-class BrokerUnavailable(RequeueError, ConnectionError):
-    code = "broker_unavailable"
-    http_status = 503
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,8 @@ from mintsite.api.documents import (
     status_counts,
     token_document,
 )
-from mintsite.api.errors import ApiError, InvalidRequest, NotFound
-from mintsite.api.requeue import RequeueError, requeue
+from mintsite.api.errors import ApiError, InvalidRequest, NotFound, RequeueError
+from mintsite.api.requeue import requeue
 from mintsite.models import WebhookSubscription
 
 MAX_DB_INT = 2**63 - 1  # token ids above this cannot be stored, so were never seen

@@ -24,11 +24,8 @@ from django.views.decorators.http import require_GET
 from chain.errors import ChainMismatch
 from ipfs.backends import pinner_from_settings
 from ipfs.errors import BackendUnavailable, IpfsError
-from mintsite.observability.metrics import ChainReadError, broker_redis, chain_targets, rpc_batch
-
-
-class CheckFailed(Exception):
-    """A dependency is not usable; the message says why, for the operator reading /readyz."""
+from mintsite.errors import ChainReadError, CheckFailed
+from mintsite.observability.metrics import broker_redis, chain_targets, rpc_batch
 
 
 @require_GET

@@ -44,6 +44,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from mintsite.errors import ChainReadError
+
 log = logging.getLogger(__name__)
 
 # --- counted by the processes -------------------------------------------------------------
@@ -183,10 +185,6 @@ def queue_depths(client: Any, namespace: str, queues: Iterable[str]) -> dict[str
 class ChainReading:
     head: int
     balances: dict[str, int]  # address -> wei
-
-
-class ChainReadError(Exception):
-    """No RPC URL of a chain answered in time, or it answered nonsense."""
 
 
 def chain_targets() -> dict[int, list[str]]:

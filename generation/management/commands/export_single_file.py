@@ -13,8 +13,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from generation.errors import SingleFileError
 from generation.reference_models import model_fingerprint
-from generation.single_file import SingleFileError, export_single_file
+from generation.single_file import export_single_file
 
 
 class Command(BaseCommand):

@@ -197,6 +197,9 @@ STAGES: Sequence[Stage] = (*PIPELINE, *REVIEW)
 
 # The in-between statuses a stage holds a token at while it works (a claim), by stage.
 WORKING = {Status.RENDERING: RENDER, Status.PUBLISHING: PUBLISH}
+# The listener moves a PUBLISHED token to FINAL at the publish transaction's confirmation depth
+# (and any token to REORGED when its mint is reorganised away): no message does.
+LISTENER_MOVES = {Status.PUBLISHED: Status.FINAL}
 
 
 def acting_on(status: str) -> Stage | None:
@@ -205,6 +208,15 @@ def acting_on(status: str) -> Stage | None:
         if stage.acts_on == status:
             return stage
     return None
+
+
+# Where a token stays unless a person acts (a requeue, a manager's review): no stage, claim or
+# daemon moves it on from there. FINAL, FAILED, NEEDS_REVIEW and REORGED today.
+SETTLED: frozenset[str] = frozenset(
+    status
+    for status in Status.values
+    if acting_on(status) is None and status not in WORKING and status not in LISTENER_MOVES
+)
 
 
 def named(name: str) -> Stage:

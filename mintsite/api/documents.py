@@ -9,12 +9,14 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Count
 
+from generation import stages
 from generation.models import Collection, Token, TokenEvent
 
 Status = Token.Status
 PUBLISHED = {Status.PUBLISHED, Status.FINAL}
-# A token in one of these will not move again by itself (a requeue may still move it).
-TERMINAL = {Status.FINAL, Status.FAILED, Status.NEEDS_REVIEW, Status.REORGED}
+# A token in one of these will not move again by itself (a requeue may still move it): the
+# stage table's settled statuses.
+TERMINAL = stages.SETTLED
 RENDERED = {Status.RENDERED, Status.PINNED, Status.PUBLISHING, Status.PUBLISHED, Status.FINAL}
 
 

@@ -188,8 +188,10 @@ REST_FRAMEWORK = {
     ],
     "EXCEPTION_HANDLER": "mintsite.api.errors.api_exception_handler",
     # Reverse proxies in front of the web tier: the anonymous throttle then takes the client's
-    # address from X-Forwarded-For (that many hops back) instead of the proxy's own.
-    "NUM_PROXIES": env_int("API_NUM_PROXIES", 0, minimum=0) or None,
+    # address from X-Forwarded-For (that many hops back) instead of the proxy's own. 0, not
+    # None, with no proxy: DRF reads None as "trust the whole header", and every spoofed
+    # X-Forwarded-For value would get a fresh rate-limit bucket.
+    "NUM_PROXIES": env_int("API_NUM_PROXIES", 0, minimum=0),
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 

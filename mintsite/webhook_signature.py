@@ -59,7 +59,7 @@ def parse(header: str) -> tuple[int, list[str]]:
                 f"{HEADER} item {item.strip()!r} is not key=value (expected t=<unix>,v1=<hex>)"
             )
         if key == "t":
-            if not value.isdigit():
+            if not (value.isascii() and value.isdigit()):  # isdigit() alone passes "²"
                 raise MalformedSignatureHeader(f"{HEADER} timestamp {value!r} is not an integer")
             timestamp = int(value)
         elif key == SCHEME:

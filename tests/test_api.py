@@ -439,6 +439,20 @@ def test_it_ends_the_stream_of_a_token_already_final(client: Client, alpha: Coll
     assert [kind for kind, _ in sse_events(response)] == ["token", "end"]
 
 
+@pytest.mark.parametrize("last_event_id", ["²", "١٢", "-1", "abc", "9" * 40])
+def test_it_streams_from_the_start_when_last_event_id_is_not_an_event_id(
+    client: Client, alpha: Collection, last_event_id: str
+) -> None:
+    # "²" and Arabic-Indic digits are digits to str.isdigit() but not to int(): they were a 500
+    published_token(alpha, 1)
+    Token.objects.filter(collection=alpha).update(status=Status.FINAL)
+    response = client.get(
+        "/api/collections/alpha/tokens/1/stream/", headers={"Last-Event-ID": last_event_id}
+    )
+    assert response.status_code == 200
+    assert [kind for kind, _ in sse_events(response)] == ["token", "end"]
+
+
 # --- errors ----------------------------------------------------------------------------------
 
 
@@ -507,6 +521,19 @@ def test_it_throttles_anonymous_clients(client: Client, alpha: Collection, setti
     # a key holder is counted apart, per key
     _, key = ApiKey.issue(alpha, "studio site")
     assert client.get("/api/collections/", **bearer(key)).status_code == 200
+
+
+def test_a_spoofed_x_forwarded_for_does_not_buy_a_fresh_rate_limit(  # type: ignore[no-untyped-def]
+    client: Client, alpha: Collection, settings
+) -> None:
+    # Given no proxy in front (API_NUM_PROXIES unset): the client is its socket address
+    settings.API_ANON_RATE = "3/min"
+    for n in range(3):
+        spoofed = {"X-Forwarded-For": f"203.0.113.{n}"}
+        assert client.get("/api/collections/", headers=spoofed).status_code == 200
+    # When it claims yet another address, it is still the same client, and throttled
+    response = client.get("/api/collections/", headers={"X-Forwarded-For": "198.51.100.7"})
+    assert response.status_code == 429
 
 
 # --- API keys and writes ---------------------------------------------------------------------

@@ -159,6 +159,7 @@ def test_it_delivers_a_signed_event_to_a_real_receiver(
         ("v1=abc", "no t=<unix timestamp>"),
         ("t=123", "no v1=<signature>"),
         ("t=yesterday,v1=abc", "is not an integer"),
+        ("t=²,v1=abc", "is not an integer"),  # a digit to str.isdigit(), not to int()
         ("t=1,v1", "is not key=value"),
     ],
 )

@@ -545,7 +545,8 @@ class TokenStream(APIView):
     def get(self, request: Request, slug: str, token_id: int) -> StreamingHttpResponse:
         token = get_token(slug, token_id)
         raw = request.headers.get("Last-Event-ID", "").strip()
-        last_event = int(raw) if raw.isdigit() and len(raw) < 19 else 0
+        # ASCII digits only: str.isdigit() is also true of "²", which int() refuses
+        last_event = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 19 else 0
         response = StreamingHttpResponse(
             token_stream(token, last_event), content_type="text/event-stream"
         )

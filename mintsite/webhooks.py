@@ -176,7 +176,7 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int | None, s
                     break  # the start is enough; never read an endless body
             excerpt = received.decode("utf-8", errors="replace")[:EXCERPT_CHARS]
             code = response.status_code
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL: a URL Django took, httpx not
         return None, "", f"{type(exc).__name__}: {exc}"[:2000]
     error = "" if 200 <= code < 300 else f"the receiver answered HTTP {code}"
     return code, excerpt, error

@@ -237,6 +237,20 @@ def test_it_retries_a_receiver_that_failed_until_it_accepts(
         verify(body, headers["Mint-Signature"], subscription.secret)
 
 
+def test_a_url_the_http_client_cannot_parse_is_a_failed_try_not_a_stuck_delivery(
+    alpha: Collection, settings
+) -> None:  # type: ignore[no-untyped-def]
+    # Given a subscription whose URL Django's validator accepted but httpx cannot parse
+    settings.WEBHOOK_RETRY_BASE = 60
+    pk = delivery_for(subscribe(alpha, "http://\u2603.com/", EventType.STAGE))
+    # When its delivery is tried
+    delivery = webhooks.attempt_delivery(pk)
+    # Then the try is recorded as failed, with the reason, and the next one is scheduled
+    assert delivery is not None and delivery.status == Delivery.PENDING
+    assert delivery.attempts == 1 and delivery.next_attempt_at is not None
+    assert delivery.last_error.startswith("InvalidURL")
+
+
 def test_it_waits_until_a_retry_is_due(alpha: Collection, receiver, settings) -> None:  # type: ignore[no-untyped-def]
     settings.WEBHOOK_RETRY_BASE = 60
     endpoint = receiver(503)

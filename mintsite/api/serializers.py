@@ -10,6 +10,7 @@ import functools
 import re
 from typing import Any
 
+import httpx
 from django.conf import settings
 from django.core.validators import RegexValidator
 from rest_framework import serializers
@@ -93,6 +94,10 @@ class DeliveryQuery(PageQuery):
 def _http_url(value: str) -> str:
     if not value.lower().startswith(("http://", "https://")):
         raise serializers.ValidationError("must be an http:// or https:// URL")
+    try:
+        httpx.URL(value)  # what delivers it: Django's URL rules let some through that it refuses
+    except httpx.InvalidURL as exc:
+        raise serializers.ValidationError(f"cannot be delivered to: {exc}") from exc
     return value
 
 

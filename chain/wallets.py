@@ -70,11 +70,13 @@ def _account(role: str, fallback: int, chain_id: int) -> LocalAccount:
                 f"{role}_KEYSTORE_PASSWORD_FILE is"
             )
         return account_from_keystore(Path(keystore), password)
-    if chain_id != settings.EMBEDDED_CHAIN_ID:
+    if chain_id != settings.EMBEDDED_CHAIN_ID or settings.PRODUCTION:
+        # The anvil keys are public: in production no chain id makes them the backend's keys
+        # (a production chain may use 31337 too).
         raise MissingKey(
             f"no key for the {role.lower()} on chain {chain_id}: set {role}_KEY, "
             f"{role}_KEY_FILE or {role}_KEYSTORE (the anvil test keys are used only on chain "
-            f"{settings.EMBEDDED_CHAIN_ID})"
+            f"{settings.EMBEDDED_CHAIN_ID}, and never with MINT_ENV=production)"
         )
     return Account.from_key(ANVIL_KEYS[fallback])
 

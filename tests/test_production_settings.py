@@ -134,3 +134,25 @@ def test_the_embedded_defaults_still_start_without_any_production_variable(
     deploy = manage(env, "check", "--deploy")
     for warning in ("security.W004", "security.W008", "security.W012", "security.W016"):
         assert warning in deploy.stdout + deploy.stderr
+
+
+def test_production_never_signs_with_the_public_anvil_keys_even_on_chain_31337(
+    tmp_path: Path,
+) -> None:
+    # Given production mode on a chain that happens to use anvil's id, and no keys configured
+    code = "from chain import wallets; print(wallets.publisher(31337).address)"
+    result = manage(environment(tmp_path), "shell", "-c", code)
+    # Then no key is made up from anvil's well-known ones: the process says what to set
+    assert result.returncode != 0
+    assert "PUBLISHER_KEY" in result.stderr and "never with MINT_ENV=production" in result.stderr
+
+
+def test_the_embedded_stacks_generated_secret_key_is_readable_by_its_owner_only(
+    tmp_path: Path,
+) -> None:
+    env = environment(tmp_path, MINT_ENV="development", DJANGO_SECRET_KEY=None)
+    result = manage(env, "check")
+    assert result.returncode == 0, result.stdout + result.stderr
+    key_file = tmp_path / "var" / "secret_key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert len(key_file.read_text()) > 40

@@ -13,8 +13,9 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
@@ -42,6 +43,33 @@ def parse_rpc_urls(rpc_urls: str | Sequence[str] | None) -> list[str]:
 
 class _TransportError(Exception):
     """This URL did not give a usable answer (as opposed to a JSON-RPC error, which is one)."""
+
+
+def redact_url(url: str) -> str:
+    """``scheme://host[:port]`` of an RPC URL: what an error, a log line or ``/readyz`` may show.
+    Providers put the API key in the path (``/v3/<key>``), the query or the credentials."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # a malformed port: leave it out
+        port = ""
+    return f"{parts.scheme}://{host}{port}" if parts.scheme else "<rpc url>"
+
+
+def scrub(text: str, urls: Iterable[str]) -> str:
+    """``text`` with each of ``urls`` shown as :func:`redact_url` shows it, and their secret
+    parts (path, query, credentials) removed wherever else they appear: a transport error's own
+    message often quotes the path (``Max retries exceeded with url: /v3/<key>``)."""
+    for url in sorted(urls, key=len, reverse=True):
+        text = text.replace(url, redact_url(url))
+        parts = urlsplit(url)
+        for secret in (parts.path, parts.query, parts.username, parts.password):
+            if secret and len(secret) > 1:
+                text = text.replace(secret, "…")
+    return text
 
 
 class FailoverHTTPProvider(HTTPProvider):
@@ -95,7 +123,8 @@ class FailoverHTTPProvider(HTTPProvider):
         self._lock = threading.Lock()
 
     def __str__(self) -> str:
-        return f"RPC connection {', '.join(self.endpoint_uris)} (current {self.endpoint_uri})"
+        shown = ", ".join(redact_url(u) for u in self.endpoint_uris)
+        return f"RPC connection {shown} (current {redact_url(str(self.endpoint_uri))})"
 
     @handle_request_caching
     def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
@@ -134,7 +163,7 @@ class FailoverHTTPProvider(HTTPProvider):
                 try:
                     response = self._post_once(url, request_data)
                 except _TransportError as exc:
-                    last_errors[url] = str(exc)
+                    last_errors[redact_url(url)] = scrub(str(exc), self.endpoint_uris)
                     self._on_failure(index, url, exc, what)
                     continue
                 if index != self._current:
@@ -155,8 +184,14 @@ class FailoverHTTPProvider(HTTPProvider):
                 self._current = (index + 1) % n
                 self.endpoint_uri = self.endpoint_uris[self._current]
                 self.failover_count += 1
-        then = f"next {self.endpoint_uris[(index + 1) % n]}" if n > 1 else "only URL"
-        logger.warning("RPC %s failed %s: %s; %s", url, what, exc, then)
+        then = f"next {redact_url(self.endpoint_uris[(index + 1) % n])}" if n > 1 else "only URL"
+        logger.warning(
+            "RPC %s failed %s: %s; %s",
+            redact_url(url),
+            what,
+            scrub(str(exc), self.endpoint_uris),
+            then,
+        )
 
     def _post_once(self, url: str, request_data: bytes) -> Any:
         """One HTTP POST; the decoded JSON body, or ``_TransportError``."""
@@ -212,7 +247,7 @@ def check_chain_id(w3: Web3, expected: int) -> None:
     if served != expected:
         provider = w3.provider
         urls = getattr(provider, "endpoint_uris", None) or [getattr(provider, "endpoint_uri", "?")]
-        raise ChainMismatch(", ".join(map(str, urls)), served, expected)
+        raise ChainMismatch(", ".join(redact_url(str(u)) for u in urls), served, expected)
 
 
 def rpc_stats(w3: Web3) -> dict[str, int]:

@@ -141,6 +141,28 @@ def test_it_raises_rpc_unavailable_naming_every_url(anvil: Anvil) -> None:
         assert provider_of(w3).endpoint_uri == down_b.url
 
 
+def test_it_never_shows_a_providers_key_from_its_url(
+    anvil: Anvil, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given endpoints whose URLs carry keys, as hosted providers' do (path, query, credentials)
+    with FlakyRpcProxy(anvil.rpc_url) as down:
+        down.down = True
+        port = free_port()
+        urls = [
+            f"{down.url}/v3/PATHKEY0123456789",
+            f"http://user:PASSWORDKEY@127.0.0.1:{port}/?apikey=QUERYKEY987",
+        ]
+        w3 = connect(urls, timeout=CLIENT_TIMEOUT, retries=1, backoff=0.01)
+        # When every one fails
+        with caplog.at_level(logging.WARNING), pytest.raises(RpcUnavailable) as raised:
+            w3.eth.get_block("latest")
+    # Then the error and the log name each endpoint by scheme://host:port, and no key
+    shown = str(raised.value) + caplog.text + str(w3.provider)
+    assert f"{down.url}: HTTP 503" in shown and f"http://127.0.0.1:{port}: " in shown
+    for key in ("PATHKEY0123456789", "PASSWORDKEY", "QUERYKEY987", "user:"):
+        assert key not in shown, key
+
+
 def test_it_returns_json_rpc_errors_instead_of_failing_over(anvil: Anvil) -> None:
     with (
         FlakyRpcProxy(anvil.rpc_url, max_log_range=5) as ranged,

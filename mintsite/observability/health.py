@@ -22,6 +22,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from chain.errors import ChainMismatch
+from chain.rpc import redact_url
 from ipfs.backends import pinner_from_settings
 from ipfs.errors import BackendUnavailable, IpfsError
 from mintsite.errors import ChainReadError, CheckFailed
@@ -116,7 +117,8 @@ def check_chain(chain_id: int | None, urls: list[str], timeout: float) -> str:
         raise CheckFailed(f"no RPC URL answered within {timeout} s: {exc}") from exc
     served = int(served, 16)
     if chain_id is not None and served != chain_id:
-        raise CheckFailed(str(ChainMismatch(", ".join(urls), served, chain_id)))
+        shown = ", ".join(redact_url(u) for u in urls)
+        raise CheckFailed(str(ChainMismatch(shown, served, chain_id)))
     return f"chain {served} at block {int(head, 16)}"
 
 

@@ -44,6 +44,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from chain.rpc import redact_url, scrub
 from mintsite.errors import ChainReadError
 
 log = logging.getLogger(__name__)
@@ -242,7 +243,8 @@ def rpc_batch(urls: Sequence[str], calls: list[tuple[str, list[Any]]], timeout: 
                 results.append(answer["result"])
             return results
         except (httpx.HTTPError, ValueError, ChainReadError) as exc:
-            errors.append(f"{url}: {type(exc).__name__}: {exc}")
+            # scheme://host only: a provider's key rides in its URL (this reaches /readyz)
+            errors.append(f"{redact_url(url)}: {scrub(f'{type(exc).__name__}: {exc}', urls)}")
     raise ChainReadError("; ".join(errors) or "no RPC URL configured")
 
 

@@ -637,6 +637,11 @@ def test_the_web_tier_freezes_with_no_deployer_key_and_the_command_signs(
         )
         assert shown_call(response.content.decode())["to"] == address
         assert sent_nothing(w3, w3.eth.block_number, address)
+        # --print needs no key: the same transaction, for an external signer
+        call_command("freeze_collection", "gale", "--print")
+        printed = json.loads(capsys.readouterr().out)
+        assert printed["data"] == shown_call(freeze_page(client, gale))["data"]
+        assert (printed["to"], printed["value"], printed["chain_id"]) == (address, 0, 4242)
         # The command needs the admin key, and says which
         with pytest.raises(CommandError, match="DEPLOYER_KEY"):
             call_command("freeze_collection", "gale")

@@ -11,18 +11,16 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from eth_account import Account
+from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from chain.contract import ARTIFACT_PATH, deploy_contract
+from chain.contract import ARTIFACT_PATH, bind, deploy_contract
+from chain.freeze import ZERO_DIGEST, on_chain_digest, prepare_freeze, record_freeze
 from chain.models import Chain, Wallet
+from chain.sender import send_transaction
 from chain.wallets import publisher, seed_committer
 from generation.canonical import canonical_json
-from generation.collection_config import (
-    config_digest,
-    contract_metadata,
-    generation_config,
-    placeholder_metadata,
-)
+from generation.collection_config import placeholder_metadata
 from generation.models import Collection
 from ipfs.backends import pinner_from_settings
 
@@ -64,8 +62,9 @@ class CollectionSpec:
 
 
 def deploy_collection(w3: Web3, deployer_key: str, spec: CollectionSpec) -> Collection:
-    """Deploy the contract, grant this backend's committer and publisher their roles, record
-    the collection, and freeze its generation config on-chain so minting can open."""
+    """Deploy the contract, hand the committer and publisher roles over to this backend's
+    accounts (the deployer renounces its own), record the collection, and freeze its generation
+    config on-chain so minting can open."""
     chain_id = w3.eth.chain_id
     admin = Account.from_key(deployer_key)
     # pinned with the configured backend (IPFS_BACKEND), its CID checked like every other
@@ -85,7 +84,7 @@ def deploy_collection(w3: Web3, deployer_key: str, spec: CollectionSpec) -> Coll
         royalty_bps=spec.royalty_bps,
         placeholder_uri=f"ipfs://{placeholder_cid}",
     )
-    _grant_roles(w3, deployer_key, address, chain_id)
+    _hand_over_roles(w3, deployer_key, address, chain_id)
     _register_chain(w3, chain_id, spec.confirmations)
     models_dir = Path(settings.REFERENCE_MODELS_DIR)
     collection = Collection.objects.create(
@@ -113,30 +112,27 @@ def deploy_collection(w3: Web3, deployer_key: str, spec: CollectionSpec) -> Coll
         trait_margin=spec.trait_margin,
         uniqueness_threshold=spec.uniqueness_threshold,
     )
-    freeze_collection(w3, deployer_key, collection)
+    send_freeze(w3, admin, collection)
+    collection.refresh_from_db()
     log.info("deployed %s at %s in block %d", spec.slug, address, block)
     return collection
 
 
-def freeze_collection(w3: Web3, admin_key: str, collection: Collection) -> None:
-    """Pin the contract metadata holding the generation config and commit its digest."""
-    from chain.contract import bind
-    from chain.sender import send_transaction
-
-    config = generation_config(collection)
-    digest = config_digest(config)
-    cid = pinner_from_settings().pin(
-        canonical_json(contract_metadata(collection, config)),
-        name=f"{collection.slug}-contract.json",
-    )
+def send_freeze(w3: Web3, admin: LocalAccount, collection: Collection) -> str:
+    """Prepare (if needed), send the freeze from ``admin`` and record it; the transaction hash.
+    For the command and the local deploy paths, which hold the admin key."""
+    call = prepare_freeze(collection)
+    if on_chain_digest(w3, collection) != ZERO_DIGEST:
+        # a signer got there first (or a crash came between the send and the record)
+        record_freeze(w3, collection)
+        return ""
     contract = bind(w3, collection.contract_address)
-    send_transaction(
-        w3, Account.from_key(admin_key), contract.functions.freezeConfig(digest, f"ipfs://{cid}")
+    digest = bytes.fromhex(call.config_digest.removeprefix("0x"))
+    receipt = send_transaction(
+        w3, admin, contract.functions.freezeConfig(digest, call.contract_uri)
     )
-    Collection.objects.filter(pk=collection.pk).update(
-        config_digest="0x" + digest.hex(), contract_uri=f"ipfs://{cid}"
-    )
-    collection.config_digest, collection.contract_uri = "0x" + digest.hex(), f"ipfs://{cid}"
+    record_freeze(w3, collection)
+    return receipt["transactionHash"].to_0x_hex()
 
 
 def _register_chain(w3: Web3, chain_id: int, confirmations: int) -> Chain:
@@ -151,10 +147,14 @@ def _register_chain(w3: Web3, chain_id: int, confirmations: int) -> Chain:
     return chain
 
 
-def _grant_roles(w3: Web3, deployer_key: str, address: str, chain_id: int) -> None:
-    from chain.contract import bind
-    from chain.sender import send_transaction
+def _hand_over_roles(w3: Web3, deployer_key: str, address: str, chain_id: int) -> None:
+    """Grant the seed-committer and publisher roles to this backend's accounts, then renounce
+    the deployer's own (the constructor gives the admin all three): the admin key then cannot
+    commit seeds or publish, and the committer and publisher keys can do nothing else.
 
+    When a role's configured account is the deployer itself, the deployer keeps that role: there
+    is no one else to hand it to. ``deploy_collection`` warns, and production should not do it.
+    """
     contract = bind(w3, address)
     admin = Account.from_key(deployer_key)
     for role_name, account in (
@@ -164,6 +164,14 @@ def _grant_roles(w3: Web3, deployer_key: str, address: str, chain_id: int) -> No
         role = getattr(contract.functions, role_name)().call()
         if not contract.functions.hasRole(role, account.address).call():
             send_transaction(w3, admin, contract.functions.grantRole(role, account.address))
+        if account.address == admin.address:
+            log.warning(
+                "%s: the deployer %s keeps %s: it is also the configured account for that role "
+                "(set a key of its own for the role to separate them)",
+                address, admin.address, role_name,
+            )  # fmt: skip
+        elif contract.functions.hasRole(role, admin.address).call():
+            send_transaction(w3, admin, contract.functions.renounceRole(role, admin.address))
 
 
 def forget_chain(chain_id: int) -> int:

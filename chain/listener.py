@@ -15,6 +15,9 @@ Per collection, a cursor holds the last processed block (number and hash) and th
    again); and records the mints and moves the cursor in one database transaction.
 3. Hands the newly confirmed tokens to ``on_confirmed`` (the daemon enqueues seed commits).
 
+Before that, a collection whose freeze was prepared for an external signer (chain/freeze.py) is
+recorded as frozen once its contract holds the prepared digest at the confirmed block.
+
 Only blocks with the chain's confirmations (a depth, or the node's ``safe``/``finalized`` tag)
 are read, so nothing is seeded, rendered or published before a mint has them.
 """
@@ -35,6 +38,7 @@ from web3 import Web3
 from web3.exceptions import Web3RPCError
 
 from chain.errors import ChainError, DeepReorg, LogsAcrossReorg
+from chain.freeze import FreezeRefused, record_freeze
 from chain.models import Chain, ChainCursor
 from chain.rpc import check_chain_id
 from chain.seeds import derive_seed
@@ -123,6 +127,7 @@ class Listener:
         self.on_confirmed = on_confirmed
         self.should_stop = should_stop
         self.range = chain.log_range
+        self._refused: dict[int, str] = {}  # collection pk -> the freeze mismatch last logged
         check_chain_id(w3, chain.chain_id)
 
     # -- the confirmed head ---------------------------------------------------------------
@@ -143,6 +148,8 @@ class Listener:
             if self.should_stop():
                 break
             with log_context(chain_id=self.chain.chain_id, collection=collection.slug):
+                if collection.prepared_config_digest and not collection.config_digest:
+                    self._notice_freeze(collection, confirmed)
                 summary.add(self.poll_collection(collection, confirmed))
         with transaction.atomic():
             final = list(
@@ -157,6 +164,15 @@ class Listener:
             )
             events.record(final, Status.FINAL, f"publish block confirmed (head {head})")
         return summary
+
+    def _notice_freeze(self, collection: Collection, confirmed: int) -> None:
+        """Record a freeze signed outside this backend (chain/freeze.py) once it is confirmed."""
+        try:
+            record_freeze(self.w3, collection, confirmed)
+        except FreezeRefused as exc:
+            if self._refused.get(collection.pk) != str(exc):  # once, not on every poll
+                log.error("%s", exc)
+                self._refused[collection.pk] = str(exc)
 
     def poll_collection(self, collection: Collection, confirmed: int) -> PollSummary:
         summary = PollSummary()

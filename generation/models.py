@@ -140,6 +140,15 @@ class Collection(models.Model):
         max_length=66, blank=True, help_text="sha256 of the frozen generation config, on-chain"
     )
     contract_uri = models.CharField(max_length=200, blank=True, help_text="ERC-7572 metadata")
+    # The freeze transaction the admin prepared for the contract admin to sign elsewhere
+    # (chain/freeze.py): what shapes the output is locked from then on, since the digest in it
+    # is of this config; the listener records the freeze once the chain holds this digest.
+    prepared_config_digest = models.CharField(
+        max_length=66, blank=True, help_text="digest of the freeze transaction prepared to sign"
+    )
+    prepared_contract_uri = models.CharField(
+        max_length=200, blank=True, help_text="contract metadata of the prepared freeze"
+    )
 
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -166,16 +175,34 @@ class Collection(models.Model):
                 errors["prompt_template"] = template_problems
         errors.update(self._check_style_images())
         errors.update(self._check_model_reference())
-        if self.pk and self.config_digest:
+        lock = self._config_lock()
+        if self.pk and lock:
             stored = Collection.objects.filter(pk=self.pk).values(*FROZEN_FIELDS).first() or {}
             for name in FROZEN_FIELDS:
                 if name in stored and stored[name] != getattr(self, name):
-                    errors.setdefault(name, []).append(
-                        f"frozen: the collection's config digest {self.config_digest} is "
-                        "committed on-chain, so what shapes its output can no longer change"
-                    )
+                    errors.setdefault(name, []).append(lock)
         if errors:
             raise ValidationError(errors)
+
+    def _config_lock(self) -> str:
+        """Why what shapes the output cannot change now ("" when it can)."""
+        if self.config_digest:
+            return (
+                f"frozen: the collection's config digest {self.config_digest} is committed "
+                "on-chain, so what shapes its output can no longer change"
+            )
+        if self.prepared_config_digest:
+            return (
+                f"locked: a freeze transaction committing config digest "
+                f"{self.prepared_config_digest} is prepared for signing; withdraw it on the "
+                "collection's freeze page to change the config"
+            )
+        return ""
+
+    @property
+    def config_locked(self) -> bool:
+        """Frozen on-chain, or a freeze of this config is prepared for signing."""
+        return bool(self.config_digest or self.prepared_config_digest)
 
     def style_image_paths(self) -> list[Path]:
         return [_resolve(path) for path in self.style_images]

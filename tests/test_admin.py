@@ -448,29 +448,137 @@ def undeployed(w3: Web3, anvil, reference_models: Path, ada: User) -> Collection
     )
 
 
-def test_the_freeze_action_commits_the_digest_on_chain_and_locks_the_fields(
+def freeze_page(client: Client, collection: Collection) -> str:
+    return client.get(f"{COLLECTIONS}{collection.pk}/freeze/").content.decode()
+
+
+def sent_nothing(w3: Web3, block: int, contract_address: str) -> bool:
+    """No block was mined (anvil mines one per transaction) and the contract is not frozen."""
+    digest = bind(w3, contract_address).functions.configDigest().call()
+    return w3.eth.block_number == block and digest == bytes(32)
+
+
+def sign_elsewhere(w3: Web3, call: dict[str, str]) -> None:
+    """The contract admin signs the prepared transaction outside the backend (anvil unlocks
+    its accounts, as a hardware wallet or a multisig would sign)."""
+    tx = w3.eth.send_transaction({"from": DEPLOYER.address, "to": call["to"], "data": call["data"]})
+    assert w3.eth.wait_for_transaction_receipt(tx)["status"] == 1
+
+
+def shown_call(page: str) -> dict[str, str]:
+    """The transaction's fields as the freeze page shows them."""
+    import re
+
+    rows = re.findall(r"<tr><th>([A-Za-z ]+)</th><td><code[^>]*>([^<]*)</code>", page)
+    return dict(rows)
+
+
+def test_the_freeze_action_prepares_the_transaction_and_sends_nothing(
+    w3: Web3, ada: User, undeployed: Collection, django_capture_on_commit_callbacks: Any
+) -> None:
+    # Given Ada's collection, deployed and not frozen
+    client = as_user(ada)
+    block = w3.eth.block_number
+    # When she runs the freeze action
+    response = act(client, COLLECTIONS, "freeze", [undeployed], django_capture_on_commit_callbacks)
+    # Then nothing is sent: the web tier holds no chain key
+    assert sent_nothing(w3, block, undeployed.contract_address)
+    [note] = notes(response)
+    assert "aurora: freeze prepared" in note and f"{undeployed.pk}/freeze/" in note
+    undeployed.refresh_from_db()
+    assert undeployed.config_digest == "" and undeployed.prepared_config_digest.startswith("0x")
+    # and the freeze page shows the transaction for the contract admin to sign
+    call = shown_call(freeze_page(client, undeployed))
+    contract = bind(w3, undeployed.contract_address)
+    digest = bytes.fromhex(undeployed.prepared_config_digest[2:])
+    assert call["to"] == contract.address and call["value"] == "0"
+    assert call["data"] == contract.encode_abi(
+        "freezeConfig", args=[digest, undeployed.prepared_contract_uri]
+    )
+    assert call["config digest"] == undeployed.prepared_config_digest
+    assert call["contract URI"] == undeployed.prepared_contract_uri
+    # and what shapes the output is locked while it waits for the signature
+    page = client.get(f"{COLLECTIONS}{undeployed.pk}/change/").content.decode()
+    assert 'name="prompt_template"' not in page and "Save and prepare" not in page
+
+
+def test_the_listener_records_a_freeze_signed_elsewhere(
+    w3: Web3, ada: User, undeployed: Collection, django_capture_on_commit_callbacks: Any
+) -> None:
+    from chain.listener import Listener
+
+    client = as_user(ada)
+    act(client, COLLECTIONS, "freeze", [undeployed], django_capture_on_commit_callbacks)
+    call = shown_call(freeze_page(client, undeployed))
+    # When the contract admin signs and sends it outside the backend
+    sign_elsewhere(w3, call)
+    chain = Chain.objects.get(chain_id=31337)
+    listener = Listener(w3, chain, on_confirmed=lambda collection, pks: None)
+    # Then the page says so, and the listener records it once it has its confirmations
+    assert "frozen with the prepared config digest" in freeze_page(client, undeployed)
+    w3.provider.make_request("anvil_mine", [chain.confirmations])
+    listener.poll()
+    undeployed.refresh_from_db()
+    assert undeployed.config_digest == call["config digest"]
+    assert undeployed.contract_uri == call["contract URI"]
+    page = client.get(f"{COLLECTIONS}{undeployed.pk}/change/").content.decode()
+    assert undeployed.config_digest in page and "Save and prepare" not in page
+    # a second freeze prepares nothing
+    again = act(client, COLLECTIONS, "freeze", [undeployed], django_capture_on_commit_callbacks)
+    assert any("already frozen" in m for m in notes(again))
+
+
+def test_the_listener_does_not_record_a_freeze_of_another_config(
+    w3: Web3,
+    ada: User,
+    undeployed: Collection,
+    django_capture_on_commit_callbacks: Any,
+    caplog: Any,
+) -> None:
+    from chain.listener import Listener
+
+    client = as_user(ada)
+    act(client, COLLECTIONS, "freeze", [undeployed], django_capture_on_commit_callbacks)
+    # the admin's key froze the contract with some other digest
+    contract = bind(w3, undeployed.contract_address)
+    other = contract.encode_abi("freezeConfig", args=[b"\x07" * 32, "ipfs://other"])
+    sign_elsewhere(w3, {"to": contract.address, "data": other})
+    chain = Chain.objects.get(chain_id=31337)
+    listener = Listener(w3, chain, on_confirmed=lambda collection, pks: None)
+    w3.provider.make_request("anvil_mine", [chain.confirmations])
+    listener.poll()
+    listener.poll()
+    assert Collection.objects.get(pk=undeployed.pk).config_digest == ""
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+        f"aurora: the contract holds config digest 0x{'07' * 32}, but the freeze prepared here "
+        f"is {Collection.objects.get(pk=undeployed.pk).prepared_config_digest}; not recorded"
+    ]
+    assert "NOT the one prepared here" in freeze_page(client, undeployed)
+
+
+def test_a_prepared_freeze_can_be_withdrawn_until_it_is_on_chain(
     w3: Web3, ada: User, undeployed: Collection, django_capture_on_commit_callbacks: Any
 ) -> None:
     client = as_user(ada)
-    contract = bind(w3, undeployed.contract_address)
-    assert contract.functions.configDigest().call() == bytes(32)
+    url = f"{COLLECTIONS}{undeployed.pk}/freeze/"
+    client.post(url, {"_prepare": "1"})
+    call = shown_call(freeze_page(client, undeployed))
+    response = client.post(url, {"_withdraw": "1"}, follow=True)
+    assert any("prepared freeze withdrawn by ada" in m for m in notes(response))
+    # the config can change again
+    change = f"{COLLECTIONS}{undeployed.pk}/change/"
+    client.post(change, form_data(Collection.objects.get(pk=undeployed.pk), steps=3))
+    assert Collection.objects.get(pk=undeployed.pk).steps == 3
+    # once the chain holds a freeze, withdrawing is refused
+    client.post(url, {"_prepare": "1"})
+    call = shown_call(freeze_page(client, undeployed))
+    sign_elsewhere(w3, call)
+    response = client.post(url, {"_withdraw": "1"}, follow=True)
+    assert any("not withdrawn" in m and "already frozen" in m for m in notes(response))
+    assert Collection.objects.get(pk=undeployed.pk).prepared_config_digest == call["config digest"]
 
-    response = act(client, COLLECTIONS, "freeze", [undeployed], django_capture_on_commit_callbacks)
-    undeployed.refresh_from_db()
-    assert undeployed.config_digest.startswith("0x")
-    assert contract.functions.configDigest().call() == bytes.fromhex(undeployed.config_digest[2:])
-    assert contract.functions.contractURI().call() == undeployed.contract_uri
-    [note] = notes(response)
-    assert f"Config digest {undeployed.config_digest} committed on-chain in transaction 0x" in note
 
-    page = client.get(f"{COLLECTIONS}{undeployed.pk}/change/").content.decode()
-    assert 'name="prompt_template"' not in page and undeployed.config_digest in page
-    # a second freeze sends nothing
-    again = act(client, COLLECTIONS, "freeze", [undeployed], django_capture_on_commit_callbacks)
-    assert any("already frozen" in m and "nothing was sent" in m for m in notes(again))
-
-
-def test_the_freeze_action_refuses_an_invalid_config_and_sends_nothing(
+def test_the_freeze_action_refuses_an_invalid_config_and_prepares_nothing(
     w3: Web3, ada: User, undeployed: Collection, django_capture_on_commit_callbacks: Any
 ) -> None:
     # saved behind the form's back: a template naming a category the table lacks
@@ -479,22 +587,74 @@ def test_the_freeze_action_refuses_an_invalid_config_and_sends_nothing(
         as_user(ada), COLLECTIONS, "freeze", [undeployed], django_capture_on_commit_callbacks
     )
     [note] = notes(response)
-    assert "aurora: not frozen, its config is invalid" in note
+    assert "aurora: not prepared, its config is invalid" in note
     assert "unknown placeholder {mood}" in note
     assert bind(w3, undeployed.contract_address).functions.configDigest().call() == bytes(32)
-    assert Collection.objects.get(pk=undeployed.pk).config_digest == ""
+    assert Collection.objects.get(pk=undeployed.pk).prepared_config_digest == ""
 
 
-def test_save_and_freeze_from_the_change_page(w3: Web3, ada: User, undeployed: Collection) -> None:
+def test_save_and_prepare_from_the_change_page(w3: Web3, ada: User, undeployed: Collection) -> None:
     url = f"{COLLECTIONS}{undeployed.pk}/change/"
     client = as_user(ada)
-    assert "Save and freeze" in client.get(url).content.decode()
+    block = w3.eth.block_number
+    assert "Save and prepare the freeze transaction" in client.get(url).content.decode()
     response = client.post(
         url, {**form_data(undeployed, name="Aurora I"), "_freeze": "1"}, follow=True
     )
     undeployed.refresh_from_db()
-    assert undeployed.name == "Aurora I" and undeployed.config_digest
-    assert any("frozen. Config digest" in m for m in notes(response))
+    assert undeployed.name == "Aurora I" and undeployed.prepared_config_digest
+    assert response.redirect_chain[-1][0] == f"{COLLECTIONS}{undeployed.pk}/freeze/"
+    assert shown_call(response.content.decode())["data"].startswith("0x")
+    assert sent_nothing(w3, block, undeployed.contract_address)
+
+
+def test_the_web_tier_freezes_with_no_deployer_key_and_the_command_signs(
+    ada: User,
+    reference_models: Path,
+    settings,
+    capsys: Any,  # type: ignore[no-untyped-def]
+) -> None:
+    from django.core.management import CommandError, call_command
+
+    from chain.anvil import start_anvil
+
+    # Given a chain that is not the embedded one, and no DEPLOYER_KEY in the web process
+    assert settings.DEPLOYER_KEY is None and settings.DEPLOYER_KEYSTORE is None
+    with start_anvil(chain_id=4242) as other:
+        w3 = Web3(Web3.HTTPProvider(other.rpc_url))
+        address, block = deploy_contract(
+            w3, DEPLOYER.private_key, name="Gale", symbol="G", price_wei=1, max_supply=10
+        )
+        Chain.objects.create(chain_id=4242, rpc_urls=other.rpc_url, confirmations=1)
+        gale = make_collection(
+            reference_models, "gale", [ada], chain_id=4242, contract_address=address,
+            deployment_block=block,
+        )  # fmt: skip
+        # When Ada prepares the freeze, the admin works and sends nothing
+        client = as_user(ada)
+        response = client.post(
+            f"{COLLECTIONS}{gale.pk}/change/", {**form_data(gale), "_freeze": "1"}, follow=True
+        )
+        assert shown_call(response.content.decode())["to"] == address
+        assert sent_nothing(w3, w3.eth.block_number, address)
+        # --print needs no key: the same transaction, for an external signer
+        call_command("freeze_collection", "gale", "--print")
+        printed = json.loads(capsys.readouterr().out)
+        assert printed["data"] == shown_call(freeze_page(client, gale))["data"]
+        assert (printed["to"], printed["value"], printed["chain_id"]) == (address, 0, 4242)
+        # The command needs the admin key, and says which
+        with pytest.raises(CommandError, match="DEPLOYER_KEY"):
+            call_command("freeze_collection", "gale")
+        # On the machine holding it, the command freezes the prepared config for real
+        settings.DEPLOYER_KEY = DEPLOYER.private_key
+        call_command("freeze_collection", "gale")
+        gale.refresh_from_db()
+        contract = bind(w3, address)
+        assert contract.functions.configDigest().call() == bytes.fromhex(gale.config_digest[2:])
+        assert gale.config_digest == gale.prepared_config_digest
+        assert "gale: frozen, config digest" in capsys.readouterr().out
+        assert "not frozen yet" not in freeze_page(client, gale)
+        assert gale.config_digest in client.get(f"{COLLECTIONS}{gale.pk}/change/").content.decode()
 
 
 # --- retry, approve, re-render ------------------------------------------------------------------

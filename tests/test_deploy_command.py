@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
+from eth_utils import keccak
 from web3 import Web3
+from web3.exceptions import ContractCustomError
 
 from chain.anvil import ANVIL_ACCOUNTS, Anvil, start_anvil
 from chain.contract import bind
@@ -16,6 +18,7 @@ from generation.models import Collection
 from ipfs.store import LocalStore
 
 pytestmark = pytest.mark.django_db(transaction=True)
+UNAUTHORIZED = "0x" + keccak(text="AccessControlUnauthorizedAccount(address,bytes32)")[:4].hex()
 
 
 @pytest.fixture(autouse=True)
@@ -37,6 +40,10 @@ def test_it_deploys_registers_and_grants_the_backend_its_roles(
         contract.functions.SEED_COMMITTER_ROLE().call(), committer
     ).call()
     assert contract.functions.hasRole(contract.functions.PUBLISHER_ROLE().call(), publisher).call()
+    # and the deployer (the admin) renounced both: its key cannot choose seeds or publish
+    deployer = ANVIL_ACCOUNTS[0].address
+    for role in (contract.functions.SEED_COMMITTER_ROLE(), contract.functions.PUBLISHER_ROLE()):
+        assert not contract.functions.hasRole(role.call(), deployer).call()
     info = json.loads(deployment_file.read_text())
     assert info["contract_address"] == collection.contract_address
     assert {"rpc_url", "chain_id", "web_url", "abi_path"} <= set(info)
@@ -70,3 +77,45 @@ def test_it_freezes_the_generation_config_before_minting_opens(anvil: Anvil, set
     assert bytes(contract.functions.configDigest().call()) == digest
     assert document["generation"]["prompt_template"] == collection.prompt_template
     assert document["generation"]["model"]["fingerprint"].startswith("sha256:")
+
+
+def test_only_the_committer_and_the_publisher_commit_seeds_and_publish(anvil: Anvil) -> None:
+    # Given a collection deployed by the command and a token minted
+    call_command("deploy_collection", "--rpc-url", anvil.rpc_url, "--slug", "roles")
+    w3 = Web3(Web3.HTTPProvider(anvil.rpc_url))
+    contract = bind(w3, Collection.objects.get(slug="roles").contract_address)
+    deployer, committer, publisher, collector = (a.address for a in ANVIL_ACCOUNTS[:4])
+    price = contract.functions.price().call()
+    w3.eth.wait_for_transaction_receipt(
+        contract.functions.mint(1).transact({"from": collector, "value": price})
+    )
+    w3.provider.make_request("anvil_mine", [1])
+    commit, publish = (
+        contract.functions.commitSeeds([1]),
+        contract.functions.publish([1], [b"1" * 32]),
+    )
+    # Then the deployer's key is refused both, as an attacker holding it would find
+    for call in (commit, publish):
+        with pytest.raises(ContractCustomError) as refused:
+            call.call({"from": deployer})
+        assert refused.value.data[:10] == UNAUTHORIZED
+    # and the backend's committer and publisher still do their work
+    for call, account in ((commit, committer), (publish, publisher)):
+        receipt = w3.eth.wait_for_transaction_receipt(call.transact({"from": account}))
+        assert receipt["status"] == 1
+
+
+def test_a_deployer_that_is_also_the_committer_keeps_that_role(anvil: Anvil, settings) -> None:  # type: ignore[no-untyped-def]
+    # the same key configured for two roles: nobody else could commit seeds
+    settings.SEED_COMMITTER_KEY = ANVIL_ACCOUNTS[0].private_key
+    call_command("deploy_collection", "--rpc-url", anvil.rpc_url, "--slug", "solo")
+    contract = bind(
+        Web3(Web3.HTTPProvider(anvil.rpc_url)), Collection.objects.get(slug="solo").contract_address
+    )
+    deployer = ANVIL_ACCOUNTS[0].address
+    assert contract.functions.hasRole(
+        contract.functions.SEED_COMMITTER_ROLE().call(), deployer
+    ).call()
+    assert not contract.functions.hasRole(
+        contract.functions.PUBLISHER_ROLE().call(), deployer
+    ).call()

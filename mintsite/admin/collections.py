@@ -91,7 +91,7 @@ class CollectionAdmin(admin.ModelAdmin):
     # --- the form
 
     def get_fieldsets(self, request: HttpRequest, obj: Collection | None = None) -> list:
-        frozen = bool(obj and obj.config_digest)
+        frozen = bool(obj and obj.config_locked)
         return [
             (None, {"fields": ["slug", "name", "description", "paused", "managers"]}),
             (
@@ -136,6 +136,7 @@ class CollectionAdmin(admin.ModelAdmin):
                         "deployment_block",
                         "config_digest",
                         "contract_uri",
+                        "prepared_config_digest",
                     ]
                 },
             ),
@@ -143,11 +144,17 @@ class CollectionAdmin(admin.ModelAdmin):
         ]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Collection | None = None) -> list[str]:
-        readonly = ["config_digest", "contract_uri", "rarity_preview", "pipeline_links"]
+        readonly = [
+            "config_digest",
+            "contract_uri",
+            "prepared_config_digest",
+            "rarity_preview",
+            "pipeline_links",
+        ]
         if not request.user.is_superuser:
             # who runs it, and which contract it is, are the operator's to set
             readonly += ["managers", "slug", "chain_id", "contract_address", "deployment_block"]
-        if obj is not None and obj.config_digest:
+        if obj is not None and obj.config_locked:
             readonly += FROZEN_FIELDS
         return readonly
 
@@ -216,7 +223,20 @@ class CollectionAdmin(admin.ModelAdmin):
             format_html_join(" · ", '<a href="{}">{}</a>', ((url, text) for text, url in links)),
         )
 
-    # --- freeze from the change page: "Save and freeze on-chain"
+    # --- the freeze: prepared here, signed with the contract admin's key elsewhere
+    # (chain/freeze.py; the web tier holds no chain key)
+
+    def get_urls(self) -> list:
+        from django.urls import path
+
+        return [
+            path(
+                "<int:pk>/freeze/",
+                self.admin_site.admin_view(self.freeze_view),
+                name="generation_collection_freeze",
+            ),
+            *super().get_urls(),
+        ]
 
     def render_change_form(self, request: HttpRequest, context: dict, *args: Any, **kwargs: Any):
         obj = kwargs.get("obj")
@@ -226,85 +246,102 @@ class CollectionAdmin(admin.ModelAdmin):
             and not obj.config_digest
             and self.has_change_permission(request, obj)
         )
+        context["freeze_prepared"] = bool(obj is not None and obj.prepared_config_digest)
         return super().render_change_form(request, context, *args, **kwargs)
 
     def response_change(self, request: HttpRequest, obj: Collection) -> HttpResponse:
         if "_freeze" in request.POST:
-            self._freeze_one(request, obj)
+            if self._prepare_one(request, obj):
+                return HttpResponseRedirect(_freeze_url(obj))
             return HttpResponseRedirect(request.path)
         return super().response_change(request, obj)
 
-    # --- actions
-
-    @admin.action(description="Freeze the config on-chain (commit its digest, lock the fields)")
+    @admin.action(description="Prepare the freeze transaction (for the contract admin to sign)")
     def freeze(self, request: HttpRequest, queryset: QuerySet[Collection]) -> None:
         for collection in queryset.order_by("slug"):
-            self._freeze_one(request, collection)
+            if self._prepare_one(request, collection):
+                self.message_user(
+                    request,
+                    format_html(
+                        '{}: freeze prepared; <a href="{}">the transaction to sign</a>.',
+                        collection.slug,
+                        _freeze_url(collection),
+                    ),
+                )
 
     freeze.allowed_permissions = ("change",)
 
-    def _freeze_one(self, request: HttpRequest, collection: Collection) -> None:
-        from requests.exceptions import RequestException
-        from web3.exceptions import Web3Exception
+    def _prepare_one(self, request: HttpRequest, collection: Collection) -> bool:
+        from chain.freeze import FreezeRefused, prepare_freeze
 
-        from chain.chains import web3_for
-        from chain.contract import bind
-        from chain.deployment import freeze_collection
-        from chain.errors import ChainError
-        from chain.wallets import deployer
-
-        collection = Collection.objects.get(pk=collection.pk)  # without the list's annotations
         label = collection.slug
-        if collection.config_digest:
-            self.message_user(
-                request,
-                f"{label}: already frozen, config digest {collection.config_digest}; "
-                "nothing was sent",
-                messages.WARNING,
-            )
-            return
         try:
-            collection.full_clean()
+            prepare_freeze(collection)
+        except FreezeRefused:
+            self.message_user(
+                request, f"{label}: already frozen; nothing was prepared", messages.WARNING
+            )
+            return False
         except ValidationError as exc:
             problems = [f"{field}: {m}" for field, ms in exc.message_dict.items() for m in ms]
             self.message_user(
                 request,
-                f"{label}: not frozen, its config is invalid: " + "; ".join(problems),
+                f"{label}: not prepared, its config is invalid: " + "; ".join(problems),
                 messages.ERROR,
             )
-            return
-        try:
-            w3 = web3_for(collection.chain_id)  # ChainMismatch when it serves another chain
-            if not w3.eth.get_code(collection.contract_address):
-                raise ImproperlyConfigured(
-                    f"there is no contract at {collection.contract_address} on chain "
-                    f"{collection.chain_id}"
-                )
-            contract = bind(w3, collection.contract_address)
-            on_chain = bytes(contract.functions.configDigest().call())
-            if on_chain != bytes(32):
-                raise ImproperlyConfigured(
-                    f"the contract already holds config digest 0x{on_chain.hex()}, which this "
-                    "database does not record; nothing was sent (check the collection's "
-                    "contract address)"
-                )
-            start = w3.eth.block_number + 1
-            freeze_collection(w3, deployer(collection.chain_id).key.to_0x_hex(), collection)
-            logs = contract.events.ConfigFrozen().get_logs(from_block=start)
-        except (ChainError, ImproperlyConfigured, Web3Exception, RequestException, OSError) as exc:
+            return False
+        except (ImproperlyConfigured, OSError) as exc:  # the pinning backend
             self.message_user(
-                request,
-                f"{label}: not frozen: {type(exc).__name__}: {exc}",
-                messages.ERROR,
+                request, f"{label}: not prepared: {type(exc).__name__}: {exc}", messages.ERROR
             )
+            return False
+        return True
+
+    def freeze_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """The prepared freeze transaction, what the chain holds, and prepare / withdraw."""
+        from django.core.exceptions import PermissionDenied
+        from django.shortcuts import get_object_or_404
+        from django.template.response import TemplateResponse
+
+        from chain.freeze import freeze_call
+
+        collection = get_object_or_404(self.get_queryset(request), pk=pk)
+        if not self.has_change_permission(request, collection):
+            raise PermissionDenied
+        if request.method == "POST":
+            if "_prepare" in request.POST:
+                self._prepare_one(request, collection)
+            elif "_withdraw" in request.POST:
+                self._withdraw_one(request, collection)
+            return HttpResponseRedirect(request.path)
+        collection = Collection.objects.get(pk=pk)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Freeze {collection.slug}",
+            "opts": self.model._meta,
+            "original": collection,
+            "call": freeze_call(collection),
+            "on_chain": _on_chain_state(collection),
+        }
+        return TemplateResponse(request, "admin/generation/collection/freeze.html", context)
+
+    def _withdraw_one(self, request: HttpRequest, collection: Collection) -> None:
+        from requests.exceptions import RequestException
+        from web3.exceptions import Web3Exception
+
+        from chain.chains import web3_for
+        from chain.errors import ChainError
+        from chain.freeze import withdraw_freeze
+
+        try:
+            withdraw_freeze(web3_for(collection.chain_id), collection)
+        except (ChainError, Web3Exception, RequestException, OSError) as exc:
+            self.message_user(request, f"{collection.slug}: not withdrawn: {exc}", messages.ERROR)
             return
-        tx = logs[-1]["transactionHash"].to_0x_hex() if logs else "(transaction not found)"
         self.message_user(
             request,
-            f"{label}: frozen. Config digest {collection.config_digest} committed on-chain in "
-            f"transaction {tx}; contract metadata {collection.contract_uri}. What shapes the "
-            "output can no longer change, and minting is open.",
-            messages.SUCCESS,
+            f"{collection.slug}: prepared freeze withdrawn by {who(request)}; the config can "
+            "change again. Make sure no signer still holds the old transaction.",
         )
 
     @admin.action(description="Pause generation (no token starts rendering or publishing)")
@@ -348,6 +385,38 @@ class CollectionAdmin(admin.ModelAdmin):
             )
         if skipped:
             self.message_user(request, f"Skipped: {_names(skipped)}.", messages.WARNING)
+
+
+def _freeze_url(collection: Collection) -> str:
+    return reverse("admin:generation_collection_freeze", args=[collection.pk])
+
+
+def _on_chain_state(collection: Collection) -> str:
+    """What the contract holds now, in words (the listener records a confirmed freeze)."""
+    from requests.exceptions import RequestException
+    from web3.exceptions import Web3Exception
+
+    from chain.chains import web3_for
+    from chain.errors import ChainError
+    from chain.freeze import ZERO_DIGEST, on_chain_digest
+
+    try:
+        digest = on_chain_digest(web3_for(collection.chain_id), collection)
+    except (ChainError, Web3Exception, RequestException, OSError) as exc:
+        return f"cannot read the contract now: {exc}"
+    if digest == ZERO_DIGEST:
+        return "not frozen yet (configDigest is zero)"
+    if collection.config_digest == digest:
+        return f"frozen with config digest {digest}, recorded"
+    if digest == collection.prepared_config_digest:
+        return (
+            f"frozen with the prepared config digest {digest}; the listener records it once "
+            "the block has its confirmations"
+        )
+    return (
+        f"frozen with config digest {digest}, which is NOT the one prepared here: the contract "
+        "was frozen with another config; tell the operator"
+    )
 
 
 def with_token_counts(queryset: QuerySet[Collection]) -> QuerySet[Collection]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -248,24 +249,32 @@ class GuardedBackend(httpcore.NetworkBackend):
 class GuardedTransport(httpx.HTTPTransport):
     """httpx's own transport over a :class:`GuardedBackend`. httpx does not take a network
     backend yet (encode/httpx discussion #3180), so the connection pool it builds is replaced
-    by one that uses ours; everything else (request and response mapping, errors) is httpx's."""
+    by one that uses ours; everything else (request and response mapping, errors) is httpx's.
+    Certificates are verified against the URL's name (httpcore's SNI), not the address."""
 
-    def __init__(self, policy: Policy, deadline: float) -> None:
+    def __init__(
+        self, policy: Policy, deadline: float, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         super().__init__(trust_env=False)
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
+            ssl_context=ssl_context or httpx.create_ssl_context(trust_env=False),
             max_connections=1,
             network_backend=GuardedBackend(policy, deadline),
         )
 
 
-def client(total_seconds: float, policy: Policy | None = None) -> httpx.Client:
+def client(
+    total_seconds: float,
+    policy: Policy | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+) -> httpx.Client:
     """An httpx client for one delivery: no proxies or .netrc from the environment, no
-    redirects, and every connection guarded and ended ``total_seconds`` from now."""
+    redirects, and every connection guarded and ended ``total_seconds`` from now. The
+    certificates it trusts are certifi's unless ``ssl_context`` says otherwise."""
     policy = policy or Policy.from_settings()
     deadline = time.monotonic() + total_seconds
     return httpx.Client(
-        transport=GuardedTransport(policy, deadline),
+        transport=GuardedTransport(policy, deadline, ssl_context),
         timeout=total_seconds,
         follow_redirects=False,
         trust_env=False,

@@ -8,10 +8,15 @@ reach (the chain's JSON-RPC, Kubo's RPC, the cloud metadata service) — the ser
 
 from __future__ import annotations
 
+import ssl
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from django.test import Client
 
@@ -209,3 +214,40 @@ def test_the_api_returns_a_deliverys_status_and_timing_never_the_receivers_answe
     for delivery in WebhookDelivery.objects.all():
         page = client.get(f"/admin/mintsite/webhookdelivery/{delivery.pk}/change/")
         assert page.status_code == 200 and b"SECRET" not in page.content
+
+
+def test_https_is_verified_against_the_urls_name_while_connecting_to_the_checked_address() -> None:
+    # A TLS receiver with a certificate for "localhost" (self-signed, made for this test only:
+    # tests/data/localhost-tls.*), trusted by the client of this test
+    data = Path(__file__).parent / "data"
+    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_side.load_cert_chain(data / "localhost-tls.pem", data / "localhost-tls.key")
+
+    class Answer(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    server.socket = server_side.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    trusting = ssl.create_default_context(cafile=str(data / "localhost-tls.pem"))
+    policy = egress.Policy(allow_private=True, ports=frozenset({port}))
+    try:
+        # the name resolves to 127.0.0.1, which is connected to; the certificate matches the name
+        with egress.client(5, policy, trusting) as client:
+            assert client.post(f"https://localhost:{port}/", content=b"{}").status_code == 204
+        # the same server by address: the certificate does not name it, so no delivery
+        with (
+            egress.client(5, policy, trusting) as client,
+            pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"),
+        ):
+            client.post(f"https://127.0.0.1:{port}/", content=b"{}")
+    finally:
+        server.shutdown()
+        server.server_close()

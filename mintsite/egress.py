@@ -39,6 +39,7 @@ _THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 DEFAULT_PORTS = {"http": 80, "https": 443}
+UNRESOLVED = "cannot resolve"  # how a connection error for a name with no address begins
 
 
 class EgressRefused(MintsiteError, PermissionError):
@@ -213,7 +214,7 @@ class GuardedBackend(httpcore.NetworkBackend):
         try:
             addresses = resolve(host, port)
         except OSError as exc:
-            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
+            raise httpcore.ConnectError(f"{UNRESOLVED} {host}: {exc}") from exc
         check_addresses(host, addresses, self._policy)
         failure: Exception = httpcore.ConnectError(f"no address for {host}")
         for address in addresses:  # the checked addresses, never the name again

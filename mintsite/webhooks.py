@@ -222,6 +222,10 @@ def _failure(exc: Exception) -> str:
     if isinstance(exc, httpx.InvalidURL | httpx.UnsupportedProtocol):
         return f"the URL cannot be delivered to ({type(exc).__name__})"
     if isinstance(exc, httpx.ConnectError):
+        if str(exc).startswith(egress.UNRESOLVED):
+            return "could not resolve the receiver's name"
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            return "the receiver's TLS certificate was not accepted"
         return "could not connect to the receiver"
     if isinstance(exc, httpx.RemoteProtocolError):
         return "the receiver's answer was not valid HTTP"

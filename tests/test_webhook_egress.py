@@ -100,9 +100,12 @@ def test_it_refuses_a_subscription_to_a_destination_inside_the_network(
 def test_a_public_destination_is_accepted_and_a_name_that_does_not_resolve_yet_too(
     client: Client, mallory: dict[str, str]
 ) -> None:
-    assert subscribe(client, mallory, "https://93.184.215.14/hooks").status_code == 201
     # each delivery resolves the name again and checks the address it connects to
     assert subscribe(client, mallory, "https://hooks.example/mint").status_code == 201
+    delivery = webhooks.attempt_delivery(delivery_for(WebhookSubscription.objects.get()))
+    assert delivery is not None and delivery.status == Delivery.PENDING
+    assert delivery.last_error == "could not resolve the receiver's name"
+    assert subscribe(client, mallory, "https://93.184.215.14/hooks").status_code == 201
 
 
 def test_a_subscription_cannot_be_moved_inside_the_network_later(

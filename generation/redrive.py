@@ -69,7 +69,7 @@ def broker_messages() -> Iterator[dict[str, Any]]:
     """Every message the broker holds for the pipeline's queues and has not acknowledged."""
     broker = dramatiq.get_broker()
     client, namespace = broker.client, broker.namespace  # type: ignore[attr-defined]
-    for queue in stages.QUEUES:
+    for queue in stages.PIPELINE_QUEUES:
         for key in (f"{namespace}:{queue}.msgs", f"{namespace}:{queue}.DQ.msgs"):
             for _, data in client.hscan_iter(key, count=1000):
                 try:

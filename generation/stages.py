@@ -41,8 +41,12 @@ Message = dramatiq.Message[Any]
 Status = Token.Status
 
 RENDER_QUEUE = "render"  # GPU workers: the models are loaded there
-IO_QUEUE = "io"  # chain, IPFS, webhooks and bookkeeping
-QUEUES = (RENDER_QUEUE, IO_QUEUE)
+IO_QUEUE = "io"  # chain, IPFS and bookkeeping
+# Webhook deliveries, on their own worker: a slow receiver holds only webhook threads, never
+# the seed commits, pins and publishes of the io queue. Not a stage (no token waits on it).
+WEBHOOK_QUEUE = "webhooks"
+PIPELINE_QUEUES = (RENDER_QUEUE, IO_QUEUE)  # the stages' (redrive looks here)
+QUEUES = (*PIPELINE_QUEUES, WEBHOOK_QUEUE)  # every queue a worker serves (metrics, tests)
 
 # Options presets (Dramatiq's defaults are 20 retries over up to 7 days and a 10-minute limit;
 # every actor states its own). No pipeline stage has a ``max_age``: Dramatiq drops a message

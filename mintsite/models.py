@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import secrets
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
@@ -102,6 +103,14 @@ class WebhookSubscription(models.Model):
     )
     description = models.CharField(max_length=200, blank=True)
     active = models.BooleanField(default=True, help_text="Inactive: no new deliveries")
+    # The circuit breaker (mintsite/webhooks.py): failed tries in a row, since when, and, once
+    # they were sustained, when and why the endpoint was disabled (a manager re-enables it).
+    failure_streak = models.PositiveIntegerField(default=0, help_text="Failed tries in a row")
+    failing_since = models.DateTimeField(null=True, blank=True)
+    disabled_at = models.DateTimeField(
+        null=True, blank=True, help_text="Set by the circuit breaker: nothing is sent while set"
+    )
+    disabled_reason = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -110,6 +119,24 @@ class WebhookSubscription(models.Model):
 
     def __str__(self) -> str:
         return f"{self.collection.slug} → {self.url}"
+
+    @classmethod
+    def limit_problem(cls, collection_pk: int) -> str | None:
+        """Why the collection may not have another subscription (None if it may)."""
+        limit = settings.WEBHOOK_MAX_SUBSCRIPTIONS
+        if cls.objects.filter(collection_id=collection_pk).count() >= limit:
+            return (
+                f"the collection already has {limit} webhook subscriptions, the most it may "
+                "have (WEBHOOK_MAX_SUBSCRIPTIONS); delete one first"
+            )
+        return None
+
+    @property
+    def state(self) -> str:
+        """active, paused (its ``active`` flag off) or disabled (by the circuit breaker)."""
+        if self.disabled_at is not None:
+            return "disabled"
+        return "active" if self.active else "paused"
 
     def clean(self) -> None:
         from django.core.exceptions import ValidationError
@@ -143,6 +170,7 @@ class WebhookDelivery(models.Model):
         PENDING = "pending", "pending"
         DELIVERED = "delivered", "delivered"
         FAILED = "failed", "failed (attempts used up)"
+        SKIPPED = "skipped", "skipped (the endpoint was disabled)"
 
     subscription = models.ForeignKey(
         WebhookSubscription, on_delete=models.CASCADE, related_name="deliveries"
@@ -157,7 +185,8 @@ class WebhookDelivery(models.Model):
     )
     next_attempt_at = models.DateTimeField(null=True, blank=True, default=timezone.now)
     last_status_code = models.PositiveIntegerField(null=True, blank=True)
-    last_response = models.TextField(blank=True, help_text="The start of the last response body")
+    last_duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    # Why the last try failed, in our words (mintsite/webhooks.py): never the receiver's text
     last_error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -179,13 +208,13 @@ class WebhookDelivery(models.Model):
 
 
 class WebhookAttempt(models.Model):
-    """The log of every try of a delivery, with what the receiver answered."""
+    """The log of every try of a delivery: its status code and timing, or why it failed. The
+    response body is never read (a receiver's answer must not come back to the key holder)."""
 
     delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE, related_name="log")
     number = models.PositiveIntegerField()
     at = models.DateTimeField(default=timezone.now)
     status_code = models.PositiveIntegerField(null=True, blank=True)
-    response = models.TextField(blank=True, help_text="The start of the response body")
     error = models.TextField(blank=True)
     duration_ms = models.PositiveIntegerField(default=0)
 

@@ -226,6 +226,25 @@ WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 8, minimum=1)
 WEBHOOK_RETRY_BASE = env_float("WEBHOOK_RETRY_BASE", 60.0)
 WEBHOOK_RETRY_MAX = env_float("WEBHOOK_RETRY_MAX", 6 * 3600.0)
 WEBHOOK_TIMEOUT = env_float("WEBHOOK_TIMEOUT", 10.0)
+# Webhook safety (docs/webhooks.md): where a delivery may connect (public addresses on these
+# ports; WEBHOOK_ALLOW_PRIVATE adds loopback and private ranges, for a private deployment),
+# how many subscriptions a collection may have, and the circuit breaker that disables an
+# endpoint after WEBHOOK_BREAKER_FAILURES failed tries in a row spanning at least
+# WEBHOOK_BREAKER_SECONDS. WEBHOOK_TIMEOUT above is the whole try's deadline.
+WEBHOOK_ALLOW_PRIVATE = env_bool("WEBHOOK_ALLOW_PRIVATE", False)
+
+
+def _ports(name: str, default: list[str]) -> list[int]:
+    raw = env_list(name, default)
+    if not raw or not all(p.isascii() and p.isdigit() and 0 < int(p) < 65536 for p in raw):
+        raise ImproperlyConfigured(f"{name}={','.join(raw)!r}: a comma-separated list of ports")
+    return sorted({int(p) for p in raw})
+
+
+WEBHOOK_ALLOWED_PORTS = _ports("WEBHOOK_ALLOWED_PORTS", ["80", "443"])
+WEBHOOK_MAX_SUBSCRIPTIONS = env_int("WEBHOOK_MAX_SUBSCRIPTIONS", 10, minimum=1)
+WEBHOOK_BREAKER_FAILURES = env_int("WEBHOOK_BREAKER_FAILURES", 10, minimum=1)
+WEBHOOK_BREAKER_SECONDS = env_float("WEBHOOK_BREAKER_SECONDS", 900.0)
 SPECTACULAR_SETTINGS = {
     "TITLE": "mint-on-demand API",
     "DESCRIPTION": "Collections, tokens and their live progress, provenance, and signed "

@@ -5,18 +5,18 @@ from __future__ import annotations
 import dramatiq
 from django.utils import timezone
 
-from generation.stages import IO_QUEUE
+from generation.stages import WEBHOOK_QUEUE
 from mintsite import webhooks
 from mintsite.models import WebhookDelivery
 
 
 @dramatiq.actor(
     actor_name=webhooks.DELIVER_ACTOR,
-    queue_name=IO_QUEUE,
+    queue_name=WEBHOOK_QUEUE,
     max_retries=3,
     min_backoff=5_000,
     max_backoff=60_000,
-    # one POST of WEBHOOK_TIMEOUT seconds and its bookkeeping
+    # one POST, ended by WEBHOOK_TIMEOUT in all (DNS aside), and its bookkeeping
     time_limit=120_000,
 )
 def deliver_webhook(delivery_pk: int) -> None:

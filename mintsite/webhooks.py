@@ -2,16 +2,25 @@
 
 :func:`on_events` is subscribed to ``generation.events`` (``MintsiteConfig.ready``): for each
 event that a collection's active subscription wants, it stores one :class:`WebhookDelivery` with
-the exact body to send, and queues ``deliver_webhook`` (the ``io`` queue). The pipeline step that
-caused the event is never held up: the subscriber runs after its commit, and a failure here is
-logged and leaves the delivery pending (``enqueue_overdue`` sends it later).
+the exact body to send, and queues ``deliver_webhook`` (the ``webhooks`` queue, its own worker).
+The pipeline step that caused the event is never held up: the subscriber runs after its commit,
+and a failure here is logged and leaves the delivery pending (``enqueue_overdue`` sends it later).
 
 :func:`attempt_delivery` makes one try: it claims the try with a conditional UPDATE (so a
 duplicate message never sends twice at once), signs the body with a fresh timestamp
 (``Mint-Signature: t=…,v1=…``, see mintsite/webhook_signature.py), POSTs it, logs the answer as a
 :class:`WebhookAttempt`, and either marks the delivery delivered (any 2xx), schedules the next
 try ``WEBHOOK_RETRY_BASE × 2^(tries-1)`` seconds later (capped at ``WEBHOOK_RETRY_MAX``), or
-marks it failed after ``WEBHOOK_MAX_ATTEMPTS`` tries.
+marks it failed after ``WEBHOOK_MAX_ATTEMPTS`` tries. The POST goes through
+mintsite/egress.py (public addresses and allowed ports only, checked at connect time, the whole
+try ended by ``WEBHOOK_TIMEOUT``); only the status code and the timing are kept, never the body,
+and a failure is recorded in our own words (the detail goes to the worker's log).
+
+The circuit breaker: each failed try extends the subscription's streak, a success ends it; once
+``WEBHOOK_BREAKER_FAILURES`` tries in a row have failed over at least ``WEBHOOK_BREAKER_SECONDS``
+the endpoint is disabled (why and when stored). A disabled endpoint is sent nothing: its pending
+deliveries, and those made while it stays disabled, are marked skipped; a manager re-enables it
+in the admin, which sends the skipped ones again (:func:`reenable`).
 """
 
 from __future__ import annotations
@@ -20,17 +29,20 @@ import json
 import logging
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 from django.conf import settings
+from django.db import transaction
 from django.db.models import F
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from generation.models import Token, TokenEvent
-from generation.stages import IO_QUEUE, send_by_name
-from mintsite import webhook_signature
+from generation.stages import WEBHOOK_QUEUE, send_by_name
+from mintsite import egress, webhook_signature
 from mintsite.models import EventType, WebhookAttempt, WebhookDelivery, WebhookSubscription
 
 log = logging.getLogger(__name__)
@@ -42,7 +54,6 @@ _SPECIFIC = {
     Status.FAILED: EventType.FAILED,
     Status.NEEDS_REVIEW: EventType.NEEDS_REVIEW,
 }
-EXCERPT_CHARS = 1000
 # A message may come a little before the time it was scheduled for (clocks of two machines).
 EARLY_SLACK = timedelta(seconds=1)
 
@@ -110,6 +121,12 @@ def create_deliveries(events: list[TokenEvent]) -> list[int]:
                     event_type=event_type,
                     payload=payload,
                     attempt_limit=settings.WEBHOOK_MAX_ATTEMPTS,
+                    # recorded, not sent, while the circuit breaker holds the endpoint disabled
+                    **(
+                        {"status": Delivery.SKIPPED, "next_attempt_at": None}
+                        if s.disabled_at is not None
+                        else {}
+                    ),
                 )
                 for s in wanted
             )
@@ -134,7 +151,7 @@ DELIVER_ACTOR = "deliver_webhook"  # mintsite/tasks.py, sent by name
 
 def enqueue(delivery_pks: list[int], delay_ms: int = 0) -> None:
     for pk in delivery_pks:
-        send_by_name(DELIVER_ACTOR, IO_QUEUE, (pk,), delay_ms=delay_ms)
+        send_by_name(DELIVER_ACTOR, WEBHOOK_QUEUE, (pk,), delay_ms=delay_ms)
 
 
 def on_events(events: list[TokenEvent]) -> None:
@@ -162,24 +179,59 @@ def backoff(tries: int) -> float:
     return min(settings.WEBHOOK_RETRY_BASE * 2 ** max(tries - 1, 0), settings.WEBHOOK_RETRY_MAX)
 
 
-def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int | None, str, str]:
-    """(status code or None, start of the response body, error) of one POST."""
-    try:
-        with (
-            httpx.Client(timeout=settings.WEBHOOK_TIMEOUT, follow_redirects=False) as client,
-            client.stream("POST", url, content=body, headers=headers) as response,
-        ):
-            received = b""
-            for chunk in response.iter_bytes():
-                received += chunk
-                if len(received) >= EXCERPT_CHARS * 4:
-                    break  # the start is enough; never read an endless body
-            excerpt = received.decode("utf-8", errors="replace")[:EXCERPT_CHARS]
-            code = response.status_code
-    except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL: a URL Django took, httpx not
-        return None, "", f"{type(exc).__name__}: {exc}"[:2000]
-    error = "" if 200 <= code < 300 else f"the receiver answered HTTP {code}"
-    return code, excerpt, error
+@dataclass(frozen=True)
+class Outcome:
+    """What one POST came to: the receiver's status code, or why there was none, and how long
+    it took. ``error`` is empty for a 2xx and otherwise in our words, never the receiver's."""
+
+    status_code: int | None
+    error: str
+    duration_ms: int
+
+
+def _post(url: str, body: bytes, headers: dict[str, str]) -> Outcome:
+    """One POST, ended by ``WEBHOOK_TIMEOUT`` in all. The body of the answer is never read."""
+    seconds = settings.WEBHOOK_TIMEOUT
+    began = time.monotonic()
+    code: int | None = None
+    error = ""
+    problem = egress.url_problem(url, egress.Policy.from_settings(), resolve_host=False)
+    if problem:
+        error = f"refused: {problem}"
+    else:
+        try:
+            with (
+                egress.client(seconds) as client,
+                client.stream("POST", url, content=body, headers=headers) as response,
+            ):
+                code = response.status_code
+        except egress.EgressRefused as exc:
+            error = f"refused: {exc}"
+        except httpx.TimeoutException:
+            error = f"timed out after {seconds:g} s"
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:  # InvalidURL: Django took it, httpx not
+            error = _failure(exc)
+            log.info("webhook POST to %s failed: %r", url, exc)
+    if code is not None and not 200 <= code < 300:
+        error = f"the receiver answered HTTP {code}"
+    return Outcome(code, error, int((time.monotonic() - began) * 1000))
+
+
+def _failure(exc: Exception) -> str:
+    """A failed POST in our words: an httpx error's text may quote the receiver's bytes."""
+    if isinstance(exc, httpx.InvalidURL | httpx.UnsupportedProtocol):
+        return f"the URL cannot be delivered to ({type(exc).__name__})"
+    if isinstance(exc, httpx.ConnectError):
+        if str(exc).startswith(egress.UNRESOLVED):
+            return "could not resolve the receiver's name"
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            return "the receiver's TLS certificate was not accepted"
+        return "could not connect to the receiver"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "the receiver's answer was not valid HTTP"
+    if isinstance(exc, httpx.TransportError):
+        return "the connection failed during the request"
+    return f"the request failed ({type(exc).__name__})"
 
 
 def headers_for(delivery: WebhookDelivery, number: int, body: bytes, secret: str) -> dict[str, str]:
@@ -203,54 +255,115 @@ def attempt_delivery(delivery_pk: int, *, now: datetime | None = None) -> Webhoo
         return None
     if delivery.next_attempt_at is not None and delivery.next_attempt_at > now + EARLY_SLACK:
         return None  # an early duplicate: the message scheduled for that time will come
+    subscription = delivery.subscription
+    if subscription.disabled_at is not None:
+        WebhookDelivery.objects.filter(pk=delivery_pk, status=Delivery.PENDING).update(
+            status=Delivery.SKIPPED, next_attempt_at=None
+        )
+        delivery.refresh_from_db()
+        return delivery
     claimed = WebhookDelivery.objects.filter(
         pk=delivery_pk, status=Delivery.PENDING, attempts=delivery.attempts
     ).update(attempts=F("attempts") + 1, next_attempt_at=None)
     if claimed != 1:
         return None
     number = delivery.attempts + 1
-    subscription = delivery.subscription
     if not subscription.active:
-        code, excerpt, error = None, "", "not sent: the subscription is inactive"
-        duration_ms = 0
+        outcome = Outcome(None, "not sent: the subscription is inactive", 0)
     else:
         body = bytes(delivery.payload)
-        began = time.monotonic()
-        code, excerpt, error = _post(
+        outcome = _post(
             subscription.url, body, headers_for(delivery, number, body, subscription.secret)
         )
-        duration_ms = int((time.monotonic() - began) * 1000)
     WebhookAttempt.objects.create(
         delivery=delivery,
         number=number,
-        status_code=code,
-        response=excerpt,
-        error=error,
-        duration_ms=duration_ms,
+        status_code=outcome.status_code,
+        error=outcome.error,
+        duration_ms=outcome.duration_ms,
     )
     finished = timezone.now()
     changes: dict[str, Any] = {
-        "last_status_code": code,
-        "last_response": excerpt,
-        "last_error": error,
+        "last_status_code": outcome.status_code,
+        "last_duration_ms": outcome.duration_ms,
+        "last_error": outcome.error,
     }
-    if not error:
+    if not outcome.error:
         changes.update(status=Delivery.DELIVERED, delivered_at=finished)
     elif number >= delivery.attempt_limit or not subscription.active:
         changes.update(status=Delivery.FAILED)
     else:
         changes.update(next_attempt_at=finished + timedelta(seconds=backoff(number)))
     WebhookDelivery.objects.filter(pk=delivery_pk).update(**changes)
+    if subscription.active:
+        _count_for_breaker(subscription.pk, outcome.error, finished)
     log.info(
         "webhook %s %s → %s: try %d: %s",
         delivery.event_type,
         delivery.event_id,
         subscription.url,
         number,
-        error or f"HTTP {code}",
+        outcome.error or f"HTTP {outcome.status_code}",
     )
     delivery.refresh_from_db()
     return delivery
+
+
+def _count_for_breaker(subscription_pk: int, error: str, now: datetime) -> None:
+    """Extend or end the subscription's streak of failed tries; disable it once the streak is
+    both long (``WEBHOOK_BREAKER_FAILURES``) and old (``WEBHOOK_BREAKER_SECONDS``)."""
+    rows = WebhookSubscription.objects.filter(pk=subscription_pk)
+    if not error:
+        rows.filter(failure_streak__gt=0).update(failure_streak=0, failing_since=None)
+        return
+    rows.update(
+        failure_streak=F("failure_streak") + 1, failing_since=Coalesce("failing_since", now)
+    )
+    since = now - timedelta(seconds=settings.WEBHOOK_BREAKER_SECONDS)
+    with transaction.atomic():
+        subscription = (
+            rows.select_for_update()
+            .filter(
+                disabled_at=None,
+                failure_streak__gte=settings.WEBHOOK_BREAKER_FAILURES,
+                failing_since__lte=since,
+            )
+            .first()
+        )
+        if subscription is None:
+            return
+        assert subscription.failing_since is not None
+        reason = (
+            f"{subscription.failure_streak} tries in a row failed since "
+            f"{subscription.failing_since:%Y-%m-%d %H:%M:%S} UTC; the last: {error}"
+        )[:300]
+        rows.update(disabled_at=now, disabled_reason=reason)
+        skipped = subscription.deliveries.filter(status=Delivery.PENDING).update(
+            status=Delivery.SKIPPED, next_attempt_at=None
+        )
+    log.warning(
+        "webhook endpoint %s disabled (%s); %d pending deliveries skipped",
+        subscription.url,
+        reason,
+        skipped,
+    )
+
+
+def reenable(subscription_pk: int) -> int:
+    """A manager's re-enabling of an endpoint the breaker disabled: its streak starts afresh and
+    the deliveries skipped meanwhile are sent again (each with the full retry budget). Returns
+    how many were queued."""
+    WebhookSubscription.objects.filter(pk=subscription_pk).update(
+        disabled_at=None, disabled_reason="", failure_streak=0, failing_since=None
+    )
+    skipped = list(
+        WebhookDelivery.objects.filter(subscription_id=subscription_pk, status=Delivery.SKIPPED)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    for pk in skipped:
+        replay(pk)
+    return len(skipped)
 
 
 def replay(delivery_pk: int) -> WebhookDelivery:

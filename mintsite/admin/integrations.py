@@ -15,7 +15,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from generation.models import Collection
-from mintsite import webhooks
+from mintsite import egress, webhooks
 from mintsite.admin import permissions
 from mintsite.models import (
     ApiKey,
@@ -118,6 +118,21 @@ def _https_urls(field: Any, **kwargs: Any) -> Any:
     return field.formfield(**kwargs)
 
 
+class DisabledFilter(admin.SimpleListFilter):
+    title = "circuit breaker"
+    parameter_name = "disabled"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "disabled"), ("no", "not disabled")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "yes":
+            return queryset.exclude(disabled_at=None)
+        if self.value() == "no":
+            return queryset.filter(disabled_at=None)
+        return queryset
+
+
 class WebhookSubscriptionForm(forms.ModelForm):
     url = forms.URLField(max_length=500, assume_scheme="https")
     event_types = forms.MultipleChoiceField(
@@ -131,23 +146,65 @@ class WebhookSubscriptionForm(forms.ModelForm):
         # https default) before the declared one above replaces it
         formfield_callback = _https_urls
 
+    def clean_url(self) -> str:
+        url: str = self.cleaned_data["url"]
+        problem = egress.url_problem(url, egress.Policy.from_settings())
+        if problem:
+            raise forms.ValidationError(problem)
+        return url
+
+    def clean(self) -> dict[str, Any]:
+        cleaned: dict[str, Any] = super().clean() or {}
+        collection = cleaned.get("collection")
+        if self.instance.pk is None and collection is not None:
+            problem = WebhookSubscription.limit_problem(collection.pk)
+            if problem:
+                raise forms.ValidationError(problem)
+        return cleaned
+
 
 @admin.register(WebhookSubscription)
 class WebhookSubscriptionAdmin(ManagedByCollection):
     form = WebhookSubscriptionForm
-    list_display = ["url", "collection", "event_list", "active", "created_at"]
-    list_filter = [ManagedCollectionFilter, "active"]
+    list_display = ["url", "collection", "event_list", "state", "disabled_reason", "created_at"]
+    list_filter = [ManagedCollectionFilter, "active", DisabledFilter]
     search_fields = ["url", "description"]
-    fields = ["collection", "url", "event_types", "description", "active"]
+    actions = ["reenable"]
 
     @admin.display(description="events")
     def event_list(self, obj: WebhookSubscription) -> str:
         return ", ".join(obj.event_types)
 
+    @admin.display(description="state")
+    def state(self, obj: WebhookSubscription) -> str:
+        return obj.state
+
+    def get_fields(self, request: HttpRequest, obj: WebhookSubscription | None = None) -> list[str]:
+        fields = ["collection", "url", "event_types", "description", "active"]
+        if obj is None:
+            return fields
+        return [*fields, "state", "disabled_at", "disabled_reason", "failure_streak"]
+
     def get_readonly_fields(
         self, request: HttpRequest, obj: WebhookSubscription | None = None
     ) -> list[str]:
-        return ["collection"] if obj is not None else []
+        if obj is None:
+            return []
+        return ["collection", "state", "disabled_at", "disabled_reason", "failure_streak"]
+
+    @admin.action(description="Re-enable (the circuit breaker) and send the skipped deliveries")
+    def reenable(self, request: HttpRequest, queryset: QuerySet[WebhookSubscription]) -> None:
+        disabled = list(queryset.exclude(disabled_at=None).values_list("pk", flat=True))
+        sent = 0
+        try:
+            for pk in disabled:
+                sent += webhooks.reenable(pk)
+        except dramatiq.errors.ConnectionError as exc:
+            messages.error(request, f"the task broker is unreachable ({exc}); try again later")
+            return
+        messages.success(
+            request, f"{len(disabled)} endpoint(s) re-enabled; {sent} skipped deliveries queued"
+        )
 
     def save_model(
         self, request: HttpRequest, obj: WebhookSubscription, form: Any, change: bool
@@ -165,7 +222,7 @@ class WebhookSubscriptionAdmin(ManagedByCollection):
 
 class AttemptInline(admin.TabularInline):
     model = WebhookAttempt
-    fields = ["number", "at", "status_code", "duration_ms", "response", "error"]
+    fields = ["number", "at", "status_code", "duration_ms", "error"]
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -184,6 +241,7 @@ class WebhookDeliveryAdmin(ManagedByCollection):
         "status",
         "attempts",
         "last_status_code",
+        "last_duration_ms",
         "last_outcome",
         "created_at",
         "delivered_at",
@@ -200,7 +258,7 @@ class WebhookDeliveryAdmin(ManagedByCollection):
         "attempt_limit",
         "next_attempt_at",
         "last_status_code",
-        "last_response",
+        "last_duration_ms",
         "last_error",
         "created_at",
         "delivered_at",
@@ -214,9 +272,9 @@ class WebhookDeliveryAdmin(ManagedByCollection):
     def receiver(self, obj: WebhookDelivery) -> str:
         return obj.subscription.url
 
-    @admin.display(description="last response")
+    @admin.display(description="last outcome")
     def last_outcome(self, obj: WebhookDelivery) -> str:
-        text = obj.last_error or obj.last_response
+        text = obj.last_error or ("" if obj.last_status_code is None else "accepted")
         return text if len(text) <= 80 else text[:79] + "…"
 
     @admin.display(description="payload")

@@ -10,12 +10,12 @@ import functools
 import re
 from typing import Any
 
-import httpx
 from django.conf import settings
 from django.core.validators import RegexValidator
 from rest_framework import serializers
 
 from generation.models import Token
+from mintsite import egress
 from mintsite.models import EventType, WebhookDelivery, WebhookSubscription
 
 ADDRESS = r"^0x[0-9a-fA-F]{40}$"
@@ -91,18 +91,17 @@ class DeliveryQuery(PageQuery):
     status = serializers.ChoiceField(choices=WebhookDelivery.Status.choices, required=False)
 
 
-def _http_url(value: str) -> str:
-    if not value.lower().startswith(("http://", "https://")):
-        raise serializers.ValidationError("must be an http:// or https:// URL")
-    try:
-        httpx.URL(value)  # what delivers it: Django's URL rules let some through that it refuses
-    except httpx.InvalidURL as exc:
-        raise serializers.ValidationError(f"cannot be delivered to: {exc}") from exc
+def _deliverable_url(value: str) -> str:
+    """An http(s) URL that httpx parses (Django's URL rules let some through that it refuses)
+    and the egress policy allows (mintsite/egress.py); each delivery checks again."""
+    problem = egress.url_problem(value, egress.Policy.from_settings())
+    if problem:
+        raise serializers.ValidationError(problem)
     return value
 
 
 class WebhookSubscriptionSerializer(serializers.ModelSerializer):
-    url = serializers.URLField(max_length=500, validators=[_http_url])
+    url = serializers.URLField(max_length=500, validators=[_deliverable_url])
     event_types = serializers.ListField(
         child=serializers.ChoiceField(choices=EventType.choices),
         allow_empty=False,
@@ -111,10 +110,28 @@ class WebhookSubscriptionSerializer(serializers.ModelSerializer):
         help_text="Any of: " + ", ".join(f"{t.value} ({t.label})" for t in EventType),
     )
 
+    state = serializers.ChoiceField(
+        choices=["active", "paused", "disabled"],
+        read_only=True,
+        help_text="paused: `active` is false; disabled: by the circuit breaker after sustained "
+        "failure (see disabled_reason), until a manager re-enables it",
+    )
+
     class Meta:
         model = WebhookSubscription
-        fields = ["id", "url", "event_types", "description", "active", "created_at", "updated_at"]
-        read_only_fields = ["id", "created_at", "updated_at"]
+        fields = [
+            "id",
+            "url",
+            "event_types",
+            "description",
+            "active",
+            "state",
+            "disabled_at",
+            "disabled_reason",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["id", "disabled_at", "disabled_reason", "created_at", "updated_at"]
 
     def validate_event_types(self, value: list[str]) -> list[str]:
         if len(set(value)) != len(value):
@@ -143,7 +160,7 @@ class WebhookDeliverySerializer(serializers.ModelSerializer):
             "attempts",
             "next_attempt_at",
             "last_status_code",
-            "last_response",
+            "last_duration_ms",
             "last_error",
             "created_at",
             "delivered_at",

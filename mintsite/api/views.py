@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Max, QuerySet
 from django.http import QueryDict, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
@@ -637,7 +637,14 @@ class WebhookList(APIView):
     def post(self, request: Request, slug: str) -> Response:
         serializer = s.WebhookSubscriptionSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        subscription = serializer.save(collection=request.auth.collection)
+        collection = request.auth.collection
+        with transaction.atomic():
+            # the collection's row, locked, makes concurrent creations count one after another
+            Collection.objects.select_for_update().filter(pk=collection.pk).first()
+            problem = WebhookSubscription.limit_problem(collection.pk)
+            if problem:
+                raise InvalidRequest(problem, code="too_many_subscriptions")
+            subscription = serializer.save(collection=collection)
         return Response(s.WebhookSubscriptionCreatedSerializer(subscription).data, status=201)
 
 
@@ -703,7 +710,8 @@ class WebhookDeliveries(APIView):
     @extend_schema(
         operation_id="webhooks_deliveries",
         tags=["webhooks"],
-        summary="A subscription's deliveries, newest first, with the last response of each",
+        summary="A subscription's deliveries, newest first, with the last try's status code, "
+        "duration and failure reason (never the receiver's body)",
         parameters=[s.DeliveryQuery],
         auth=KEY_AUTH,
         responses={200: s.WebhookDeliveryPage, **errors(400, 401, 403, 404, 429)},

@@ -27,7 +27,7 @@ from chain.errors import AnvilError
 from chain.rpc import connect
 from chain.wallets import deployer
 from generation.models import Collection
-from generation.stages import IO_QUEUE, RENDER_QUEUE
+from generation.stages import IO_QUEUE, RENDER_QUEUE, WEBHOOK_QUEUE
 from mintsite.embedded_redis import EmbeddedRedisError, port_is_free, start_embedded_redis
 
 EMBEDDED_RPC_PORT = 8545
@@ -46,6 +46,12 @@ class Command(BaseCommand):
             help="render worker threads; as many renders can share one batched pipeline call",
         )
         parser.add_argument("--io-threads", type=int, default=4)
+        parser.add_argument(
+            "--webhook-threads",
+            type=int,
+            default=4,
+            help="webhook worker threads: deliveries at once, each up to WEBHOOK_TIMEOUT",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         self.stopping = False
@@ -127,6 +133,13 @@ class Command(BaseCommand):
             "io-worker",
             [*manage, "rundramatiq", "--processes", "1", "--threads", str(options["io_threads"]),
              "--queues", IO_QUEUE, "--worker-shutdown-timeout", shutdown_ms],
+            env,
+        )  # fmt: skip
+        self._spawn(
+            "webhook-worker",
+            [*manage, "rundramatiq", "--processes", "1",
+             "--threads", str(options["webhook_threads"]),
+             "--queues", WEBHOOK_QUEUE, "--worker-shutdown-timeout", shutdown_ms],
             env,
         )  # fmt: skip
         self.stdout.write(json.dumps(info, indent=2))

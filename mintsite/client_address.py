@@ -13,6 +13,7 @@ from django.http import HttpRequest
 from rest_framework.throttling import BaseThrottle
 
 
-def client_address(request: HttpRequest) -> str:
-    """The address the request came from, under the ``API_NUM_PROXIES`` policy."""
-    return str(BaseThrottle().get_ident(request))  # type: ignore[arg-type]
+def client_address(request: HttpRequest) -> str | None:
+    """The address the request came from, under the ``API_NUM_PROXIES`` policy; None for a
+    request without one (Django's test client's ``force_login`` sends such a request)."""
+    return BaseThrottle().get_ident(request) or None  # type: ignore[arg-type]

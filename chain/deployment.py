@@ -119,10 +119,15 @@ def deploy_collection(w3: Web3, deployer_key: str, spec: CollectionSpec) -> Coll
 
 
 def freeze_collection(w3: Web3, admin_key: str, collection: Collection) -> None:
-    """Pin the contract metadata holding the generation config and commit its digest."""
+    """Pin the contract metadata holding the generation config and commit its digest.
+
+    The config is validated first, whoever calls (the admin's freeze, the deploy command,
+    ``make run``): an invalid one raises Django's ``ValidationError`` and nothing is pinned or
+    sent."""
     from chain.contract import bind
     from chain.sender import send_transaction
 
+    collection.full_clean(validate_unique=False, validate_constraints=False)
     config = generation_config(collection)
     digest = config_digest(config)
     cid = pinner_from_settings().pin(

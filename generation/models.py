@@ -7,9 +7,12 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MaxLengthValidator, MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
+
+from generation import config_limits, model_roots
+from generation.config_limits import printable_line, printable_text
 
 
 def _validate_prompt_template(value: str) -> None:
@@ -55,22 +58,29 @@ class Collection(models.Model):
     """One ERC-721 contract on one chain, and how its tokens are generated."""
 
     slug = models.SlugField(unique=True)
-    name = models.CharField(max_length=200)
-    description = models.TextField(blank=True)
+    name = models.CharField(max_length=config_limits.NAME_MAX, validators=[printable_line])
+    description = models.TextField(
+        blank=True,
+        max_length=config_limits.DESCRIPTION_MAX,
+        validators=[MaxLengthValidator(config_limits.DESCRIPTION_MAX), printable_text],
+    )
     chain_id = models.PositiveBigIntegerField()
     contract_address = models.CharField(max_length=42, help_text="Checksummed 0x address")
     deployment_block = models.PositiveBigIntegerField(default=0)
 
     model_dir = models.CharField(
         "model",
-        max_length=500,
+        max_length=config_limits.PATH_MAX,
+        validators=[printable_line],
         help_text="A local diffusers folder (StableDiffusionPipeline) or a single-file "
-        "checkpoint (.safetensors, original Stable Diffusion layout); identified in the "
+        "checkpoint (.safetensors, original Stable Diffusion layout), inside the model folders "
+        "the operator allows (a relative path is taken from the first); identified in the "
         "provenance by the sha256 of its weights",
     )
     model_config_dir = models.CharField(
-        max_length=500,
+        max_length=config_limits.PATH_MAX,
         blank=True,
+        validators=[printable_line],
         help_text="For a single-file checkpoint: a local diffusers folder with the pipeline's "
         "component configs and tokenizer (weights not needed); empty for a diffusers folder",
     )
@@ -80,10 +90,30 @@ class Collection(models.Model):
         choices=SCHEDULER_CHOICES,
         help_text="Noise scheduler; empty: the one the model ships in its scheduler config",
     )
-    clip_dir = models.CharField(max_length=500, help_text="Local open_clip model folder")
-    prompt_template = models.TextField(validators=[_validate_prompt_template])
-    negative_prompt = models.TextField(blank=True)
-    style_prompt = models.TextField(help_text="What CLIP compares each image with")
+    clip_dir = models.CharField(
+        max_length=config_limits.PATH_MAX,
+        validators=[printable_line],
+        help_text="Local open_clip model folder, inside the model folders the operator allows",
+    )
+    prompt_template = models.TextField(
+        max_length=config_limits.PROMPT_TEMPLATE_MAX,
+        validators=[
+            _validate_prompt_template,
+            MaxLengthValidator(config_limits.PROMPT_TEMPLATE_MAX),
+            printable_text,
+        ],
+        help_text="Plain {placeholders} only: a category's name, {token_id}, {collection}",
+    )
+    negative_prompt = models.TextField(
+        blank=True,
+        max_length=config_limits.NEGATIVE_PROMPT_MAX,
+        validators=[MaxLengthValidator(config_limits.NEGATIVE_PROMPT_MAX), printable_text],
+    )
+    style_prompt = models.TextField(
+        max_length=config_limits.STYLE_PROMPT_MAX,
+        validators=[MaxLengthValidator(config_limits.STYLE_PROMPT_MAX), printable_text],
+        help_text="What CLIP compares each image with",
+    )
     clip_threshold = models.FloatField(
         validators=[MinValueValidator(-1.0), MaxValueValidator(1.0)],
         help_text="Minimum cosine similarity between image and style prompt",
@@ -167,14 +197,29 @@ class Collection(models.Model):
 
         errors: dict[str, list[str]] = {}
         rarity_problems = validate_rarity(self.rarity, max_supply=self.max_supply or 1)
+        if not rarity_problems:
+            rarity_problems = config_limits.rarity_problems(self.rarity)
         if rarity_problems:
             errors["rarity"] = rarity_problems
         else:
             template_problems = validate_template(self.prompt_template, self.rarity)
+            if not template_problems and isinstance(self.prompt_template, str):
+                longest = config_limits.longest_prompt(self.prompt_template, self.rarity)
+                if longest > config_limits.PROMPT_MAX:
+                    template_problems.append(
+                        f"prompt_template: its longest prompt (with the longest option "
+                        f"fragments, a {config_limits.TOKEN_ID_DIGITS}-digit token id and a "
+                        f"{config_limits.NAME_MAX}-character name) is {longest} characters, "
+                        f"more than {config_limits.PROMPT_MAX}"
+                    )
             if template_problems:
                 errors["prompt_template"] = template_problems
-        errors.update(self._check_style_images())
-        errors.update(self._check_model_reference())
+        outside = self._check_locations()
+        errors.update(outside)
+        if "style_images" not in outside:
+            errors.update(self._check_style_images())
+        if not {"model_dir", "model_config_dir"} & set(outside):
+            errors.update(self._check_model_reference())
         lock = self._config_lock()
         if self.pk and lock:
             stored = Collection.objects.filter(pk=self.pk).values(*FROZEN_FIELDS).first() or {}
@@ -207,13 +252,32 @@ class Collection(models.Model):
     def style_image_paths(self) -> list[Path]:
         return [_resolve(path) for path in self.style_images]
 
+    def _check_locations(self) -> dict[str, list[str]]:
+        """Every model path (and style image) must be inside MODEL_ROOTS; one message for
+        any path outside, whatever is there (generation/model_roots.py)."""
+        errors: dict[str, list[str]] = {}
+        for name in ("model_dir", "model_config_dir", "clip_dir"):
+            value = getattr(self, name)
+            if value and not model_roots.is_confined(value):
+                errors[name] = [model_roots.outside_message(value)]
+        images = self.style_images
+        if not isinstance(images, list) or not all(isinstance(p, str) for p in images):
+            errors["style_images"] = ["must be a list of image file paths"]
+            return errors
+        problems = config_limits.style_images_problems(images)
+        if not problems:
+            problems = [
+                model_roots.outside_message(path)
+                for path in images
+                if not model_roots.is_confined(path)
+            ]
+        if problems:
+            errors["style_images"] = problems
+        return errors
+
     def _check_style_images(self) -> dict[str, list[str]]:
         from PIL import Image, UnidentifiedImageError
 
-        if not isinstance(self.style_images, list) or not all(
-            isinstance(p, str) for p in self.style_images
-        ):
-            return {"style_images": ["must be a list of image file paths"]}
         problems = []
         for path in self.style_image_paths():
             try:
@@ -250,8 +314,7 @@ class Collection(models.Model):
 
 
 def _resolve(path: str) -> Path:
-    candidate = Path(path)
-    return candidate if candidate.is_absolute() else Path(settings.BASE_DIR) / candidate
+    return model_roots.under_first_root(path)
 
 
 class TokenQuerySet(models.QuerySet):

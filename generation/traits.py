@@ -685,24 +685,43 @@ def _category_names(table: Any) -> list[tuple[int, str, bool]]:
     return found
 
 
+def _placeholder_text(field: str, spec: str | None, conversion: str | None) -> str:
+    """A parsed replacement field written back as the template had it."""
+    return (
+        "{" + field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+    )
+
+
 def validate_template(template: str, table: dict[str, Any]) -> list[str]:
     """Every problem with a prompt template, each message starting with ``prompt_template``.
 
-    Allowed placeholders: each category name, ``token_id`` and ``collection``. Reported:
-    a template that is not a string or is malformed; positional (``{}``, ``{0}``) or unknown
-    placeholders; attribute or index access (``{hat.x}``, ``{hat[0]}``); conversions or format
-    specs that fail on a trial render (categories as strings, ``token_id`` as an int); a
-    category with ``verify: true`` that the template never uses (CLIP could not find it).
+    A template is text with plain ``{name}`` placeholders; ``{{`` and ``}}`` stand for literal
+    braces. Allowed names: each category name, ``token_id`` and ``collection``. Reported: a
+    template that is not a string or is malformed; positional (``{}``, ``{0}``) or unknown
+    placeholders; attribute or index access (``{hat.x}``, ``{hat[0]}``); format specs and
+    conversions (``{token_id:>50000000}``, ``{hat!r}``: a width alone can make a prompt of any
+    size); a category with ``verify: true`` that the template never uses (CLIP could not find
+    it).
     """
     if not isinstance(template, str):
         return [f"prompt_template: must be a string, got {_show(template)}"]
     try:
-        fields = template_placeholders(template)
+        parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
         return [f"prompt_template: malformed template: {exc}"]
     categories = _category_names(table)
     allowed = {name for _, name, _ in categories} | RESERVED_PLACEHOLDERS
     problems = []
+    fields = set()
+    for _literal, field, spec, conversion in parsed:
+        if field is None:
+            continue
+        fields.add(field)
+        if spec or conversion:
+            problems.append(
+                f"prompt_template: placeholder {_placeholder_text(field, spec, conversion)}: "
+                f"format specs and conversions are not allowed; write {{{field}}}"
+            )
     for field in sorted(fields):
         if field == "" or field.isdigit():
             problems.append(
@@ -722,12 +741,6 @@ def validate_template(template: str, table: dict[str, Any]) -> list[str]:
                 )
     if problems:
         return problems
-    values: dict[str, Any] = {name: "x" for _, name, _ in categories}
-    values.update(token_id=1, collection="x")
-    try:
-        string.Formatter().vformat(template, (), values)
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
-        problems.append(f"prompt_template: cannot be rendered: {exc}")
     for i, name, verify in categories:
         if verify and name not in fields:
             problems.append(
@@ -742,11 +755,12 @@ def render_prompt(
 ) -> str:
     """The prompt: ``template`` with ``{category}`` replaced by the chosen option's ``prompt``.
 
-    ``extra`` may give ``token_id`` and ``collection``; the substitution is ``str.format``'s
-    (format specs such as ``{token_id:04d}`` apply), with nothing else changed. Raises
-    ValueError for an invalid table or template, traits that do not give every category one of
-    its options, an unknown ``extra`` name, or a placeholder the template uses but ``extra``
-    does not give.
+    ``extra`` may give ``token_id`` and ``collection``, each written as ``str()`` writes it;
+    ``{{`` and ``}}`` give literal braces, and nothing else changes (a template with format
+    specs, conversions, attribute or index access is refused, see :func:`validate_template`).
+    Raises ValueError for an invalid table or template, traits that do not give every category
+    one of its options, an unknown ``extra`` name, or a placeholder the template uses but
+    ``extra`` does not give.
     """
     categories = _prepare(table)
     problems = validate_template(template, table)
@@ -772,4 +786,7 @@ def render_prompt(
     missing = sorted(template_placeholders(template) - set(values))
     if missing:
         raise ValueError(f"the template uses {missing} but no value was given for it")
-    return string.Formatter().vformat(template, (), values)
+    return "".join(
+        literal + (str(values[field]) if field is not None else "")
+        for literal, field, _spec, _conversion in string.Formatter().parse(template)
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -100,6 +101,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_dramatiq",
+    "axes",  # the admin's login lockout (below)
     "mintsite.apps.MintsiteConfig",
     "generation",
     "chain",
@@ -117,6 +119,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # last, as django-axes requires: turns a locked-out login into the lockout page
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "mintsite.urls"
@@ -165,6 +169,27 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# --- admin login lockout (django-axes; docs/admin.md) ----------------------------------------
+# After ADMIN_LOGIN_FAILURE_LIMIT wrong passwords for one username from one client address, that
+# username is refused from that address (HTTP 429, a page saying when to try again) for
+# ADMIN_LOGIN_COOLOFF_MINUTES, counted from the last failure. Keyed on the pair, so a stranger
+# guessing a manager's password locks out only themselves, never the manager at their own
+# address; a successful login clears the count. The address is the API throttle's
+# (mintsite/client_address.py: REMOTE_ADDR unless API_NUM_PROXIES names the proxies in front).
+# Failed attempts are rows in the database (Axes → Access attempts in the admin); an operator
+# unlocks early with `manage.py axes_reset_username <name>`.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out pair before any check
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("ADMIN_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_float("ADMIN_LOGIN_COOLOFF_MINUTES", 15.0))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "mintsite.client_address.client_address"
+AXES_LOCKOUT_TEMPLATE = "admin/login_locked.html"
+AXES_HTTP_RESPONSE_CODE = 429
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -364,6 +389,12 @@ TX_SENDER_CRASH_AT = env_str("TX_SENDER_CRASH_AT")
 
 # --- generation -----------------------------------------------------------------------------
 REFERENCE_MODELS_DIR = Path(env_str("REFERENCE_MODELS_DIR") or VAR_DIR / "models")
+# Where collections' models may be loaded from (generation/model_roots.py): the folders, comma-
+# separated, that hold the diffusion and CLIP models and the reference style images; a path a
+# manager gives outside them is refused, and a relative one is taken from the first.
+MODEL_ROOTS = [Path(root) for root in env_list("MODEL_ROOTS", [str(REFERENCE_MODELS_DIR)])]
+if not MODEL_ROOTS:
+    raise ImproperlyConfigured("MODEL_ROOTS is empty: name the folders models may be loaded from")
 RENDER_CACHE_DIR = Path(env_str("RENDER_CACHE_DIR") or VAR_DIR / "renders")
 RENDER_DEVICE = env_str("RENDER_DEVICE")  # "cpu", "cuda", "cuda:1"; unset picks automatically
 # Renders of one shape arriving within RENDER_BATCH_WAIT seconds share one pipeline call, up to

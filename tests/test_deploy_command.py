@@ -58,6 +58,51 @@ def test_it_refuses_an_invalid_collection_before_sending_anything(anvil: Anvil) 
     assert not Collection.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "field"),
+    [
+        ("--prompt-template", "art {token_id:>50000000}", "format specs"),
+        ("--model-dir", "/etc", "outside the folders models may be loaded from"),
+        ("--clip-dir", "../../..", "outside the folders models may be loaded from"),
+        ("--description", "x" * 5_001, "at most 5000 characters"),
+        ("--negative-prompt", "x" * 1_001, "at most 1000 characters"),
+    ],
+)
+def test_it_refuses_a_config_past_the_managers_limits_before_sending_anything(
+    anvil: Anvil, option: str, value: str, field: str
+) -> None:
+    w3 = Web3(Web3.HTTPProvider(anvil.rpc_url))
+    nonce = w3.eth.get_transaction_count(ANVIL_ACCOUNTS[0].address)
+    with pytest.raises(CommandError, match=field):
+        call_command("deploy_collection", "--rpc-url", anvil.rpc_url, option, value)
+    assert w3.eth.get_transaction_count(ANVIL_ACCOUNTS[0].address) == nonce
+
+
+def test_freezing_checks_the_config_whoever_calls(anvil: Anvil) -> None:
+    from django.core.exceptions import ValidationError
+    from eth_account import Account
+
+    from chain.deployment import send_freeze
+
+    # Given a collection whose template was changed behind the form's back, before its freeze
+    call_command("deploy_collection", "--rpc-url", anvil.rpc_url, "--slug", "late")
+    Collection.objects.filter(slug="late").update(
+        config_digest="",
+        contract_uri="",
+        prepared_config_digest="",
+        prepared_contract_uri="",
+        prompt_template="art {token_id:>50000000}",
+    )
+    collection = Collection.objects.get(slug="late")
+    w3 = Web3(Web3.HTTPProvider(anvil.rpc_url))
+    nonce = w3.eth.get_transaction_count(ANVIL_ACCOUNTS[0].address)
+    # Then freezing it refuses, before preparing, pinning or sending anything
+    with pytest.raises(ValidationError, match="format specs"):
+        send_freeze(w3, Account.from_key(ANVIL_ACCOUNTS[0].private_key), collection)
+    assert w3.eth.get_transaction_count(ANVIL_ACCOUNTS[0].address) == nonce
+    assert Collection.objects.get(slug="late").prepared_config_digest == ""
+
+
 def test_it_asks_for_a_deployer_key_off_the_embedded_chain() -> None:
     with start_anvil(chain_id=4242) as other, pytest.raises(CommandError, match="DEPLOYER_KEY"):
         call_command("deploy_collection", "--rpc-url", other.rpc_url)

@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 import pytest
 from django.conf import settings
+from django.test import override_settings
 from eth_account import Account
 from eth_utils import keccak
 from multiformats import CID, multihash
@@ -120,16 +121,15 @@ def stack(
         good = deploy_collection(
             w3, DEPLOYER.private_key, CollectionSpec(slug="e2e", steps=2, price_wei=PRICE)
         )
-        broken = deploy_collection(
-            w3,
-            DEPLOYER.private_key,
-            CollectionSpec(
-                slug="broken",
-                name="Broken",
-                price_wei=PRICE,
-                model_dir=str(_corrupt_copy(reference_models, tmp / "corrupt-diffusion")),
-            ),
-        )
+        corrupt = _corrupt_copy(reference_models, tmp / "corrupt-diffusion")
+        with override_settings(MODEL_ROOTS=[reference_models, tmp]):  # an allowed folder
+            broken = deploy_collection(
+                w3,
+                DEPLOYER.private_key,
+                CollectionSpec(
+                    slug="broken", name="Broken", price_wei=PRICE, model_dir=str(corrupt)
+                ),
+            )
         stranger, _ = deploy_contract(
             w3, DEPLOYER.private_key, name="Stranger", symbol="STR", price_wei=PRICE, max_supply=10
         )

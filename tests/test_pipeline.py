@@ -316,8 +316,14 @@ def test_it_checks_renders_against_the_collections_reference_images(
     assert "style images: cosine similarity" in other.failure_reason
 
 
-def test_it_refuses_reference_images_it_cannot_read(reference_models: Path, tmp_path: Path) -> None:
+def test_it_refuses_reference_images_it_cannot_read(
+    reference_models: Path,
+    tmp_path: Path,
+    settings,  # type: ignore[no-untyped-def]
+) -> None:
     from django.core.exceptions import ValidationError
+
+    settings.MODEL_ROOTS = [reference_models, tmp_path]
 
     collection = make_token(reference_models, threshold=-1.0, slug="style-bad").collection
     collection.style_images = [str(tmp_path / "missing.png")]

@@ -148,9 +148,11 @@ def test_it_refuses_an_unusable_model_reference_naming_the_field(
     config: str | None,
     field: str,
     message: str,
+    settings,  # type: ignore[no-untyped-def]
 ) -> None:
     from django.core.exceptions import ValidationError
 
+    settings.MODEL_ROOTS = [reference_models, tmp_path]  # the test's files are allowed
     (tmp_path / "empty").mkdir()
     (tmp_path / "weights.ckpt").write_bytes(b"pickle")
     (tmp_path / "weights.safetensors").write_bytes(b"{}")
@@ -179,9 +181,13 @@ def test_the_fingerprint_of_a_single_file_is_its_sha256(tmp_path: Path) -> None:
 
 @pytest.mark.django_db
 def test_a_collection_on_a_single_file_checkpoint_renders_what_the_folder_renders(
-    reference_models: Path, tmp_path: Path
+    reference_models: Path,
+    tmp_path: Path,
+    settings,  # type: ignore[no-untyped-def]
 ) -> None:
     from generation.single_file import export_single_file
+
+    settings.MODEL_ROOTS = [reference_models, tmp_path]
 
     checkpoint = export_single_file(reference_models / "diffusion", tmp_path / "ref.safetensors")
     folder = make_token(reference_models, threshold=-1.0, slug="from-folder")

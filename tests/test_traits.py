@@ -440,8 +440,10 @@ def test_it_lists_template_placeholders() -> None:
         ("a {hat[0]} {eyes}", "placeholder {hat[0]}: attribute and index access"),
         ("a {hat {eyes}", "prompt_template: malformed template"),
         ("a } {hat} {eyes}", "prompt_template: malformed template"),
-        ("a {hat:d} {eyes}", "prompt_template: cannot be rendered"),
-        ("a {hat!z} {eyes}", "prompt_template: cannot be rendered"),
+        ("a {hat:d} {eyes}", "placeholder {hat:d}: format specs and conversions"),
+        ("a {hat!r} {eyes}", "placeholder {hat!r}: format specs and conversions"),
+        ("{hat} {eyes} #{token_id:>50000000}", "placeholder {token_id:>50000000}: format"),
+        ("{hat} {eyes} #{token_id:04d}", "are not allowed; write {token_id}"),
         ("a {eyes}", "category 'hat' (categories[1]) has verify: true"),
         (42, "prompt_template: must be a string"),
     ],
@@ -452,17 +454,17 @@ def test_it_validates_templates(template: str, fragment: str) -> None:
 
 
 def test_it_accepts_a_valid_template() -> None:
-    template = "{collection} #{token_id:04d}: portrait, {hat}, {eyes}, {background}"
+    template = "{collection} #{token_id}: portrait, {hat}, {eyes}, {background} {{sic}}"
     assert validate_template(template, weighted_table()) == []
 
 
 def test_it_renders_the_prompt_fragments() -> None:
     table = weighted_table()
     traits = {"background": "Void", "hat": "Halo", "eyes": "Laser"}
-    template = "{collection} #{token_id:04d}: portrait, {hat}, {eyes}, {background}"
+    template = "{collection} #{token_id}: portrait, {hat}, {eyes}, {background} {{sic}}"
     assert (
         render_prompt(template, traits, table, token_id=7, collection="Mintlings")
-        == "Mintlings #0007: portrait, with a halo, laser eyes, a black void"
+        == "Mintlings #7: portrait, with a halo, laser eyes, a black void {sic}"
     )
     with pytest.raises(ValueError, match="token_id"):
         render_prompt(template, traits, table, collection="Mintlings")

@@ -27,6 +27,7 @@ import httpx
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.test import override_settings
 from web3 import Web3
 
 import verifier
@@ -172,12 +173,14 @@ def world(
         checkpoint = export_single_file(
             reference_models / "diffusion", tmp_path_factory.mktemp("ckpt") / "model.safetensors"
         )
-        single = deploy_collection(
-            w3,
-            DEPLOYER.private_key,
-            CollectionSpec(slug="verify-single-file", rarity=PALETTE, model_dir=str(checkpoint),
-                           model_config_dir=str(reference_models / "diffusion")),
-        )  # fmt: skip
+        # the test's own folder is one the operator allows models from
+        with override_settings(MODEL_ROOTS=[reference_models, checkpoint.parent]):
+            single = deploy_collection(
+                w3,
+                DEPLOYER.private_key,
+                CollectionSpec(slug="verify-single-file", rarity=PALETTE, model_dir=str(checkpoint),
+                               model_config_dir=str(reference_models / "diffusion")),
+            )  # fmt: skip
         mint(w3, single, 1)
         mine(w3, 2)
         through_pipeline(w3, single, listen(w3, single), lambda token: None)

@@ -359,11 +359,66 @@ def test_it_is_verified_by_the_documented_example_receiver(
 
 
 def manager(name: str, *collections: Collection) -> User:
+    """A manager as docs/admin.md grants one: a staff account in the collections' managers,
+    with no Django model permissions ticked."""
     user = User.objects.create_user(name, password="pw", is_staff=True)
-    user.user_permissions.set(Permission.objects.filter(content_type__app_label="mintsite"))
     for collection in collections:
         collection.managers.add(user)
     return user
+
+
+def test_a_manager_with_exactly_the_documented_grant_may_do_what_the_docs_say_and_no_more(
+    alpha: Collection, client: Client
+) -> None:
+    from mintsite.models import ApiKey, WebhookAttempt
+
+    subscription = subscribe(alpha, "https://alpha.example/hooks", EventType.STAGE)
+    delivery = delivery_for(subscription)
+    WebhookAttempt.objects.create(delivery_id=delivery, number=1, status_code=503)
+    key, _ = ApiKey.issue(alpha, "alpha site")
+    client.force_login(manager("maria", alpha))
+
+    # She sees the three lists on the admin's front page, and her rows in each
+    front = client.get("/admin/").content.decode()
+    for path in ("apikey", "webhooksubscription", "webhookdelivery"):
+        assert f"/admin/mintsite/{path}/" in front
+        assert client.get(f"/admin/mintsite/{path}/").status_code == 200
+    # a delivery with its attempts
+    page = client.get(f"/admin/mintsite/webhookdelivery/{delivery}/change/").content.decode()
+    assert "503" in page and "attempt" in page.lower()
+    # API keys: issue (test below), rename, revoke; never delete
+    assert client.get("/admin/mintsite/apikey/add/").status_code == 200
+    client.post("/admin/mintsite/apikey/", {"action": "revoke", "_selected_action": [key.pk]})
+    assert ApiKey.objects.get(pk=key.pk).revoked
+    assert client.get(f"/admin/mintsite/apikey/{key.pk}/delete/").status_code == 403
+    # subscriptions: add, change, delete
+    assert client.get("/admin/mintsite/webhooksubscription/add/").status_code == 200
+    url = f"/admin/mintsite/webhooksubscription/{subscription.pk}"
+    assert client.get(f"{url}/delete/").status_code == 200
+    # deliveries: view and replay only
+    assert client.get("/admin/mintsite/webhookdelivery/add/").status_code == 403
+    assert client.get(f"/admin/mintsite/webhookdelivery/{delivery}/delete/").status_code == 403
+    page = client.get(f"/admin/mintsite/webhookdelivery/{delivery}/change/").content.decode()
+    assert 'name="_save"' not in page  # view only: nothing to save
+
+
+def test_django_permissions_alone_show_no_key_or_webhook(alpha: Collection, client: Client) -> None:
+    from mintsite.models import ApiKey
+
+    # Eve is staff with every permission Django has for these models, but manages nothing
+    eve = User.objects.create_user("eve", password="pw", is_staff=True)
+    eve.user_permissions.set(Permission.objects.filter(content_type__app_label="mintsite"))
+    key, _ = ApiKey.issue(alpha, "alpha site")
+    subscription = subscribe(alpha, "https://alpha.example/hooks", EventType.STAGE)
+    client.force_login(eve)
+
+    assert "/admin/mintsite/" not in client.get("/admin/").content.decode()
+    for path in ("apikey", "webhooksubscription", "webhookdelivery"):
+        assert client.get(f"/admin/mintsite/{path}/").status_code == 403
+    assert client.get("/admin/mintsite/apikey/add/").status_code == 403
+    assert client.get(f"/admin/mintsite/apikey/{key.pk}/change/").status_code in (302, 403)
+    response = client.get(f"/admin/mintsite/webhooksubscription/{subscription.pk}/change/")
+    assert response.status_code in (302, 403)
 
 
 def test_it_replays_a_delivery_from_the_admin_with_a_fresh_signature(

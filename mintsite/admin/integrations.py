@@ -53,9 +53,16 @@ class DeliveryCollectionFilter(ManagedCollectionFilter):
 
 
 class ManagedByCollection(admin.ModelAdmin):
-    """Rows reachable through ``collection_path`` from a collection the user manages."""
+    """Rows reachable through ``collection_path`` from a collection the user manages.
+
+    Being in the collection's ``managers`` is the whole grant, as for collections and tokens
+    (docs/admin.md): a manager may do ``manager_may`` with her collections' rows and nothing
+    else, whatever Django model permissions her account has; Django's permissions neither
+    grant nor are needed for anything here, except that a superuser may do everything.
+    """
 
     collection_path = "collection"
+    manager_may: frozenset[str] = frozenset({"view"})
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         queryset = super().get_queryset(request)
@@ -68,9 +75,39 @@ class ManagedByCollection(admin.ModelAdmin):
             kwargs["queryset"] = managed_collections(request)
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
+    def _may(self, action: str, request: HttpRequest, obj: Any = None) -> bool:
+        if request.user.is_superuser:
+            return bool(request.user.is_active and request.user.is_staff)
+        if action not in self.manager_may:
+            return False
+        collection_pk = None
+        if obj is not None:
+            *hops, last = self.collection_path.split("__")
+            for hop in hops:
+                obj = getattr(obj, hop)
+            collection_pk = getattr(obj, f"{last}_id")
+        return permissions.manages(request.user, collection_pk)
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return self._may("view", request)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._may("view", request, obj)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return self._may("add", request)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._may("change", request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._may("delete", request, obj)
+
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(ManagedByCollection):
+    # issue, rename and revoke; deleting a key (and when it was last used) is the superuser's
+    manager_may = frozenset({"view", "add", "change"})
     list_display = ["name", "collection", "shown_prefix", "created_at", "last_used_at", "revoked"]
     list_filter = [ManagedCollectionFilter, "revoked"]
     search_fields = ["name", "prefix"]
@@ -106,7 +143,7 @@ class ApiKeyAdmin(ManagedByCollection):
             ),
         )
 
-    @admin.action(description="Revoke the selected keys")
+    @admin.action(description="Revoke the selected keys", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         count = queryset.update(revoked=True)
         messages.success(request, f"{count} key(s) revoked")
@@ -165,6 +202,7 @@ class WebhookSubscriptionForm(forms.ModelForm):
 
 @admin.register(WebhookSubscription)
 class WebhookSubscriptionAdmin(ManagedByCollection):
+    manager_may = frozenset({"view", "add", "change", "delete"})
     form = WebhookSubscriptionForm
     list_display = ["url", "collection", "event_list", "state", "disabled_reason", "created_at"]
     list_filter = [ManagedCollectionFilter, "active", DisabledFilter]
@@ -230,10 +268,14 @@ class AttemptInline(admin.TabularInline):
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # shown on a delivery's page, which only those who may see the delivery reach
+        return request.user.is_superuser or permissions.manages(request.user)
+
 
 @admin.register(WebhookDelivery)
 class WebhookDeliveryAdmin(ManagedByCollection):
-    collection_path = "subscription__collection"
+    collection_path = "subscription__collection"  # view and replay: deliveries come from events
     list_display = [
         "event_type",
         "event_id",
@@ -288,7 +330,9 @@ class WebhookDeliveryAdmin(ManagedByCollection):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # deliveries come from events
 
-    @admin.action(description="Replay: send again now, with a fresh timestamp")
+    @admin.action(
+        description="Replay: send again now, with a fresh timestamp", permissions=["view"]
+    )
     def replay(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
         pks = list(queryset.values_list("pk", flat=True))
         try:

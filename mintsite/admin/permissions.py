@@ -3,8 +3,9 @@
 A superuser sees every collection; any other staff user sees, changes and runs only the
 collections that list them in ``managers``, and only those collections' tokens, events, API keys
 and webhooks (querysets, object permissions, list filters and the image view all go through
-:func:`managed_collections`). A manager needs no model permissions of Django's own: being in
-``managers`` is the grant.
+:func:`managed_collections`). Being in ``managers`` is the whole grant: a manager
+needs no model permissions of Django's own, and for anyone but a superuser Django's model
+permissions grant nothing here (docs/admin.md lists what a manager may do with each kind of row).
 """
 
 from __future__ import annotations

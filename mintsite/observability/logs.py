@@ -89,6 +89,7 @@ def logging_config(log_format: str, level: str) -> dict[str, Any]:
             }
         },
         "root": {"handlers": ["console"], "level": level},
-        # one line per HTTP request is noise in the daemons and the demo
-        "loggers": {"httpx": {"level": "WARNING"}},
+        # one line per HTTP request is noise in the daemons and the demo; django-axes logs
+        # every login at INFO, and its failures and lockouts (the part worth reading) at WARNING
+        "loggers": {"httpx": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
     }

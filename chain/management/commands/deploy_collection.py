@@ -51,12 +51,15 @@ class Command(BaseCommand):
         spec = CollectionSpec(**{f.name: options[f.name] for f in fields(CollectionSpec)})
         if Collection.objects.filter(slug=spec.slug).exists():
             raise CommandError(f"a collection with the slug {spec.slug!r} already exists")
+        models = Path(settings.REFERENCE_MODELS_DIR)
         probe = Collection(
-            slug=spec.slug, name=spec.name, chain_id=1, contract_address="0x" + "0" * 40,
-            model_dir=spec.model_dir or str(Path(settings.REFERENCE_MODELS_DIR) / "diffusion"),
+            slug=spec.slug, name=spec.name, description=spec.description, chain_id=1,
+            contract_address="0x" + "0" * 40,
+            model_dir=spec.model_dir or str(models / "diffusion"),
             model_config_dir=spec.model_config_dir, scheduler=spec.scheduler,
-            clip_dir=spec.clip_dir or "x",
-            prompt_template=spec.prompt_template, style_prompt=spec.style_prompt,
+            clip_dir=spec.clip_dir or str(models / "clip"),
+            prompt_template=spec.prompt_template, negative_prompt=spec.negative_prompt,
+            style_prompt=spec.style_prompt,
             clip_threshold=spec.clip_threshold, steps=spec.steps, guidance=spec.guidance,
             width=spec.width, height=spec.height, max_attempts=spec.max_attempts,
             max_supply=spec.max_supply, rarity=spec.rarity, trait_margin=spec.trait_margin,

@@ -211,6 +211,9 @@ def _rate(name: str, default: str) -> str | None:
 
 API_ANON_RATE = _rate("API_ANON_RATE", "120/min")  # per client address
 API_KEY_RATE = _rate("API_KEY_RATE", "600/min")  # per API key
+# Refused API keys (issue 15, item 9): this many per client address in a window; past it, no
+# key from the address is checked (429) until the window ends (mintsite/api/auth.py).
+API_AUTH_FAILURE_RATE = _rate("API_AUTH_FAILURE_RATE", "10/min")
 API_PAGE_SIZE = env_int("API_PAGE_SIZE", 50, minimum=1)  # ?page_size= may ask up to the max
 API_MAX_PAGE_SIZE = env_int("API_MAX_PAGE_SIZE", 200, minimum=1)
 # Live progress: a stream (SSE) or long poll holds a server thread, so both are bounded; a

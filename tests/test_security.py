@@ -311,6 +311,44 @@ def test_a_burst_of_concurrent_requests_gets_exactly_the_rate_limit_through(
         assert int(response.headers["Retry-After"]) == error["retry_after"]
 
 
+def test_guessing_api_keys_is_throttled_per_address_even_with_a_fresh_key_each_time(
+    live_server, settings
+) -> None:  # type: ignore[no-untyped-def]
+    # Given at most 3 refused keys an hour per address, and a collection with a real key
+    cache.clear()
+    settings.API_AUTH_FAILURE_RATE = "3/hour"
+    _, valid = ApiKey.issue(_collection("guarded-keys", 1), "studio")
+    connections.close_all()
+    url = "/api/collections/guarded-keys/webhooks/"
+
+    def post(key: str, source: str = "127.0.0.1") -> httpx.Response:
+        transport = httpx.HTTPTransport(local_address=source)
+        with httpx.Client(base_url=live_server.url, transport=transport, timeout=60) as http:
+            return http.post(url, json={}, headers={"Authorization": f"Bearer {key}"})
+
+    def guess(n: int) -> str:
+        return f"mint_{n:08x}_{'x' * 43}"
+
+    # When a client tries three keys, each new, each is refused as unknown
+    for n in range(3):
+        assert post(guess(n)).status_code == 401
+    # Then the fourth fresh guess, and a malformed one, are not checked: 429 with Retry-After
+    for key in (guess(3), "not-a-key"):
+        response = post(key)
+        assert response.status_code == 429, response.text
+        error = response.json()["error"]
+        assert error["code"] == "throttled" and 0 < error["retry_after"] <= 3600
+        assert int(response.headers["Retry-After"]) == error["retry_after"]
+    # and a valid key from that address waits too, else a 200 would tell a hit from a guess
+    assert post(valid).status_code == 429
+    # Public reads without a key are not affected
+    with httpx.Client(base_url=live_server.url, timeout=60) as http:
+        assert http.get("/api/collections/").status_code == 200
+    # Another address (loopback has all of 127/8) is counted apart: its valid key works
+    assert post(valid, source="127.0.0.2").status_code == 400  # past auth: the body is empty
+    assert post(guess(4), source="127.0.0.2").status_code == 401
+
+
 # --- CSRF -------------------------------------------------------------------------------------
 
 

@@ -149,17 +149,6 @@ def mark_failed(token_pk: int, reason: str) -> bool:
     return bool(updated)
 
 
-def last_error(message_data: dict[str, Any]) -> str:
-    """The last line of the traceback Dramatiq kept on a message that used up its retries."""
-    traceback = message_data.get("options", {}).get("traceback", "").strip()
-    return traceback.splitlines()[-1] if traceback else "no traceback recorded"
-
-
-def failure_reason(stage: str, message_data: dict[str, Any], retries: int) -> str:
-    """What a token's history says when ``stage`` used up its retries: the last error."""
-    return f"{stage} gave up after {retries} retries: {last_error(message_data)}"
-
-
 def render_cache_path(token: Token, attempt: int) -> Path:
     return (
         Path(settings.RENDER_CACHE_DIR) / token.collection.slug / f"{token.token_id}-{attempt}.png"

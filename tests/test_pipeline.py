@@ -130,24 +130,49 @@ def test_it_fails_a_token_whose_model_folder_is_missing(
         pipeline.run_render(token.pk)
 
 
-def test_it_records_the_last_error_when_a_stage_runs_out_of_retries(
-    reference_models: Path,
+def test_it_records_the_stage_and_the_kind_of_error_when_a_stage_runs_out_of_retries(
+    reference_models: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     from generation.tasks import record_failure
+    from mintsite.observability.logs import ContextFilter
 
+    caplog.handler.addFilter(ContextFilter())  # as on the console handler: the context fields
     token = make_token(reference_models, threshold=-1.0)
     # The message as Dramatiq's Retries middleware hands it to on_retry_exhausted.
     message = {
-        "actor_name": "publish_token",
+        "actor_name": "pin_token",
         "args": [token.pk],
-        "options": {"traceback": "Traceback...\nrequests.exceptions.ConnectionError: node away"},
+        "options": {
+            "traceback": "Traceback...\nipfs.errors.BackendUnavailable: Kubo RPC at "
+            "http://kubo.internal:5001/api/v0/add?key=s3cret answered 503"
+        },
     }
     record_failure.fn(message, {"retries": 5, "max_retries": 5})
     token.refresh_from_db()
     assert token.status == Token.Status.FAILED
     assert token.failure_reason == (
-        "publish_token gave up after 5 retries: requests.exceptions.ConnectionError: node away"
+        "the pin gave up after 5 retries: the IPFS backend was unavailable"
     )
+    # the error itself is in the log, with the token
+    (record,) = [r for r in caplog.records if "the last try's error" in r.getMessage()]
+    assert "kubo.internal:5001/api/v0/add?key=s3cret" in record.getMessage()
+    assert record.token_pk == token.pk  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("last_line", "kind"),
+    [
+        ("TimeoutError: read timed out", "a service it depends on did not answer in time"),
+        ("django.db.utils.OperationalError: server closed", "the database was unavailable"),
+        ("FileExistsError: [Errno 17] /srv/x", "an unexpected FileExistsError"),
+        ("somewhere.unloaded.Oops: secret", "an unexpected Oops"),
+        ("garbage that names no class", "an unexpected error"),
+    ],
+)
+def test_a_reason_names_a_kind_of_error_never_its_text(last_line: str, kind: str) -> None:
+    from generation.failures import kind_of
+
+    assert kind_of(last_line) == kind
 
 
 def test_it_draws_traits_from_the_seed_and_puts_them_in_prompt_and_metadata(

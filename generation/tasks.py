@@ -49,7 +49,7 @@ def render_token(token_pk: int) -> None:
         stages.send(RENDER, token_pk, delay_ms=lease_wait_ms(held))
         return
     except PipelineError as exc:
-        pipeline.mark_failed(token_pk, str(exc))
+        pipeline.fail_pipeline(token_pk, exc)
         return
     hand_over(token_pk, status, RENDER.hands_over_to)
 
@@ -59,7 +59,7 @@ def pin_token(token_pk: int) -> None:
     try:
         status = pipeline.run_pin(token_pk)
     except PipelineError as exc:
-        pipeline.mark_failed(token_pk, str(exc))
+        pipeline.fail_pipeline(token_pk, exc)
         return
     hand_over(token_pk, status, PIN.hands_over_to)
 
@@ -77,7 +77,7 @@ def rerender_token(token_pk: int, requested_by: str, until: int) -> None:
         stages.send(RERENDER, token_pk, requested_by, until, delay_ms=lease_wait_ms(held))
         return
     except PipelineError as exc:
-        pipeline.mark_failed(token_pk, str(exc))
+        pipeline.fail_pipeline(token_pk, exc)
         return
     hand_over(token_pk, status, RERENDER.hands_over_to)
 

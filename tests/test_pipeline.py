@@ -441,3 +441,47 @@ def test_a_render_whose_claim_was_lost_is_retried_not_dropped(reference_models: 
         pipeline._moved_while_rendering(token.pk)
     Token.objects.filter(pk=token.pk).update(status=Token.Status.PUBLISHED)
     assert pipeline._moved_while_rendering(token.pk) is None  # someone else has it
+
+
+def test_a_model_that_cannot_load_fails_the_token_without_publishing_the_servers_path(
+    reference_models: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from generation.tasks import render_token
+
+    # Given a collection whose model folder is a server path that does not exist
+    hidden = tmp_path / "srv-private-mount" / "weights"
+    token = make_token(reference_models, threshold=-1.0, slug="hidden-path", model_dir=str(hidden))
+    # When the render worker takes the token
+    render_token.fn(token.pk)
+    # Then the token failed, its public reason naming the setting, not the path
+    token.refresh_from_db()
+    assert token.status == Token.Status.FAILED
+    assert token.failure_reason.startswith("cannot load the diffusion model (model_dir): ")
+    shown = [token.failure_reason, *token.events.values_list("detail", flat=True)]
+    assert not any("srv-private-mount" in text for text in shown)
+    # and the log has the path, for the operator
+    assert any(str(hidden) in r.getMessage() for r in caplog.records)
+
+
+def test_a_pinning_service_refusal_fails_the_token_without_its_url_or_answer(
+    reference_models: Path, settings, kubo, caplog: pytest.LogCaptureFixture
+) -> None:  # type: ignore[no-untyped-def]
+    from generation.tasks import pin_token
+    from tests.ipfs_servers import PinningServiceServer
+
+    token = make_token(reference_models, threshold=-1.0, slug="refused-pin")
+    assert pipeline.run_render(token.pk) == Token.Status.RENDERED
+    with PinningServiceServer().running() as service:
+        # Given a pinning service that refuses the configured token
+        settings.IPFS_BACKEND = "pinning-service"
+        settings.IPFS_PINNING_SERVICE_URL = service.url
+        settings.IPFS_PINNING_SERVICE_TOKEN = "wrong"
+        settings.IPFS_KUBO_URL = kubo.url
+        # When the pin worker takes the token
+        pin_token.fn(token.pk)
+    # Then it failed, saying the backend refused, without the service's URL or answer
+    token.refresh_from_db()
+    assert token.status == Token.Status.FAILED
+    assert token.failure_reason == "the IPFS backend refused to pin it: BackendRejected"
+    assert any(service.url in r.getMessage() for r in caplog.records)
+    assert any("bad access token" in r.getMessage() for r in caplog.records)

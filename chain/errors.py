@@ -33,6 +33,14 @@ class WalletCannotPay(ChainError, RuntimeError):
         super().__init__(message)
         self.address, self.chain_id, self.balance, self.need = address, chain_id, balance, need
 
+    def public_reason(self, waiting: str) -> str:
+        """What a waiting token's public ``failure_reason`` says (``waiting``: "waiting to
+        publish"): the wallet, whose address is public, never the node's answer."""
+        return (
+            f"{waiting}: wallet {self.address} on chain {self.chain_id} cannot pay for gas; "
+            "nothing is lost, it is tried again once the wallet is funded"
+        )
+
 
 class TransactionRejected(ChainError, RuntimeError):
     """A node refused the signed transaction for a reason no retry fixes; its nonce was filled

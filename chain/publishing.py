@@ -89,7 +89,10 @@ def publish_batch(collection_pk: int, limit: int | None = None) -> PublishSummar
         try:
             w3 = web3_for(collection.chain_id)
         except ChainMismatch as exc:  # the configuration is wrong: retrying cannot help
-            raise PublishFailed(str(exc)) from exc
+            log.error("%s: cannot publish: %s", collection.slug, exc)  # names the RPC hosts
+            raise PublishFailed(
+                f"the chain's RPC serves chain {exc.served}, not {exc.expected}"
+            ) from exc
         contract = bind(w3, collection.contract_address)
         on_chain = {
             t: bytes(d)
@@ -123,7 +126,8 @@ def publish_batch(collection_pk: int, limit: int | None = None) -> PublishSummar
             w3, contract, "tokenURI", [t.token_id for t in tokens if t.pk not in summary.failed]
         )
     except WalletCannotPay as exc:
-        _release(claim_id, f"waiting to publish: {exc}")
+        log.error("%s: publishing paused: %s", collection.slug, exc)
+        _release(claim_id, exc.public_reason("waiting to publish"))
         raise PublishPaused(str(exc)) from exc
     except PublishFailed as exc:  # the configuration is wrong: retrying cannot help
         for token in tokens:

@@ -9,24 +9,61 @@ import logging
 from typing import Any
 
 import dramatiq
+import requests
 from django.conf import settings
+from web3.exceptions import ContractLogicError, Web3RPCError
 
 from chain import publishing
 from chain.chains import web3_for
-from chain.errors import PublishPaused, WalletCannotPay
+from chain.errors import (
+    ChainChanged,
+    ChainMismatch,
+    FeeCapExceeded,
+    MissingKey,
+    NonceConsumed,
+    PublishPaused,
+    RpcUnavailable,
+    TransactionRejected,
+    TransactionReverted,
+    TransactionTimeout,
+    WalletCannotPay,
+)
 from chain.seed_commit import commit_seeds as commit_and_check
-from generation import pipeline, stages
+from generation import failures, pipeline, stages
 from generation.models import Collection, Token
-from generation.pipeline import failure_reason, last_error
 from generation.stages import IO_QUEUE, PUBLISH, SEED_COMMIT
 
 log = logging.getLogger(__name__)
 
 
+# What a public failure_reason says of the chain side's errors (generation/failures.py): the
+# error's own text, with its URLs and the node's answers, goes to the log only.
+CHAIN_KINDS: failures.Kinds = (
+    (RpcUnavailable, "the chain RPC was unavailable"),
+    (requests.RequestException, "the chain RPC was unavailable"),
+    (ContractLogicError, "a contract call reverted"),
+    (Web3RPCError, "the chain RPC answered with an error"),
+    (TransactionTimeout, "its transaction was not confirmed in time"),
+    (FeeCapExceeded, "the chain's fees were above the cap (TX_MAX_FEE_GWEI)"),
+    (TransactionReverted, "the transaction would revert"),
+    (TransactionRejected, "the node rejected the transaction"),
+    (NonceConsumed, "another transaction took the wallet's nonce; an operator must check"),
+    (ChainChanged, "the chain's RPC serves another chain than before; an operator must check"),
+    (ChainMismatch, "the chain's RPC serves another chain than configured"),
+    (MissingKey, "no key is configured for the wallet"),
+)
+
+
+def _slug(collection_pk: int) -> str | None:
+    return Collection.objects.filter(pk=collection_pk).values_list("slug", flat=True).first()
+
+
 @dramatiq.actor(queue_name=IO_QUEUE, **stages.BOOKKEEPING)
 def record_commit_failure(message_data: dict[str, Any], retry_data: dict[str, Any]) -> None:
-    reason = failure_reason(SEED_COMMIT.actor, message_data, retry_data["retries"])
-    for token_pk in message_data["args"][1]:
+    collection_pk, token_pks = message_data["args"][0], message_data["args"][1]
+    reason = failures.gave_up(message_data, retry_data["retries"], CHAIN_KINDS)
+    failures.log_detail(reason, message_data, collection=_slug(collection_pk), token_pks=token_pks)
+    for token_pk in token_pks:
         pipeline.mark_failed(token_pk, reason)
 
 
@@ -46,7 +83,7 @@ def commit_seeds(collection_pk: int, token_pks: list[int]) -> None:
         # reason is on them, and this message comes back until the wallet can pay.
         log.error("seed commits paused for %s: %s", collection.slug, exc)
         Token.objects.filter(pk__in=token_pks, status=Token.Status.CONFIRMED).update(
-            failure_reason=f"waiting for the seed commit: {exc}"[:2000]
+            failure_reason=exc.public_reason("waiting for the seed commit")
         )
         stages.send(
             SEED_COMMIT,
@@ -60,9 +97,13 @@ def commit_seeds(collection_pk: int, token_pks: list[int]) -> None:
 def record_publish_failure(message_data: dict[str, Any], retry_data: dict[str, Any]) -> None:
     """``publish_pending`` used up its retries (the chain unreachable for minutes): the tokens
     stay PINNED, and the next pinned token or the sweep (``manage.py redrive``) tries again."""
-    Token.objects.filter(collection_id=message_data["args"][0], status=Token.Status.PINNED).update(
-        failure_reason=f"publishing gave up for now: {last_error(message_data)}"[:2000]
-    )
+    collection_pk = message_data["args"][0]
+    reason = failures.gave_up(message_data, retry_data["retries"], CHAIN_KINDS)
+    reason += " (for now: the tokens stay PINNED and are tried again)"
+    waiting = Token.objects.filter(collection_id=collection_pk, status=Token.Status.PINNED)
+    pks = list(waiting.values_list("pk", flat=True))
+    failures.log_detail(reason, message_data, collection=_slug(collection_pk), token_pks=pks)
+    waiting.update(failure_reason=reason)
 
 
 @dramatiq.actor(actor_name=PUBLISH.actor, queue_name=PUBLISH.queue, **PUBLISH.options)

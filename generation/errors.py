@@ -17,7 +17,16 @@ class GenerationError(Exception):
 
 
 class PipelineError(GenerationError):
-    """A failure that retrying will not fix: bad configuration, a missing model, a bad CID."""
+    """A failure that retrying will not fix: bad configuration, a missing model, a bad CID.
+
+    The token's ``failure_reason`` is public (the API, the token page, webhooks): ``public`` is
+    what it says when the message carries what only the operator may read (a server path, a
+    service's URL or answer, another error's text); the message itself is logged.
+    """
+
+    def __init__(self, message: str, *, public: str | None = None) -> None:
+        super().__init__(message)
+        self.public = public or message
 
 
 class RenderFailed(PipelineError, RuntimeError):

@@ -35,13 +35,19 @@ from django.db.models.functions import Now
 from foundation.files import write_atomically
 from generation import events, stages
 from generation.canonical import canonical_json
-from generation.errors import PinFailed, RenderFailed, RenderLeaseHeld, TraitsNotReady
+from generation.errors import (
+    PinFailed,
+    PipelineError,
+    RenderFailed,
+    RenderLeaseHeld,
+    TraitsNotReady,
+)
 from generation.metadata import build_metadata, software_versions
 from generation.models import Collection, Token, seed_bytes
 from generation.protocols import RendersImages
 from ipfs.backends import pinner_from_settings
 from ipfs.cid import compute_raw_cid
-from ipfs.errors import ContentTooLarge, PinningError
+from ipfs.errors import CidMismatch, ContentTooLarge, PinningError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -136,28 +142,33 @@ def traits_for(token: Token, seed: bytes) -> dict[str, str]:
     return token_traits(k, seeds, table)
 
 
-def mark_failed(token_pk: int, reason: str) -> bool:
-    """FAILED with ``reason``, unless the token is already published or final."""
+def mark_failed(token_pk: int, reason: str, *, detail: str = "") -> bool:
+    """FAILED with ``reason`` (public), unless the token is already published or final;
+    ``detail``, what only the operator may read, goes to the log alone."""
     updated = (
         Token.objects.filter(pk=token_pk)
         .exclude(status__in=[Status.PUBLISHED, Status.FINAL, Status.REORGED])
         .update(status=Status.FAILED, failure_reason=reason[:2000])
     )
     if updated:
-        log.error("token pk=%d FAILED: %s", token_pk, reason)
+        if detail and detail != reason:
+            log.error("token pk=%d FAILED: %s (in full: %s)", token_pk, reason, detail)
+        else:
+            log.error("token pk=%d FAILED: %s", token_pk, reason)
         events.record([token_pk], Status.FAILED, reason)
     return bool(updated)
 
 
-def last_error(message_data: dict[str, Any]) -> str:
-    """The last line of the traceback Dramatiq kept on a message that used up its retries."""
-    traceback = message_data.get("options", {}).get("traceback", "").strip()
-    return traceback.splitlines()[-1] if traceback else "no traceback recorded"
+def fail_pipeline(token_pk: int, exc: PipelineError) -> bool:
+    """FAILED for a failure retrying will not fix: its public wording, its message logged."""
+    return mark_failed(token_pk, exc.public, detail=str(exc))
 
 
-def failure_reason(stage: str, message_data: dict[str, Any], retries: int) -> str:
-    """What a token's history says when ``stage`` used up its retries: the last error."""
-    return f"{stage} gave up after {retries} retries: {last_error(message_data)}"
+def _pinning_refused(exc: PinningError) -> str:
+    """A backend's refusal in our words: its message quotes the service and its answer."""
+    if isinstance(exc, CidMismatch):
+        return str(exc)  # CIDs and the backend's kind only, and what to check
+    return f"the IPFS backend refused to pin it: {type(exc).__name__}"
 
 
 def render_cache_path(token: Token, attempt: int) -> Path:
@@ -177,13 +188,15 @@ def load_models(collection: Collection, device: str | None) -> tuple[Renderer, C
     except Exception as exc:  # diffusers raises many kinds for a missing or corrupt model
         raise RenderFailed(
             f"cannot load the diffusion model at {collection.model_path()}: "
-            f"{type(exc).__name__}: {exc}"
+            f"{type(exc).__name__}: {exc}",
+            public=f"cannot load the diffusion model (model_dir): {type(exc).__name__}",
         ) from exc
     try:
         scorer = get_scorer(collection.clip_path(), device)
     except Exception as exc:  # open_clip, likewise
         raise RenderFailed(
-            f"cannot load the CLIP model at {collection.clip_path()}: {type(exc).__name__}: {exc}"
+            f"cannot load the CLIP model at {collection.clip_path()}: {type(exc).__name__}: {exc}",
+            public=f"cannot load the CLIP model (clip_dir): {type(exc).__name__}",
         ) from exc
     return renderer, scorer
 
@@ -393,7 +406,10 @@ def _render_claimed(
         try:
             style_reference = _style_reference(scorer, collection.style_image_paths())
         except OSError as exc:
-            raise RenderFailed(f"the collection's style images cannot be read: {exc}") from exc
+            raise RenderFailed(
+                f"the collection's style images cannot be read: {exc}",
+                public=f"the collection's style images cannot be read: {type(exc).__name__}",
+            ) from exc
     reasons: list[str] = []
     for attempt in range(first, limit):
         # the claim has just taken the lease for the first attempt: one commit less per token
@@ -404,7 +420,10 @@ def _render_claimed(
         try:
             image = cached_render(renderer, params, seed, attempt, batcher)
         except (RuntimeError, ValueError) as exc:
-            raise RenderFailed(f"rendering failed: {type(exc).__name__}: {exc}") from exc
+            raise RenderFailed(
+                f"rendering failed: {type(exc).__name__}: {exc}",
+                public=f"rendering failed: {type(exc).__name__}",
+            ) from exc
         log.info("%s attempt %d rendered in %.2f s", token, attempt, time.perf_counter() - began)
         gate = check_image(
             scorer,
@@ -563,9 +582,15 @@ def run_pin(token_pk: int) -> str | None:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise PinFailed(f"the rendered image {path} cannot be read: {exc}") from exc
+        raise PinFailed(
+            f"the rendered image {path} cannot be read: {exc}",
+            public=f"the rendered image cannot be read: {type(exc).__name__}",
+        ) from exc
     if hashlib.sha256(data).hexdigest() != token.image_sha256:
-        raise PinFailed(f"the rendered image {path} does not hash to {token.image_sha256}")
+        raise PinFailed(
+            f"the rendered image {path} does not hash to {token.image_sha256}",
+            public=f"the rendered image does not hash to {token.image_sha256}",
+        )
     name = f"{token.collection.slug}-{token.token_id}"
     try:
         pinner = pinner_from_settings()
@@ -579,7 +604,7 @@ def run_pin(token_pk: int) -> str | None:
     except PinningError as exc:
         if exc.retryable:
             raise  # Dramatiq retries the stage with backoff
-        raise PinFailed(str(exc)) from exc
+        raise PinFailed(str(exc), public=_pinning_refused(exc)) from exc
     updated = Token.objects.filter(pk=token_pk, status=Status.RENDERED).update(
         status=Status.PINNED,
         image_cid=image_cid,

@@ -278,12 +278,13 @@ def approve(token_pk: int, approved_by: str, attempt: int | None = None) -> str 
             raise ReviewRefused("no attempt was rendered, so there is no image to approve")
         return _approve(token, last, approved_by)
     except (ReviewRefused, PipelineError) as exc:
-        reason = f"approval of attempt {last} by {approved_by} refused: {exc}"
+        said = exc.public if isinstance(exc, PipelineError) else str(exc)
+        reason = f"approval of attempt {last} by {approved_by} refused: {said}"
         if Token.objects.filter(pk=token_pk, status=Status.NEEDS_REVIEW).update(
             failure_reason=reason[:2000]
         ):
             events.record([token_pk], Status.NEEDS_REVIEW, reason)
-        log.warning("%s: %s", token, reason)
+        log.warning("%s: approval of attempt %d by %s refused: %s", token, last, approved_by, exc)
         return Status.NEEDS_REVIEW
 
 

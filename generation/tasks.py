@@ -18,7 +18,7 @@ from typing import Any
 
 import dramatiq
 
-from generation import pipeline, review, stages
+from generation import failures, pipeline, review, stages
 from generation.errors import PipelineError, RenderLeaseHeld, TraitsNotReady
 from generation.models import Token
 from generation.stages import APPROVE, IO_QUEUE, PIN, RENDER, RERENDER
@@ -28,11 +28,12 @@ QUOTA_WAIT_MS = 10_000
 
 @dramatiq.actor(queue_name=IO_QUEUE, **stages.BOOKKEEPING)
 def record_failure(message_data: dict[str, Any], retry_data: dict[str, Any]) -> None:
-    """Called once a stage has used up its retries: the token ends FAILED with the last error."""
-    pipeline.mark_failed(
-        message_data["args"][0],
-        pipeline.failure_reason(message_data["actor_name"], message_data, retry_data["retries"]),
-    )
+    """Called once a stage has used up its retries: the token ends FAILED, the reason naming
+    the stage and the kind of error, the error itself logged (generation/failures.py)."""
+    token_pk = message_data["args"][0]
+    reason = failures.gave_up(message_data, retry_data["retries"])
+    failures.log_detail(reason, message_data, token_pks=[token_pk])
+    pipeline.mark_failed(token_pk, reason)
 
 
 @dramatiq.actor(actor_name=RENDER.actor, queue_name=RENDER.queue, **RENDER.options)
@@ -48,7 +49,7 @@ def render_token(token_pk: int) -> None:
         stages.send(RENDER, token_pk, delay_ms=lease_wait_ms(held))
         return
     except PipelineError as exc:
-        pipeline.mark_failed(token_pk, str(exc))
+        pipeline.fail_pipeline(token_pk, exc)
         return
     hand_over(token_pk, status, RENDER.hands_over_to)
 
@@ -58,7 +59,7 @@ def pin_token(token_pk: int) -> None:
     try:
         status = pipeline.run_pin(token_pk)
     except PipelineError as exc:
-        pipeline.mark_failed(token_pk, str(exc))
+        pipeline.fail_pipeline(token_pk, exc)
         return
     hand_over(token_pk, status, PIN.hands_over_to)
 
@@ -76,7 +77,7 @@ def rerender_token(token_pk: int, requested_by: str, until: int) -> None:
         stages.send(RERENDER, token_pk, requested_by, until, delay_ms=lease_wait_ms(held))
         return
     except PipelineError as exc:
-        pipeline.mark_failed(token_pk, str(exc))
+        pipeline.fail_pipeline(token_pk, exc)
         return
     hand_over(token_pk, status, RERENDER.hands_over_to)
 

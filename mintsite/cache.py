@@ -6,7 +6,8 @@ Two changes to ``django.core.cache.backends.redis.RedisCache``:
   which on the broker's database would also drop every queued Dramatiq message.
 - ``hit(key, window)`` counts one request in a fixed window with a Lua script (INCR, EXPIRE and
   TTL in one step), so concurrent requests from many web processes are all counted. The
-  get-then-set of DRF's ``SimpleRateThrottle`` loses counts when requests race.
+  get-then-set of DRF's ``SimpleRateThrottle`` loses counts when requests race. ``hits(key)``
+  reads a window's count without adding to it.
 """
 
 from __future__ import annotations
@@ -48,6 +49,18 @@ class SharedRedisCache(RedisCache):
         count, ttl = self._hit_script(
             keys=[self.make_and_validate_key(key)], args=[window], client=client
         )
+        return int(count), max(int(ttl), 1)
+
+    def hits(self, key: str) -> tuple[int, int]:
+        """The hits counted on ``key`` in its current window and the seconds until it ends,
+        without counting one; (0, 0) when no window is open."""
+        client = self._client()
+        with client.pipeline(transaction=False) as pipe:
+            pipe.get(self.make_and_validate_key(key))
+            pipe.ttl(self.make_and_validate_key(key))
+            count, ttl = pipe.execute()
+        if count is None:
+            return 0, 0
         return int(count), max(int(ttl), 1)
 
     def clear(self) -> bool:

@@ -236,6 +236,9 @@ def _rate(name: str, default: str) -> str | None:
 
 API_ANON_RATE = _rate("API_ANON_RATE", "120/min")  # per client address
 API_KEY_RATE = _rate("API_KEY_RATE", "600/min")  # per API key
+# Refused API keys (issue 15, item 9): this many per client address in a window; past it, no
+# key from the address is checked (429) until the window ends (mintsite/api/auth.py).
+API_AUTH_FAILURE_RATE = _rate("API_AUTH_FAILURE_RATE", "10/min")
 API_PAGE_SIZE = env_int("API_PAGE_SIZE", 50, minimum=1)  # ?page_size= may ask up to the max
 API_MAX_PAGE_SIZE = env_int("API_MAX_PAGE_SIZE", 200, minimum=1)
 # Live progress: a stream (SSE) or long poll holds a server thread, so both are bounded; a
@@ -453,6 +456,14 @@ LOGGING = logging_config(LOG_FORMAT, LOG_LEVEL)
 # METRICS_CHAIN_CACHE_SECONDS. A worker host serves its workers' metrics on
 # WORKER_METRICS_HOST:WORKER_METRICS_PORT (0: off; needs PROMETHEUS_MULTIPROC_DIR).
 METRICS_TOKEN = env_str("METRICS_TOKEN")
+# Production (issue 15, item 10): /metrics and /readyz's details always need the token
+# (mintsite/observability/access.py); development without one leaves them open.
+if PRODUCTION and not METRICS_TOKEN:
+    raise ImproperlyConfigured(
+        "MINT_ENV=production needs METRICS_TOKEN (or METRICS_TOKEN_FILE naming a file that "
+        "holds it): /metrics shows wallet addresses, balances and queue depths and /readyz's "
+        "details name internal hosts, so scrapers send 'Authorization: Bearer <token>'"
+    )
 METRICS_RPC_TIMEOUT = env_float("METRICS_RPC_TIMEOUT", 2.0)
 METRICS_CHAIN_CACHE_SECONDS = env_float("METRICS_CHAIN_CACHE_SECONDS", 10.0)
 WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0, minimum=0)

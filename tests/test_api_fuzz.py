@@ -49,6 +49,7 @@ def real_data(db: None, settings) -> Iterator[str]:  # type: ignore[no-untyped-d
     request_finished.disconnect(close_old_connections)
     settings.API_ANON_RATE = None
     settings.API_KEY_RATE = None
+    settings.API_AUTH_FAILURE_RATE = None
     settings.API_STREAM_MAX_SECONDS = 0.2
     settings.API_LONG_POLL_MAX_SECONDS = 1
     settings.API_POLL_INTERVAL = 0.05

@@ -97,3 +97,23 @@ def test_it_is_not_ready_when_the_kubo_node_is_down() -> None:
         status, checks = readyz()
     assert status == 503
     assert checks["ipfs"]["error"].startswith("kubo: ConnectError")
+
+
+def test_with_a_metrics_token_it_answers_status_alone_to_a_client_without_it() -> None:
+    # Given a METRICS_TOKEN (production always has one) and a broker that is down
+    broker = closed_url("redis")
+    with override_settings(METRICS_TOKEN="s3cret-probe-token", **broker_at(broker)):
+        # When a client on the internet asks, with no token or a wrong one
+        anonymous = Client().get("/readyz")
+        guessed = Client().get("/readyz", headers={"Authorization": "Bearer s3cret"})
+        # and the operator's probe asks with it
+        operator = Client().get("/readyz", headers={"Authorization": "Bearer s3cret-probe-token"})
+
+    # Then the load balancer still reads 503, but only the operator learns hosts and errors
+    for response in (anonymous, guessed):
+        assert response.status_code == 503
+        assert set(response.json()) == {"status", "checks_hidden"}
+        assert broker.removeprefix("redis://") not in response.content.decode()
+    assert operator.status_code == 503
+    checks = {check["name"]: check for check in operator.json()["checks"]}
+    assert "Connection refused" in checks["broker"]["error"]

@@ -130,24 +130,49 @@ def test_it_fails_a_token_whose_model_folder_is_missing(
         pipeline.run_render(token.pk)
 
 
-def test_it_records_the_last_error_when_a_stage_runs_out_of_retries(
-    reference_models: Path,
+def test_it_records_the_stage_and_the_kind_of_error_when_a_stage_runs_out_of_retries(
+    reference_models: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     from generation.tasks import record_failure
+    from mintsite.observability.logs import ContextFilter
 
+    caplog.handler.addFilter(ContextFilter())  # as on the console handler: the context fields
     token = make_token(reference_models, threshold=-1.0)
     # The message as Dramatiq's Retries middleware hands it to on_retry_exhausted.
     message = {
-        "actor_name": "publish_token",
+        "actor_name": "pin_token",
         "args": [token.pk],
-        "options": {"traceback": "Traceback...\nrequests.exceptions.ConnectionError: node away"},
+        "options": {
+            "traceback": "Traceback...\nipfs.errors.BackendUnavailable: Kubo RPC at "
+            "http://kubo.internal:5001/api/v0/add?key=s3cret answered 503"
+        },
     }
     record_failure.fn(message, {"retries": 5, "max_retries": 5})
     token.refresh_from_db()
     assert token.status == Token.Status.FAILED
     assert token.failure_reason == (
-        "publish_token gave up after 5 retries: requests.exceptions.ConnectionError: node away"
+        "the pin gave up after 5 retries: the IPFS backend was unavailable"
     )
+    # the error itself is in the log, with the token
+    (record,) = [r for r in caplog.records if "the last try's error" in r.getMessage()]
+    assert "kubo.internal:5001/api/v0/add?key=s3cret" in record.getMessage()
+    assert record.token_pk == token.pk  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("last_line", "kind"),
+    [
+        ("TimeoutError: read timed out", "a service it depends on did not answer in time"),
+        ("django.db.utils.OperationalError: server closed", "the database was unavailable"),
+        ("FileExistsError: [Errno 17] /srv/x", "an unexpected FileExistsError"),
+        ("somewhere.unloaded.Oops: secret", "an unexpected Oops"),
+        ("garbage that names no class", "an unexpected error"),
+    ],
+)
+def test_a_reason_names_a_kind_of_error_never_its_text(last_line: str, kind: str) -> None:
+    from generation.failures import kind_of
+
+    assert kind_of(last_line) == kind
 
 
 def test_it_draws_traits_from_the_seed_and_puts_them_in_prompt_and_metadata(
@@ -422,3 +447,47 @@ def test_a_render_whose_claim_was_lost_is_retried_not_dropped(reference_models: 
         pipeline._moved_while_rendering(token.pk)
     Token.objects.filter(pk=token.pk).update(status=Token.Status.PUBLISHED)
     assert pipeline._moved_while_rendering(token.pk) is None  # someone else has it
+
+
+def test_a_model_that_cannot_load_fails_the_token_without_publishing_the_servers_path(
+    reference_models: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from generation.tasks import render_token
+
+    # Given a collection whose model folder is a server path that does not exist
+    hidden = tmp_path / "srv-private-mount" / "weights"
+    token = make_token(reference_models, threshold=-1.0, slug="hidden-path", model_dir=str(hidden))
+    # When the render worker takes the token
+    render_token.fn(token.pk)
+    # Then the token failed, its public reason naming the setting, not the path
+    token.refresh_from_db()
+    assert token.status == Token.Status.FAILED
+    assert token.failure_reason.startswith("cannot load the diffusion model (model_dir): ")
+    shown = [token.failure_reason, *token.events.values_list("detail", flat=True)]
+    assert not any("srv-private-mount" in text for text in shown)
+    # and the log has the path, for the operator
+    assert any(str(hidden) in r.getMessage() for r in caplog.records)
+
+
+def test_a_pinning_service_refusal_fails_the_token_without_its_url_or_answer(
+    reference_models: Path, settings, kubo, caplog: pytest.LogCaptureFixture
+) -> None:  # type: ignore[no-untyped-def]
+    from generation.tasks import pin_token
+    from tests.ipfs_servers import PinningServiceServer
+
+    token = make_token(reference_models, threshold=-1.0, slug="refused-pin")
+    assert pipeline.run_render(token.pk) == Token.Status.RENDERED
+    with PinningServiceServer().running() as service:
+        # Given a pinning service that refuses the configured token
+        settings.IPFS_BACKEND = "pinning-service"
+        settings.IPFS_PINNING_SERVICE_URL = service.url
+        settings.IPFS_PINNING_SERVICE_TOKEN = "wrong"
+        settings.IPFS_KUBO_URL = kubo.url
+        # When the pin worker takes the token
+        pin_token.fn(token.pk)
+    # Then it failed, saying the backend refused, without the service's URL or answer
+    token.refresh_from_db()
+    assert token.status == Token.Status.FAILED
+    assert token.failure_reason == "the IPFS backend refused to pin it: BackendRejected"
+    assert any(service.url in r.getMessage() for r in caplog.records)
+    assert any("bad access token" in r.getMessage() for r in caplog.records)

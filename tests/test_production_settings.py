@@ -17,6 +17,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "mint.example.com"
+METRICS_TOKEN = secrets.token_urlsafe(32)
 
 
 def environment(tmp_path: Path, **variables: str | None) -> dict[str, str]:
@@ -28,6 +29,7 @@ def environment(tmp_path: Path, **variables: str | None) -> dict[str, str]:
         MINT_ENV="production",
         DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
         DJANGO_ALLOWED_HOSTS=HOST,
+        METRICS_TOKEN=METRICS_TOKEN,
     )
     for name, value in variables.items():
         if value is None:
@@ -101,8 +103,19 @@ def test_the_secret_key_may_come_from_a_file(tmp_path: Path) -> None:
         ({"DJANGO_ALLOWED_HOSTS": None}, "MINT_ENV=production needs DJANGO_ALLOWED_HOSTS"),
         ({"DJANGO_DEBUG": "1"}, "DJANGO_DEBUG is on with MINT_ENV=production"),
         ({"MINT_ENV": "prod"}, "MINT_ENV='prod': use development (the default) or production"),
+        (
+            {"METRICS_TOKEN": None},
+            "MINT_ENV=production needs METRICS_TOKEN (or METRICS_TOKEN_FILE",
+        ),
     ],
-    ids=["no-secret-key", "unreadable-key-file", "no-allowed-hosts", "debug", "unknown-env"],
+    ids=[
+        "no-secret-key",
+        "unreadable-key-file",
+        "no-allowed-hosts",
+        "debug",
+        "unknown-env",
+        "no-metrics-token",
+    ],
 )
 def test_a_missing_or_unsafe_setting_stops_the_process_naming_it(
     tmp_path: Path, variables: dict[str, str | None], message: str
@@ -126,7 +139,13 @@ def test_production_ignores_the_key_file_the_embedded_stack_generates(tmp_path: 
 def test_the_embedded_defaults_still_start_without_any_production_variable(
     tmp_path: Path,
 ) -> None:
-    env = environment(tmp_path, MINT_ENV=None, DJANGO_SECRET_KEY=None, DJANGO_ALLOWED_HOSTS=None)
+    env = environment(
+        tmp_path,
+        MINT_ENV=None,
+        DJANGO_SECRET_KEY=None,
+        DJANGO_ALLOWED_HOSTS=None,
+        METRICS_TOKEN=None,
+    )
     result = manage(env, "check")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "var" / "secret_key").exists()  # generated for the embedded stack
@@ -156,3 +175,45 @@ def test_the_embedded_stacks_generated_secret_key_is_readable_by_its_owner_only(
     key_file = tmp_path / "var" / "secret_key"
     assert key_file.stat().st_mode & 0o777 == 0o600
     assert len(key_file.read_text()) > 40
+
+
+# What a client on the internet gets from the operator's endpoints in production: each request
+# goes through the whole Django stack of the production settings, in the subprocess.
+PROBE = """
+import json
+from django.test import Client
+client = Client(HTTP_HOST={host!r}, secure=True)
+answers = {{}}
+for name, headers in {{"none": {{}}, "wrong": {{"Authorization": "Bearer wrong"}},
+                       "token": {{"Authorization": "Bearer " + {token!r}}}}}.items():
+    ready = client.get("/readyz", headers=headers)
+    metrics = client.get("/metrics", headers=headers)
+    answers[name] = {{"readyz": [ready.status_code, ready.json()], "metrics": metrics.status_code}}
+print(json.dumps(answers))
+"""
+
+
+def test_production_shows_metrics_and_readiness_details_only_for_the_metrics_token(
+    tmp_path: Path,
+) -> None:
+    # Given production settings whose chain and broker are unreachable
+    env = environment(tmp_path, RPC_URL="http://10.255.0.1:8545", REDIS_URL="redis://127.0.0.1:1/0")
+    code = PROBE.format(host=HOST, token=METRICS_TOKEN)
+    result = manage(env, "shell", "-c", code)
+    assert result.returncode == 0, result.stderr
+    answers = json.loads(result.stdout.strip().splitlines()[-1])
+
+    # Without the token, or with a wrong one: /readyz still says 503 for the load balancer,
+    # naming no host, path or error; /metrics is refused
+    for who in ("none", "wrong"):
+        status, body = answers[who]["readyz"]
+        assert status == 503
+        assert set(body) == {"status", "checks_hidden"} and body["status"] == "not ready"
+        assert "10.255.0.1" not in json.dumps(body) and "127.0.0.1" not in json.dumps(body)
+        assert answers[who]["metrics"] == 401
+    # With it, the operator sees each check and its error
+    status, body = answers["token"]["readyz"]
+    assert status == 503
+    checks = {check["name"]: check for check in body["checks"]}
+    assert "10.255.0.1" in checks["chain"]["error"]
+    assert answers["token"]["metrics"] == 200

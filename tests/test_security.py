@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import dramatiq
 import httpx
 import pytest
 from django.contrib.auth.models import User
@@ -27,14 +29,18 @@ from django.test import Client
 from playwright.sync_api import expect
 from web3 import Web3
 
-from chain.anvil import Anvil
+from chain.anvil import ANVIL_ACCOUNTS, Anvil
+from chain.deployment import CollectionSpec, deploy_collection
+from chain.listener import Listener
 from generation import events
 from generation.models import Collection, Token
 from generation.traits import validate_rarity
 from ipfs.store import LocalStore
 from mintsite.models import ApiKey
+from tests.leaky_rpc import LeakyRpc
 from tests.test_admin import as_user, make_collection, make_token, staff
-from tests.test_listener import mint
+from tests.test_listener import mine, mint
+from tests.test_metrics import run_worker
 from tests.test_pages import (
     STEP,
     Browser,
@@ -309,6 +315,106 @@ def test_a_burst_of_concurrent_requests_gets_exactly_the_rate_limit_through(
         assert error["code"] == "throttled" and error["status"] == 429
         assert 0 < error["retry_after"] <= 3600
         assert int(response.headers["Retry-After"]) == error["retry_after"]
+
+
+def test_guessing_api_keys_is_throttled_per_address_even_with_a_fresh_key_each_time(
+    live_server, settings
+) -> None:  # type: ignore[no-untyped-def]
+    # Given at most 3 refused keys an hour per address, and a collection with a real key
+    cache.clear()
+    settings.API_AUTH_FAILURE_RATE = "3/hour"
+    _, valid = ApiKey.issue(_collection("guarded-keys", 1), "studio")
+    connections.close_all()
+    url = "/api/collections/guarded-keys/webhooks/"
+
+    def post(key: str, source: str = "127.0.0.1") -> httpx.Response:
+        transport = httpx.HTTPTransport(local_address=source)
+        with httpx.Client(base_url=live_server.url, transport=transport, timeout=60) as http:
+            return http.post(url, json={}, headers={"Authorization": f"Bearer {key}"})
+
+    def guess(n: int) -> str:
+        return f"mint_{n:08x}_{'x' * 43}"
+
+    # When a client tries three keys, each new, each is refused as unknown
+    for n in range(3):
+        assert post(guess(n)).status_code == 401
+    # Then the fourth fresh guess, and a malformed one, are not checked: 429 with Retry-After
+    for key in (guess(3), "not-a-key"):
+        response = post(key)
+        assert response.status_code == 429, response.text
+        error = response.json()["error"]
+        assert error["code"] == "throttled" and 0 < error["retry_after"] <= 3600
+        assert int(response.headers["Retry-After"]) == error["retry_after"]
+    # and a valid key from that address waits too, else a 200 would tell a hit from a guess
+    assert post(valid).status_code == 429
+    # Public reads without a key are not affected
+    with httpx.Client(base_url=live_server.url, timeout=60) as http:
+        assert http.get("/api/collections/").status_code == 200
+    # Another address (loopback has all of 127/8) is counted apart: its valid key works
+    assert post(valid, source="127.0.0.2").status_code == 400  # past auth: the body is empty
+    assert post(guess(4), source="127.0.0.2").status_code == 401
+
+
+# --- secrets in failure reasons ---------------------------------------------------------------
+
+RPC_KEY = "k3y-0f-the-studi0s-rpc-pr0vider"
+
+
+@pytest.fixture
+def leaky_chain(w3: Web3, anvil: Anvil) -> Iterator[tuple[Collection, list[int]]]:
+    """A deployed collection with two confirmed mints, whose chain's RPC URL carries a key
+    (``/v3/<key>``) and answers every contract read with an error quoting it."""
+    from chain.models import Chain
+
+    collection = deploy_collection(w3, ANVIL_ACCOUNTS[0].private_key, CollectionSpec(slug="leak"))
+    mint(w3, collection, 2)
+    mine(w3, 2)
+    handed: list[int] = []
+    chain = Chain.objects.get(chain_id=collection.chain_id)
+    Listener(w3, chain, on_confirmed=lambda c, pks: handed.extend(pks)).poll()
+    with LeakyRpc(anvil.rpc_url, RPC_KEY) as rpc:
+        Chain.objects.filter(pk=chain.pk).update(rpc_urls=rpc.url)
+        yield collection, handed
+
+
+@pytest.mark.parametrize("stage", ["seed commit", "publish"])
+def test_a_stage_that_gives_up_on_an_error_quoting_a_secret_does_not_publish_it(
+    leaky_chain: tuple[Collection, list[int]], caplog: pytest.LogCaptureFixture, stage: str
+) -> None:
+    from chain.tasks import commit_seeds, publish_pending
+    from mintsite.observability.logs import ContextFilter
+
+    caplog.handler.addFilter(ContextFilter())  # the context fields, as the console handler has
+    collection, pks = leaky_chain
+    tokens = Token.objects.filter(pk__in=pks)
+    # Given the stage's message, which a worker takes and gives up on (no retry left)
+    if stage == "seed commit":
+        commit_seeds.send_with_options(args=(collection.pk, pks), max_retries=0)
+        expected = "the seed commit gave up after 0 retries: the chain RPC answered with an error"
+    else:
+        tokens.update(status=Status.PINNED, metadata_sha256="ab" * 32)
+        publish_pending.send_with_options(args=(collection.pk,), max_retries=0)
+        expected = (
+            "the publish gave up after 0 retries: the chain RPC answered with an error "
+            "(for now: the tokens stay PINNED and are tried again)"
+        )
+    connections.close_all()
+    run_worker(dramatiq.get_broker(), "io", lambda: all(t.failure_reason for t in tokens.all()))
+
+    # Then the public reason names the stage and the kind of error, and not the key
+    token = tokens.get(token_id=1)
+    assert token.failure_reason == expected
+    api = Client().get(f"/api/collections/leak/tokens/{token.token_id}/").json()
+    assert api["failure_reason"] == expected
+    page = Client().get(f"/c/leak/tokens/{token.token_id}/").content.decode()
+    assert expected in page
+    history = Client().get(f"/api/collections/leak/tokens/{token.token_id}/events/").content
+    for shown in (json.dumps(api), page, history.decode()):
+        assert RPC_KEY not in shown
+    # while the log has the error itself, with the collection, for the operator
+    logged = [r for r in caplog.records if "the last try's error" in r.getMessage()]
+    assert logged and f"/v3/{RPC_KEY}" in logged[0].getMessage()
+    assert logged[0].collection == "leak"  # type: ignore[attr-defined]
 
 
 # --- CSRF -------------------------------------------------------------------------------------

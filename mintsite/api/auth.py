@@ -36,10 +36,22 @@ class KeyHolder:
 
 
 class ApiKeyAuthentication(BaseAuthentication):
+    """The key in ``Authorization: Bearer``; none is an anonymous request. Refused keys count
+    against the client's address (``FailedKeyLimit``), so keys cannot be guessed at speed."""
+
     def authenticate(self, request: Request) -> tuple[KeyHolder, ApiKey] | None:
         raw = get_authorization_header(request)
         if not raw:
             return None
+        limit = FailedKeyLimit(request)
+        limit.check()
+        try:
+            return self._check_key(raw)
+        except exceptions.AuthenticationFailed:
+            limit.count_failure()
+            raise
+
+    def _check_key(self, raw: bytes) -> tuple[KeyHolder, ApiKey]:
         header = raw.decode("latin-1")
         scheme, _, key = header.strip().partition(" ")
         if scheme.lower() != "bearer":
@@ -71,6 +83,74 @@ class ApiKeyAuthentication(BaseAuthentication):
     def authenticate_header(self, request: Request) -> str:
         # A 401 needs a WWW-Authenticate challenge (else DRF answers 403).
         return 'Bearer realm="api"'
+
+
+class FailedKeyLimit(SimpleRateThrottle):
+    """Refused credentials (a malformed, unknown or revoked key, another scheme) per client
+    address, at most ``API_AUTH_FAILURE_RATE`` in a fixed window counted in Redis.
+
+    Authentication runs before DRF's throttles, and a refused key never reaches them, so
+    without this a client could try keys as fast as the server answers. Once an address has
+    used up its refusals, every request from it that carries credentials is answered 429 with
+    ``Retry-After`` until the window ends, and its key is not looked at: a valid key is refused
+    too (else a 429 or a 200 would tell a guess from a hit). A request without credentials is
+    not affected (public reads have their own limit), and a valid key does not reset the count
+    (else one's own key would buy fresh guesses at another collection's). The address is the
+    anonymous throttle's: the socket's, or ``X-Forwarded-For`` behind ``API_NUM_PROXIES``.
+    """
+
+    scope = "auth_failures"
+
+    def __init__(self, request: Request) -> None:
+        super().__init__()
+        self.counter = self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+    def get_rate(self) -> str | None:
+        return settings.API_AUTH_FAILURE_RATE
+
+    def check(self) -> None:
+        """Raise ``Throttled`` while the address has no refusals left in its window."""
+        if self.rate is None:
+            return
+        try:
+            count, remaining = _shared_cache().hits(self.counter)
+        except RedisError as exc:
+            logger.warning("failed-key limit not applied, the cache's Redis failed: %s", exc)
+            return
+        if count >= self.num_requests:
+            raise _too_many_refused(remaining)
+
+    def count_failure(self) -> None:
+        """Count one refused key; one past the limit (requests that raced) is a 429 too."""
+        if self.rate is None:
+            return
+        try:
+            count, remaining = _shared_cache().hit(self.counter, self.duration)
+        except RedisError as exc:
+            logger.warning("failed-key limit not applied, the cache's Redis failed: %s", exc)
+            return
+        if count > self.num_requests:
+            raise _too_many_refused(remaining)
+
+
+def _too_many_refused(remaining: int) -> exceptions.Throttled:
+    return exceptions.Throttled(
+        wait=remaining,
+        detail=(
+            "too many refused API keys from this address; no key from it is checked "
+            "until the window ends."
+        ),
+    )
+
+
+def _shared_cache() -> SharedRedisCache:
+    counter = caches["default"]
+    if not isinstance(counter, SharedRedisCache):
+        raise ImproperlyConfigured(
+            "API rate limits count in Redis: CACHES['default'] must be "
+            f"mintsite.cache.SharedRedisCache, not {type(counter).__name__}"
+        )
+    return counter
 
 
 class ApiKeyScheme(OpenApiAuthenticationExtension):
@@ -120,14 +200,8 @@ class AtomicRateThrottle(SimpleRateThrottle):
         self.key = self.get_cache_key(request, view)
         if self.key is None:
             return True
-        counter = caches["default"]
-        if not isinstance(counter, SharedRedisCache):
-            raise ImproperlyConfigured(
-                "API rate limits count in Redis: CACHES['default'] must be "
-                f"mintsite.cache.SharedRedisCache, not {type(counter).__name__}"
-            )
         try:
-            count, self.remaining = counter.hit(self.key, self.duration)
+            count, self.remaining = _shared_cache().hit(self.key, self.duration)
         except RedisError as exc:
             # Reads must not go down with the cache: without a count, the request passes.
             logger.warning("rate limit not applied, the cache's Redis failed: %s", exc)

@@ -5,7 +5,9 @@ process that stops answering it, and restarting the web tier never fixes a datab
 ``/readyz`` checks the database, the broker, each chain's RPC and the IPFS backend (through the
 backend's own ``check``, :mod:`ipfs.backends`), each with a short timeout
 (``HEALTH_CHECK_TIMEOUT`` seconds) and all at once, and answers 503 when any fails, with a JSON
-body naming each check, how long it took, and its error.
+body naming each check, how long it took, and its error. Those details name internal hosts and
+paths: with ``METRICS_TOKEN`` set (always in production) they need it as a bearer token, and
+without it the answer is the status alone, 200 or 503, which is all a load balancer reads.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from chain.rpc import redact_url
 from ipfs.backends import pinner_from_settings
 from ipfs.errors import BackendUnavailable, IpfsError
 from mintsite.errors import ChainReadError, CheckFailed
+from mintsite.observability.access import has_metrics_access
 from mintsite.observability.metrics import broker_redis, chain_targets, rpc_batch
 
 
@@ -40,10 +43,12 @@ def healthz(request: HttpRequest) -> JsonResponse:
 def readyz(request: HttpRequest) -> JsonResponse:
     results = run_checks()
     ready = all(result["ok"] for result in results)
-    return JsonResponse(
-        {"status": "ready" if ready else "not ready", "checks": results},
-        status=200 if ready else 503,
-    )
+    body: dict[str, Any] = {"status": "ready" if ready else "not ready"}
+    if has_metrics_access(request):
+        body["checks"] = results
+    else:  # a load balancer needs only the status code; hosts and paths are the operator's
+        body["checks_hidden"] = "send Authorization: Bearer <METRICS_TOKEN> for each check"
+    return JsonResponse(body, status=200 if ready else 503)
 
 
 def run_checks() -> list[dict[str, Any]]:

@@ -19,7 +19,6 @@ docs/observability.md lists every metric with its labels and a PromQL example.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import os
 import re
@@ -46,6 +45,7 @@ from prometheus_client.registry import Collector
 
 from chain.rpc import redact_url, scrub
 from mintsite.errors import ChainReadError
+from mintsite.observability.access import has_metrics_access
 
 log = logging.getLogger(__name__)
 
@@ -457,16 +457,13 @@ def exposition(*, scrape: bool) -> bytes:
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    """``GET /metrics``: Prometheus text format. With ``METRICS_TOKEN`` set, only for
-    ``Authorization: Bearer <token>``."""
-    expected = settings.METRICS_TOKEN
-    if expected:
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), expected.encode()):
-            return HttpResponse(
-                "metrics need Authorization: Bearer <METRICS_TOKEN>\n",
-                status=401,
-                content_type="text/plain",
-                headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
-            )
+    """``GET /metrics``: Prometheus text format. With ``METRICS_TOKEN`` set (always in
+    production), only for ``Authorization: Bearer <token>`` (:mod:`.access`)."""
+    if not has_metrics_access(request):
+        return HttpResponse(
+            "metrics need Authorization: Bearer <METRICS_TOKEN>\n",
+            status=401,
+            content_type="text/plain",
+            headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+        )
     return HttpResponse(exposition(scrape=True), content_type=CONTENT_TYPE_LATEST)

@@ -367,6 +367,10 @@ CHAIN_POLL_INTERVAL = env_float("CHAIN_POLL_INTERVAL", 1.0)
 DEPLOYER_KEY = env_str("DEPLOYER_KEY")
 SEED_COMMITTER_KEY = env_str("SEED_COMMITTER_KEY")
 PUBLISHER_KEY = env_str("PUBLISHER_KEY")
+# The committer's and publisher's addresses, for the web tier's wallet-balance metrics: the web
+# tier holds no key (docs/security.md), so without these it watches no wallet. Public, not secret.
+SEED_COMMITTER_ADDRESS = env_str("SEED_COMMITTER_ADDRESS")
+PUBLISHER_ADDRESS = env_str("PUBLISHER_ADDRESS")
 TX_RECEIPT_TIMEOUT = env_float("TX_RECEIPT_TIMEOUT", 120.0)
 
 # --- transaction sender ---------------------------------------------------------------------

@@ -246,6 +246,28 @@ def test_it_reports_the_listener_lag_in_blocks_and_the_wallet_balances(w3: Web3)
     assert value(samples, "mint_source_up", source=f"chain:{collection.chain_id}") == 1
 
 
+def test_the_web_tier_watches_the_wallets_it_is_given_by_address_without_their_keys(
+    w3: Web3,
+) -> None:
+    # Given a web tier that holds no committer or publisher key, only their addresses
+    committer, publisher = Account.create(), Account.create()
+    for ether, account in ((3, committer), (5, publisher)):
+        w3.provider.make_request("anvil_setBalance", [account.address, hex(ether * 10**18)])
+    deploy_collection(w3, DEPLOYER.private_key, CollectionSpec(slug="keyless"))
+    with override_settings(
+        METRICS_CHAIN_CACHE_SECONDS=0,
+        SEED_COMMITTER_ADDRESS=committer.address.lower(),
+        PUBLISHER_ADDRESS=publisher.address,
+    ):
+        samples = scrape()
+    # Then the balances shown are those addresses', under their checksummed form
+    for role, account in (("seed_committer", committer), ("publisher", publisher)):
+        shown = value(
+            samples, "mint_wallet_balance_ether", chain_id=31337, role=role, address=account.address
+        )
+        assert shown == {"seed_committer": 3, "publisher": 5}[role]
+
+
 @override_settings(METRICS_CHAIN_CACHE_SECONDS=0, METRICS_RPC_TIMEOUT=1.0)
 def test_it_still_answers_with_the_chain_unreachable_and_says_so() -> None:
     # Given a chain whose only RPC URL is a port nobody listens on

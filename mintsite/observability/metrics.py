@@ -201,8 +201,11 @@ def chain_targets() -> dict[int, list[str]]:
 
 
 def wallet_addresses(chain_id: int) -> dict[str, str]:
-    """role -> address of the seed committer and the publisher (roles with no key skipped)."""
+    """role -> address of the seed committer and the publisher: ``<ROLE>_ADDRESS`` where set
+    (the web tier, which holds no key), else the address of the role's key on ``chain_id``;
+    roles with neither are skipped."""
     from django.core.exceptions import ImproperlyConfigured
+    from web3 import Web3
 
     from chain import wallets
     from chain.errors import MissingKey
@@ -212,6 +215,14 @@ def wallet_addresses(chain_id: int) -> dict[str, str]:
         ("seed_committer", wallets.seed_committer),
         ("publisher", wallets.publisher),
     ):
+        configured = getattr(settings, f"{role.upper()}_ADDRESS", None)
+        if configured:
+            if not Web3.is_address(configured):
+                raise ImproperlyConfigured(
+                    f"{role.upper()}_ADDRESS={configured!r} is not an Ethereum address"
+                )
+            addresses[role] = Web3.to_checksum_address(configured)
+            continue
         try:
             addresses[role] = account_for(chain_id).address
         except (MissingKey, ImproperlyConfigured):

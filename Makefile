@@ -39,11 +39,12 @@ bench-publish: install
 BENCH_LOAD_CLIENT ?= locust
 bench-load: install models
 	DRAMATIQ_NAMESPACE=mint-bench $(PY) -m tests.with_broker $(PY) manage.py bench_load --client $(BENCH_LOAD_CLIENT) --write docs/benchmarks.md
+	$(MAKE) bench-load-sse
 
-# Only the SSE capacity step of bench-load: how many concurrent streams the web tier holds at the
-# status endpoint's 50 ms p95 target, gunicorn at the production config's 16 threads a worker.
+# bench-load's SSE step alone: how many concurrent streams the web tier holds while the status
+# endpoint keeps its 50 ms p95, gunicorn at the production config's 16 threads a worker.
 bench-load-sse: install
-	DRAMATIQ_NAMESPACE=mint-bench $(PY) -m tests.with_broker $(PY) manage.py bench_load --sse-only --threads 16 --write docs/benchmarks.md
+	DRAMATIQ_NAMESPACE=mint-bench $(PY) -m tests.with_broker $(PY) manage.py bench_load --sse-only --threads 16 --sse-max 40 --write docs/benchmarks.md
 
 # 1,000 mints through the whole pipeline, a render worker SIGKILLed and Redis restarted partway
 # (docs/faults.md); prints minted, published, lost, and fails when lost > 0. SOAK_MINTS=40 for less.

@@ -223,6 +223,12 @@ API_HEARTBEAT_SECONDS = env_float("API_HEARTBEAT_SECONDS", 15.0)  # SSE comment 
 # One more is a 429 too_many_streams. Counted in Redis, with leases that lapse if a web process
 # dies (mintsite/api/holds.py). 0: no cap.
 API_MAX_STREAMS_PER_CLIENT = env_int("API_MAX_STREAMS_PER_CLIENT", 4, minimum=0)
+# And per web process, whoever holds them: a gunicorn worker has GUNICORN_THREADS threads, and
+# the default keeps 4 of them for everything else (the status polls, the pages), however many
+# clients open streams; one more is a 503 streams_busy. 0: no limit.
+API_MAX_STREAMS_PER_PROCESS = env_int(
+    "API_MAX_STREAMS_PER_PROCESS", max(1, env_int("GUNICORN_THREADS", 16, minimum=1) - 4), minimum=0
+)
 # Waiting streams and long polls are woken by a token's status change (Redis pub/sub, one
 # subscriber thread per web process: mintsite/notifier.py) and read the database only then, and
 # every API_RECHECK_SECONDS anyway in case a notice was lost.

@@ -82,6 +82,8 @@ def stream(base: str, token_id: int, headers: dict[str, str] | None = None) -> I
             lines = response.iter_lines()
             while next(lines) != "event: token":
                 pass
+        else:
+            response.read()
         yield response
 
 
@@ -129,7 +131,6 @@ def test_a_client_holds_at_most_the_cap_of_streams_and_long_polls(
 
         # Then one more, stream or long poll, on any token, is refused at once in JSON
         with stream(base, 2) as extra:
-            extra.read()
             assert_refused(extra)
         url = f"{base}/api/collections/watched/tokens/2/?wait=30&since=RENDERING"
         assert_refused(httpx.get(url, timeout=60))
@@ -149,6 +150,34 @@ def test_a_client_holds_at_most_the_cap_of_streams_and_long_polls(
     with stream(base, 2) as again:
         assert again.status_code == 200
         assert held() == 1
+
+
+def test_a_web_process_keeps_threads_for_polls_however_many_clients_stream(
+    live_server, watched: Collection, settings
+) -> None:  # type: ignore[no-untyped-def]
+    # Given a web process that may give 2 of its threads to streams, and two clients
+    settings.API_MAX_STREAMS_PER_PROCESS = 2
+    base = live_server.url
+    _, key = ApiKey.issue(watched, "a second client")
+    second = {"Authorization": f"Bearer {key}"}
+    with stream(base, 1) as first, stream(base, 2) as again:
+        assert first.status_code == again.status_code == 200
+        # When the second client, within its own cap, asks for a stream
+        with stream(base, 1, second) as refused:
+            pass
+        # Then the server says it is busy, and still answers the client's polls at once
+        assert refused.status_code == 503
+        error = refused.json()["error"]
+        assert error["code"] == "streams_busy"
+        assert "API_MAX_STREAMS_PER_PROCESS" in error["message"]
+        assert int(refused.headers["Retry-After"]) == error["retry_after"] > 0
+        began = time.monotonic()
+        url = f"{base}/api/collections/watched/tokens/1/"
+        assert httpx.get(url, headers=second).status_code == 200
+        assert time.monotonic() - began < 5
+    until(lambda: held() == 0)
+    with stream(base, 1, second) as later:
+        assert later.status_code == 200
 
 
 def test_a_client_that_goes_away_gives_its_place_back(live_server, watched: Collection) -> None:  # type: ignore[no-untyped-def]

@@ -38,12 +38,10 @@ def run_phases(
     users, duration = options.users, options.duration
     load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
     with running_stack(options, scratch) as stack:
-        streams = None
-        if options.sse_step:
-            say(f"SSE capacity: streams in steps of {options.sse_step}, pipeline idle ...")
+        if options.sse_only:
+            say(f"SSE capacity: streams in steps of {options.sse_step}, the web tier alone ...")
             stream_tokens = [t.token_id for t in stack.pool[: options.sse_max + options.sse_probes]]
             streams = stream_capacity(options, stack.url, stream_tokens, say)
-        if options.sse_only:
             return {**_setup(options, stack, load_before), "streams": streams, "phases": {}}
         phases: dict[str, dict[str, Any]] = {}
         say(f"pipeline idle: {users} users for {duration} s ...")
@@ -78,7 +76,7 @@ def run_phases(
         starved = not Token.objects.filter(pk__in=pool, status=Status.SEED_COMMITTED).exists()
     return {
         **_setup(options, stack, load_before),
-        "streams": streams,
+        "streams": None,
         "phases": phases,
         "starved": starved,
     }
@@ -88,6 +86,7 @@ def _setup(options: LoadOptions, stack: Stack, load_before: str) -> dict[str, An
     """What the run was, for the report."""
     return {
         "sse_step": options.sse_step,
+        "streams_per_process": max(1, options.threads - 4),  # the server's default (stack.py)
         "users": options.users,
         "client_processes": options.client_processes,
         "client": (

@@ -68,6 +68,8 @@ def running_stack(options: LoadOptions, scratch: Path) -> Iterator[Stack]:
         # SSE step.
         "API_ANON_RATE": "",
         "API_MAX_STREAMS_PER_CLIENT": "0",
+        # what API_MAX_STREAMS_PER_PROCESS's default follows (the command line sets gunicorn's)
+        "GUNICORN_THREADS": str(options.threads),
         "API_STREAM_MAX_SECONDS": "3600",
         "RENDER_DEVICE": "cpu",
         "RENDER_CACHE_DIR": str(scratch / "renders"),

@@ -12,6 +12,7 @@ process that dies mid-stream free themselves when their leases end.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -36,6 +37,36 @@ class TooManyStreams(exceptions.Throttled):
     default_code = "too_many_streams"
 
 
+class StreamsBusy(exceptions.Throttled):
+    """This web process has given every thread it may to streams and long polls."""
+
+    status_code = 503
+    default_code = "streams_busy"
+
+
+class _ProcessHolds:
+    """Streams and long polls held in this process (each holds one of its threads)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def take(self) -> bool:
+        limit = settings.API_MAX_STREAMS_PER_PROCESS
+        with self._lock:
+            if limit and self.count >= limit:
+                return False
+            self.count += 1
+            return True
+
+    def give(self) -> None:
+        with self._lock:
+            self.count -= 1
+
+
+process_holds = _ProcessHolds()
+
+
 def client_key(request: Request) -> str:
     """Whose places a request takes: its API key's, else its address's."""
     if isinstance(request.auth, ApiKey):
@@ -52,6 +83,7 @@ class Place:
     lease: float
     holder: str = field(default_factory=lambda: uuid.uuid4().hex)
     renewed: float = field(default_factory=time.monotonic)
+    in_process: bool = False  # counted in process_holds
 
     def renew(self) -> None:
         """Extend the lease, at most every third of it (cheap to call on every wake-up)."""
@@ -64,6 +96,9 @@ class Place:
             logger.warning("a stream's place was not renewed, the cache's Redis failed: %s", exc)
 
     def release(self) -> None:
+        if self.in_process:
+            self.in_process = False
+            process_holds.give()
         counter, self.counter = self.counter, None
         if counter is None:
             return
@@ -79,7 +114,25 @@ def unheld() -> Place:
 
 
 def take(request: Request, *, lease: float = LEASE_SECONDS) -> Place:
-    """A place for ``request`` to hold a stream or long poll, or ``TooManyStreams``."""
+    """A place for ``request`` to hold a stream or long poll: ``StreamsBusy`` when this
+    process has none left, ``TooManyStreams`` when the client holds its share."""
+    if not process_holds.take():
+        raise StreamsBusy(
+            wait=LEASE_SECONDS / 3,
+            detail=f"this server holds {settings.API_MAX_STREAMS_PER_PROCESS} streams and long "
+            "polls, all it may (API_MAX_STREAMS_PER_PROCESS); poll with If-None-Match.",
+            code="streams_busy",
+        )
+    try:
+        place = _take_client_place(request, lease)
+    except BaseException:
+        process_holds.give()
+        raise
+    place.in_process = True
+    return place
+
+
+def _take_client_place(request: Request, lease: float) -> Place:
     key, limit = client_key(request), settings.API_MAX_STREAMS_PER_CLIENT
     counter = shared_cache()
     if not limit or counter is None:

@@ -64,7 +64,7 @@ class Command(BaseCommand):
             help="a last phase with the render worker on this many cores only (0: none)",
         )
         for name, meaning in (
-            ("sse_step", "SSE capacity: add this many streams at a time (0: no such step)"),
+            ("sse_step", "SSE capacity: add this many streams at a time"),
             ("sse_max", "SSE capacity: at most this many streams"),
             ("sse_seconds", "SSE capacity: seconds of polling measured at each step"),
             ("sse_probes", "SSE capacity: clients polling the status endpoint at each step"),

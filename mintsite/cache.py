@@ -122,8 +122,9 @@ class SharedRedisCache(RedisCache):
         return int(self._client().publish(self.channel(name), message))
 
     def subscriber(self) -> Any:
-        """A redis-py ``PubSub`` on this cache's server, on a connection of its own."""
-        return self._client().pubsub(ignore_subscribe_messages=True)
+        """A redis-py ``PubSub`` on this cache's server, on a connection of its own; it passes
+        on the server's subscribe confirmations too (the notifier's cue that it listens)."""
+        return self._client().pubsub()
 
     def clear(self) -> bool:
         if not self.key_prefix:

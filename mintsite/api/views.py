@@ -59,6 +59,11 @@ ERRORS = {
     }.items()
 }
 KEY_AUTH = [{"apiKey": []}]
+STREAMS_BUSY = OpenApiResponse(
+    s.ErrorSerializer,
+    description="`streams_busy`: this server holds all the streams and long polls it may "
+    "(API_MAX_STREAMS_PER_PROCESS); poll instead, or retry after `retry_after`",
+)
 
 
 def errors(*codes: int) -> dict[int, OpenApiResponse]:
@@ -295,6 +300,7 @@ def version_etag(version: tuple[Any, ...]) -> str:
 TOKEN_DETAIL_RESPONSES = {
     200: s.TokenDetailSerializer,
     304: OpenApiResponse(description="not modified (or nothing changed while waiting)"),
+    503: STREAMS_BUSY,
     **errors(400, 404, 429),
 }
 IF_NONE_MATCH = OpenApiParameter(
@@ -563,6 +569,7 @@ class TokenStream(APIView):
             (200, "text/event-stream"): OpenApiResponse(
                 SSE_EVENT, description="One event per stage (see the description)"
             ),
+            503: STREAMS_BUSY,
             **errors(404, 429),
         },
     )

@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
 
-.PHONY: run test demo gas bench bench-listener bench-publish bench-load soak install models lint format contracts clean
+.PHONY: run test demo gas bench bench-listener bench-publish bench-load bench-load-sse soak install models lint format contracts clean
 
 run: install models
 	$(PY) manage.py run_stack
@@ -39,6 +39,12 @@ bench-publish: install
 BENCH_LOAD_CLIENT ?= locust
 bench-load: install models
 	DRAMATIQ_NAMESPACE=mint-bench $(PY) -m tests.with_broker $(PY) manage.py bench_load --client $(BENCH_LOAD_CLIENT) --write docs/benchmarks.md
+	$(MAKE) bench-load-sse
+
+# bench-load's SSE step alone: how many concurrent streams the web tier holds while the status
+# endpoint keeps its 50 ms p95, gunicorn at the production config's 16 threads a worker.
+bench-load-sse: install
+	DRAMATIQ_NAMESPACE=mint-bench $(PY) -m tests.with_broker $(PY) manage.py bench_load --sse-only --threads 16 --sse-max 40 --write docs/benchmarks.md
 
 # 1,000 mints through the whole pipeline, a render worker SIGKILLed and Redis restarted partway
 # (docs/faults.md); prints minted, published, lost, and fails when lost > 0. SOAK_MINTS=40 for less.

@@ -8,9 +8,11 @@ class MintsiteConfig(AppConfig):
 
     def ready(self) -> None:
         from generation import events
-        from mintsite import webhooks
+        from mintsite import notifier, webhooks
         from mintsite.observability import metrics
 
         events.subscribe(webhooks.on_events)
         # renders, gate verdicts, attempts and transitions, in whichever process commits them
         events.subscribe(metrics.count_events)
+        # wakes the streams and long polls waiting on those tokens, in every web process
+        events.subscribe(notifier.publish_events)

@@ -8,6 +8,11 @@ Two changes to ``django.core.cache.backends.redis.RedisCache``:
   TTL in one step), so concurrent requests from many web processes are all counted. The
   get-then-set of DRF's ``SimpleRateThrottle`` loses counts when requests race. ``hits(key)``
   reads a window's count without adding to it.
+
+And two more uses of the same server: ``take_place``/``renew_place``/``give_place`` hold one of a
+limited number of places under a key with a lease (a client's open streams,
+mintsite/api/holds.py), and ``publish``/``subscriber`` carry messages on a channel named with the
+cache's prefix (token status changes, mintsite/notifier.py).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
 from django.core.exceptions import ImproperlyConfigured
 
@@ -30,6 +36,36 @@ end
 return {count, ttl}
 """
 
+# A key's places: a sorted set of holders scored by the end of their lease (the server's clock,
+# so web machines whose clocks differ agree). Lapsed leases are dropped first: a holder that
+# died without giving its place back frees it when its lease ends. Returns {1, 0} when the
+# place is taken, else {0, seconds until the first lease ends}.
+_TAKE_PLACE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local lease = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return {0, math.ceil(tonumber(first[2]) - now)}
+end
+redis.call('ZADD', KEYS[1], now + lease, ARGV[3])
+redis.call('EXPIRE', KEYS[1], math.ceil(lease) + 1)
+return {1, 0}
+"""
+_RENEW_PLACE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[2])
+redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1])) + 1)
+return 1
+"""
+_COUNT_PLACES = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
+"""
+
 
 class SharedRedisCache(RedisCache):
     """``RedisCache`` whose ``clear()`` stays within its prefix, with an atomic ``hit()``."""
@@ -37,6 +73,7 @@ class SharedRedisCache(RedisCache):
     def __init__(self, server: str, params: dict[str, Any]) -> None:
         super().__init__(server, params)
         self._hit_script: Any = None
+        self._scripts: dict[str, Any] = {}
 
     def _client(self) -> Any:
         return self._cache.get_client(write=True)
@@ -63,6 +100,45 @@ class SharedRedisCache(RedisCache):
             return 0, 0
         return int(count), max(int(ttl), 1)
 
+    def _run(self, source: str, key: str, *args: Any) -> Any:
+        client = self._client()
+        if source not in self._scripts:
+            self._scripts[source] = client.register_script(source)
+        return self._scripts[source](
+            keys=[self.make_and_validate_key(key)], args=list(args), client=client
+        )
+
+    def take_place(self, key: str, holder: str, limit: int, lease: float) -> tuple[bool, int]:
+        """Take one of ``limit`` places under ``key`` for ``holder`` until ``lease`` seconds
+        from now: (taken, seconds until the first held lease ends when it was not)."""
+        taken, wait = self._run(_TAKE_PLACE, key, lease, limit, holder)
+        return bool(taken), max(int(wait), 1)
+
+    def renew_place(self, key: str, holder: str, lease: float) -> None:
+        """Hold ``holder``'s place ``lease`` seconds more (nothing if it has lapsed)."""
+        self._run(_RENEW_PLACE, key, lease, holder)
+
+    def give_place(self, key: str, holder: str) -> None:
+        self._client().zrem(self.make_and_validate_key(key), holder)
+
+    def places_held(self, key: str) -> int:
+        """How many places under ``key`` are held now."""
+        return int(self._run(_COUNT_PLACES, key))
+
+    def channel(self, name: str) -> str:
+        """A pub/sub channel's name under this cache's prefix: stacks sharing one Redis (and
+        test runs) hear only their own."""
+        return self.make_and_validate_key(f"channel:{name}")
+
+    def publish(self, name: str, message: str) -> int:
+        """Send ``message`` to the subscribers of channel ``name``: how many heard it."""
+        return int(self._client().publish(self.channel(name), message))
+
+    def subscriber(self) -> Any:
+        """A redis-py ``PubSub`` on this cache's server, on a connection of its own; it passes
+        on the server's subscribe confirmations too (the notifier's cue that it listens)."""
+        return self._client().pubsub()
+
     def clear(self) -> bool:
         if not self.key_prefix:
             raise ImproperlyConfigured(
@@ -76,3 +152,9 @@ class SharedRedisCache(RedisCache):
         for start in range(0, len(keys), 1000):
             client.delete(*keys[start : start + 1000])
         return True
+
+
+def shared_cache() -> SharedRedisCache | None:
+    """The default cache when it is the shared Redis one (the project's settings), else None."""
+    cache = caches["default"]
+    return cache if isinstance(cache, SharedRedisCache) else None

@@ -2,7 +2,10 @@
 
 Threaded workers (``gthread``): the token stream (SSE) and long polls hold a thread for up to
 ``API_STREAM_MAX_SECONDS`` / ``API_LONG_POLL_MAX_SECONDS`` while mostly waiting, so each process
-serves many of them at once; processes add CPU parallelism. docs/deploy.md sizes them.
+serves many of them at once; processes add CPU parallelism. docs/deploy.md sizes them. One
+client holds at most ``API_MAX_STREAMS_PER_CLIENT`` of them, and a process gives at most
+``API_MAX_STREAMS_PER_PROCESS`` of its threads to them (default: GUNICORN_THREADS - 4, read from
+the same variable), so requests that do not wait always find a thread (mintsite/api/holds.py).
 Every value can be overridden from the environment (``GUNICORN_*``, ``WEB_CONCURRENCY``).
 """
 

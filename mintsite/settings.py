@@ -245,8 +245,24 @@ API_MAX_PAGE_SIZE = env_int("API_MAX_PAGE_SIZE", 200, minimum=1)
 # client reconnects (EventSource does by itself, with Last-Event-ID).
 API_STREAM_MAX_SECONDS = env_float("API_STREAM_MAX_SECONDS", 300.0)
 API_LONG_POLL_MAX_SECONDS = env_int("API_LONG_POLL_MAX_SECONDS", 30, minimum=0)
-API_POLL_INTERVAL = env_float("API_POLL_INTERVAL", 0.5)  # how often those read the database
 API_HEARTBEAT_SECONDS = env_float("API_HEARTBEAT_SECONDS", 15.0)  # SSE comment lines
+# Streams and long polls held open at once by one client (its API key, or its address as the
+# anonymous throttle takes it): each holds a server thread, and the rate limit counts it once.
+# One more is a 429 too_many_streams. Counted in Redis, with leases that lapse if a web process
+# dies (mintsite/api/holds.py). 0: no cap.
+API_MAX_STREAMS_PER_CLIENT = env_int("API_MAX_STREAMS_PER_CLIENT", 4, minimum=0)
+# And per web process, whoever holds them: a gunicorn worker has GUNICORN_THREADS threads, and
+# the default keeps 4 of them for everything else (the status polls, the pages), however many
+# clients open streams; one more is a 503 streams_busy. 0: no limit.
+API_MAX_STREAMS_PER_PROCESS = env_int(
+    "API_MAX_STREAMS_PER_PROCESS", max(1, env_int("GUNICORN_THREADS", 16, minimum=1) - 4), minimum=0
+)
+# Waiting streams and long polls are woken by a token's status change (Redis pub/sub, one
+# subscriber thread per web process: mintsite/notifier.py) and read the database only then, and
+# every API_RECHECK_SECONDS anyway in case a notice was lost.
+API_RECHECK_SECONDS = env_float("API_RECHECK_SECONDS", 5.0)
+if API_RECHECK_SECONDS <= 0:
+    raise ImproperlyConfigured(f"API_RECHECK_SECONDS={API_RECHECK_SECONDS} must be above 0")
 # Webhooks: each try waits WEBHOOK_RETRY_BASE x 2^(tries-1) seconds after the last failed
 # one, at most WEBHOOK_RETRY_MAX; a delivery fails after WEBHOOK_MAX_ATTEMPTS tries (the
 # defaults: 8 tries over about two hours). WEBHOOK_TIMEOUT: seconds per POST.

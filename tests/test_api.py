@@ -353,7 +353,7 @@ def test_it_answers_a_long_poll_at_once_when_the_client_is_behind(
 def test_it_ends_a_long_poll_with_not_modified_when_nothing_moved(
     client: Client, alpha: Collection, settings
 ) -> None:  # type: ignore[no-untyped-def]
-    settings.API_POLL_INTERVAL = 0.05
+    settings.API_RECHECK_SECONDS = 0.05
     make_token(alpha, 1, Status.RENDERING)
     response = client.get("/api/collections/alpha/tokens/1/?wait=1&since=RENDERING")
     assert response.status_code == 304
@@ -362,7 +362,7 @@ def test_it_ends_a_long_poll_with_not_modified_when_nothing_moved(
 
 @pytest.mark.django_db(transaction=True)
 def test_it_answers_a_long_poll_when_the_status_changes(client: Client, settings) -> None:  # type: ignore[no-untyped-def]
-    settings.API_POLL_INTERVAL = 0.05
+    settings.API_RECHECK_SECONDS = 0.05
     token = make_token(make_collection("alpha", 1), 1, Status.RENDERING)
 
     def pipeline_moves_it() -> None:
@@ -397,7 +397,7 @@ def sse_events(response: Any) -> Iterator[tuple[str, Any]]:
 def test_it_streams_each_stage_and_ends_at_a_terminal_status(
     client: Client, alpha: Collection, settings
 ) -> None:  # type: ignore[no-untyped-def]
-    settings.API_POLL_INTERVAL = 0.01
+    settings.API_RECHECK_SECONDS = 0.01
     token = make_token(alpha, 1, Status.SEED_COMMITTED)
     events.record([token.pk], Status.SEED_COMMITTED)
     response = client.get(
@@ -424,7 +424,7 @@ def test_it_streams_each_stage_and_ends_at_a_terminal_status(
 
 
 def test_it_closes_a_stream_after_its_lifetime(client: Client, alpha: Collection, settings) -> None:  # type: ignore[no-untyped-def]
-    settings.API_POLL_INTERVAL = 0.01
+    settings.API_RECHECK_SECONDS = 0.01
     settings.API_STREAM_MAX_SECONDS = 0.2
     make_token(alpha, 1, Status.RENDERING)
     response = client.get("/api/collections/alpha/tokens/1/stream/")

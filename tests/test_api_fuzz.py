@@ -52,7 +52,7 @@ def real_data(db: None, settings) -> Iterator[str]:  # type: ignore[no-untyped-d
     settings.API_AUTH_FAILURE_RATE = None
     settings.API_STREAM_MAX_SECONDS = 0.2
     settings.API_LONG_POLL_MAX_SECONDS = 1
-    settings.API_POLL_INTERVAL = 0.05
+    settings.API_RECHECK_SECONDS = 0.05
     cache.clear()
     alpha = make_collection("alpha", 1)
     make_collection("beta", 2)

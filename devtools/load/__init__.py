@@ -10,9 +10,11 @@ render queue, rendered and pinned while the collectors watch), then the same wit
 worker niced (``--render-nice``), under SCHED_IDLE (``--render-idle``: it gets only the CPU
 nothing else wants), and on the last core only (``--render-cpus``). Target: p95 under 50 ms
 with the pipeline running. A benchmark, not a test: it prints figures and does not fail on them.
+With ``--sse-only`` (``make bench-load-sse``), instead: the web tier alone, SSE streams added in
+steps while probe clients poll, for how many concurrent streams it holds at that target.
 
 Modules: ``options`` (what a run is asked to do), ``bench`` (checks, the throwaway database, the
 run), ``stack`` (the processes under load), ``phases`` (each phase, measured), ``measures`` (the
 load client's results, a probe client, CPU), ``scheduling`` (nice, SCHED_IDLE, pinning) and
-``report``. The load clients' scripts import no Django.
+``report``, and ``streams`` (the SSE step). The load clients' scripts import no Django.
 """

@@ -22,6 +22,8 @@ def check(options: LoadOptions) -> None:
     if problems:
         raise BenchmarkError("; ".join(problems))
     bench_namespace()
+    if options.sse_only:
+        return  # the web tier alone: no load client, no workers
     if options.client == "locust" and not options.locust.exists():
         raise BenchmarkError(
             f"no {options.locust}: locust is a dev dependency (pip install -e '.[dev]')"

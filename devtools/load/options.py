@@ -31,6 +31,14 @@ class LoadOptions:
     render_nice: int = 10  # 0: no niced phase
     render_idle: bool = True  # a phase with the render worker under SCHED_IDLE
     render_cpus: int = 1  # a last phase with the render worker on this many cores (0: none)
+    # sse_only: instead of the phases, the SSE capacity step (devtools/load/streams.py) on the
+    # web tier alone (no workers, no load client): streams added sse_step at a time up to
+    # sse_max, sse_probes clients polling for sse_seconds at each
+    sse_step: int = 4
+    sse_max: int = 96
+    sse_seconds: int = 10
+    sse_probes: int = 4
+    sse_only: bool = False
 
     @property
     def locust(self) -> Path:
@@ -41,9 +49,14 @@ class LoadOptions:
         """What is wrong with these options, as the command's flags name them."""
         found = [
             f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}"
-            for name in ("users", "duration", "workers", "threads", "steps", "client_processes")
+            for name in (
+                "users", "duration", "workers", "threads", "steps", "client_processes",
+                "sse_max", "sse_seconds", "sse_probes",
+            )
             if getattr(self, name) < 1
-        ]
+        ]  # fmt: skip
+        if self.sse_step < 1:
+            found.append(f"--sse-step must be at least 1, not {self.sse_step}")
         if self.spawn_rate <= 0:
             found.append(f"--spawn-rate must be above 0, not {self.spawn_rate}")
         if self.client not in ("locust", "wrk"):

@@ -25,6 +25,7 @@ from devtools.load.measures import (
 from devtools.load.options import LOCUSTFILE, SLUG, WRK_SCRIPT, WRK_THREADS, LoadOptions
 from devtools.load.scheduling import pin, renice, sched_idle
 from devtools.load.stack import Stack, has_gunicorn_conf, running_stack
+from devtools.load.streams import stream_capacity
 from generation.models import Token, TokenEvent
 
 Status = Token.Status
@@ -37,9 +38,16 @@ def run_phases(
     users, duration = options.users, options.duration
     load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
     with running_stack(options, scratch) as stack:
+        if options.sse_only:
+            say(f"SSE capacity: streams in steps of {options.sse_step}, the web tier alone ...")
+            stream_tokens = [t.token_id for t in stack.pool[: options.sse_max + options.sse_probes]]
+            streams = stream_capacity(options, stack.url, stream_tokens, say)
+            return {**_setup(options, stack, load_before), "streams": streams, "phases": {}}
         phases: dict[str, dict[str, Any]] = {}
         say(f"pipeline idle: {users} users for {duration} s ...")
         phases["pipeline idle"] = _phase(options, stack, scratch, "idle")
+        render = stack.render
+        assert render is not None  # started unless --sse-only
         from generation import stages
 
         for token in stack.pool:
@@ -47,26 +55,38 @@ def run_phases(
         say(f"pipeline running: {len(stack.pool)} renders queued, {users} users ...")
         phases["pipeline running"] = _phase(options, stack, scratch, "running")
         if options.render_nice:
-            renice(stack.render.pid, options.render_nice)
+            renice(render.pid, options.render_nice)
             say(f"pipeline running, render worker at nice {options.render_nice} ...")
             phases[f"pipeline running, render worker nice {options.render_nice}"] = _phase(
                 options, stack, scratch, "niced"
             )
         if options.render_idle:
-            sched_idle(stack.render.pid)
+            sched_idle(render.pid)
             say("pipeline running, render worker under SCHED_IDLE ...")
             phases["pipeline running, render worker SCHED_IDLE"] = _phase(
                 options, stack, scratch, "idle-class"
             )
         cpus = sorted(os.sched_getaffinity(0))[-options.render_cpus :]
         if options.render_cpus and len(cpus) < os.cpu_count():  # type: ignore[operator]
-            pin(stack.render.pid, set(cpus))
+            pin(render.pid, set(cpus))
             label = f"render worker on core {','.join(map(str, cpus))} only"
             say(f"pipeline running, {label} ...")
             phases[f"pipeline running, {label}"] = _phase(options, stack, scratch, "pinned")
         pool = [t.pk for t in stack.pool]
         starved = not Token.objects.filter(pk__in=pool, status=Status.SEED_COMMITTED).exists()
     return {
+        **_setup(options, stack, load_before),
+        "streams": None,
+        "phases": phases,
+        "starved": starved,
+    }
+
+
+def _setup(options: LoadOptions, stack: Stack, load_before: str) -> dict[str, Any]:
+    """What the run was, for the report."""
+    return {
+        "sse_step": options.sse_step,
+        "streams_per_process": max(1, options.threads - 4),  # the server's default (stack.py)
         "users": options.users,
         "client_processes": options.client_processes,
         "client": (
@@ -86,8 +106,6 @@ def run_phases(
         "database": connection.vendor,
         "load_before": load_before,
         "gunicorn_conf": has_gunicorn_conf(),
-        "phases": phases,
-        "starved": starved,
     }
 
 

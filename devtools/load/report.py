@@ -169,3 +169,70 @@ def write_report(path: Path, figures: dict[str, Any], options: LoadOptions) -> N
         + "` (PostgreSQL when `DATABASE_URL` is set; `manage.py bench_load --help` for "
         "users, duration, workers, threads, client)",
     ])  # fmt: skip
+
+
+def streams_report(figures: dict[str, Any]) -> list[str]:
+    """The SSE capacity step: the figure, how it was found, each step's numbers."""
+    streams = figures["streams"]
+    workers, threads = figures["workers"], figures["threads"]
+    lines = [
+        f"**{streams['capacity']} concurrent SSE clients** held open while the token status "
+        f"endpoint kept its p95 under {TARGET_P95_MS:.0f} ms (with {streams['asked']} streams "
+        f"asked for), on gunicorn with {workers} gthread workers x {threads} threads "
+        f"({workers * threads} threads"
+        + (
+            f", on top of {GUNICORN_CONF_MODULE.replace('.', '/')}.py"
+            if figures["gunicorn_conf"]
+            else ""
+        )
+        + f"; API_MAX_STREAMS_PER_PROCESS {figures['streams_per_process'] or 'off'}), the "
+        "pipeline idle. Each stream holds one thread for its whole life, so the figure follows "
+        "workers x threads; each process gives at most API_MAX_STREAMS_PER_PROCESS of its "
+        "threads to streams (default: 4 fewer than its threads) and answers the rest 503 "
+        "`streams_busy` (the mint page then polls), so the pollers keep their threads however "
+        "many streams are asked for. Size `GUNICORN_THREADS` and `WEB_CONCURRENCY` from it "
+        "(docs/deploy.md). A waiting stream reads nothing from the database (it is woken by "
+        "Redis pub/sub, mintsite/notifier.py).",
+        "",
+        f"Streams (`GET .../tokens/<id>/stream/`, one connection each, one token each) are "
+        f"added {figures['sse_step']} at a time; once each new one has had its first event "
+        f"(or 10 s passed), {streams['probes']} probe clients poll other tokens' status ten "
+        f"times a second each (If-None-Match, kept-alive connections) for {streams['seconds']} "
+        "s. A step keeps the target when no stream waits for a thread (each is held or "
+        "refused), no poll failed (a poll error is one not answered within 10 s: it waited for "
+        "a thread) and the polls' p95 is under the target; the run stops at the first step "
+        "that does not, or at `--sse-max`. "
+        "**The per-client cap on streams (API_MAX_STREAMS_PER_CLIENT) and the anonymous rate "
+        "limit are off for the benchmark's web server** (every client is 127.0.0.1), and "
+        "streams live 3600 s there instead of 300 s. **This machine is small and shared** "
+        "(other jobs ran beside the benchmark): a dedicated web host holds more per thread "
+        "of CPU, but not more streams than threads.",
+        "",
+        "| streams opened | held / waiting for a thread / refused | polls | status p50 / p95 "
+        "(ms) | poll errors | target kept |",
+        "|---:|---|---:|---:|---:|---|",
+    ]
+    for step in streams["steps"]:
+        states = step["states"]
+        lines.append(
+            f"| {step['streams']} | {states.get('held', 0)} / {states.get('opened', 0)} / "
+            f"{states.get('refused', 0)} | {step['polls']:,} | {step['p50']:.1f} / "
+            f"{step['p95']:.1f} | {step['errors']} | {'yes' if step['kept'] else '**no**'} |"
+        )
+    return lines
+
+
+def write_streams_report(path: Path, figures: dict[str, Any]) -> None:
+    """The SSE capacity step as its own section of ``path``."""
+    write_section(path, "bench-load-sse", [
+        "## Concurrent SSE clients",
+        "",
+        *streams_report(figures),
+        "",
+        f"- Date: {date.today().isoformat()}; machine: {platform.machine()}, "
+        f"{os.cpu_count()} cores (shared), {figures['database']}; load average before the "
+        f"run: {figures['load_before']}",
+        "- Reproduce: `make bench-load-sse` (this step alone: `manage.py bench_load --sse-only`, "
+        "with `--threads`, `--workers`, `--sse-step`, `--sse-max`, `--sse-seconds`); "
+        "`make bench-load` runs it after its phases",
+    ])  # fmt: skip

@@ -39,19 +39,21 @@ class Stack:
     collection: Collection
     pool: list[Token]  # every token seeded, in token order; the first ``users`` are watched
     web: subprocess.Popen
-    render: subprocess.Popen
-    io: subprocess.Popen
+    render: subprocess.Popen | None  # None: the web tier alone (--sse-only)
+    io: subprocess.Popen | None
     access_log: Path  # gunicorn's: status and microseconds in the server, a line per request
 
     @property
     def processes(self) -> dict[str, subprocess.Popen]:
-        return {"web": self.web, "render worker": self.render, "io worker": self.io}
+        named = {"web": self.web, "render worker": self.render, "io worker": self.io}
+        return {name: p for name, p in named.items() if p is not None}
 
 
 @contextmanager
 def running_stack(options: LoadOptions, scratch: Path) -> Iterator[Stack]:
     """The seeded stack, warmed up (every gunicorn thread has served, the render worker has
-    loaded its models); its processes are stopped on the way out."""
+    loaded its models); its processes are stopped on the way out. With ``--sse-only``, the
+    web tier alone."""
     collection, pool = _seed_database(options)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -61,8 +63,14 @@ def running_stack(options: LoadOptions, scratch: Path) -> Iterator[Stack]:
         "DATABASE_URL": current_database_url(),
         "DJANGO_DEBUG": "0",
         # Every locust user comes from 127.0.0.1: the per-address limit would throttle
-        # them as one client. Off for this server only (the report says so).
+        # them as one client, and the cap on streams per client would refuse the SSE step's
+        # fifth. Both off for this server only (the report says so); its streams outlast the
+        # SSE step.
         "API_ANON_RATE": "",
+        "API_MAX_STREAMS_PER_CLIENT": "0",
+        # what API_MAX_STREAMS_PER_PROCESS's default follows (the command line sets gunicorn's)
+        "GUNICORN_THREADS": str(options.threads),
+        "API_STREAM_MAX_SECONDS": "3600",
         "RENDER_DEVICE": "cpu",
         "RENDER_CACHE_DIR": str(scratch / "renders"),
         "IPFS_STORE_DIR": str(scratch / "ipfs"),
@@ -79,15 +87,17 @@ def running_stack(options: LoadOptions, scratch: Path) -> Iterator[Stack]:
         web = stack.enter_context(_process(
             "web", _gunicorn(options, port, access_log), env, scratch
         ))  # fmt: skip
-        render = stack.enter_context(_process("render-worker", [
-            sys.executable, "manage.py", "rundramatiq", "--processes", "1",
-            "--threads", str(settings.RENDER_BATCH_SIZE), "--queues", "render",
-            "--worker-shutdown-timeout", "5000",
-        ], env, scratch))  # fmt: skip
-        io = stack.enter_context(_process("io-worker", [
-            sys.executable, "manage.py", "rundramatiq", "--processes", "1", "--threads",
-            "2", "--queues", "io", "--worker-shutdown-timeout", "5000",
-        ], env, scratch))  # fmt: skip
+        render = io = None
+        if not options.sse_only:
+            render = stack.enter_context(_process("render-worker", [
+                sys.executable, "manage.py", "rundramatiq", "--processes", "1",
+                "--threads", str(settings.RENDER_BATCH_SIZE), "--queues", "render",
+                "--worker-shutdown-timeout", "5000",
+            ], env, scratch))  # fmt: skip
+            io = stack.enter_context(_process("io-worker", [
+                sys.executable, "manage.py", "rundramatiq", "--processes", "1", "--threads",
+                "2", "--queues", "io", "--worker-shutdown-timeout", "5000",
+            ], env, scratch))  # fmt: skip
         _wait_ready(url, options.workers * options.threads, web, render, scratch)
         yield Stack(url, collection, pool, web, render, io, access_log)
 
@@ -104,7 +114,7 @@ def _seed_database(options: LoadOptions) -> tuple[Collection, list[Token]]:
         style_prompt="an abstract painting", clip_threshold=-1.0, steps=options.steps,
         rarity=WEIGHTED_WITH_SHAPE, max_supply=100_000,
     )  # fmt: skip
-    count = max(options.users, 15 * options.duration)
+    count = max(options.users, 15 * options.duration, options.sse_max + options.sse_probes)
     seeds = ["0x" + hashlib.sha256(f"bench-load:{i}".encode()).hexdigest() for i in
              range(count + 1)]  # fmt: skip
     tokens = Token.objects.bulk_create(
@@ -160,7 +170,7 @@ def _wait_ready(
     url: str,
     threads: int,
     web: subprocess.Popen,
-    render: subprocess.Popen,
+    render: subprocess.Popen | None,
     scratch: Path,
 ) -> None:
     """The web tier answers (and has served each watched token once, so no phase pays
@@ -186,6 +196,8 @@ def _wait_ready(
 
     with ThreadPoolExecutor(max_workers=4 * threads) as pool:
         list(pool.map(fetch, [1 + i % 50 for i in range(20 * threads)]))
+    if render is None:
+        return
     log = scratch / "render-worker.log"
     while f"warm: {SLUG}" not in log.read_text(errors="replace"):
         if render.poll() is not None or time.monotonic() > deadline:

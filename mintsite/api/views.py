@@ -27,6 +27,7 @@ from rest_framework.views import APIView
 from generation.canonical import canonical_json
 from generation.metadata import build_metadata
 from generation.models import Collection, Token, TokenEvent
+from mintsite.api import holds
 from mintsite.api import serializers as s
 from mintsite.api.auth import CollectionKeyRequired
 from mintsite.api.documents import (
@@ -42,6 +43,7 @@ from mintsite.api.documents import (
 from mintsite.api.errors import ApiError, InvalidRequest, NotFound, RequeueError
 from mintsite.api.requeue import requeue
 from mintsite.models import WebhookSubscription
+from mintsite.notifier import watching
 
 MAX_DB_INT = 2**63 - 1  # token ids above this cannot be stored, so were never seen
 ERRORS = {
@@ -52,10 +54,16 @@ ERRORS = {
         403: "the key belongs to another collection (`wrong_collection`)",
         404: "not found (`collection_not_found`, `token_not_found`, ...)",
         409: "the token cannot be requeued (`not_requeueable`, `token_changed`)",
-        429: "too many requests (`throttled`, with `retry_after`)",
+        429: "too many requests (`throttled`), or streams and long polls held open "
+        "(`too_many_streams`); with `retry_after`",
     }.items()
 }
 KEY_AUTH = [{"apiKey": []}]
+STREAMS_BUSY = OpenApiResponse(
+    s.ErrorSerializer,
+    description="`streams_busy`: this server holds all the streams and long polls it may "
+    "(API_MAX_STREAMS_PER_PROCESS); poll instead, or retry after `retry_after`",
+)
 
 
 def errors(*codes: int) -> dict[int, OpenApiResponse]:
@@ -292,6 +300,7 @@ def version_etag(version: tuple[Any, ...]) -> str:
 TOKEN_DETAIL_RESPONSES = {
     200: s.TokenDetailSerializer,
     304: OpenApiResponse(description="not modified (or nothing changed while waiting)"),
+    503: STREAMS_BUSY,
     **errors(400, 404, 429),
 }
 IF_NONE_MATCH = OpenApiParameter(
@@ -334,7 +343,11 @@ class CollectionTokenDetail(APIView):
         doc = token_document(token)
         since = query.get("since") or request.headers.get("If-None-Match", "")
         if query["wait"] and since and (since == token.status or _etag_matches(since, etag)):
-            doc, etag = self._wait(token, since, etag, query["wait"])
+            place = holds.take(request, lease=query["wait"] + holds.LEASE_SECONDS)
+            try:
+                doc, etag = self._wait(token, since, etag, query["wait"])
+            finally:
+                place.release()
             if doc is None:
                 headers = {"ETag": etag, "Cache-Control": "no-cache"}
                 return Response(status=304, headers=headers)
@@ -343,17 +356,22 @@ class CollectionTokenDetail(APIView):
     def _wait(
         self, token: Token, since: str, etag: str, seconds: int
     ) -> tuple[dict[str, Any] | None, str]:
+        """Wait for the token to move past ``since``: woken by its status changes
+        (mintsite/notifier.py), reading the database only then and every
+        ``API_RECHECK_SECONDS``."""
         deadline = time.monotonic() + seconds
-        seen = token_version(pk=token.pk)
-        while time.monotonic() < deadline:
-            time.sleep(settings.API_POLL_INTERVAL)
-            now = token_version(pk=token.pk)
-            if now == seen:
-                continue
-            seen = now
-            answer = self._moved(token, since, etag, now)
-            if answer is not None:
-                return answer
+        with watching(token.pk) as changed:
+            seen = token_version(pk=token.pk)  # after watching: no change falls in between
+            while (left := deadline - time.monotonic()) > 0:
+                changed.wait(min(left, settings.API_RECHECK_SECONDS))
+                changed.clear()
+                now = token_version(pk=token.pk)
+                if now == seen:
+                    continue
+                seen = now
+                answer = self._moved(token, since, etag, now)
+                if answer is not None:
+                    return answer
         answer = self._moved(token, since, etag, token_version(pk=token.pk))
         return answer if answer is not None else (None, etag)
 
@@ -485,34 +503,45 @@ def sse(event: str, data: Any, event_id: int | None = None) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-def token_stream(token: Token, last_event: int) -> Iterator[str]:
+def token_stream(token: Token, last_event: int, place: holds.Place) -> Iterator[str]:
     """The token's document now, then on each new stage, until a terminal status or the
-    stream's lifetime (``API_STREAM_MAX_SECONDS``); comment lines keep proxies from timing out."""
-    began = time.monotonic()
-    deadline = began + settings.API_STREAM_MAX_SECONDS
-    heartbeat = began + settings.API_HEARTBEAT_SECONDS
-    events = list(token.events.all())
-    if events:
-        last_event = max(last_event, events[-1].pk)
-    yield "retry: 2000\n\n"
-    yield sse("token", token_document(token, events=events), last_event or None)
-    while token.status not in TERMINAL:
-        if time.monotonic() >= deadline:
-            yield ": the stream's lifetime is over; reconnect to go on\n\n"
-            return
-        time.sleep(settings.API_POLL_INTERVAL)
-        newer = TokenEvent.objects.filter(token_id=token.pk, pk__gt=last_event).aggregate(
-            last=Max("pk")
-        )["last"]
-        if newer is None:
-            if time.monotonic() >= heartbeat:
-                heartbeat = time.monotonic() + settings.API_HEARTBEAT_SECONDS
+    stream's lifetime (``API_STREAM_MAX_SECONDS``); comment lines keep proxies from timing out.
+    It waits for the token's status changes (mintsite/notifier.py) and reads the database only
+    when told of one, and every ``API_RECHECK_SECONDS`` in case a notice was lost."""
+    with watching(token.pk) as changed:
+        began = time.monotonic()
+        deadline = began + settings.API_STREAM_MAX_SECONDS
+        heartbeat = began + settings.API_HEARTBEAT_SECONDS
+        events = list(token.events.all())
+        if events:
+            last_event = max(last_event, events[-1].pk)
+        yield "retry: 2000\n\n"
+        yield sse("token", token_document(token, events=events), last_event or None)
+        recheck = time.monotonic() + settings.API_RECHECK_SECONDS
+        while token.status not in TERMINAL:
+            now = time.monotonic()
+            if now >= deadline:
+                yield ": the stream's lifetime is over; reconnect to go on\n\n"
+                return
+            # (woken a third of a lease at the latest, to renew the client's place)
+            changed.wait(min(deadline, heartbeat, recheck, now + holds.LEASE_SECONDS / 3) - now)
+            place.renew()
+            now = time.monotonic()
+            if changed.is_set() or now >= recheck:
+                changed.clear()
+                recheck = now + settings.API_RECHECK_SECONDS
+                newer = TokenEvent.objects.filter(token_id=token.pk, pk__gt=last_event).aggregate(
+                    last=Max("pk")
+                )["last"]
+                if newer is not None:
+                    last_event = newer
+                    token.refresh_from_db()
+                    yield sse("token", token_document(token), last_event)
+                    continue
+            if now >= heartbeat:
+                heartbeat = now + settings.API_HEARTBEAT_SECONDS
                 yield ": keep-alive\n\n"
-            continue
-        last_event = newer
-        token.refresh_from_db()
-        yield sse("token", token_document(token), last_event)
-    yield sse("end", {"status": token.status}, last_event or None)
+        yield sse("end", {"status": token.status}, last_event or None)
 
 
 class TokenStream(APIView):
@@ -525,7 +554,8 @@ class TokenStream(APIView):
         description="Events: `token` (the document, `id` = its last stage event), `end` "
         "(a terminal status: FINAL, FAILED, NEEDS_REVIEW, REORGED); comment lines as "
         "heartbeats. The stream closes after API_STREAM_MAX_SECONDS; reconnect with "
-        "Last-Event-ID (EventSource does).",
+        "Last-Event-ID (EventSource does). One client holds at most "
+        "API_MAX_STREAMS_PER_CLIENT streams and long polls at once (429 `too_many_streams`).",
         parameters=[
             OpenApiParameter(
                 "Last-Event-ID",
@@ -539,6 +569,7 @@ class TokenStream(APIView):
             (200, "text/event-stream"): OpenApiResponse(
                 SSE_EVENT, description="One event per stage (see the description)"
             ),
+            503: STREAMS_BUSY,
             **errors(404, 429),
         },
     )
@@ -547,8 +578,11 @@ class TokenStream(APIView):
         raw = request.headers.get("Last-Event-ID", "").strip()
         # ASCII digits only: str.isdigit() is also true of "²", which int() refuses
         last_event = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 19 else 0
+        # a settled token's stream ends at once: it holds no place
+        place = holds.take(request) if token.status not in TERMINAL else holds.unheld()
         response = StreamingHttpResponse(
-            token_stream(token, last_event), content_type="text/event-stream"
+            holds.Holding(token_stream(token, last_event, place), place),
+            content_type="text/event-stream",
         )
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"  # nginx: pass each event through at once

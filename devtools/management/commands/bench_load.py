@@ -63,6 +63,19 @@ class Command(BaseCommand):
             default=d.render_cpus,
             help="a last phase with the render worker on this many cores only (0: none)",
         )
+        for name, meaning in (
+            ("sse_step", "SSE capacity: add this many streams at a time"),
+            ("sse_max", "SSE capacity: at most this many streams"),
+            ("sse_seconds", "SSE capacity: seconds of polling measured at each step"),
+            ("sse_probes", "SSE capacity: clients polling the status endpoint at each step"),
+        ):
+            flag = "--" + name.replace("_", "-")
+            parser.add_argument(flag, type=int, default=getattr(d, name), help=meaning)
+        parser.add_argument(
+            "--sse-only",
+            action="store_true",
+            help="only the SSE capacity step, on the web tier alone (no workers, no locust)",
+        )
         parser.add_argument("--write", type=Path, help="update this markdown file's section")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -78,12 +91,23 @@ class Command(BaseCommand):
             render_nice=options["render_nice"],
             render_idle=options["render_idle"],
             render_cpus=options["render_cpus"],
+            sse_step=options["sse_step"],
+            sse_max=options["sse_max"],
+            sse_seconds=options["sse_seconds"],
+            sse_probes=options["sse_probes"],
+            sse_only=options["sse_only"],
         )
         try:
             figures = run_load_bench(load, say=self.stderr.write)
         except BenchmarkError as exc:
             raise CommandError(str(exc)) from exc
-        self.stdout.write("\n".join([*report.intro(figures, load), "", *report.table(figures)]))
+        lines = [] if load.sse_only else [*report.intro(figures, load), "", *report.table(figures)]
+        if figures["streams"] is not None:
+            lines += ["", *report.streams_report(figures)]
+        self.stdout.write("\n".join(lines))
         if options["write"]:
-            report.write_report(options["write"], figures, load)
+            if not load.sse_only:
+                report.write_report(options["write"], figures, load)
+            if figures["streams"] is not None:
+                report.write_streams_report(options["write"], figures)
             self.stdout.write(f"wrote {options['write']}")

@@ -349,6 +349,13 @@ def test_it_is_verified_by_the_documented_example_receiver(
         assert stale.status_code == 400 and stale.text.startswith("stale timestamp")
         garbled = httpx.post(url, content=body, headers={"Mint-Signature": "v1=abc"})
         assert garbled.text == "malformed Mint-Signature header"
+        # a timestamp of digits that are not ASCII ("²" passes str.isdigit(), not int())
+        odd = "t=²,v1=abc".encode("latin-1")  # how http.server decodes a header's bytes
+        superscript = httpx.post(url, content=body, headers={"Mint-Signature": odd})
+        assert (superscript.status_code, superscript.text) == (
+            400,
+            "malformed Mint-Signature header",
+        )
     finally:
         process.terminate()
         out, _ = process.communicate(timeout=10)

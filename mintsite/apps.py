@@ -7,8 +7,10 @@ class MintsiteConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.core import checks
+
         from generation import events
-        from mintsite import notifier, webhooks
+        from mintsite import notifier, retired_settings, webhooks
         from mintsite.observability import metrics
 
         events.subscribe(webhooks.on_events)
@@ -16,3 +18,5 @@ class MintsiteConfig(AppConfig):
         events.subscribe(metrics.count_events)
         # wakes the streams and long polls waiting on those tokens, in every web process
         events.subscribe(notifier.publish_events)
+        # a variable the project stopped reading is named, not silently ignored
+        checks.register(retired_settings.retired_variables)

@@ -37,3 +37,13 @@ def test_it_reads_a_secret_from_a_file(monkeypatch: pytest.MonkeyPatch, tmp_path
     monkeypatch.setenv("MINT_KEY_FILE", str(tmp_path / "missing"))
     with pytest.raises(ImproperlyConfigured, match="MINT_KEY_FILE"):
         env_str("MINT_KEY")
+
+
+def test_the_system_check_names_a_variable_no_longer_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    from django.core.checks import run_checks
+
+    assert not [m for m in run_checks() if m.id == "mintsite.W001"]
+    monkeypatch.setenv("API_POLL_INTERVAL", "0.5")
+    (warning,) = [m for m in run_checks() if m.id == "mintsite.W001"]
+    assert "API_POLL_INTERVAL is set but no longer read" in warning.msg
+    assert "API_RECHECK_SECONDS" in warning.msg

@@ -9,14 +9,18 @@ blur), and never a trait for an image that is not a world image.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from generation.reference_models import REFERENCE_IMAGE_SIZE
+from generation.clip_gate import ClipScorer
+from generation.reference_models import REFERENCE_IMAGE_SIZE, model_fingerprint
+from generation.reference_world.clip_training import TRAINING_RECORD, ClipTraining, train_clip
 from generation.reference_world.oracle import read_traits
 from generation.reference_world.world import (
     CATEGORIES,
@@ -236,3 +240,25 @@ def test_it_refuses_traits_of_another_world() -> None:
         draw(dict(next(iter(all_traits())), shape="hexagon"), b"x")
     with pytest.raises(ValueError, match="exactly the categories"):
         draw({"shape": "circle"}, b"x")
+
+
+def test_its_clip_trains_to_the_same_bytes_twice_and_loads_as_the_gate_loads_it(
+    tmp_path: Path,
+) -> None:
+    # A few steps on a few images: what matters here is the layout and the determinism
+    # (docs/reference-world.md gives the full run's figures)
+    short = ClipTraining(seed=3, steps=4, images=64, batch_size=32, warmup_steps=2)
+    first = train_clip(tmp_path / "first", short, log=lambda _line: None)
+    second = train_clip(tmp_path / "second", short, log=lambda _line: None)
+    weights = "open_clip_model.safetensors"
+    assert (tmp_path / "first" / weights).read_bytes() == (
+        tmp_path / "second" / weights
+    ).read_bytes()
+    assert first["fingerprint"] == second["fingerprint"] == model_fingerprint(tmp_path / "first")
+    # The gate loads it through open_clip's local-dir schema, as it loads any model
+    scorer = ClipScorer(tmp_path / "first", device="cpu")
+    assert scorer.fingerprint == first["fingerprint"]
+    image = draw(next(iter(all_traits())), b"gate")
+    assert len(scorer.score(image, ["circle", "square"])) == 2
+    recorded = json.loads((tmp_path / "first" / TRAINING_RECORD).read_text())
+    assert recorded["training"]["seed"] == 3 and recorded["threads"] == 1

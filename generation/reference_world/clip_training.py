@@ -1,0 +1,287 @@
+"""Train the gate's open_clip model on the reference world, and measure it as the gate uses it.
+
+A small CLIP (image tower: ViT, width 64, 3 layers, 8-pixel patches; text tower: width 32, 2
+layers; 32-dimensional embeddings) is initialised through open_clip's factory and trained on
+world images with texts that describe them: the full caption, one option's prompt alone (what
+the gate's trait checks score, e.g. ``"circle"`` or ``"gold frame"``), or the style prompt.
+Several texts in a batch may be true of one image (``"circle"`` of every circle), so the loss is
+CLIP's symmetric cross-entropy with every true pair as a target, spread evenly.
+
+Deterministic on the CPU: one torch thread, the model's weights from ``torch.manual_seed``,
+batches and texts from a seeded ``torch.Generator``, the images from the world's own seeds. With
+the same seed and library versions two runs give byte-identical weights (torch does not promise
+the same across CPUs or thread counts; that is why training pins one thread).
+
+The model is saved with :func:`generation.reference_models.save_clip_model`, in the layout the
+gate loads (``open_clip.create_model_and_transforms("local-dir:<dir>")``), and measured through
+:class:`generation.clip_gate.ClipScorer` on held-out world images.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from generation.clip_gate import ClipScorer
+from generation.reference_models import (
+    CONTEXT_LENGTH,
+    VOCAB_SIZE,
+    model_fingerprint,
+    new_clip_model,
+    save_clip_model,
+)
+from generation.reference_world.world import (
+    CATEGORIES,
+    RARITY,
+    STYLE_PROMPT,
+    WorldImage,
+    all_traits,
+    caption,
+    dataset,
+)
+
+WORLD_CLIP_CFG: dict[str, Any] = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": 3, "width": 64, "head_width": 32, "patch_size": 8},
+    "text_cfg": {
+        "context_length": CONTEXT_LENGTH,
+        "vocab_size": VOCAB_SIZE,
+        "width": 32,
+        "heads": 2,
+        "layers": 2,
+    },
+}
+TRAINING_RECORD = "world_training.json"
+"""Written beside the weights: how they were trained and how they measured."""
+TRAIN_SEED_BASE = 1_000_000
+"""Training images are drawn with world seed ``TRAIN_SEED_BASE + seed``, held-out ones with
+``HELD_OUT_SEED``, so the two never share an image."""
+HELD_OUT_SEED = 2_000_000
+
+
+@dataclass(frozen=True)
+class ClipTraining:
+    """How to train: everything that decides the weights."""
+
+    seed: int = 0
+    steps: int = 1500
+    batch_size: int = 128
+    images: int = 12_000
+    learning_rate: float = 1e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.05
+    caption_share: float = 0.5
+    """Share of texts that are the full caption; ``style_share`` are the style prompt and the
+    rest one option's prompt, its category drawn uniformly."""
+    style_share: float = 0.1
+
+
+@dataclass(frozen=True)
+class Query:
+    """A text and which traits it states (``{}`` for the style prompt: true of every image)."""
+
+    text: str
+    traits: dict[str, str]
+
+
+def _queries() -> list[Query]:
+    """Every text the training draws from: captions, option prompts, the style prompt."""
+    queries = [Query(caption(traits), traits) for traits in all_traits()]
+    for category in RARITY["categories"]:
+        for option in category["options"]:
+            queries.append(Query(option["prompt"], {category["name"]: option["name"]}))
+    queries.append(Query(STYLE_PROMPT, {}))
+    return queries
+
+
+def _pixels(
+    preprocess: Callable[[Image.Image], torch.Tensor], items: Sequence[WorldImage]
+) -> torch.Tensor:
+    return torch.stack([preprocess(item.image) for item in items])
+
+
+def train_clip(
+    dest: Path, training: ClipTraining = ClipTraining(), *, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Train the world CLIP and save it to ``dest``; returns the training record (also written
+    to ``dest/world_training.json``): the settings, the loss, the time taken and the weights'
+    fingerprint."""
+    import open_clip
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+
+    dest = Path(dest)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        started = time.monotonic()
+        torch.manual_seed(training.seed)
+        model = new_clip_model(WORLD_CLIP_CFG, dest)
+        # The gate's own preprocessing and tokenizer (create_model_and_transforms' and
+        # get_tokenizer's for a local-dir model without an HF tokenizer name).
+        preprocess = image_transform_v2(
+            PreprocessCfg(**model.visual.preprocess_cfg), is_train=False
+        )
+        tokenizer = open_clip.SimpleTokenizer(context_length=CONTEXT_LENGTH)
+        items = list(dataset(training.images, TRAIN_SEED_BASE + training.seed))
+        pixels = _pixels(preprocess, items)
+        queries = _queries()
+        tokens = tokenizer([q.text for q in queries])
+        truth = torch.tensor(
+            [
+                [all(item.traits[k] == v for k, v in q.traits.items()) for q in queries]
+                for item in items
+            ]
+        )
+        own_caption = torch.tensor(
+            [queries.index(Query(item.caption, item.traits)) for item in items]
+        )
+        options = {
+            name: torch.tensor([i for i, q in enumerate(queries) if list(q.traits) == [name]])
+            for name in CATEGORIES
+        }
+        style = len(queries) - 1
+        prepared = time.monotonic() - started
+        log(f"world CLIP: {len(items)} images and {len(queries)} texts in {prepared:.1f} s")
+
+        generator = torch.Generator().manual_seed(training.seed)
+        optimizer = torch.optim.AdamW(
+            model.parameters(),
+            lr=training.learning_rate,
+            betas=(0.9, 0.98),
+            eps=1e-6,
+            weight_decay=training.weight_decay,
+        )
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: _learning_rate_factor(step, training)
+        )
+        model.train()
+        order = torch.randperm(len(items), generator=generator)
+        cursor = 0
+        losses = []
+        for step in range(training.steps):
+            if cursor + training.batch_size > len(items):
+                order, cursor = torch.randperm(len(items), generator=generator), 0
+            batch = order[cursor : cursor + training.batch_size]
+            cursor += training.batch_size
+            chosen = _texts_for(batch, own_caption, options, style, training, generator, items)
+            texts = torch.unique(chosen)
+            targets = truth[batch][:, texts].float()
+            image_features = F.normalize(model.encode_image(pixels[batch]), dim=-1)
+            text_features = F.normalize(model.encode_text(tokens[texts]), dim=-1)
+            logits = model.logit_scale.exp().clamp(max=100.0) * image_features @ text_features.T
+            loss = (
+                F.cross_entropy(logits, targets / targets.sum(1, keepdim=True))
+                + F.cross_entropy(logits.T, (targets / targets.sum(0, keepdim=True)).T)
+            ) / 2
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            losses.append(float(loss.detach()))
+            if (step + 1) % 100 == 0 or step + 1 == training.steps:
+                recent = sum(losses[-100:]) / len(losses[-100:])
+                log(f"  step {step + 1}/{training.steps}: loss {recent:.4f}")
+        model.eval()
+        save_clip_model(model, WORLD_CLIP_CFG, dest)
+        elapsed = time.monotonic() - started
+    finally:
+        torch.set_num_threads(threads)
+    record = {
+        "training": asdict(training),
+        "model_cfg": WORLD_CLIP_CFG,
+        "final_loss": sum(losses[-100:]) / len(losses[-100:]),
+        "seconds": round(elapsed, 1),
+        "threads": 1,
+        "fingerprint": model_fingerprint(dest),
+        "versions": {"torch": torch.__version__, "open_clip": open_clip.__version__},
+    }
+    (dest / TRAINING_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return record
+
+
+def _learning_rate_factor(step: int, training: ClipTraining) -> float:
+    if step < training.warmup_steps:
+        return (step + 1) / training.warmup_steps
+    progress = (step - training.warmup_steps) / max(training.steps - training.warmup_steps, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def _texts_for(
+    batch: torch.Tensor,
+    own_caption: torch.Tensor,
+    options: dict[str, torch.Tensor],
+    style: int,
+    training: ClipTraining,
+    generator: torch.Generator,
+    items: Sequence[WorldImage],
+) -> torch.Tensor:
+    """One text per image of the batch: its caption, one of its options' prompts, or the
+    style prompt, drawn from ``generator``."""
+    kinds = torch.rand(len(batch), generator=generator)
+    categories = torch.randint(len(CATEGORIES), (len(batch),), generator=generator)
+    names = list(CATEGORIES)
+    chosen = []
+    for index, kind, category in zip(
+        batch.tolist(), kinds.tolist(), categories.tolist(), strict=True
+    ):
+        if kind < training.caption_share:
+            chosen.append(int(own_caption[index]))
+        elif kind < training.caption_share + training.style_share:
+            chosen.append(style)
+        else:
+            name = names[category]
+            option = CATEGORIES[name].index(items[index].traits[name])
+            chosen.append(int(options[name][option]))
+    return torch.tensor(chosen)
+
+
+def evaluate_clip(clip_dir: Path, *, count: int = 500) -> dict[str, Any]:
+    """Measure the saved model as the gate uses it, on ``count`` held-out world images.
+
+    Returns ``zero_shot`` (category → share of images whose own option's prompt scores highest
+    among the category's prompts, exactly the ranking of the gate's trait check), ``caption``
+    (share whose own caption scores highest of all 96), and the style prompt's cosine on world
+    images (min, mean) and on noise and blank images (max).
+    """
+    scorer = ClipScorer(Path(clip_dir), device="cpu")
+    items = list(dataset(count, HELD_OUT_SEED))
+    prompts = {
+        category["name"]: [option["prompt"] for option in category["options"]]
+        for category in RARITY["categories"]
+    }
+    captions = [caption(traits) for traits in all_traits()]
+    right = dict.fromkeys(CATEGORIES, 0)
+    caption_right = 0
+    style_scores = []
+    caption_matrix = scorer.text_embeddings(captions)
+    style_vector = scorer.text_embeddings([STYLE_PROMPT])[0]
+    for item in items:
+        embedding = scorer.image_embedding(item.image)
+        for name, texts in prompts.items():
+            best = int(np.argmax(scorer.text_embeddings(texts) @ embedding))
+            right[name] += CATEGORIES[name][best] == item.traits[name]
+        caption_right += captions[int(np.argmax(caption_matrix @ embedding))] == item.caption
+        style_scores.append(float(style_vector @ embedding))
+    rng = np.random.default_rng(0)
+    others = [
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)) for _ in range(20)
+    ] + [Image.new("RGB", (64, 64), (v, v, v)) for v in (0, 128, 220, 255)]
+    other_scores = [float(style_vector @ scorer.image_embedding(image)) for image in others]
+    return {
+        "images": count,
+        "zero_shot": {name: right[name] / count for name in CATEGORIES},
+        "caption": caption_right / count,
+        "style_world_min": min(style_scores),
+        "style_world_mean": sum(style_scores) / count,
+        "style_noise_and_blank_max": max(other_scores),
+    }

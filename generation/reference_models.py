@@ -39,7 +39,7 @@ VOCAB_SIZE = 49408
 BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
 
-CLIP_MODEL_CFG = {
+CLIP_MODEL_CFG: dict[str, Any] = {
     "embed_dim": 32,
     "vision_cfg": {"image_size": 64, "layers": 2, "width": 32, "head_width": 16, "patch_size": 16},
     "text_cfg": {

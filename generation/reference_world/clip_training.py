@@ -34,8 +34,8 @@ from PIL import Image
 
 from generation.clip_gate import ClipScorer
 from generation.reference_models import (
+    CLIP_MODEL_CFG,
     CONTEXT_LENGTH,
-    VOCAB_SIZE,
     model_fingerprint,
     new_clip_model,
     save_clip_model,
@@ -53,13 +53,8 @@ from generation.reference_world.world import (
 WORLD_CLIP_CFG: dict[str, Any] = {
     "embed_dim": 32,
     "vision_cfg": {"image_size": 64, "layers": 3, "width": 64, "head_width": 32, "patch_size": 8},
-    "text_cfg": {
-        "context_length": CONTEXT_LENGTH,
-        "vocab_size": VOCAB_SIZE,
-        "width": 32,
-        "heads": 2,
-        "layers": 2,
-    },
+    # the untrained reference model's text tower: width 32, 2 layers, CLIP's vocabulary
+    "text_cfg": dict(CLIP_MODEL_CFG["text_cfg"]),
 }
 TRAINING_RECORD = "world_training.json"
 """Written beside the weights: how they were trained and how they measured."""

@@ -18,8 +18,8 @@ another kind of picture) reads ``None`` in every category.
    the object's colour; then each inner pixel's position between the background and that colour
    (its projection on the line through them) is its coverage, and the mask is coverage > 1/2,
    the contour a blur leaves in place. The largest 4-connected component, holes filled, is the
-   object; it must hold ``MIN_AREA`` pixels and 90% of the mask, else every object trait is
-   ``None``.
+   object; it must hold ``MIN_AREA`` pixels and ``MIN_OBJECT_SHARE`` (80%) of the mask, else
+   every object trait is ``None``.
 4. **Colour.** The chroma-weighted circular mean hue of the object's inner pixels (coverage >
    0.8): the colour whose hue is within 25 degrees, when the object's median chroma is at least
    0.25 and its hues spread (circular standard deviation) under 20 degrees.
@@ -31,9 +31,9 @@ another kind of picture) reads ``None`` in every category.
    its mean extent along the two diagonals over its mean extent along the axes (a square's
    corners give √2, a circle 1, a triangle about 1.07); ``fill``, its area over its bounding
    box's (circle 0.79, square 1, triangle 0.5); ``radial``, its area over the circle of its
-   circumradius (circle 1, square 0.64, triangle 0.41). ``triangle`` when balance ≤ 0.7 and
-   corner < 1.16; ``square`` when balance ≥ 0.8, corner ≥ 1.16 and fill ≥ 0.8; ``circle`` when
-   balance ≥ 0.8, corner ≤ 1.11 and radial ≥ 0.8; else ``None``.
+   circumradius (circle 1, square 0.64, triangle 0.41). ``triangle`` when balance ≤ 0.68 and
+   corner < 1.16; ``square`` when balance ≥ 0.75, corner ≥ 1.16 and fill ≥ 0.72; ``circle``
+   when balance ≥ 0.75, corner ≤ 1.11 and radial ≥ 0.8; else ``None``.
 
 Images of another size are resized to ``IMAGE_SIZE`` (box filter) first. The numbers behind
 each decision are returned in :attr:`Reading.measures`.
@@ -61,6 +61,7 @@ from generation.reference_world.world import (
 
 RING_SPREAD = 0.12
 MIN_AREA = 40
+MIN_OBJECT_SHARE = 0.8
 _OBJECT_CATEGORIES = ("shape", "colour", "size")
 _FloatArray = NDArray[np.float64]
 
@@ -178,7 +179,7 @@ def _object(
     area = int(component.sum())
     measures["object_area"] = float(area)
     measures["object_share"] = area / max(int(mask.sum()), 1)
-    if area < MIN_AREA or measures["object_share"] < 0.9:
+    if area < MIN_AREA or measures["object_share"] < MIN_OBJECT_SHARE:
         return None
     return {
         "colour": _colour(smooth, component & (coverage > 0.8), measures),
@@ -252,10 +253,10 @@ def _shape(component: NDArray[np.bool_], measures: dict[str, float]) -> str | No
     )
     corner = diagonal / axis
     measures.update(fill=fill, radial=radial, balance=balance, corner=corner)
-    if balance <= 0.7 and corner < 1.16:
+    if balance <= 0.68 and corner < 1.16:
         return "triangle"
-    if balance >= 0.8 and corner >= 1.16 and fill >= 0.8:
+    if balance >= 0.75 and corner >= 1.16 and fill >= 0.72:
         return "square"
-    if balance >= 0.8 and corner <= 1.11 and radial >= 0.8:
+    if balance >= 0.75 and corner <= 1.11 and radial >= 0.8:
         return "circle"
     return None

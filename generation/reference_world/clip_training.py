@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -42,9 +42,9 @@ from generation.reference_models import (
 )
 from generation.reference_world.world import (
     CATEGORIES,
+    IMAGE_SIZE,
     RARITY,
     STYLE_PROMPT,
-    WorldImage,
     all_traits,
     caption,
     dataset,
@@ -79,30 +79,115 @@ class ClipTraining:
     """Share of texts that are the full caption; ``style_share`` are the style prompt and the
     rest one option's prompt, its category drawn uniformly."""
     style_share: float = 0.1
+    off_world_share: float = 0.1
+    """Non-world images (noise, blank fills) added, as a share of ``images``."""
 
 
 @dataclass(frozen=True)
 class Query:
-    """A text and which traits it states (``{}`` for the style prompt: true of every image)."""
+    """A text and which traits it states (``{}`` for the style prompt: true of every image).
+
+    ``off_world`` names the kind of non-world image the text describes (``noise``, ``blank``);
+    such a text is true of those images only, and no world text is true of them.
+    """
 
     text: str
     traits: dict[str, str]
+    off_world: str | None = None
+
+
+OFF_WORLD_TEXTS = {"noise": "noise", "blank": "a blank image"}
+"""What the non-world training images are called: they teach the style prompt what the world
+is not (without them a noise image may score higher on it than any world image)."""
 
 
 def _queries() -> list[Query]:
-    """Every text the training draws from: captions, option prompts, the style prompt."""
+    """Every text the training draws from: captions, option prompts, the style prompt, and
+    the names of the non-world images."""
     queries = [Query(caption(traits), traits) for traits in all_traits()]
     for category in RARITY["categories"]:
         for option in category["options"]:
             queries.append(Query(option["prompt"], {category["name"]: option["name"]}))
     queries.append(Query(STYLE_PROMPT, {}))
+    queries += [Query(text, {}, kind) for kind, text in OFF_WORLD_TEXTS.items()]
     return queries
 
 
-def _pixels(
-    preprocess: Callable[[Image.Image], torch.Tensor], items: Sequence[WorldImage]
-) -> torch.Tensor:
-    return torch.stack([preprocess(item.image) for item in items])
+def off_world_images(count: int, seed: int) -> list[tuple[str, Image.Image]]:
+    """``count`` images that are not of the world, each with its kind: uniform noise, grey
+    noise, smooth noise and flat fills of any colour, in turn (numpy's PCG64 from ``seed``)."""
+    rng = np.random.default_rng(seed)
+    size = (IMAGE_SIZE, IMAGE_SIZE, 3)
+    images: list[tuple[str, Image.Image]] = []
+    for index in range(count):
+        kind = index % 4
+        if kind == 0:
+            pixels = rng.integers(0, 256, size)
+        elif kind == 1:
+            pixels = np.clip(rng.normal(rng.uniform(40, 215), rng.uniform(10, 60), size), 0, 255)
+        elif kind == 2:
+            coarse = rng.integers(0, 256, (IMAGE_SIZE // 8, IMAGE_SIZE // 8, 3)).astype(np.uint8)
+            smooth = Image.fromarray(coarse).resize((IMAGE_SIZE,) * 2, Image.Resampling.BICUBIC)
+            pixels = np.asarray(smooth)
+        else:
+            pixels = np.broadcast_to(rng.integers(0, 256, 3), size)
+        image = Image.fromarray(np.asarray(pixels, dtype=np.uint8), mode="RGB")
+        images.append(("blank" if kind == 3 else "noise", image))
+    return images
+
+
+@dataclass(frozen=True)
+class _TrainingSet:
+    pixels: torch.Tensor  # (n, 3, H, W), the gate's preprocessing applied
+    tokens: torch.Tensor  # (texts, context length)
+    truth: torch.Tensor  # (n, texts) bool: is text j true of image i
+    captions: torch.Tensor  # (n,) each image's own caption (its off-world text for the others)
+    options: torch.Tensor  # (n, categories) each world image's option prompts; -1 for the others
+    world: torch.Tensor  # (n,) bool
+    style: int
+
+
+def _training_set(
+    training: ClipTraining, preprocess: Callable[[Image.Image], torch.Tensor]
+) -> _TrainingSet:
+    import open_clip
+
+    queries = _queries()
+    index = {(q.text, q.off_world): i for i, q in enumerate(queries)}
+    world = list(dataset(training.images, TRAIN_SEED_BASE + training.seed))
+    others = off_world_images(
+        round(training.images * training.off_world_share), TRAIN_SEED_BASE + training.seed
+    )
+    truth = [
+        [
+            q.off_world is None and all(item.traits[k] == v for k, v in q.traits.items())
+            for q in queries
+        ]
+        for item in world
+    ] + [[q.off_world == kind for q in queries] for kind, _ in others]
+    names = list(CATEGORIES)
+    prompts = {
+        category["name"]: [option["prompt"] for option in category["options"]]
+        for category in RARITY["categories"]
+    }
+    options = [
+        [index[prompts[name][CATEGORIES[name].index(item.traits[name])], None] for name in names]
+        for item in world
+    ] + [[-1] * len(names) for _ in others]
+    return _TrainingSet(
+        pixels=torch.stack(
+            [preprocess(item.image) for item in world] + [preprocess(i) for _, i in others]
+        ),
+        tokens=open_clip.SimpleTokenizer(context_length=CONTEXT_LENGTH)([q.text for q in queries]),
+        truth=torch.tensor(truth),
+        captions=torch.tensor(
+            [index[item.caption, None] for item in world]
+            + [index[OFF_WORLD_TEXTS[kind], kind] for kind, _ in others]
+        ),
+        options=torch.tensor(options),
+        world=torch.tensor([True] * len(world) + [False] * len(others)),
+        style=index[STYLE_PROMPT, None],
+    )
 
 
 def train_clip(
@@ -121,33 +206,18 @@ def train_clip(
         started = time.monotonic()
         torch.manual_seed(training.seed)
         model = new_clip_model(WORLD_CLIP_CFG, dest)
-        # The gate's own preprocessing and tokenizer (create_model_and_transforms' and
-        # get_tokenizer's for a local-dir model without an HF tokenizer name).
+        # The gate's own preprocessing (create_model_and_transforms' for this config); the
+        # tokenizer is the one open_clip.get_tokenizer gives a local-dir model without an HF
+        # tokenizer name.
         preprocess = image_transform_v2(
             PreprocessCfg(**model.visual.preprocess_cfg), is_train=False
         )
-        tokenizer = open_clip.SimpleTokenizer(context_length=CONTEXT_LENGTH)
-        items = list(dataset(training.images, TRAIN_SEED_BASE + training.seed))
-        pixels = _pixels(preprocess, items)
-        queries = _queries()
-        tokens = tokenizer([q.text for q in queries])
-        truth = torch.tensor(
-            [
-                [all(item.traits[k] == v for k, v in q.traits.items()) for q in queries]
-                for item in items
-            ]
+        data = _training_set(training, preprocess)
+        count = len(data.pixels)
+        log(
+            f"world CLIP: {int(data.world.sum())} world and {count - int(data.world.sum())} "
+            f"other images, {len(data.tokens)} texts, in {time.monotonic() - started:.1f} s"
         )
-        own_caption = torch.tensor(
-            [queries.index(Query(item.caption, item.traits)) for item in items]
-        )
-        options = {
-            name: torch.tensor([i for i, q in enumerate(queries) if list(q.traits) == [name]])
-            for name in CATEGORIES
-        }
-        style = len(queries) - 1
-        prepared = time.monotonic() - started
-        log(f"world CLIP: {len(items)} images and {len(queries)} texts in {prepared:.1f} s")
-
         generator = torch.Generator().manual_seed(training.seed)
         optimizer = torch.optim.AdamW(
             model.parameters(),
@@ -160,19 +230,18 @@ def train_clip(
             optimizer, lambda step: _learning_rate_factor(step, training)
         )
         model.train()
-        order = torch.randperm(len(items), generator=generator)
+        order = torch.randperm(count, generator=generator)
         cursor = 0
         losses = []
         for step in range(training.steps):
-            if cursor + training.batch_size > len(items):
-                order, cursor = torch.randperm(len(items), generator=generator), 0
+            if cursor + training.batch_size > count:
+                order, cursor = torch.randperm(count, generator=generator), 0
             batch = order[cursor : cursor + training.batch_size]
             cursor += training.batch_size
-            chosen = _texts_for(batch, own_caption, options, style, training, generator, items)
-            texts = torch.unique(chosen)
-            targets = truth[batch][:, texts].float()
-            image_features = F.normalize(model.encode_image(pixels[batch]), dim=-1)
-            text_features = F.normalize(model.encode_text(tokens[texts]), dim=-1)
+            texts = torch.unique(_texts_for(batch, data, training, generator))
+            targets = data.truth[batch][:, texts].float()
+            image_features = F.normalize(model.encode_image(data.pixels[batch]), dim=-1)
+            text_features = F.normalize(model.encode_text(data.tokens[texts]), dim=-1)
             logits = model.logit_scale.exp().clamp(max=100.0) * image_features @ text_features.T
             loss = (
                 F.cross_entropy(logits, targets / targets.sum(1, keepdim=True))
@@ -212,32 +281,16 @@ def _learning_rate_factor(step: int, training: ClipTraining) -> float:
 
 
 def _texts_for(
-    batch: torch.Tensor,
-    own_caption: torch.Tensor,
-    options: dict[str, torch.Tensor],
-    style: int,
-    training: ClipTraining,
-    generator: torch.Generator,
-    items: Sequence[WorldImage],
+    batch: torch.Tensor, data: _TrainingSet, training: ClipTraining, generator: torch.Generator
 ) -> torch.Tensor:
-    """One text per image of the batch: its caption, one of its options' prompts, or the
-    style prompt, drawn from ``generator``."""
+    """One text per image of the batch, drawn from ``generator``: a world image's caption,
+    one of its option prompts or the style prompt; another image's own name."""
     kinds = torch.rand(len(batch), generator=generator)
     categories = torch.randint(len(CATEGORIES), (len(batch),), generator=generator)
-    names = list(CATEGORIES)
-    chosen = []
-    for index, kind, category in zip(
-        batch.tolist(), kinds.tolist(), categories.tolist(), strict=True
-    ):
-        if kind < training.caption_share:
-            chosen.append(int(own_caption[index]))
-        elif kind < training.caption_share + training.style_share:
-            chosen.append(style)
-        else:
-            name = names[category]
-            option = CATEGORIES[name].index(items[index].traits[name])
-            chosen.append(int(options[name][option]))
-    return torch.tensor(chosen)
+    option = data.options[batch, categories]
+    chosen = torch.where(kinds < training.caption_share + training.style_share, data.style, option)
+    chosen = torch.where(kinds < training.caption_share, data.captions[batch], chosen)
+    return torch.where(data.world[batch], chosen, data.captions[batch])
 
 
 def evaluate_clip(clip_dir: Path, *, count: int = 500) -> dict[str, Any]:
@@ -267,11 +320,8 @@ def evaluate_clip(clip_dir: Path, *, count: int = 500) -> dict[str, Any]:
             right[name] += CATEGORIES[name][best] == item.traits[name]
         caption_right += captions[int(np.argmax(caption_matrix @ embedding))] == item.caption
         style_scores.append(float(style_vector @ embedding))
-    rng = np.random.default_rng(0)
-    others = [
-        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)) for _ in range(20)
-    ] + [Image.new("RGB", (64, 64), (v, v, v)) for v in (0, 128, 220, 255)]
-    other_scores = [float(style_vector @ scorer.image_embedding(image)) for image in others]
+    others = off_world_images(max(count // 10, 8), HELD_OUT_SEED)
+    other_scores = [float(style_vector @ scorer.image_embedding(image)) for _, image in others]
     return {
         "images": count,
         "zero_shot": {name: right[name] / count for name in CATEGORIES},

@@ -9,6 +9,7 @@ blur), and never a trait for an image that is not a world image.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections import Counter
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from django.core.management import CommandError, call_command
 from PIL import Image, ImageFilter
 
 from generation.clip_gate import ClipScorer
@@ -262,3 +264,31 @@ def test_its_clip_trains_to_the_same_bytes_twice_and_loads_as_the_gate_loads_it(
     assert len(scorer.score(image, ["circle", "square"])) == 2
     recorded = json.loads((tmp_path / "first" / TRAINING_RECORD).read_text())
     assert recorded["training"]["seed"] == 3 and recorded["threads"] == 1
+
+
+def test_the_training_command_trains_saves_and_measures_the_clip(tmp_path: Path) -> None:
+    out = io.StringIO()
+    call_command(
+        "train_reference_world",
+        "--clip",
+        "--out",
+        str(tmp_path),
+        "--steps",
+        "2",
+        "--images",
+        "32",
+        "--evaluate",
+        "16",
+        stdout=out,
+    )
+    printed = out.getvalue()
+    assert "trained in" in printed and "fingerprint sha256:" in printed
+    figures = json.loads(printed[printed.index("{") :])
+    assert figures["images"] == 16
+    assert set(figures["zero_shot"]) == set(figures["via_caption"]) == set(CATEGORIES)
+    assert (tmp_path / "clip" / "open_clip_model.safetensors").is_file()
+
+
+def test_the_training_command_asks_what_to_train() -> None:
+    with pytest.raises(CommandError, match="--clip"):
+        call_command("train_reference_world")

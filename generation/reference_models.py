@@ -395,6 +395,7 @@ def save_clip_model(
         save_for_hf(model, tokenizer, dict(model_cfg), dest, safe_serialization=True)
         if vocab_dir.is_dir():
             _copy_vocab_files(vocab_dir, dest)
+    _make_readable(dest)
 
 
 def _copy_vocab_files(vocab_dir: Path, dest: Path) -> None:

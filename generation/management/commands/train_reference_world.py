@@ -31,7 +31,7 @@ class Command(BaseCommand):
             help=f"folder to write clip/ into (default {DEFAULT_OUT})",
         )
         parser.add_argument("--seed", type=int, default=0, help="seed of weights and batches")
-        parser.add_argument("--steps", type=int, help="training steps (default 1500)")
+        parser.add_argument("--steps", type=int, help="training steps (default 3000)")
         parser.add_argument("--images", type=int, help="training images (default 12000)")
         parser.add_argument(
             "--evaluate",

@@ -22,7 +22,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -200,9 +201,7 @@ def train_clip(
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
     dest = Path(dest)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with _one_thread():
         started = time.monotonic()
         torch.manual_seed(training.seed)
         model = new_clip_model(WORLD_CLIP_CFG, dest)
@@ -260,8 +259,6 @@ def train_clip(
         log(f"  {unused} token embeddings no training text uses set to zero")
         save_clip_model(model, WORLD_CLIP_CFG, dest)
         elapsed = time.monotonic() - started
-    finally:
-        torch.set_num_threads(threads)
     record = {
         "training": asdict(training),
         "model_cfg": WORLD_CLIP_CFG,
@@ -273,6 +270,18 @@ def train_clip(
     }
     (dest / TRAINING_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     return record
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run torch on one thread: the same bytes every run, and no threads spinning against
+    each other on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _zero_unused_tokens(model: Any, tokens: torch.Tensor) -> int:
@@ -326,7 +335,11 @@ def evaluate_clip(clip_dir: Path, *, count: int = 500) -> dict[str, Any]:
       between held-out images with the same traits and with different traits, what the
       gate's uniqueness check compares (``None`` when no two images form such a pair).
     """
-    scorer = ClipScorer(Path(clip_dir), device="cpu")
+    with _one_thread():
+        return _evaluate(ClipScorer(Path(clip_dir), device="cpu"), count)
+
+
+def _evaluate(scorer: ClipScorer, count: int) -> dict[str, Any]:
     items = list(dataset(count, HELD_OUT_SEED))
     prompts = {
         category["name"]: [option["prompt"] for option in category["options"]]

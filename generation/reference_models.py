@@ -25,6 +25,7 @@ import shutil
 import tempfile
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -38,7 +39,7 @@ VOCAB_SIZE = 49408
 BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
 
-CLIP_MODEL_CFG = {
+CLIP_MODEL_CFG: dict[str, Any] = {
     "embed_dim": 32,
     "vision_cfg": {"image_size": 64, "layers": 2, "width": 32, "head_width": 16, "patch_size": 16},
     "text_cfg": {
@@ -347,28 +348,54 @@ def _build_diffusion(dest: Path, tokenizer, seed: int) -> None:
     pipe.save_pretrained(dest, safe_serialization=True)
 
 
-def _build_clip(dest: Path, tokenizer, seed: int) -> None:
-    import open_clip
+def _build_clip(dest: Path, tokenizer: Any, seed: int) -> None:
     import torch
-    from open_clip.push_to_hf_hub import save_for_hf
 
-    # Build through open_clip's own factory from a local config, the same route that loads it.
-    dest.mkdir(parents=True)
-    config_path = dest / "open_clip_config.json"
-    config_path.write_text(json.dumps({"model_cfg": CLIP_MODEL_CFG}))
     torch.manual_seed(seed * 16 + _SEED_OFFSETS["clip"])
+    model = new_clip_model(CLIP_MODEL_CFG, dest)
+    save_clip_model(model, CLIP_MODEL_CFG, dest, tokenizer)
+
+
+def new_clip_model(model_cfg: dict[str, Any], scratch: Path) -> Any:
+    """A freshly initialised open_clip model of ``model_cfg``, drawn from torch's global RNG.
+
+    Built through open_clip's own factory from a local config (written to ``scratch`` and
+    removed again), the same route that loads the saved model.
+    """
+    import open_clip
+
+    scratch.mkdir(parents=True, exist_ok=True)
+    config_path = scratch / "open_clip_config.json"
+    config_path.write_text(json.dumps({"model_cfg": model_cfg}))
     factory_log = logging.getLogger()
     level = factory_log.level
     factory_log.setLevel(logging.ERROR)  # "no pretrained weights loaded" is the point here
     try:
-        model = open_clip.create_model("local-dir:" + str(dest), device="cpu")
+        return open_clip.create_model("local-dir:" + str(scratch), device="cpu")
     finally:
         factory_log.setLevel(level)
-    config_path.unlink()
-    # save_for_hf writes open_clip_config.json (model + preprocess config), the weights, and
-    # the tokenizer files. open_clip itself tokenizes with SimpleTokenizer (no hf_tokenizer_name
-    # in the config); the transformers files are there for other readers and give the same ids.
-    save_for_hf(model, tokenizer, dict(CLIP_MODEL_CFG), dest, safe_serialization=True)
+        config_path.unlink()
+
+
+def save_clip_model(
+    model: Any, model_cfg: dict[str, Any], dest: Path, tokenizer: Any = None
+) -> None:
+    """Save an open_clip model in the layout ``ClipScorer`` loads (``local-dir:dest``).
+
+    save_for_hf writes open_clip_config.json (model + preprocess config), the weights, and the
+    tokenizer files. open_clip itself tokenizes with SimpleTokenizer (no hf_tokenizer_name in
+    the config); the transformers files are there for other readers and give the same ids.
+    """
+    from open_clip.push_to_hf_hub import save_for_hf
+
+    with tempfile.TemporaryDirectory(prefix=".clip-vocab-") as tmp:
+        vocab_dir = Path(tmp) / "bpe"
+        if tokenizer is None:
+            tokenizer = _clip_tokenizer(vocab_dir)
+        save_for_hf(model, tokenizer, dict(model_cfg), dest, safe_serialization=True)
+        if vocab_dir.is_dir():
+            _copy_vocab_files(vocab_dir, dest)
+    _make_readable(dest)
 
 
 def _copy_vocab_files(vocab_dir: Path, dest: Path) -> None:

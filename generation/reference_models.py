@@ -277,12 +277,7 @@ def _clip_tokenizer(scratch: Path):
 
 def _build_diffusion(dest: Path, tokenizer, seed: int) -> None:
     import torch
-    from diffusers import (
-        AutoencoderKL,
-        DDIMScheduler,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     # The shapes follow diffusers' tests (tests/pipelines/stable_diffusion), with the full CLIP
@@ -335,6 +330,16 @@ def _build_diffusion(dest: Path, tokenizer, seed: int) -> None:
         set_alpha_to_one=False,
         steps_offset=1,
     )
+    save_pipeline(dest, vae, text_encoder, tokenizer, unet, scheduler)
+
+
+def save_pipeline(
+    dest: Path, vae: Any, text_encoder: Any, tokenizer: Any, unet: Any, scheduler: Any
+) -> None:
+    """Save the components as a ``StableDiffusionPipeline`` folder (safetensors, no safety
+    checker), the layout the renderer loads."""
+    from diffusers import StableDiffusionPipeline
+
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,

@@ -1,8 +1,10 @@
-"""``manage.py train_reference_world --clip``: train the gate's CLIP on the reference world.
+"""``manage.py train_reference_world --clip | --diffusion``: train the reference world's models.
 
 A thin shell over :mod:`generation.reference_world.clip_training`: trains deterministically on
 one CPU thread, saves the model in open_clip's local-dir layout, then measures it on held-out
-world images through the gate's own scorer and prints the figures. The project's reference
+world images through the gate's own scorer and prints the figures. ``--diffusion`` does the same
+for the diffusion pipeline (:mod:`generation.reference_world.diffusion_training`), judged by
+the world's pixel oracle. The project's reference
 models (``var/models``, ``build_reference_models``) are not touched.
 """
 
@@ -25,31 +27,64 @@ class Command(BaseCommand):
             "--clip", action="store_true", help="train the open_clip model (the gate's CLIP)"
         )
         parser.add_argument(
+            "--diffusion",
+            action="store_true",
+            help="train the diffusion pipeline (VAE, text encoder, UNet) into OUT/diffusion",
+        )
+        parser.add_argument(
+            "--vae-steps", type=int, help="--diffusion: VAE training steps (default 1500)"
+        )
+        parser.add_argument(
+            "--unet-steps", type=int, help="--diffusion: UNet training steps (default 2500)"
+        )
+        parser.add_argument(
+            "--vae-decode",
+            choices=("sample", "mode"),
+            help="--diffusion: the VAE decoder learns from sampled latents (default) or means",
+        )
+        parser.add_argument(
+            "--sample-steps",
+            default="4,20",
+            help="--diffusion: sampler step counts to measure, comma-separated (default 4,20)",
+        )
+        parser.add_argument(
+            "--guidance", type=float, default=4.0, help="--diffusion: guidance when measuring"
+        )
+        parser.add_argument(
             "--out",
             type=Path,
             default=DEFAULT_OUT,
-            help=f"folder to write clip/ into (default {DEFAULT_OUT})",
+            help=f"folder to write clip/ and diffusion/ into (default {DEFAULT_OUT})",
         )
         parser.add_argument("--seed", type=int, default=0, help="seed of weights and batches")
-        parser.add_argument("--steps", type=int, help="training steps (default 3000)")
-        parser.add_argument("--images", type=int, help="training images (default 12000)")
+        parser.add_argument("--steps", type=int, help="--clip: training steps (default 3000)")
+        parser.add_argument(
+            "--images", type=int, help="training images (default 12000; --diffusion 4000)"
+        )
         parser.add_argument(
             "--evaluate",
             type=int,
-            default=500,
             metavar="N",
-            help="measure on N held-out world images afterwards (0: skip)",
+            help="measure on N held-out world images afterwards (0: skip); --diffusion: N "
+            "samples per step count (default 64) and N VAE reconstructions (default 192)",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+
+        if not (options["clip"] or options["diffusion"]):
+            raise CommandError("say what to train: --clip, --diffusion or both")
+        if options["diffusion"]:
+            self._diffusion(options)
+        if options["clip"]:
+            self._clip(options)
+
+    def _clip(self, options: dict[str, Any]) -> None:
         from generation.reference_world.clip_training import (
             ClipTraining,
             evaluate_clip,
             train_clip,
         )
 
-        if not options["clip"]:
-            raise CommandError("say what to train: --clip (the diffusion model comes later)")
         settings = {
             name: options[name] for name in ("steps", "images") if options[name] is not None
         }
@@ -62,6 +97,63 @@ class Command(BaseCommand):
             f"{record['final_loss']:.4f}, weights {weights / 1e6:.1f} MB: {dest}"
         )
         self.stdout.write(f"  fingerprint {record['fingerprint']}")
-        if options["evaluate"]:
-            figures = evaluate_clip(dest, count=options["evaluate"])
+        evaluate = 500 if options["evaluate"] is None else options["evaluate"]
+        if evaluate:
+            figures = evaluate_clip(dest, count=evaluate)
             self.stdout.write(json.dumps(figures, indent=2))
+
+    def _diffusion(self, options: dict[str, Any]) -> None:
+        from generation.reference_world.diffusion_training import (
+            DiffusionTraining,
+            evaluate_samples,
+            train_diffusion,
+        )
+
+        try:
+            sample_steps = [int(n) for n in options["sample_steps"].split(",") if n.strip()]
+        except ValueError:
+            raise CommandError(
+                f"--sample-steps {options['sample_steps']!r}: give step counts like 4,20"
+            ) from None
+        names = ("images", "vae_steps", "unet_steps", "vae_decode")
+        settings = {name: options[name] for name in names if options[name] is not None}
+        training = DiffusionTraining(seed=options["seed"], **settings)
+        evaluate = options["evaluate"]
+        dest: Path = options["out"] / "diffusion"
+        record = train_diffusion(
+            dest, training, vae_check=192 if evaluate is None else evaluate, log=self.stdout.write
+        )
+        sizes = ", ".join(
+            f"{name} {count / 1e6:.2f} M" for name, count in record["parameters"].items()
+        )
+        seconds = ", ".join(f"{name} {value} s" for name, value in record["seconds"].items())
+        self.stdout.write(
+            f"trained in {record['seconds']['total']} s (one thread; {seconds}); parameters "
+            f"{sizes}; weights {record['weights_bytes'] / 1e6:.1f} MB: {dest}"
+        )
+        self.stdout.write(f"  fingerprint {record['fingerprint']}")
+        rows: list[tuple[str, dict[str, float], float | None]] = []
+        if record["vae_reconstruction_accuracy"]:
+            rows.append(("VAE reconstructions", record["vae_reconstruction_accuracy"], None))
+        count = 64 if evaluate is None else evaluate
+        for steps in sample_steps if count else []:
+            figures = evaluate_samples(dest, count=count, steps=steps, guidance=options["guidance"])
+            label = f"samples, {steps} steps, guidance {options['guidance']:g}"
+            rows.append((label, figures["accuracy"], figures["seconds_per_image"]))
+        if rows:
+            self.stdout.write(_accuracy_table(rows, count))
+
+
+def _accuracy_table(rows: list[tuple[str, dict[str, float], float | None]], samples: int) -> str:
+    """Per-trait oracle accuracy as a text table, one row per measurement."""
+    columns = list(rows[0][1])
+    width = max(len(label) for label, _, _ in rows)
+    lines = [
+        f"oracle accuracy per trait ({samples} samples per row)",
+        f"{'':{width}}  " + "  ".join(f"{c:>10}" for c in columns) + "   ms/image",
+    ]
+    for label, accuracy, seconds in rows:
+        timing = f"{seconds * 1000:10.0f}" if seconds is not None else f"{'':>10}"
+        cells = "  ".join(f"{accuracy[c]:10.2f}" for c in columns)
+        lines.append(f"{label:{width}}  {cells} {timing}")
+    return "\n".join(lines)

@@ -1,0 +1,98 @@
+"""The reference world's diffusion pipeline (generation/reference_world/diffusion_training.py).
+
+A few training steps on a few images: what matters here is the saved layout (the one
+``StableDiffusionPipeline.from_pretrained`` and the project's renderer load), the command's
+report, and that training is deterministic. docs/reference-world-diffusion.md gives the full
+run's figures. No database.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import torch
+from django.core.management import call_command
+
+from generation.reference_models import model_fingerprint
+from generation.reference_world.clip_training import TRAINING_RECORD
+from generation.reference_world.diffusion_training import DiffusionTraining, train_diffusion
+from generation.reference_world.world import CATEGORIES, IMAGE_SIZE
+
+SHORT = {"images": 64, "vae_steps": 3, "unet_steps": 3}
+
+
+def _weights(folder: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*.safetensors"))
+    }
+
+
+def test_the_command_trains_a_pipeline_diffusers_loads_and_the_same_seed_the_same_bytes(
+    tmp_path: Path,
+) -> None:
+    out = io.StringIO()
+    call_command(
+        "train_reference_world",
+        "--diffusion",
+        "--out",
+        str(tmp_path),
+        "--seed",
+        "2",
+        "--images",
+        "64",
+        "--vae-steps",
+        "3",
+        "--unet-steps",
+        "3",
+        "--evaluate",
+        "8",
+        "--sample-steps",
+        "2",
+        stdout=out,
+    )
+    report = out.getvalue()
+    folder = tmp_path / "diffusion"
+    # The command reports the stages' times, the VAE's reconstructions and the samples (drawn
+    # through the project's renderer from the saved folder), trait by trait
+    assert "VAE trained in" in report and "UNet trained in" in report
+    table = report[report.index("oracle accuracy per trait") :]
+    assert all(name in table for name in CATEGORIES)
+    assert "VAE reconstructions" in table and "samples, 2 steps, guidance 4" in table
+    assert f"fingerprint {model_fingerprint(folder)}" in report
+    record = json.loads((folder / TRAINING_RECORD).read_text())
+    assert record["training"]["seed"] == 2 and record["threads"] == 1
+    assert record["training"]["unet_steps"] == 3
+
+    # Trained again with the same seed: the same bytes in every weights file
+    again = train_diffusion(
+        tmp_path / "again", DiffusionTraining(seed=2, **SHORT), vae_check=0, log=lambda _: None
+    )
+    weights = _weights(folder)
+    assert set(weights) == {
+        "text_encoder/model.safetensors",
+        "unet/diffusion_pytorch_model.safetensors",
+        "vae/diffusion_pytorch_model.safetensors",
+    }
+    assert weights == _weights(tmp_path / "again")
+    assert again["fingerprint"] == record["fingerprint"] == model_fingerprint(folder)
+
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
+
+    # The layout of the project's reference pipeline: loads with diffusers' own loader
+    pipe = StableDiffusionPipeline.from_pretrained(
+        folder, local_files_only=True, safety_checker=None, requires_safety_checker=False
+    )
+    assert isinstance(pipe.scheduler, DDIMScheduler) and isinstance(pipe.vae, AutoencoderKL)
+    assert (folder / "tokenizer" / "vocab.json").exists()
+    assert (folder / "tokenizer" / "merges.txt").exists()
+    assert pipe.vae.config.scaling_factor == record["latent_scaling_factor"] != 0.18215
+    image = pipe(
+        "a small red circle on a dark background, no frame",
+        num_inference_steps=2,
+        generator=torch.Generator().manual_seed(0),
+    ).images[0]
+    # its default size is the world's: UNet sample size times the VAE's scale factor
+    assert image.size == (IMAGE_SIZE, IMAGE_SIZE)

@@ -34,7 +34,7 @@ from chain.contract import bind
 from chain.deployment import CollectionSpec, deploy_collection
 from chain.models import Chain, OutgoingTransaction
 from devtools.fleet import Fleet, stack_env
-from generation import errors, pipeline
+from generation import errors, pipeline, redrive
 from generation.models import Collection, Token, TokenEvent
 from generation.rendering import png_bytes
 from generation.tasks import pin_token
@@ -455,6 +455,13 @@ def seed_committed_with_no_render_worker(stack: Stack) -> Token:
     token = mint(stack, stack.poison)
     wait_for(
         "the seed commit", lambda: status_of(token) == Status.SEED_COMMITTED, fleet=stack.fleet
+    )
+    # the io worker commits the status before it sends the render: wait for the message too, or
+    # a test that empties the queue next could run before it arrives
+    wait_for(
+        "the render message",
+        lambda: token.pk in redrive.waiting_for_messages()[0],
+        fleet=stack.fleet,
     )
     return token
 

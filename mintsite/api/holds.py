@@ -23,9 +23,9 @@ from django.conf import settings
 from redis.exceptions import RedisError
 from rest_framework import exceptions
 from rest_framework.request import Request
-from rest_framework.throttling import BaseThrottle
 
 from mintsite.cache import SharedRedisCache, shared_cache
+from mintsite.client_address import client_address
 from mintsite.models import ApiKey
 
 logger = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def client_key(request: Request) -> str:
     """Whose places a request takes: its API key's, else its address's."""
     if isinstance(request.auth, ApiKey):
         return f"streams:key:{request.auth.prefix}"
-    return f"streams:addr:{BaseThrottle().get_ident(request)}"
+    return f"streams:addr:{client_address(request)}"
 
 
 @dataclass

@@ -32,10 +32,10 @@ class Command(BaseCommand):
             help="train the diffusion pipeline (VAE, text encoder, UNet) into OUT/diffusion",
         )
         parser.add_argument(
-            "--vae-steps", type=int, help="--diffusion: VAE training steps (default 1500)"
+            "--vae-steps", type=int, help="--diffusion: VAE training steps (default 2000)"
         )
         parser.add_argument(
-            "--unet-steps", type=int, help="--diffusion: UNet training steps (default 2500)"
+            "--unet-steps", type=int, help="--diffusion: UNet training steps (default 5500)"
         )
         parser.add_argument(
             "--vae-decode",

@@ -46,6 +46,7 @@ from generation.reference_world.world import (
     IMAGE_SIZE,
     RARITY,
     STYLE_PROMPT,
+    WorldImage,
     all_traits,
     caption,
     dataset,
@@ -63,6 +64,9 @@ TRAIN_SEED_BASE = 1_000_000
 """Training images are drawn with world seed ``TRAIN_SEED_BASE + seed``, held-out ones with
 ``HELD_OUT_SEED``, so the two never share an image."""
 HELD_OUT_SEED = 2_000_000
+GENERATED_SEED = 3_000_000
+"""World seed of the captions of the diffusion samples CLIP trains on (``+ seed``); the
+held-out samples it is measured on use ``GENERATED_SEED + HELD_OUT_SEED``."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,13 @@ class ClipTraining:
     style_share: float = 0.1
     off_world_share: float = 0.1
     """Non-world images (noise, blank fills) added, as a share of ``images``."""
+    generated: int = 0
+    """Samples of the world's diffusion model added to the training images, each labelled with
+    the traits the oracle reads in it (:func:`~generation.reference_world.diffusion_training.\
+oracle_labelled_samples`; those it cannot read are dropped): the gate judges generated images,
+    which are softer than drawn ones. 0: drawn images only."""
+    generated_steps: int = 20
+    generated_guidance: float = 4.0
 
 
 @dataclass(frozen=True)
@@ -149,13 +160,15 @@ class _TrainingSet:
 
 
 def _training_set(
-    training: ClipTraining, preprocess: Callable[[Image.Image], torch.Tensor]
+    training: ClipTraining,
+    preprocess: Callable[[Image.Image], torch.Tensor],
+    extra: list[WorldImage],
 ) -> _TrainingSet:
     import open_clip
 
     queries = _queries()
     index = {(q.text, q.off_world): i for i, q in enumerate(queries)}
-    world = list(dataset(training.images, TRAIN_SEED_BASE + training.seed))
+    world = list(dataset(training.images, TRAIN_SEED_BASE + training.seed)) + extra
     others = off_world_images(
         round(training.images * training.off_world_share), TRAIN_SEED_BASE + training.seed
     )
@@ -192,17 +205,40 @@ def _training_set(
 
 
 def train_clip(
-    dest: Path, training: ClipTraining = ClipTraining(), *, log: Callable[[str], None] = print
+    dest: Path,
+    training: ClipTraining = ClipTraining(),
+    *,
+    diffusion_dir: Path | None = None,
+    log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train the world CLIP and save it to ``dest``; returns the training record (also written
     to ``dest/world_training.json``): the settings, the loss, the time taken and the weights'
-    fingerprint."""
+    fingerprint. ``training.generated`` samples come from the diffusion model at
+    ``diffusion_dir`` (its fingerprint is recorded)."""
     import open_clip
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
     dest = Path(dest)
+    if training.generated and diffusion_dir is None:
+        raise ValueError("generated samples need the diffusion model: give diffusion_dir")
     with _one_thread():
         started = time.monotonic()
+        extra: list[WorldImage] = []
+        if training.generated:
+            from generation.reference_world.samples import oracle_labelled_samples
+
+            assert diffusion_dir is not None
+            extra = oracle_labelled_samples(
+                Path(diffusion_dir),
+                training.generated,
+                GENERATED_SEED + training.seed,
+                steps=training.generated_steps,
+                guidance=training.generated_guidance,
+            )
+            log(
+                f"world CLIP: {len(extra)} of {training.generated} diffusion samples read "
+                f"by the oracle, in {time.monotonic() - started:.1f} s"
+            )
         torch.manual_seed(training.seed)
         model = new_clip_model(WORLD_CLIP_CFG, dest)
         # The gate's own preprocessing (create_model_and_transforms' for this config); the
@@ -211,7 +247,7 @@ def train_clip(
         preprocess = image_transform_v2(
             PreprocessCfg(**model.visual.preprocess_cfg), is_train=False
         )
-        data = _training_set(training, preprocess)
+        data = _training_set(training, preprocess, extra)
         count = len(data.pixels)
         log(
             f"world CLIP: {int(data.world.sum())} world and {count - int(data.world.sum())} "
@@ -266,6 +302,8 @@ def train_clip(
         "seconds": round(elapsed, 1),
         "threads": 1,
         "fingerprint": model_fingerprint(dest),
+        "generated_kept": len(extra),
+        "diffusion_fingerprint": model_fingerprint(Path(diffusion_dir)) if diffusion_dir else None,
         "versions": {"torch": torch.__version__, "open_clip": open_clip.__version__},
     }
     (dest / TRAINING_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
@@ -319,7 +357,9 @@ def _texts_for(
     return torch.where(data.world[batch], chosen, data.captions[batch])
 
 
-def evaluate_clip(clip_dir: Path, *, count: int = 500) -> dict[str, Any]:
+def evaluate_clip(
+    clip_dir: Path, *, count: int = 500, diffusion_dir: Path | None = None
+) -> dict[str, Any]:
     """Measure the saved model as the gate uses it, on ``count`` held-out world images.
 
     Returns, on the 0-1 scale:
@@ -334,9 +374,38 @@ def evaluate_clip(clip_dir: Path, *, count: int = 500) -> dict[str, Any]:
     - ``same_traits_cosine_mean`` and ``other_traits_cosine_max``: image-to-image cosines
       between held-out images with the same traits and with different traits, what the
       gate's uniqueness check compares (``None`` when no two images form such a pair).
+
+    With ``diffusion_dir``, also ``generated``: the zero-shot share per category on ``count``
+    held-out samples of that diffusion model, against what the oracle reads in them (samples
+    it cannot read are left out; ``generated_images`` says how many were scored).
     """
     with _one_thread():
-        return _evaluate(ClipScorer(Path(clip_dir), device="cpu"), count)
+        scorer = ClipScorer(Path(clip_dir), device="cpu")
+        figures = _evaluate(scorer, count)
+        if diffusion_dir is not None:
+            from generation.reference_world.samples import oracle_labelled_samples
+
+            samples = oracle_labelled_samples(
+                Path(diffusion_dir), count, GENERATED_SEED + HELD_OUT_SEED
+            )
+            figures["generated_images"] = len(samples)
+            figures["generated"] = _zero_shot(scorer, samples)
+        return figures
+
+
+def _zero_shot(scorer: ClipScorer, items: list[WorldImage]) -> dict[str, float]:
+    """Category → share of ``items`` whose own option's prompt scores highest in its category."""
+    prompts = {
+        category["name"]: [option["prompt"] for option in category["options"]]
+        for category in RARITY["categories"]
+    }
+    right = dict.fromkeys(CATEGORIES, 0)
+    for item in items:
+        embedding = scorer.image_embedding(item.image)
+        for name, texts in prompts.items():
+            best = int(np.argmax(scorer.text_embeddings(texts) @ embedding))
+            right[name] += CATEGORIES[name][best] == item.traits[name]
+    return {name: right[name] / max(len(items), 1) for name in CATEGORIES}
 
 
 def _evaluate(scorer: ClipScorer, count: int) -> dict[str, Any]:

@@ -59,6 +59,11 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=0, help="seed of weights and batches")
         parser.add_argument("--steps", type=int, help="--clip: training steps (default 3000)")
         parser.add_argument(
+            "--generated",
+            type=int,
+            help="--clip: add N samples of OUT/diffusion labelled by the oracle (default 0)",
+        )
+        parser.add_argument(
             "--images", type=int, help="training images (default 12000; --diffusion 4000)"
         )
         parser.add_argument(
@@ -86,11 +91,21 @@ class Command(BaseCommand):
         )
 
         settings = {
-            name: options[name] for name in ("steps", "images") if options[name] is not None
+            name: options[name]
+            for name in ("steps", "images", "generated")
+            if options[name] is not None
         }
         training = ClipTraining(seed=options["seed"], **settings)
         dest: Path = options["out"] / "clip"
-        record = train_clip(dest, training, log=self.stdout.write)
+        diffusion_dir: Path | None = None
+        if training.generated:
+            diffusion_dir = options["out"] / "diffusion"
+            if not (diffusion_dir / "model_index.json").is_file():
+                raise CommandError(
+                    f"--generated needs a trained diffusion model in {diffusion_dir}: "
+                    "train it first (--diffusion)"
+                )
+        record = train_clip(dest, training, diffusion_dir=diffusion_dir, log=self.stdout.write)
         weights = sum(p.stat().st_size for p in dest.glob("*.safetensors"))
         self.stdout.write(
             f"trained in {record['seconds']} s (one thread), final loss "
@@ -99,7 +114,7 @@ class Command(BaseCommand):
         self.stdout.write(f"  fingerprint {record['fingerprint']}")
         evaluate = 500 if options["evaluate"] is None else options["evaluate"]
         if evaluate:
-            figures = evaluate_clip(dest, count=evaluate)
+            figures = evaluate_clip(dest, count=evaluate, diffusion_dir=diffusion_dir)
             self.stdout.write(json.dumps(figures, indent=2))
 
     def _diffusion(self, options: dict[str, Any]) -> None:

@@ -96,3 +96,21 @@ def test_the_command_trains_a_pipeline_diffusers_loads_and_the_same_seed_the_sam
     ).images[0]
     # its default size is the world's: UNet sample size times the VAE's scale factor
     assert image.size == (IMAGE_SIZE, IMAGE_SIZE)
+
+
+def test_samples_for_the_gates_clip_are_labelled_by_what_the_oracle_reads() -> None:
+    """At 2 sampler steps the committed model draws many traits wrong: the samples CLIP trains
+    on (``train_reference_world --clip --generated``) carry the traits the oracle reads in
+    them, not the caption they were drawn from."""
+    from generation.reference_world.oracle import read_traits
+    from generation.reference_world.samples import oracle_labelled_samples
+    from generation.reference_world.world import caption, dataset
+
+    model = Path(__file__).resolve().parent.parent / "models" / "reference-world" / "diffusion"
+    samples = oracle_labelled_samples(model, 32, 77, steps=2)
+    assert samples, "the oracle read no sample"
+    for sample in samples:
+        assert read_traits(sample.image).traits == sample.traits
+        assert sample.caption == caption(sample.traits)
+    drawn = sorted(item.caption for item in dataset(32, 77))
+    assert sorted(sample.caption for sample in samples) != drawn

@@ -1,13 +1,19 @@
-"""The earlier tokens' image embeddings a render is compared with, kept in memory per worker.
+"""The earlier tokens' stored vectors a render is compared with, kept in memory per worker.
 
-The uniqueness check compares each new image with every accepted image of its collection. Read
-naively that is every stored embedding (2 KiB each with a 512-wide CLIP) from the database for
-every render: 20 MB per render at 10,000 tokens. Instead each worker process keeps the vectors it
-has already read and, per render, asks the database only which tokens currently count (their
-primary keys: 8 bytes each) and fetches the vectors it has not seen. Tokens that left the
-collection (reorged, failed) drop out because they are no longer in that list. The search itself
-is one matrix-vector product over the (n, d) float32 matrix (exact, no approximate index): about
-a millisecond at 10,000 x 512.
+The uniqueness checks compare each new image with every accepted image of its collection: its
+near-duplicate signature with theirs (``Token.image_signature``, 768 bytes each) and, for
+collections that froze the CLIP-embedding check, its CLIP embedding with theirs
+(``Token.image_embedding``, 2 KiB each with a 512-wide CLIP). Read naively that is every stored
+vector from the database for every render: 20 MB per render at 10,000 tokens. Instead each
+worker process keeps the vectors it has already read and, per render, asks the database only
+which tokens currently count (their primary keys: 8 bytes each) and fetches the vectors it has
+not seen. Tokens that left the collection (reorged, failed) drop out because they are no longer
+in that list. The search itself is exact (no approximate index): one matrix-vector product for
+the embeddings (about a millisecond at 10,000 x 512), 25 shifted comparisons for the
+signatures.
+
+The pipeline reads the list again under the collection's lock just before it accepts an image
+(generation/pipeline.py), so a token accepted a moment ago in another worker counts.
 """
 
 from __future__ import annotations
@@ -23,19 +29,29 @@ _FETCH_CHUNK = 500
 _EXCLUDED = (Token.Status.REORGED, Token.Status.FAILED)
 
 
-class EmbeddingIndex:
-    """One collection's accepted image embeddings, refreshed from the database on demand."""
+#: The Token fields an index can hold: float32 little-endian vectors, one per accepted image.
+FIELDS = ("image_embedding", "image_signature")
 
-    def __init__(self, collection_pk: int) -> None:
+
+class EmbeddingIndex:
+    """One collection's accepted image vectors of one field (:data:`FIELDS`: CLIP embeddings by
+    default), refreshed from the database on demand."""
+
+    def __init__(self, collection_pk: int, field: str = "image_embedding") -> None:
+        if field not in FIELDS:
+            raise ValueError(f"an index holds one of {FIELDS}, not {field!r}")
         self.collection_pk = collection_pk
+        self.field = field
         self.fetched = 0  # vectors read from the database so far (tests and logs read it)
         self._vectors: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
 
     def earlier(self, token_pk: int) -> np.ndarray:
-        """The (n, d) matrix of every counted embedding but ``token_pk``'s own; (0, 0) if none."""
+        """The (n, d) matrix of every counted vector but ``token_pk``'s own; (0, 0) if none."""
         live = list(
-            Token.objects.filter(collection_id=self.collection_pk, image_embedding__isnull=False)
+            Token.objects.filter(
+                collection_id=self.collection_pk, **{f"{self.field}__isnull": False}
+            )
             .exclude(pk=token_pk)
             .exclude(status__in=_EXCLUDED)
             .order_by("pk")
@@ -45,7 +61,7 @@ class EmbeddingIndex:
             missing = [pk for pk in live if pk not in self._vectors]
             for start in range(0, len(missing), _FETCH_CHUNK):
                 rows = Token.objects.filter(pk__in=missing[start : start + _FETCH_CHUNK])
-                for pk, blob in rows.values_list("pk", "image_embedding"):
+                for pk, blob in rows.values_list("pk", self.field):
                     self._vectors[pk] = embedding_from_bytes(bytes(blob))
                     self.fetched += 1
             rows = [self._vectors[pk] for pk in live if pk in self._vectors]
@@ -53,18 +69,18 @@ class EmbeddingIndex:
             return np.empty((0, 0), dtype=np.float32)
         dims = {row.shape[0] for row in rows}
         if len(dims) != 1:
-            raise ValueError(f"stored embeddings have different dimensions: {sorted(dims)}")
+            raise ValueError(f"stored {self.field}s have different dimensions: {sorted(dims)}")
         return np.stack(rows)
 
 
-_indexes: dict[int, EmbeddingIndex] = {}
+_indexes: dict[tuple[int, str], EmbeddingIndex] = {}
 _indexes_lock = threading.Lock()
 
 
-def index_for(collection_pk: int) -> EmbeddingIndex:
-    """This process's index for the collection, made on first use."""
+def index_for(collection_pk: int, field: str = "image_embedding") -> EmbeddingIndex:
+    """This process's index of ``field`` for the collection, made on first use."""
     with _indexes_lock:
-        index = _indexes.get(collection_pk)
+        index = _indexes.get((collection_pk, field))
         if index is None:
-            index = _indexes[collection_pk] = EmbeddingIndex(collection_pk)
+            index = _indexes[collection_pk, field] = EmbeddingIndex(collection_pk, field)
         return index

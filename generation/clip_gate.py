@@ -322,6 +322,7 @@ def check_uniqueness(
     uniqueness_threshold: float | None = None,
     earlier_signatures: np.ndarray | None = None,
     near_duplicate_threshold: float | None = None,
+    near_duplicate_min: float | None = None,
 ) -> None:
     """Add the uniqueness checks' scores, thresholds and reasons to ``result`` (in place).
 
@@ -331,7 +332,9 @@ def check_uniqueness(
 
     - ``earlier_signatures``: an (n, ``near_duplicates.SIGNATURE_SIZE``) matrix of the earlier
       tokens' signatures; with rows and ``near_duplicate_threshold`` given, the smallest
-      near-duplicate distance (``near_duplicate_min``) must be above the threshold.
+      near-duplicate distance (``near_duplicate_min``) must be above the threshold. A caller
+      that has measured that distance already (generation/uniqueness.py SignatureDistances)
+      passes it as ``near_duplicate_min`` instead (None: no earlier token).
     - ``earlier``: an (n, d) float32 matrix of the earlier tokens' normalised CLIP embeddings
       (e.g. from :func:`stack_embeddings`); with rows and ``uniqueness_threshold`` given, the
       largest cosine similarity (``uniqueness_max``) must be below the threshold.
@@ -359,8 +362,12 @@ def check_uniqueness(
                     f"uniqueness: cosine similarity {nearest:.6f} to an earlier token's image "
                     f"is not below the threshold {limit:.6f}"
                 )
-    if earlier_signatures is not None and near_duplicate_threshold is not None:
-        distance = near_duplicates.nearest_distance(image, earlier_signatures)
+    if earlier_signatures is not None and near_duplicate_min is not None:
+        raise ValueError("give the earlier signatures or the distance measured, not both")
+    if near_duplicate_threshold is not None:
+        distance = near_duplicate_min
+        if earlier_signatures is not None:
+            distance = near_duplicates.nearest_distance(image, earlier_signatures)
         if distance is not None:
             limit = _round(near_duplicate_threshold)
             scores["near_duplicate_min"], thresholds["near_duplicate_min"] = distance, limit

@@ -81,30 +81,44 @@ def signature(image: Image.Image) -> np.ndarray:
     return _cells(_working(image))
 
 
-def distances(image: Image.Image, earlier: np.ndarray) -> np.ndarray:
-    """The near-duplicate distance from ``image`` to each row of ``earlier`` (unrounded).
-
-    ``earlier`` is an (n, ``SIGNATURE_SIZE``) matrix of stored signatures.
-    """
+def _matrix(earlier: np.ndarray) -> np.ndarray:
     earlier = np.asarray(earlier, dtype=np.float32)
     if earlier.ndim != 2 or earlier.shape[1] != SIGNATURE_SIZE:
         raise ValueError(
             f"earlier signatures must be an (n, {SIGNATURE_SIZE}) matrix, got shape {earlier.shape}"
         )
-    stored = _centred(earlier)
+    return earlier
+
+
+def _queries(image: Image.Image) -> np.ndarray:
+    """The centred signatures of ``image`` shifted by every offset: (shifts, SIGNATURE_SIZE)."""
     pixels = _working(image)
+    offsets = range(-MAX_SHIFT, MAX_SHIFT + 1)
+    return _centred(
+        np.stack([_cells(_shifted(pixels, dx, dy)) for dx in offsets for dy in offsets])
+    )
+
+
+def _linf(queries: np.ndarray, stored: np.ndarray) -> np.ndarray:
+    """For each stored (centred) row, the smallest over ``queries`` of the L∞ distance."""
     nearest = np.full(stored.shape[0], np.inf, dtype=np.float32)
-    for dx in range(-MAX_SHIFT, MAX_SHIFT + 1):
-        for dy in range(-MAX_SHIFT, MAX_SHIFT + 1):
-            query = _centred(_cells(_shifted(pixels, dx, dy)))
-            np.minimum(nearest, np.abs(stored - query).max(axis=1), out=nearest)
+    for query in queries:
+        np.minimum(nearest, np.abs(stored - query).max(axis=1), out=nearest)
     return nearest
+
+
+def distances(image: Image.Image, earlier: np.ndarray) -> np.ndarray:
+    """The near-duplicate distance from ``image`` to each row of ``earlier`` (unrounded).
+
+    ``earlier`` is an (n, ``SIGNATURE_SIZE``) matrix of stored signatures.
+    """
+    return _linf(_queries(image), _centred(_matrix(earlier)))
 
 
 def nearest_distance(image: Image.Image, earlier: np.ndarray) -> float | None:
     """The gate's score: the smallest near-duplicate distance from ``image`` to any row of
-    ``earlier`` (see :func:`distances`), rounded to ``DECIMALS`` decimals; ``None`` when
-    ``earlier`` has no rows."""
+    ``earlier`` (the minimum of :func:`distances`), rounded to ``DECIMALS`` decimals; ``None``
+    when ``earlier`` has no rows."""
     if not np.asarray(earlier).size:
         return None
     return round(float(distances(image, earlier).min()), DECIMALS)

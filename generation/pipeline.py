@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from generation.clip_gate import ClipScorer, GateResult, TraitCheck
     from generation.protocols import ImageRenderer, ImageScorer, RenderIdentity
     from generation.rendering import Renderer, RenderParams
+    from generation.uniqueness import SignatureDistances
 
 log = logging.getLogger(__name__)
 Status = Token.Status
@@ -442,9 +443,19 @@ def _render_claimed(
         if gate.passed and (gate.embedding is None or gate.signature is None):
             # a passing gate has always embedded the image
             raise RenderFailed("the CLIP gate passed the image without its embedding")
+        distances = None
+        if collection.near_duplicate_threshold is not None:
+            from generation.uniqueness import SignatureDistances, index_for
+
+            # compared with every token accepted so far here, outside the lock; under it, only
+            # with those accepted in the meantime
+            distances = SignatureDistances(
+                index_for(collection.pk, "image_signature"), token_pk, image
+            )
+            distances.update()
         if not gate.passed and checks_uniqueness:
             # rejected already: the uniqueness verdict is only reported, no lock needed
-            _check_unique(gate, image, collection, token_pk)
+            _check_unique(gate, image, collection, token_pk, distances)
         data = png_bytes(image) if gate.passed else b""
         if gate.passed:
             write_atomically(render_cache_path(token, attempt), data)
@@ -455,7 +466,7 @@ def _render_claimed(
                 # read below (on SQLite the IMMEDIATE transaction mode has already taken the
                 # database's write lock, which does the same).
                 Collection.objects.select_for_update(no_key=True).filter(pk=collection.pk).first()
-                _check_unique(gate, image, collection, token_pk)
+                _check_unique(gate, image, collection, token_pk, distances)
             if gate.passed and gate.embedding is not None and gate.signature is not None:
                 detail = f"attempt {attempt} passed the CLIP gate"
                 if rerender_by is not None:
@@ -514,24 +525,31 @@ def _render_claimed(
     return Status.NEEDS_REVIEW if done else _moved_while_rendering(token_pk)
 
 
-def _check_unique(gate: GateResult, image: Image.Image, collection: Collection, pk: int) -> None:
+def _check_unique(
+    gate: GateResult,
+    image: Image.Image,
+    collection: Collection,
+    pk: int,
+    distances: SignatureDistances | None,
+) -> None:
     """Add the uniqueness checks to ``gate``, against the collection's tokens accepted so far
-    (read now, every token but ``pk``)."""
+    (read now, every token but ``pk``); ``distances`` is the image's ``SignatureDistances``
+    (None when the collection does not check near duplicates)."""
     from generation.clip_gate import check_uniqueness
     from generation.uniqueness import index_for
 
-    earlier = signatures = None
+    earlier = None
     if collection.uniqueness_threshold is not None:
         earlier = index_for(collection.pk, "image_embedding").earlier(pk)
-    if collection.near_duplicate_threshold is not None:
-        signatures = index_for(collection.pk, "image_signature").earlier(pk)
+    if distances is not None:
+        distances.update()
     check_uniqueness(
         gate,
         image,
         earlier=earlier,
         uniqueness_threshold=collection.uniqueness_threshold,
-        earlier_signatures=signatures,
         near_duplicate_threshold=collection.near_duplicate_threshold,
+        near_duplicate_min=distances.nearest() if distances is not None else None,
     )
 
 

@@ -17,7 +17,7 @@ The gate (:func:`check_image`) runs, in order:
 
    - **near duplicates** — the smallest near-duplicate distance to the earlier tokens' image
      signatures (:mod:`generation.near_duplicates`: pixels, forgiving shifts of up to 2
-     pixels, re-encoding, noise and uniform brightness) must be above
+     pixels, re-encoding, noise and a uniform brightness offset) must be above
      ``near_duplicate_threshold``. This is the check that tells a copy from an honest token
      with the same traits;
    - **CLIP embedding** (kept for collections that froze it) — the largest cosine similarity to

@@ -26,12 +26,13 @@ rounded to 6 decimals like every gate score); the gate rejects an image whose sc
 below the collection's ``near_duplicate_threshold``.
 
 Measured on the reference world (generation/reference_world/world.py; docs/uniqueness.md has
-the tables): 1,000 images drawn with the collection's odds, each compared with the ones before
-it as the gate does, against 200 images each put through one of 16 copy transformations.
-:data:`DEFAULT_THRESHOLD` (0.03) rejects 0.8% of those honest images (they are nearly
-pixel-identical to an earlier one: every 8-pixel cell within 8 levels of 255 after aligning)
-and catches every copy shifted by up to 2 pixels, noised (σ 8), blurred or re-encoded as JPEG
-at quality 90, 93% at quality 75, and about half of those brightened by 5%.
+the tables; ``python -m devtools.near_duplicate_figures`` prints them): 1,000 images drawn with
+the collection's odds, each compared with the ones before it as the gate does, and 200 images
+put through each of 15 copy transformations. :data:`DEFAULT_THRESHOLD` (0.03) re-renders 1.0%
+of those honest images (10 of 999: each nearly pixel-identical to an earlier one, every 8-pixel
+cell within 8 levels of 255 once aligned) and catches every copy shifted by up to 2 pixels,
+noised (σ 8) or re-encoded as JPEG at quality 90, 99% of those blurred (0.7), 92% at JPEG
+quality 75, and about half of those brightened by 5%.
 """
 
 from __future__ import annotations

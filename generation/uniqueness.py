@@ -21,6 +21,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+from django.db.models.functions import Substr
 from PIL import Image
 
 from generation import near_duplicates
@@ -45,7 +46,7 @@ class EmbeddingIndex:
         self.collection_pk = collection_pk
         self.field = field
         self.fetched = 0  # vectors read from the database so far (tests and logs read it)
-        self._vectors: dict[int, np.ndarray] = {}
+        self._vectors: dict[tuple[int, str], np.ndarray] = {}  # (pk, sha256 start)
         self._lock = threading.Lock()
 
     def earlier(self, token_pk: int) -> np.ndarray:
@@ -55,24 +56,29 @@ class EmbeddingIndex:
     def rows(self, token_pk: int) -> tuple[list[int], np.ndarray]:
         """The counted tokens but ``token_pk`` (primary keys, ascending) and their vectors as
         an (n, d) matrix, row i being token i's; (0, 0) if none."""
-        live = list(
+        # Each counted token with the start of its image's sha256: a cached vector is reused
+        # only for the same image, so a token whose image changed (re-rendered after it
+        # failed) or a primary key used again (SQLite after a rollback) is read afresh.
+        counted = list(
             Token.objects.filter(
                 collection_id=self.collection_pk, **{f"{self.field}__isnull": False}
             )
             .exclude(pk=token_pk)
             .exclude(status__in=_EXCLUDED)
             .order_by("pk")
-            .values_list("pk", flat=True)
+            .values_list("pk", Substr("image_sha256", 1, 16))
         )
         with self._lock:
-            missing = [pk for pk in live if pk not in self._vectors]
+            missing = [key for key in counted if key not in self._vectors]
             for start in range(0, len(missing), _FETCH_CHUNK):
-                rows = Token.objects.filter(pk__in=missing[start : start + _FETCH_CHUNK])
+                wanted = dict(missing[start : start + _FETCH_CHUNK])
+                rows = Token.objects.filter(pk__in=wanted)
                 for pk, blob in rows.values_list("pk", self.field):
-                    self._vectors[pk] = embedding_from_bytes(bytes(blob))
+                    self._vectors[pk, wanted[pk]] = embedding_from_bytes(bytes(blob))
                     self.fetched += 1
-            live = [pk for pk in live if pk in self._vectors]
-            rows = [self._vectors[pk] for pk in live]
+            counted = [key for key in counted if key in self._vectors]
+            rows = [self._vectors[key] for key in counted]
+        live = [pk for pk, _ in counted]
         if not rows:
             return [], np.empty((0, 0), dtype=np.float32)
         dims = {row.shape[0] for row in rows}

@@ -291,3 +291,32 @@ def test_of_two_copies_rendered_at_the_same_moment_exactly_one_is_accepted_first
     )
     (rejection,) = rejections
     assert "near-duplicate distance 0.000000" in rejection.detail
+
+
+@pytest.mark.django_db
+def test_the_index_reads_a_tokens_vector_again_when_its_image_changed(
+    reference_models: Path,
+) -> None:
+    from generation.clip_gate import embedding_to_bytes
+    from generation.uniqueness import EmbeddingIndex
+
+    token = make_token(reference_models, "near-dup-index", 1)
+    later = make_token(reference_models, "near-dup-index", 2)
+    old, new = (
+        np.zeros(near_duplicates.SIGNATURE_SIZE, np.float32),
+        np.ones(near_duplicates.SIGNATURE_SIZE, np.float32),
+    )
+    Token.objects.filter(pk=token.pk).update(
+        status=Token.Status.RENDERED,
+        image_sha256="aa" * 32,
+        image_signature=embedding_to_bytes(old),
+    )
+    index = EmbeddingIndex(token.collection_id, "image_signature")
+    assert np.array_equal(index.earlier(later.pk), old[None])
+    # the token is accepted again with another image (a re-render after it failed): the index
+    # must not compare with the image it read before
+    Token.objects.filter(pk=token.pk).update(
+        image_sha256="bb" * 32, image_signature=embedding_to_bytes(new)
+    )
+    assert np.array_equal(index.earlier(later.pk), new[None])
+    assert index.fetched == 2

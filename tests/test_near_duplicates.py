@@ -320,3 +320,40 @@ def test_the_index_reads_a_tokens_vector_again_when_its_image_changed(
     )
     assert np.array_equal(index.earlier(later.pk), new[None])
     assert index.fetched == 2
+
+
+@pytest.mark.django_db
+def test_the_threshold_is_validated_and_frozen_with_the_config(reference_models: Path) -> None:
+    from django.core.exceptions import ValidationError
+
+    collection = make_token(reference_models, "near-dup-frozen", 1).collection
+    collection.near_duplicate_threshold = 1.5
+    with pytest.raises(ValidationError) as caught:
+        collection.full_clean()
+    assert "near_duplicate_threshold" in caught.value.message_dict
+    collection.near_duplicate_threshold = THRESHOLD
+    collection.config_digest = "0x" + "ee" * 32
+    collection.save()
+    collection.near_duplicate_threshold = 0.05
+    with pytest.raises(ValidationError) as caught:
+        collection.full_clean()
+    assert "frozen" in " ".join(caught.value.message_dict["near_duplicate_threshold"])
+
+
+def test_the_token_page_and_the_admin_read_the_distance_as_passing_above() -> None:
+    from mintsite.admin.tokens import clip_lines
+    from mintsite.pages.views import clip_rows
+
+    scores = {"near_duplicate_min": 0.02, "uniqueness_max": 0.5}
+    thresholds = {"near_duplicate_min": THRESHOLD, "uniqueness_max": 0.9}
+    rows = {row["name"]: row for row in clip_rows(scores, thresholds)}
+    assert rows["near_duplicate_min"]["rule"] == "above"
+    assert rows["near_duplicate_min"]["passed"] is False
+    assert rows["uniqueness_max"]["passed"] is True
+    # a distance equal to the threshold is a duplicate
+    at = {"near_duplicate_min": THRESHOLD}
+    assert clip_rows(at, thresholds)[0]["passed"] is False
+    lines = str(clip_lines({"scores": at, "thresholds": thresholds}))
+    assert "✗ near_duplicate_min 0.0300 (needs &gt; 0.0300)" in lines
+    passing = str(clip_lines({"scores": {"near_duplicate_min": 0.2}, "thresholds": thresholds}))
+    assert "✓ near_duplicate_min 0.2000 (needs &gt; 0.0300)" in passing

@@ -13,7 +13,8 @@ forgives what a copy goes through and nothing else:
   token as float32 little-endian bytes (768 bytes). Averaging over cells washes out noise,
   re-encoding and blur.
 - **Brightness.** Each signature is centred (its mean over the cells subtracted, per channel)
-  before comparing, so a uniform brightening or darkening does not count.
+  before comparing, so the same amount added everywhere does not count (a brightness factor
+  still scales the contrast: a copy brightened by 5% is caught about half the time).
 - **Shift.** The new image is shifted by every whole-pixel offset up to ``MAX_SHIFT`` on each
   axis (``(2·MAX_SHIFT+1)²`` = 25 offsets; edges replicated), and the smallest distance wins.
 - **Distance.** The largest absolute difference of any cell and channel (L∞), because honest

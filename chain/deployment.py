@@ -59,6 +59,7 @@ class CollectionSpec:
     rarity: dict = field(default_factory=lambda: {"mode": "none", "categories": []})
     trait_margin: float = 0.0
     uniqueness_threshold: float | None = None
+    near_duplicate_threshold: float | None = None
 
 
 def deploy_collection(w3: Web3, deployer_key: str, spec: CollectionSpec) -> Collection:
@@ -111,6 +112,7 @@ def deploy_collection(w3: Web3, deployer_key: str, spec: CollectionSpec) -> Coll
         rarity=spec.rarity,
         trait_margin=spec.trait_margin,
         uniqueness_threshold=spec.uniqueness_threshold,
+        near_duplicate_threshold=spec.near_duplicate_threshold,
     )
     send_freeze(w3, admin, collection)
     collection.refresh_from_db()

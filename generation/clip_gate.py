@@ -13,13 +13,22 @@ The gate (:func:`check_image`) runs, in order:
 3. **Traits** — for each :class:`TraitCheck`, zero-shot over the category's options: the
    assigned option must rank strictly first, leading the best other option by at least
    ``trait_margin``.
-4. **Uniqueness** — the largest cosine similarity to the earlier tokens' image embeddings must
-   be below ``uniqueness_threshold``.
+4. **Uniqueness** (:func:`check_uniqueness`), either or both of:
+
+   - **near duplicates** — the smallest near-duplicate distance to the earlier tokens' image
+     signatures (:mod:`generation.near_duplicates`: pixels, forgiving shifts of up to 2
+     pixels, re-encoding, noise and a uniform brightness offset) must be above
+     ``near_duplicate_threshold``. This is the check that tells a copy from an honest token
+     with the same traits;
+   - **CLIP embedding** (kept for collections that froze it) — the largest cosine similarity to
+     the earlier tokens' image embeddings must be below ``uniqueness_threshold``. A CLIP
+     trained to read traits puts two honest images with the same traits as close as an image
+     and its copy, so this check either passes copies or rejects honest tokens.
 
 Every score is rounded to :data:`SCORE_DECIMALS` decimals *before* it is compared, so the
 decision can be re-derived from the recorded numbers alone.
 
-Embeddings are stored by the caller as raw float32 little-endian bytes
+Embeddings and signatures are stored by the caller as raw float32 little-endian bytes
 (:func:`embedding_to_bytes`, :func:`embedding_from_bytes`, :func:`stack_embeddings`).
 """
 
@@ -36,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from generation import near_duplicates
 from generation.protocols import ImageScorer
 from generation.reference_models import model_fingerprint
 
@@ -166,7 +176,9 @@ class GateResult:
     ``embedding`` is the image's CLIP embedding (None for a blank image, which is not
     embedded) for the caller to store for later uniqueness checks; ``pixel_std`` is the
     measured pixel standard deviation (0–255), recorded outside ``scores`` so that a normal
-    image's ``scores`` keep the keys they had before the blank check existed.
+    image's ``scores`` keep the keys they had before the blank check existed. ``signature`` is
+    the image's near-duplicate signature (:func:`generation.near_duplicates.signature`; None
+    for a blank image), for the caller to store beside the embedding.
     """
 
     passed: bool
@@ -175,6 +187,7 @@ class GateResult:
     reasons: list[str] = field(default_factory=list)
     embedding: np.ndarray | None = None
     pixel_std: float | None = None
+    signature: np.ndarray | None = None
 
 
 def pixel_std(image: Image.Image) -> float:
@@ -195,13 +208,14 @@ def check_image(
     style_reference: np.ndarray | None = None,
     style_reference_threshold: float | None = None,
     blank_std: float = 2.0,
+    earlier_signatures: np.ndarray | None = None,
+    near_duplicate_threshold: float | None = None,
 ) -> GateResult:
     """Run the gate (blank, style, traits, uniqueness; see the module docstring) on ``image``.
 
-    ``earlier`` is an (n, d) float32 matrix of the collection's earlier tokens' normalised
-    image embeddings (e.g. from :func:`stack_embeddings`); the uniqueness check runs only when
-    it has rows and ``uniqueness_threshold`` is given. All failing checks after the blank one
-    are reported, each with its own reason.
+    ``earlier`` and ``earlier_signatures`` are the collection's earlier tokens' image
+    embeddings and near-duplicate signatures (see :func:`check_uniqueness`). All failing checks
+    after the blank one are reported, each with its own reason.
     """
     std = pixel_std(image)
     if std < blank_std:
@@ -280,6 +294,58 @@ def check_image(
                 f"images is below the threshold {limit:.6f}"
             )
 
+    result = GateResult(
+        passed=not reasons,
+        scores=scores,
+        thresholds=thresholds,
+        reasons=reasons,
+        embedding=embedding,
+        pixel_std=std,
+        signature=near_duplicates.signature(image),
+    )
+    check_uniqueness(
+        result,
+        image,
+        earlier=earlier,
+        uniqueness_threshold=uniqueness_threshold,
+        earlier_signatures=earlier_signatures,
+        near_duplicate_threshold=near_duplicate_threshold,
+    )
+    return result
+
+
+def check_uniqueness(
+    result: GateResult,
+    image: Image.Image,
+    *,
+    earlier: np.ndarray | None = None,
+    uniqueness_threshold: float | None = None,
+    earlier_signatures: np.ndarray | None = None,
+    near_duplicate_threshold: float | None = None,
+    near_duplicate_min: float | None = None,
+) -> None:
+    """Add the uniqueness checks' scores, thresholds and reasons to ``result`` (in place).
+
+    Separate from :func:`check_image` so that the pipeline can run it again on a fresh list of
+    earlier tokens under the collection's lock (generation/pipeline.py) without scoring the
+    image again. A blank image (no embedding) is left as it is.
+
+    - ``earlier_signatures``: an (n, ``near_duplicates.SIGNATURE_SIZE``) matrix of the earlier
+      tokens' signatures; with rows and ``near_duplicate_threshold`` given, the smallest
+      near-duplicate distance (``near_duplicate_min``) must be above the threshold. A caller
+      that has measured that distance already (generation/uniqueness.py SignatureDistances)
+      passes it as ``near_duplicate_min`` instead (None: no earlier token).
+    - ``earlier``: an (n, d) float32 matrix of the earlier tokens' normalised CLIP embeddings
+      (e.g. from :func:`stack_embeddings`); with rows and ``uniqueness_threshold`` given, the
+      largest cosine similarity (``uniqueness_max``) must be below the threshold.
+    """
+    embedding = result.embedding
+    if embedding is None:
+        return
+    scores, thresholds, reasons = result.scores, result.thresholds, result.reasons
+    for key in ("uniqueness_max", "near_duplicate_min"):
+        if key in thresholds:  # run again: the fresh list replaces the earlier verdict
+            raise ValueError(f"the gate result already has a {key} verdict")
     if earlier is not None and uniqueness_threshold is not None:
         earlier = np.asarray(earlier, dtype=np.float32)
         if earlier.size:
@@ -296,15 +362,21 @@ def check_image(
                     f"uniqueness: cosine similarity {nearest:.6f} to an earlier token's image "
                     f"is not below the threshold {limit:.6f}"
                 )
-
-    return GateResult(
-        passed=not reasons,
-        scores=scores,
-        thresholds=thresholds,
-        reasons=reasons,
-        embedding=embedding,
-        pixel_std=std,
-    )
+    if earlier_signatures is not None and near_duplicate_min is not None:
+        raise ValueError("give the earlier signatures or the distance measured, not both")
+    if near_duplicate_threshold is not None:
+        distance = near_duplicate_min
+        if earlier_signatures is not None:
+            distance = near_duplicates.nearest_distance(image, earlier_signatures)
+        if distance is not None:
+            limit = _round(near_duplicate_threshold)
+            scores["near_duplicate_min"], thresholds["near_duplicate_min"] = distance, limit
+            if distance <= limit:
+                reasons.append(
+                    f"uniqueness: near-duplicate distance {distance:.6f} to an earlier token's "
+                    f"image is not above the threshold {limit:.6f}"
+                )
+    result.passed = not reasons
 
 
 def embedding_to_bytes(v: np.ndarray) -> bytes:

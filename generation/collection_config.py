@@ -16,15 +16,25 @@ from generation.models import Collection
 
 SEED_SCHEME = "keccak256(abi.encodePacked(bytes32 mintBlockHash, uint256 tokenId))"
 TORCH_SEED_SCHEME = "sha256(seed || uint32be(attempt))[0:8] as big-endian int, masked to 63 bits"
+NEAR_DUPLICATE_SCHEME = (
+    "generation/near_duplicates.py: the image resized (box) to 64x64, each RGB channel averaged "
+    "over an 8x8 grid and centred; distance = the largest absolute cell difference, the "
+    "smallest over shifts of the new image by up to 2 pixels; rejected at or below the threshold"
+)
 
 
 def generation_config(collection: Collection) -> dict[str, Any]:
-    """Every collection-level input that shapes a token's image and its acceptance."""
+    """Every collection-level input that shapes a token's image and its acceptance.
+
+    ``near_duplicates`` is there only when the collection checks near duplicates, so the
+    config (and its digest) of a collection without that check is what it was before the
+    check existed.
+    """
     from generation.reference_models import model_fingerprint
     from generation.rendering import scheduler_class_name
 
     model_path, config_dir = collection.model_path(), collection.model_config_path()
-    return {
+    config = {
         "model": {
             "fingerprint": model_fingerprint(model_path),
             "format": "single-file" if model_path.is_file() else "diffusers",
@@ -56,6 +66,12 @@ def generation_config(collection: Collection) -> dict[str, Any]:
         "trait_margin": collection.trait_margin,
         "uniqueness_threshold": collection.uniqueness_threshold,
     }
+    if collection.near_duplicate_threshold is not None:
+        config["near_duplicates"] = {
+            "threshold": collection.near_duplicate_threshold,
+            "scheme": NEAR_DUPLICATE_SCHEME,
+        }
+    return config
 
 
 def config_digest(config: dict[str, Any]) -> bytes:

@@ -50,7 +50,7 @@ FROZEN_FIELDS = (
     "model_dir", "model_config_dir", "scheduler", "clip_dir", "prompt_template", "negative_prompt", "style_prompt",
     "clip_threshold", "steps", "guidance", "width", "height", "max_attempts", "rarity",
     "trait_margin", "uniqueness_threshold", "max_supply", "style_images",
-    "style_images_threshold",
+    "style_images_threshold", "near_duplicate_threshold",
 )  # fmt: skip
 
 
@@ -151,7 +151,17 @@ class Collection(models.Model):
         null=True,
         blank=True,
         validators=[MinValueValidator(-1.0), MaxValueValidator(1.0)],
-        help_text="An image this similar (cosine) to an earlier token's is rejected; empty: off",
+        help_text="CLIP-embedding uniqueness: an image this similar (cosine) to an earlier "
+        "token's is rejected; empty: off. A CLIP that reads traits cannot tell a copy from an "
+        "honest token with the same traits: use the near-duplicate threshold instead",
+    )
+    near_duplicate_threshold = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Near-duplicate uniqueness: an image whose pixel distance to an earlier "
+        "token's is at or below this (0-1; generation/near_duplicates.py) is rejected and "
+        "re-rendered; measured default 0.03; empty: off",
     )
 
     paused = models.BooleanField(
@@ -364,6 +374,12 @@ class Token(models.Model):
     traits = models.JSONField(default=dict, blank=True, help_text="category → option")
     image_embedding = models.BinaryField(
         null=True, blank=True, help_text="CLIP embedding of the accepted image (float32 LE)"
+    )
+    image_signature = models.BinaryField(
+        null=True,
+        blank=True,
+        help_text="Near-duplicate signature of the accepted image (generation/near_duplicates.py;"
+        " float32 LE)",
     )
     render_record = models.JSONField(
         default=dict, blank=True, help_text="Every parameter that shaped the accepted image"

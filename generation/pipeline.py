@@ -53,9 +53,10 @@ if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
 
-    from generation.clip_gate import ClipScorer, TraitCheck
+    from generation.clip_gate import ClipScorer, GateResult, TraitCheck
     from generation.protocols import ImageRenderer, ImageScorer, RenderIdentity
     from generation.rendering import Renderer, RenderParams
+    from generation.uniqueness import SignatureDistances
 
 log = logging.getLogger(__name__)
 Status = Token.Status
@@ -396,11 +397,10 @@ def _render_claimed(
 
     params = render_params(collection, prompt)
     trait_checks = trait_checks_for(collection, traits)
-    earlier = None
-    if collection.uniqueness_threshold is not None:
-        from generation.uniqueness import index_for
-
-        earlier = index_for(collection.pk).earlier(token_pk)
+    checks_uniqueness = (
+        collection.uniqueness_threshold is not None
+        or collection.near_duplicate_threshold is not None
+    )
     style_reference = None
     if collection.style_images:
         try:
@@ -432,8 +432,6 @@ def _render_claimed(
             collection.clip_threshold,
             traits=trait_checks,
             trait_margin=collection.trait_margin,
-            earlier=earlier if earlier is not None and earlier.size else None,
-            uniqueness_threshold=collection.uniqueness_threshold,
             style_reference=style_reference,
             style_reference_threshold=collection.style_images_threshold,
         )
@@ -442,45 +440,71 @@ def _render_claimed(
             "scores": gate.scores,
             "thresholds": gate.thresholds,
         }
-        if not gate.passed:
-            reasons = gate.reasons
-            log.info("%s attempt %d rejected by the CLIP gate: %s", token, attempt, reasons)
-            with transaction.atomic():
-                _relaxed_commit()
-                if not mine.update(attempt=attempt + 1, clip_scores=clip):
-                    log.warning("%s: lease taken over during attempt %d", token, attempt)
-                    return _moved_while_rendering(token_pk)
-                detail = f"attempt {attempt} rejected by the CLIP gate: " + "; ".join(reasons)
-                events.record([token_pk], Status.RENDERING, detail)
-            continue
-        embedding = gate.embedding
-        if embedding is None:  # a passing gate has always embedded the image
+        if gate.passed and (gate.embedding is None or gate.signature is None):
+            # a passing gate has always embedded the image
             raise RenderFailed("the CLIP gate passed the image without its embedding")
-        data = png_bytes(image)
-        write_atomically(render_cache_path(token, attempt), data)
-        detail = f"attempt {attempt} passed the CLIP gate"
-        if rerender_by is not None:
-            clip["review"] = {"decision": "re-rendered", "earlier_attempts": first}
-            detail += f" (re-render by {rerender_by})"
-        record = render_record(renderer, params, seed, attempt, clip, traits)
-        if rerender_by is not None:
-            record["rerendered_by"] = rerender_by
-        with transaction.atomic():
-            done = mine.update(
-                status=Status.RENDERED,
-                render_lease_owner="",
-                render_lease_expires=None,
-                attempt=attempt,
-                image_sha256=hashlib.sha256(data).hexdigest(),
-                clip_scores=clip,
-                render_record=record,
-                traits=traits,
-                image_embedding=embedding_to_bytes(embedding),
-                failure_reason="",
+        distances = None
+        if collection.near_duplicate_threshold is not None:
+            from generation.uniqueness import SignatureDistances, index_for
+
+            # compared with every token accepted so far here, outside the lock; under it, only
+            # with those accepted in the meantime
+            distances = SignatureDistances(
+                index_for(collection.pk, "image_signature"), token_pk, image
             )
-            if done:
-                events.record([token_pk], Status.RENDERED, detail)
-        return Status.RENDERED if done else _moved_while_rendering(token_pk)
+            distances.update()
+        if not gate.passed and checks_uniqueness:
+            # rejected already: the uniqueness verdict is only reported, no lock needed
+            _check_unique(gate, image, collection, token_pk, distances)
+        data = png_bytes(image) if gate.passed else b""
+        if gate.passed:
+            write_atomically(render_cache_path(token, attempt), data)
+        with transaction.atomic():
+            if gate.passed and checks_uniqueness:
+                # The collection's lock admits one accepting render at a time per collection,
+                # so an image accepted a moment ago by another worker or batch is in the lists
+                # read below (on SQLite the IMMEDIATE transaction mode has already taken the
+                # database's write lock, which does the same).
+                Collection.objects.select_for_update(no_key=True).filter(pk=collection.pk).first()
+                _check_unique(gate, image, collection, token_pk, distances)
+            if gate.passed and gate.embedding is not None and gate.signature is not None:
+                detail = f"attempt {attempt} passed the CLIP gate"
+                if rerender_by is not None:
+                    clip["review"] = {"decision": "re-rendered", "earlier_attempts": first}
+                    detail += f" (re-render by {rerender_by})"
+                record = render_record(renderer, params, seed, attempt, clip, traits)
+                if rerender_by is not None:
+                    record["rerendered_by"] = rerender_by
+                done = mine.update(
+                    status=Status.RENDERED,
+                    render_lease_owner="",
+                    render_lease_expires=None,
+                    attempt=attempt,
+                    image_sha256=hashlib.sha256(data).hexdigest(),
+                    clip_scores=clip,
+                    render_record=record,
+                    traits=traits,
+                    image_embedding=embedding_to_bytes(gate.embedding),
+                    image_signature=embedding_to_bytes(gate.signature),
+                    failure_reason="",
+                )
+                if done:
+                    events.record([token_pk], Status.RENDERED, detail)
+                accepted = True
+            else:
+                reasons = gate.reasons
+                log.info("%s attempt %d rejected by the CLIP gate: %s", token, attempt, reasons)
+                _relaxed_commit()
+                done = mine.update(attempt=attempt + 1, clip_scores=clip)
+                if done:
+                    detail = f"attempt {attempt} rejected by the CLIP gate: " + "; ".join(reasons)
+                    events.record([token_pk], Status.RENDERING, detail)
+                accepted = False
+        if accepted:
+            return Status.RENDERED if done else _moved_while_rendering(token_pk)
+        if not done:
+            log.warning("%s: lease taken over during attempt %d", token, attempt)
+            return _moved_while_rendering(token_pk)
     if rerender_by is None:
         reason = f"CLIP gate rejected all {collection.max_attempts} attempts; last: "
     else:
@@ -499,6 +523,34 @@ def _render_claimed(
         if done:
             events.record([token_pk], Status.NEEDS_REVIEW, reason)
     return Status.NEEDS_REVIEW if done else _moved_while_rendering(token_pk)
+
+
+def _check_unique(
+    gate: GateResult,
+    image: Image.Image,
+    collection: Collection,
+    pk: int,
+    distances: SignatureDistances | None,
+) -> None:
+    """Add the uniqueness checks to ``gate``, against the collection's tokens accepted so far
+    (read now, every token but ``pk``); ``distances`` is the image's ``SignatureDistances``
+    (None when the collection does not check near duplicates)."""
+    from generation.clip_gate import check_uniqueness
+    from generation.uniqueness import index_for
+
+    earlier = None
+    if collection.uniqueness_threshold is not None:
+        earlier = index_for(collection.pk, "image_embedding").earlier(pk)
+    if distances is not None:
+        distances.update()
+    check_uniqueness(
+        gate,
+        image,
+        earlier=earlier,
+        uniqueness_threshold=collection.uniqueness_threshold,
+        near_duplicate_threshold=collection.near_duplicate_threshold,
+        near_duplicate_min=distances.nearest() if distances is not None else None,
+    )
 
 
 def _moved_while_rendering(token_pk: int) -> str | None:

@@ -18,7 +18,8 @@ Approve (:func:`approve`, actor ``approve_token``)
     longer holds it (cleared, or the worker runs with another device or dtype), the approval is
     refused: the token stays NEEDS_REVIEW and its history says why. Otherwise the token becomes
     RENDERED exactly as if that attempt had passed: the PNG is written where the pin stage reads
-    it, its CLIP embedding is stored (later tokens' uniqueness checks count it), and
+    it, its CLIP embedding and near-duplicate signature are stored (later tokens' uniqueness
+    checks count them), and
     ``render_record`` is the record a passing render gets, with the gate's scores and
     thresholds as they were plus ``approved_by`` (the manager's username), ``approved_at`` and
     ``gate_rejection`` (the gate's reasons). Its ``clip`` part, which the metadata publishes as
@@ -289,6 +290,7 @@ def approve(token_pk: int, approved_by: str, attempt: int | None = None) -> str 
 
 
 def _approve(token: Token, attempt: int, approved_by: str) -> str | None:
+    from generation import near_duplicates
     from generation.clip_gate import embedding_to_bytes
 
     collection = token.collection
@@ -317,6 +319,7 @@ def _approve(token: Token, attempt: int, approved_by: str) -> str | None:
             render_record=record,
             traits=traits,
             image_embedding=embedding_to_bytes(scorer.image_embedding(image)),
+            image_signature=embedding_to_bytes(near_duplicates.signature(image)),
             failure_reason="",
         )
         if not updated:

@@ -296,6 +296,16 @@ def check_clip_thresholds(state: State) -> Check:
                 f"CLIP fingerprint recorded {clip.get('model_fingerprint')!r}, "
                 f"frozen {frozen['fingerprint']!r}"
             )
+        # near duplicates: a config frozen before the check existed has no such key, and none
+        # of its tokens records the score; one that has it records its threshold with each
+        # token compared with earlier ones (the first token has none to compare with)
+        near = (state.config.get("near_duplicates") or {}).get("threshold")
+        near = None if near is None else round(float(near), 6)  # the gate rounds thresholds
+        if "near_duplicate_min" in thresholds and thresholds["near_duplicate_min"] != near:
+            problems.append(
+                f"near-duplicate threshold recorded {thresholds['near_duplicate_min']!r}, "
+                f"frozen {near!r}"
+            )
     for key, limit in thresholds.items():
         score = scores.get(key)
         if score is None:
@@ -303,6 +313,9 @@ def check_clip_thresholds(state: State) -> Check:
         elif key == "uniqueness_max":
             if not score < limit:
                 problems.append(f"{key}: {score} is not below {limit}")
+        elif key == "near_duplicate_min":
+            if not score > limit:
+                problems.append(f"{key}: {score} is not above {limit}")
         elif key.endswith(":margin"):
             if not (score > 0 and score >= limit):
                 problems.append(f"{key}: {score} does not clear {limit}")

@@ -115,6 +115,7 @@ class CollectionAdmin(admin.ModelAdmin):
                         "clip_dir",
                         "clip_threshold",
                         "trait_margin",
+                        "near_duplicate_threshold",
                         "uniqueness_threshold",
                         "style_images",
                         "style_images_threshold",

@@ -346,11 +346,14 @@ def clip_lines(clip_scores: dict, every: bool = False) -> str | SafeString:
         score = scores.get(name)
         if score is None:
             continue
-        # uniqueness: the nearest earlier image must stay BELOW the threshold
+        # uniqueness: the nearest earlier image must stay BELOW the CLIP threshold, and its
+        # near-duplicate distance ABOVE that threshold
         passed = score < limit if name == "uniqueness_max" else score >= limit
+        relation = "<" if name == "uniqueness_max" else "≥"
+        if name == "near_duplicate_min":
+            passed, relation = score > limit, ">"
         if name.endswith(":margin"):
             passed = score > 0 and score >= limit
-        relation = "<" if name == "uniqueness_max" else "≥"
         lines.append(
             (
                 "#2f7d32" if passed else "#ba2121",

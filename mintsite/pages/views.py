@@ -346,21 +346,26 @@ def clip_rows(scores: dict[str, float], thresholds: dict[str, float]) -> list[di
     """One row per CLIP score with its threshold and whether it passes.
 
     ``uniqueness_max`` passes below its threshold (the nearest earlier image must not be too
-    similar); every other score passes at or above its threshold.
+    similar), ``near_duplicate_min`` above it (nor too close); every other score passes at or
+    above its threshold.
     """
     rows = []
     for name, score in scores.items():
         threshold = thresholds.get(name)
-        below = name == "uniqueness_max"
+        rule = {"uniqueness_max": "below", "near_duplicate_min": "above"}.get(name, "at least")
         passed = None
         if threshold is not None:
-            passed = score < threshold if below else score >= threshold
+            passed = {
+                "below": score < threshold,
+                "above": score > threshold,
+                "at least": score >= threshold,
+            }[rule]
         rows.append(
             {
                 "name": name,
                 "score": score,
                 "threshold": threshold,
-                "rule": "below" if below else "at least",
+                "rule": rule,
                 "passed": passed,
             }
         )

@@ -28,7 +28,7 @@ _DEFAULTS = CollectionSpec()
 def _parser_for(name: str, default: Any) -> Any:
     if isinstance(default, dict):
         return json.loads  # --rarity '{"mode": "weighted", "categories": [...]}'
-    if name == "uniqueness_threshold":
+    if name in ("uniqueness_threshold", "near_duplicate_threshold"):
         return float
     return type(default)
 
@@ -64,6 +64,7 @@ class Command(BaseCommand):
             width=spec.width, height=spec.height, max_attempts=spec.max_attempts,
             max_supply=spec.max_supply, rarity=spec.rarity, trait_margin=spec.trait_margin,
             uniqueness_threshold=spec.uniqueness_threshold,
+            near_duplicate_threshold=spec.near_duplicate_threshold,
         )  # fmt: skip
         try:
             # Checked before anything is sent, so a typo costs no gas.

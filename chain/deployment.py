@@ -59,6 +59,19 @@ class CollectionSpec:
     rarity: dict = field(default_factory=lambda: {"mode": "none", "categories": []})
     trait_margin: float = 0.0
     uniqueness_threshold: float | None = None
+    style_images: list[str] = field(default_factory=list)
+    style_images_threshold: float | None = None
+
+
+def reference_world_spec(**overrides: Any) -> CollectionSpec:
+    """The collection ``make run`` deploys: the reference world's rarity table, prompts, style
+    images and calibrated gate, rendered and checked by its trained models in
+    ``settings.REFERENCE_WORLD_DIR`` (generation/reference_world/collection.py). ``overrides``
+    replace fields (a test's slug or price)."""
+    from generation.reference_world.collection import world_collection_fields
+
+    fields = world_collection_fields(Path(settings.REFERENCE_WORLD_DIR))
+    return CollectionSpec(**{**fields, **overrides})
 
 
 def deploy_collection(w3: Web3, deployer_key: str, spec: CollectionSpec) -> Collection:
@@ -111,6 +124,8 @@ def deploy_collection(w3: Web3, deployer_key: str, spec: CollectionSpec) -> Coll
         rarity=spec.rarity,
         trait_margin=spec.trait_margin,
         uniqueness_threshold=spec.uniqueness_threshold,
+        style_images=list(spec.style_images),
+        style_images_threshold=spec.style_images_threshold,
     )
     send_freeze(w3, admin, collection)
     collection.refresh_from_db()

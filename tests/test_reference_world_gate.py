@@ -224,7 +224,7 @@ def _published(run: WorldRun) -> list[Published]:
 
 
 def test_the_committed_weights_are_the_ones_the_frozen_config_and_every_token_record(
-    run: WorldRun,
+    run: WorldRun, tmp_path: Path
 ) -> None:
     world = _world_dir()
     files = {
@@ -245,6 +245,10 @@ def test_the_committed_weights_are_the_ones_the_frozen_config_and_every_token_re
         "sha256:" + hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in run.spec.style_images
     ]
     assert run.config["clip"]["style_images"] == style
+    # and the committed style images are the ones the code draws
+    drawn = world_collection.write_style_images(tmp_path)
+    assert [p.name for p in drawn] == [Path(p).name for p in run.spec.style_images]
+    assert [p.read_bytes() for p in drawn] == [Path(p).read_bytes() for p in run.spec.style_images]
     # every published token's provenance
     for token in _published(run):
         provenance = token.metadata["provenance"]

@@ -10,9 +10,10 @@ their renders are coloured noise that no calibrated threshold lets through, so n
 published, and their fingerprints are not the committed weights'.
 
 Tokens: the fixture mints until the minted tokens include ``LEGENDARIES`` legendaries (one
-token in 20 is one; seeds come from the mint blocks' hashes, so which tokens are legendary
-varies between runs), then drives those and the first ``COMMONS`` commons through the
-pipeline. The rest stay with their seeds uncommitted.
+token in 20 is one), then drives those and the first ``COMMONS`` commons through the pipeline;
+the rest stay with their seeds uncommitted. Seeds come from the mint blocks' hashes, which the
+chain makes the same in every run (a fixed genesis time, one second between blocks), so the
+same tokens are drawn, rendered and judged every time.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ COMMONS = 5
 MINT_BATCH = 20
 MAX_MINTED = 400
 STYLE_CHECKS = ("style", "style_images")
+GENESIS_TIME = 1_767_225_600  # 2026-01-01
 
 
 @dataclass
@@ -104,7 +106,12 @@ def _listen(w3: Web3, collection: Collection) -> list[int]:
 
 @pytest.fixture(scope="module")
 def anvil() -> Iterator[Anvil]:
-    with start_anvil() as node:
+    """A chain whose block hashes, and so the tokens' seeds and traits, are the same in every
+    run: a fixed genesis time and one second between blocks."""
+    with start_anvil(timestamp=GENESIS_TIME) as node:
+        Web3(Web3.HTTPProvider(node.rpc_url)).provider.make_request(
+            "anvil_setBlockTimestampInterval", [1]
+        )
         yield node
 
 

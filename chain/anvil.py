@@ -161,12 +161,15 @@ def _launch(
     block_time: float | None,
     timeout: float,
     hardfork: str | None = None,
+    timestamp: int | None = None,
 ) -> Anvil:
     args = [binary, "--host", host, "--port", str(port), "--chain-id", str(chain_id)]
     if block_time is not None:
         args += ["--block-time", str(block_time)]
     if hardfork is not None:
         args += ["--hardfork", hardfork]
+    if timestamp is not None:
+        args += ["--timestamp", str(timestamp)]
     # stdout carries one log line per RPC call; drop it. stderr goes to a file (never a pipe nobody
     # reads, which would block anvil once full) so startup errors can be reported.
     stderr_file = tempfile.TemporaryFile()  # noqa: SIM115 -- owned and closed by Anvil.stop()
@@ -208,21 +211,26 @@ def start_anvil(
     *,
     timeout: float = DEFAULT_STARTUP_TIMEOUT,
     hardfork: str | None = None,
+    timestamp: int | None = None,
 ) -> Anvil:
     """Start anvil and return once it answers ``eth_chainId``.
 
     ``port=None`` picks a free port. ``block_time=None`` mines one block per transaction
     (automine); a number mines on that interval in seconds. ``hardfork=None`` keeps anvil's
     default (its latest fork, which has the EIP-2935 block hash history contract, as ``"prague"``
-    does); ``"cancun"`` gives a chain without that contract.
+    does); ``"cancun"`` gives a chain without that contract. ``timestamp`` fixes the genesis
+    block's (Unix seconds); with ``anvil_setBlockTimestampInterval`` too, every block hash is
+    the same from run to run when the same transactions are sent.
     """
     binary = find_anvil_binary()
     if port is not None:
-        return _launch(binary, host, port, chain_id, block_time, timeout, hardfork)
+        return _launch(binary, host, port, chain_id, block_time, timeout, hardfork, timestamp)
     last_error: AnvilError | None = None
     for _ in range(_PORT_RETRIES):
         try:
-            return _launch(binary, host, free_port(host), chain_id, block_time, timeout, hardfork)
+            return _launch(
+                binary, host, free_port(host), chain_id, block_time, timeout, hardfork, timestamp
+            )
         except AnvilError as error:
             if "Address already in use" not in str(error):
                 raise

@@ -60,6 +60,19 @@ class CollectionSpec:
     trait_margin: float = 0.0
     uniqueness_threshold: float | None = None
     near_duplicate_threshold: float | None = None
+    style_images: list[str] = field(default_factory=list)
+    style_images_threshold: float | None = None
+
+
+def reference_world_spec(**overrides: Any) -> CollectionSpec:
+    """The collection ``make run`` deploys: the reference world's rarity table, prompts, style
+    images and calibrated gate, rendered and checked by its trained models in
+    ``settings.REFERENCE_WORLD_DIR`` (generation/reference_world/collection.py). ``overrides``
+    replace fields (a test's slug or price)."""
+    from generation.reference_world.collection import world_collection_fields
+
+    fields = world_collection_fields(Path(settings.REFERENCE_WORLD_DIR))
+    return CollectionSpec(**{**fields, **overrides})
 
 
 def deploy_collection(w3: Web3, deployer_key: str, spec: CollectionSpec) -> Collection:
@@ -113,6 +126,8 @@ def deploy_collection(w3: Web3, deployer_key: str, spec: CollectionSpec) -> Coll
         trait_margin=spec.trait_margin,
         uniqueness_threshold=spec.uniqueness_threshold,
         near_duplicate_threshold=spec.near_duplicate_threshold,
+        style_images=list(spec.style_images),
+        style_images_threshold=spec.style_images_threshold,
     )
     send_freeze(w3, admin, collection)
     collection.refresh_from_db()

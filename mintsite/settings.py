@@ -412,10 +412,18 @@ TX_SENDER_CRASH_AT = env_str("TX_SENDER_CRASH_AT")
 
 # --- generation -----------------------------------------------------------------------------
 REFERENCE_MODELS_DIR = Path(env_str("REFERENCE_MODELS_DIR") or VAR_DIR / "models")
+# The reference world's trained models, committed with the code (clip/, diffusion/, and the
+# style images in style/; docs/reference-world.md): what `make run`'s collection renders with.
+REFERENCE_WORLD_DIR = Path(
+    env_str("REFERENCE_WORLD_DIR") or BASE_DIR / "models" / "reference-world"
+)
 # Where collections' models may be loaded from (generation/model_roots.py): the folders, comma-
 # separated, that hold the diffusion and CLIP models and the reference style images; a path a
 # manager gives outside them is refused, and a relative one is taken from the first.
-MODEL_ROOTS = [Path(root) for root in env_list("MODEL_ROOTS", [str(REFERENCE_MODELS_DIR)])]
+MODEL_ROOTS = [
+    Path(root)
+    for root in env_list("MODEL_ROOTS", [str(REFERENCE_MODELS_DIR), str(REFERENCE_WORLD_DIR)])
+]
 if not MODEL_ROOTS:
     raise ImproperlyConfigured("MODEL_ROOTS is empty: name the folders models may be loaded from")
 RENDER_CACHE_DIR = Path(env_str("RENDER_CACHE_DIR") or VAR_DIR / "renders")

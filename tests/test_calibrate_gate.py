@@ -123,3 +123,28 @@ def test_an_unknown_slug_names_the_known_ones(collection: Collection) -> None:
 def test_fewer_than_two_samples_is_refused(collection: Collection) -> None:
     with pytest.raises(CommandError, match="at least 2"):
         call_command("calibrate_gate", collection.slug, "--samples", "1")
+
+
+def test_style_images_get_a_proposal_of_their_own(
+    collection: Collection, settings: Any, tmp_path: Path, reference_models: Path
+) -> None:
+    from generation.reference_world.collection import write_style_images
+
+    settings.MODEL_ROOTS = [reference_models, tmp_path]  # the test's images are allowed
+    images = [str(path) for path in write_style_images(tmp_path)[:4]]
+    Collection.objects.filter(pk=collection.pk).update(
+        style_images=images, style_images_threshold=0.99
+    )
+    result = calibrate(collection.slug, "--target-acceptance", "0.5")
+    values = [sample["scores"]["style_images"] for sample in result["samples"]]
+    proposed = result["proposal"]["style_images_threshold"]
+    assert proposed == sorted(values)[len(values) - 3]  # the 3rd highest of 6: half pass
+    assert result["statistics"]["style_images"]["acceptance_proposed"] >= 0.5
+    assert result["current"]["style_images_threshold"] == 0.99
+
+
+def test_the_reference_world_is_calibrated_without_a_collection_row() -> None:
+    with pytest.raises(CommandError, match="not both"):
+        call_command("calibrate_gate", "calib", "--reference-world", "--samples", "2")
+    with pytest.raises(CommandError, match="--reference-world"):
+        call_command("calibrate_gate", "--samples", "2")

@@ -26,7 +26,9 @@ Scores (from :func:`generation.clip_gate.check_image`, thresholds set so nothing
 - ``trait:<cat>:margin`` for each ``verify: true`` category: the assigned option's similarity
   minus the best other option's (> 0 means the assigned option ranks first);
 - ``uniqueness_max``: the largest cosine similarity to the *earlier samples'* images (the gate
-  compares with the earlier accepted tokens; every sample stands in for one here).
+  compares with the earlier accepted tokens; every sample stands in for one here);
+- ``style_images``, for a collection with reference style images: the cosine similarity of the
+  image to their mean embedding.
 
 A blank image (pixel std below the gate's limit) fails every threshold; it is counted and
 left out of the statistics.
@@ -37,7 +39,8 @@ Proposal (nearest-rank order statistics, so the stated acceptance holds exactly 
 With ``target`` in (0, 1] and, per check, the m values it applies to sorted ascending
 ``v[0] <= ... <= v[m-1]`` and ``need = ceil(target × m)``:
 
-- style (pass: score >= threshold): ``v[m - need]``, the (1 - target) quantile;
+- style and style images (pass: score >= threshold): ``v[m - need]``, the (1 - target)
+  quantile;
 - trait margin (pass: margin > 0 and margin >= threshold): ``max(0, v[m - need])``; when fewer
   than ``need`` samples rank the assigned option first at all, no margin reaches the target
   (the proposal is 0 and the output says so). The collection has one ``trait_margin`` for all
@@ -47,6 +50,10 @@ With ``target`` in (0, 1] and, per check, the m values it applies to sorted asce
 
 Per-check acceptance is the fraction of those m samples that pass; the "all checks" acceptance
 is over all N samples, blanks included, with every check applied together.
+
+``--reference-world`` calibrates the collection ``make run`` deploys (the reference world's,
+generation/reference_world/collection.py) from its spec and its models in
+``settings.REFERENCE_WORLD_DIR``, with no collection row needed.
 """
 
 from __future__ import annotations
@@ -103,7 +110,13 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("collection", help="the collection's slug")
+        parser.add_argument("collection", nargs="?", help="the collection's slug")
+        parser.add_argument(
+            "--reference-world",
+            action="store_true",
+            help="calibrate the reference world's collection (what `make run` deploys) from "
+            "its spec and REFERENCE_WORLD_DIR, instead of a collection in the database",
+        )
         parser.add_argument(
             "--samples", type=int, required=True, help="how many sample tokens to render (>= 2)"
         )
@@ -128,15 +141,24 @@ class Command(BaseCommand):
     # ------------------------------------------------------------------------------------------
 
     def handle(self, *args: Any, **options: Any) -> None:
-        slug: str = options["collection"]
+        slug: str | None = options["collection"]
         samples: int = options["samples"]
         target: float = options["target_acceptance"]
         if samples < 2:
             raise CommandError(f"--samples must be at least 2, got {samples}")
         if not 0 < target <= 1:
             raise CommandError(f"--target-acceptance must be in (0, 1], got {target}")
-        collection = Collection.objects.filter(slug=slug).first()
-        if collection is None:
+        if bool(slug) == bool(options["reference_world"]):
+            raise CommandError("name a collection's slug or give --reference-world (not both)")
+        if options["reference_world"]:
+            from generation.reference_world.collection import world_collection_fields
+
+            found: Collection | None = Collection(
+                **world_collection_fields(settings.REFERENCE_WORLD_DIR)
+            )
+        else:
+            found = Collection.objects.filter(slug=slug).first()
+        if found is None:
             known = list(Collection.objects.order_by("slug").values_list("slug", flat=True))
             raise CommandError(
                 f"unknown collection {slug!r}; known collections: "
@@ -145,7 +167,7 @@ class Command(BaseCommand):
         device = options["device"] or getattr(settings, "RENDER_DEVICE", None)
         self._verbosity = options["verbosity"]
         started = time.monotonic()
-        result = self.calibrate(collection, samples, target, options["seed_prefix"], device)
+        result = self.calibrate(found, samples, target, options["seed_prefix"], device)
         elapsed = time.monotonic() - started
         if options["json"]:
             self.stdout.write(json.dumps(result, indent=2))
@@ -180,7 +202,7 @@ class Command(BaseCommand):
     ) -> dict[str, Any]:
         import numpy as np
 
-        from generation.clip_gate import check_image
+        from generation.clip_gate import check_image, reference_embedding
         from generation.pipeline import (
             RenderFailed,
             cached_render,
@@ -197,6 +219,12 @@ class Command(BaseCommand):
             renderer, scorer = load_models(collection, device)
         except RenderFailed as exc:
             raise CommandError(str(exc)) from exc
+        style_reference = None
+        if collection.style_images:
+            try:
+                style_reference = reference_embedding(scorer, collection.style_image_paths())
+            except OSError as exc:
+                raise CommandError(f"the collection's style images cannot be read: {exc}") from exc
 
         rows: list[dict[str, Any]] = []
         embeddings: list[np.ndarray] = []
@@ -225,6 +253,8 @@ class Command(BaseCommand):
                     trait_margin=0.0,
                     earlier=earlier,
                     uniqueness_threshold=1.0 if earlier is not None else None,
+                    style_reference=style_reference,
+                    style_reference_threshold=-1.0 if style_reference is not None else None,
                 )
             except ValueError as exc:
                 raise CommandError(f"collection {collection.slug!r}: {exc}") from exc
@@ -289,6 +319,7 @@ class Command(BaseCommand):
             "trait_margin": collection.trait_margin,
             "trait_margins": {c["name"]: collection.trait_margin for c in verified},
             "uniqueness_threshold": collection.uniqueness_threshold,
+            "style_images_threshold": collection.style_images_threshold,
         }
 
     @staticmethod
@@ -381,11 +412,30 @@ class Command(BaseCommand):
                     sum(v < uniqueness_proposed for v in similarities), len(similarities)
                 ),
             }
+        references = [s["style_images"] for s in scored if "style_images" in s]
+        references_proposed = collection.style_images_threshold
+        if references:
+            references_proposed = propose_min_threshold(references, target)
+            current = collection.style_images_threshold
+            stats["style_images"] = {
+                **self._summary(references),
+                "current": current,
+                "proposed": references_proposed,
+                "acceptance_current": (
+                    1.0
+                    if current is None
+                    else _fraction(sum(v >= _r(current) for v in references), len(references))
+                ),
+                "acceptance_proposed": _fraction(
+                    sum(v >= references_proposed for v in references), len(references)
+                ),
+            }
         proposal = {
             "clip_threshold": style_proposed,
             "trait_margin": min(margins.values()) if margins else collection.trait_margin,
             "trait_margins": margins,
             "uniqueness_threshold": uniqueness_proposed,
+            "style_images_threshold": references_proposed,
         }
         return stats, proposal, notes
 
@@ -407,6 +457,9 @@ class Command(BaseCommand):
                 continue
             limit = setting["uniqueness_threshold"]
             if limit is not None and s.get("uniqueness_max", -1.0) >= _r(limit):
+                continue
+            references = setting.get("style_images_threshold")
+            if references is not None and s.get("style_images", 1.0) < _r(references):
                 continue
             passed += 1
         return _r(passed / len(rows))
@@ -490,6 +543,8 @@ class Command(BaseCommand):
         for name, value in proposal["trait_margins"].items():
             out.append(f"    ({name}: {num(value)})")
         out.append(f"  uniqueness_threshold = {num(proposal['uniqueness_threshold'])}")
+        if "style_images" in result["statistics"]:
+            out.append(f"  style_images_threshold = {num(proposal['style_images_threshold'])}")
         out.append("")
         out += [f"note: {note}" for note in result["notes"]]
         return "\n".join(out)

@@ -1,10 +1,12 @@
-"""``manage.py train_reference_world --clip | --diffusion``: train the reference world's models.
+"""``manage.py train_reference_world --clip | --diffusion | --style-images``: train the
+reference world's models, or draw the world collection's style reference images.
 
 A thin shell over :mod:`generation.reference_world.clip_training`: trains deterministically on
 one CPU thread, saves the model in open_clip's local-dir layout, then measures it on held-out
 world images through the gate's own scorer and prints the figures. ``--diffusion`` does the same
 for the diffusion pipeline (:mod:`generation.reference_world.diffusion_training`), judged by
-the world's pixel oracle. The project's reference
+the world's pixel oracle. ``--style-images`` draws the few world images the world collection's
+gate compares renders with (generation/reference_world/collection.py). The project's reference
 models (``var/models``, ``build_reference_models``) are not touched.
 """
 
@@ -30,6 +32,12 @@ class Command(BaseCommand):
             "--diffusion",
             action="store_true",
             help="train the diffusion pipeline (VAE, text encoder, UNet) into OUT/diffusion",
+        )
+        parser.add_argument(
+            "--style-images",
+            action="store_true",
+            help="draw the world collection's style reference images into OUT/style "
+            "(deterministic, no training)",
         )
         parser.add_argument(
             "--vae-steps", type=int, help="--diffusion: VAE training steps (default 2000)"
@@ -76,12 +84,20 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
 
-        if not (options["clip"] or options["diffusion"]):
-            raise CommandError("say what to train: --clip, --diffusion or both")
+        if not (options["clip"] or options["diffusion"] or options["style_images"]):
+            raise CommandError("say what to train: --clip, --diffusion or both (or --style-images)")
+        if options["style_images"]:
+            self._style_images(options["out"])
         if options["diffusion"]:
             self._diffusion(options)
         if options["clip"]:
             self._clip(options)
+
+    def _style_images(self, out: Path) -> None:
+        from generation.reference_world.collection import write_style_images
+
+        paths = write_style_images(out)
+        self.stdout.write(f"drew {len(paths)} style reference images into {paths[0].parent}")
 
     def _clip(self, options: dict[str, Any]) -> None:
         from generation.reference_world.clip_training import (

@@ -1,8 +1,8 @@
 """``manage.py demo_mint`` (what ``make demo`` calls), with the stack from ``make run`` up.
 
 Mints from anvil's funded test accounts, waits until each token is published on-chain, and
-prints its seed, its tokenURI and a gateway link to its image, read from the chain and the
-gateway, not from the database.
+prints its seed, its traits (the metadata's attributes), its tokenURI and a gateway link to its
+image, read from the chain and the gateway, not from the database.
 """
 
 from __future__ import annotations
@@ -72,6 +72,10 @@ class Command(BaseCommand):
             seed = bytes(contract.functions.seedOf(token_id).call()).hex()
             metadata = httpx.get(f"{gateway}/{uri.removeprefix('ipfs://')}", timeout=10).json()
             image = metadata["image"].removeprefix("ipfs://")
+            traits = ", ".join(
+                f"{a['trait_type']} {a['value']}" for a in metadata.get("attributes", [])
+            )
             self.stdout.write(
-                f"token {token_id}: seed 0x{seed}\n  tokenURI {uri}\n  image {gateway}/{image}"
+                f"token {token_id}: seed 0x{seed}\n  traits {traits or '(none)'}\n"
+                f"  tokenURI {uri}\n  image {gateway}/{image}"
             )

@@ -1,8 +1,10 @@
 """``manage.py run_stack`` (what ``make run`` calls): the whole stack on embedded defaults.
 
-Starts what is not configured (anvil with the contract deployed unless RPC_URL is set, the
-embedded broker unless REDIS_URL is set), migrates the database, then runs the web server, the
-chain listener and the Dramatiq workers until Ctrl-C or SIGTERM, and stops all it started.
+Starts what is not configured (anvil with the reference world's collection deployed unless
+RPC_URL is set, the embedded broker unless REDIS_URL is set), migrates the database, then runs
+the web server, the chain listener and the Dramatiq workers until Ctrl-C or SIGTERM, and stops
+all it started. The embedded collection is the reference world's (chain.deployment
+.reference_world_spec): its trained models, rarity table, style images and calibrated gate.
 """
 
 from __future__ import annotations
@@ -22,7 +24,12 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from chain.anvil import Anvil, start_anvil
-from chain.deployment import CollectionSpec, deploy_collection, forget_chain, write_deployment_file
+from chain.deployment import (
+    deploy_collection,
+    forget_chain,
+    reference_world_spec,
+    write_deployment_file,
+)
 from chain.errors import AnvilError
 from chain.rpc import connect
 from chain.wallets import deployer
@@ -100,8 +107,9 @@ class Command(BaseCommand):
             stale = forget_chain(w3.eth.chain_id)
             if stale:
                 self.stdout.write(f"the embedded chain starts empty: forgot {stale} collection(s)")
+            _check_world_models(Path(settings.REFERENCE_WORLD_DIR))
             collection = deploy_collection(
-                w3, deployer(w3.eth.chain_id).key.to_0x_hex(), CollectionSpec()
+                w3, deployer(w3.eth.chain_id).key.to_0x_hex(), reference_world_spec()
             )
             env["RPC_URL"] = rpc_url
         info = write_deployment_file(
@@ -170,3 +178,19 @@ class Command(BaseCommand):
         if self.anvil is not None:
             self.anvil.stop()
         self.stdout.write(f"stopped {len(self.children) + bool(self.anvil)} processes")
+
+
+def _check_world_models(root: Path) -> None:
+    """The embedded collection renders with the reference world's trained models (committed in
+    ``models/reference-world``): say what is missing before anything is deployed."""
+    from generation.reference_world.collection import style_image_paths
+
+    needed = [root / "diffusion" / "model_index.json", root / "clip" / "open_clip_config.json"]
+    missing = [path for path in [*needed, *style_image_paths(root)] if not path.is_file()]
+    if missing:
+        raise CommandError(
+            f"the reference world's models are incomplete in {root} (REFERENCE_WORLD_DIR): "
+            f"{', '.join(str(p) for p in missing[:3])}{' …' if len(missing) > 3 else ''} "
+            "missing. They are committed with the code; `manage.py train_reference_world "
+            f"--clip --diffusion --style-images --out {root}` rebuilds them."
+        )

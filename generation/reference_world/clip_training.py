@@ -91,10 +91,7 @@ class ClipTraining:
     the traits the oracle reads in it (:func:`~generation.reference_world.diffusion_training.\
 oracle_labelled_samples`; those it cannot read are dropped): the gate judges generated images,
     which are softer than drawn ones. 0: drawn images only."""
-    generated_steps: int = 3
-    """Sampler steps of the generated samples: few, so that some come out malformed (the
-    oracle cannot read them); those join the non-world images as ``malformed``, which teaches
-    the style prompt to reject them (the gate's only defence against a shape no trait names)."""
+    generated_steps: int = 20
     generated_guidance: float = 4.0
 
 
@@ -111,7 +108,7 @@ class Query:
     off_world: str | None = None
 
 
-OFF_WORLD_TEXTS = {"noise": "noise", "blank": "a blank image", "malformed": "a malformed shape"}
+OFF_WORLD_TEXTS = {"noise": "noise", "blank": "a blank image"}
 """What the non-world training images are called: they teach the style prompt what the world
 is not (without them a noise image may score higher on it than any world image)."""
 
@@ -166,7 +163,6 @@ def _training_set(
     training: ClipTraining,
     preprocess: Callable[[Image.Image], torch.Tensor],
     extra: list[WorldImage],
-    malformed: list[Image.Image],
 ) -> _TrainingSet:
     import open_clip
 
@@ -175,7 +171,7 @@ def _training_set(
     world = list(dataset(training.images, TRAIN_SEED_BASE + training.seed)) + extra
     others = off_world_images(
         round(training.images * training.off_world_share), TRAIN_SEED_BASE + training.seed
-    ) + [("malformed", image) for image in malformed]
+    )
     truth = [
         [
             q.off_world is None and all(item.traits[k] == v for k, v in q.traits.items())
@@ -228,7 +224,6 @@ def train_clip(
     with _one_thread():
         started = time.monotonic()
         extra: list[WorldImage] = []
-        malformed: list[Image.Image] = []
         if training.generated:
             from generation.reference_world.samples import oracle_labelled_samples
 
@@ -239,12 +234,10 @@ def train_clip(
                 GENERATED_SEED + training.seed,
                 steps=training.generated_steps,
                 guidance=training.generated_guidance,
-                unreadable=malformed,
             )
             log(
                 f"world CLIP: {len(extra)} of {training.generated} diffusion samples read "
-                f"by the oracle, {len(malformed)} malformed, in "
-                f"{time.monotonic() - started:.1f} s"
+                f"by the oracle, in {time.monotonic() - started:.1f} s"
             )
         torch.manual_seed(training.seed)
         model = new_clip_model(WORLD_CLIP_CFG, dest)
@@ -254,7 +247,7 @@ def train_clip(
         preprocess = image_transform_v2(
             PreprocessCfg(**model.visual.preprocess_cfg), is_train=False
         )
-        data = _training_set(training, preprocess, extra, malformed)
+        data = _training_set(training, preprocess, extra)
         count = len(data.pixels)
         log(
             f"world CLIP: {int(data.world.sum())} world and {count - int(data.world.sum())} "
@@ -310,7 +303,6 @@ def train_clip(
         "threads": 1,
         "fingerprint": model_fingerprint(dest),
         "generated_kept": len(extra),
-        "generated_malformed": len(malformed),
         "diffusion_fingerprint": model_fingerprint(Path(diffusion_dir)) if diffusion_dir else None,
         "versions": {"torch": torch.__version__, "open_clip": open_clip.__version__},
     }
@@ -384,9 +376,8 @@ def evaluate_clip(
       gate's uniqueness check compares (``None`` when no two images form such a pair).
 
     With ``diffusion_dir``, also ``generated``: the zero-shot share per category on ``count``
-    held-out 4-step samples of that diffusion model, against what the oracle reads in them
-    (``generated_images`` says how many were scored); and the style prompt's cosine on them
-    (min) and on the malformed ones, which the oracle cannot read (max).
+    held-out samples of that diffusion model, against what the oracle reads in them (samples
+    it cannot read are left out; ``generated_images`` says how many were scored).
     """
     with _one_thread():
         scorer = ClipScorer(Path(clip_dir), device="cpu")
@@ -394,25 +385,11 @@ def evaluate_clip(
         if diffusion_dir is not None:
             from generation.reference_world.samples import oracle_labelled_samples
 
-            malformed: list[Image.Image] = []
             samples = oracle_labelled_samples(
-                Path(diffusion_dir),
-                count,
-                GENERATED_SEED + HELD_OUT_SEED,
-                steps=4,
-                unreadable=malformed,
+                Path(diffusion_dir), count, GENERATED_SEED + HELD_OUT_SEED
             )
-            style = scorer.text_embeddings([STYLE_PROMPT])[0]
             figures["generated_images"] = len(samples)
             figures["generated"] = _zero_shot(scorer, samples)
-            figures["style_generated_min"] = min(
-                (float(style @ scorer.image_embedding(s.image)) for s in samples), default=None
-            )
-            figures["generated_malformed"] = len(malformed)
-            figures["style_malformed_max"] = max(
-                (float(style @ scorer.image_embedding(image)) for image in malformed),
-                default=None,
-            )
         return figures
 
 

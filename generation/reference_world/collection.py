@@ -119,7 +119,7 @@ class WorldGate:
 
 
 GATE = WorldGate(
-    steps=4,
+    steps=20,
     guidance=4.0,
     max_attempts=4,
     clip_threshold=0.533184,

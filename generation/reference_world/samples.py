@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from PIL import Image
 
 from generation.reference_world.oracle import read_traits
 from generation.reference_world.world import (
@@ -31,14 +30,12 @@ def oracle_labelled_samples(
     steps: int = 20,
     guidance: float = 4.0,
     batch_size: int = 16,
-    unreadable: list[Image.Image] | None = None,
 ) -> list[WorldImage]:
     """``count`` samples of the diffusion model at ``model_dir`` from the captions of world
     traits drawn with ``seed`` (balanced), each labelled with what the oracle reads in it, not
     with the caption it was drawn from: a sample that drew a square for "circle" is a square.
     Samples in which the oracle cannot read every trait are left out, so fewer than ``count``
-    may come back; they are appended to ``unreadable`` when given (malformed renders: a shape
-    the oracle cannot name, a smeared frame). Rendered by the project's renderer, one CPU thread, one generator per image
+    may come back. Rendered by the project's renderer, one CPU thread, one generator per image
     (the image seed ``b"clip-sample:<seed>:<i>"``), so the list is the same every run."""
     from generation.rendering import Renderer, RenderParams
 
@@ -71,8 +68,6 @@ def oracle_labelled_samples(
                 if all(read.get(name) is not None for name in CATEGORIES):
                     traits = {name: str(read[name]) for name in CATEGORIES}
                     labelled.append(WorldImage(traits, caption(traits), image))
-                elif unreadable is not None:
-                    unreadable.append(image)
     finally:
         torch.set_num_threads(threads)
     return labelled

@@ -115,7 +115,10 @@ class WorldGate:
     clip_threshold: float
     trait_margin: float
     style_images_threshold: float
-    uniqueness_threshold: float
+    near_duplicate_threshold: float
+    uniqueness_threshold: float | None = None
+    """The CLIP-cosine uniqueness check: off (``None``), because this CLIP's embedding is about
+    traits (docs/uniqueness.md); the near-duplicate check does the job."""
 
 
 GATE = WorldGate(
@@ -125,7 +128,7 @@ GATE = WorldGate(
     clip_threshold=0.533184,
     trait_margin=0.046794,
     style_images_threshold=0.509746,
-    uniqueness_threshold=0.999946,
+    near_duplicate_threshold=0.03,
 )
 """Steps and guidance chosen with the oracle, thresholds proposed by ``calibrate_gate`` on the
 weights of :data:`FINGERPRINTS` (docs/reference-world.md#the-reference-collection has the
@@ -135,7 +138,9 @@ figures). To re-derive them after the weights change::
         --target-acceptance 0.99
 
 and copy its proposal here: ``clip_threshold``, ``trait_margin`` (the least of the
-categories'), ``style_images_threshold`` and ``uniqueness_threshold``.
+categories') and ``style_images_threshold``. Uniqueness is the near-duplicate check at 0.03
+(docs/uniqueness.md: the honest nearest-pair p1 on world images); the CLIP-cosine check is off,
+since honest renders reach 0.999955 against each other under this CLIP.
 
 Measured 2026-12-05 (diffusion ``sha256:b90dc8fa…``, CLIP ``sha256:92188145…``, 200 samples,
 seeds ``sha256("calib:<i>")``, CPU): style 0.531650-0.546610 (median 0.540466); trait margins,
@@ -175,6 +180,7 @@ def world_collection_fields(root: Path, gate: WorldGate = GATE) -> dict[str, Any
         "style_images": [str(path) for path in style_image_paths(root)],
         "style_images_threshold": gate.style_images_threshold,
         "uniqueness_threshold": gate.uniqueness_threshold,
+        "near_duplicate_threshold": gate.near_duplicate_threshold,
         "width": IMAGE_SIZE,
         "height": IMAGE_SIZE,
     }

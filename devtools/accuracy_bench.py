@@ -350,6 +350,8 @@ class Run:
     published_right: dict[str, list[bool]] = field(default_factory=dict)
     first_right: dict[str, list[bool]] = field(default_factory=dict)
     first_right_published: dict[str, list[bool]] = field(default_factory=dict)
+    published_unread: dict[str, int] = field(default_factory=dict)
+    published_misread: dict[str, int] = field(default_factory=dict)
     render_s: list[float] = field(default_factory=list)
     gate_side_s: list[float] = field(default_factory=list)
     gate_s: list[float] = field(default_factory=list)
@@ -372,6 +374,7 @@ def run_accuracy_bench(
     calibration_samples: int = 96,
     timing_tokens: int = 24,
     limit_images: int = 200,
+    target_acceptance: float = 0.9,
     progress: Callable[[str], None] | None = None,
     fresh_database: bool = True,
 ) -> Run:
@@ -386,7 +389,8 @@ def run_accuracy_bench(
         database = throwaway_database() if fresh_database else nullcontext()
         with database, _one_thread_on_cpu(device):
             return _run(tokens, wrong, models or world_models_dir(), device, calibration_samples,
-                        timing_tokens, limit_images, progress or (lambda _: None))  # fmt: skip
+                        timing_tokens, limit_images, target_acceptance,
+                        progress or (lambda _: None))  # fmt: skip
     finally:
         settings.RENDER_CACHE_DIR, settings.RENDER_BATCH_SIZE, settings.RENDER_DEVICE = saved
         shutil.rmtree(scratch, ignore_errors=True)
@@ -419,6 +423,7 @@ def _run(
     calibration_samples: int,
     timing_tokens: int,
     limit_images: int,
+    target_acceptance: float,
     progress: Callable[[str], None],
 ) -> Run:
     from generation.pipeline import load_models
@@ -434,7 +439,7 @@ def _run(
     renderer, scorer = load_models(collection, device)
 
     progress(f"calibrate_gate: {calibration_samples} samples")
-    run.calibration = _calibrate(collection, calibration_samples, device)
+    run.calibration = _calibrate(collection, calibration_samples, target_acceptance, device)
     if needs_calibration(spec):
         proposal = run.calibration["proposal"]
         collection.clip_threshold = proposal["clip_threshold"]
@@ -463,6 +468,7 @@ def _run(
         "uniqueness_threshold": collection.uniqueness_threshold,
         "style_images_threshold": collection.style_images_threshold if collection.style_images
         else None,
+        "style_images": len(collection.style_images),
     }  # fmt: skip
 
     tokens = [
@@ -486,14 +492,14 @@ def _run(
     return run
 
 
-def _calibrate(collection: Collection, samples: int, device: str) -> dict[str, Any]:
+def _calibrate(collection: Collection, samples: int, target: float, device: str) -> dict[str, Any]:
     """calibrate_gate's own sweep on this collection, and a uniqueness threshold from the same
     samples at 0.99 (its one target for every check would reject 1 in 10 honest tokens as
     duplicates)."""
     from generation.management.commands.calibrate_gate import Command as CalibrateGate
     from generation.management.commands.calibrate_gate import propose_max_threshold
 
-    result = CalibrateGate().calibrate(collection, samples, 0.9, "calib", device)
+    result = CalibrateGate().calibrate(collection, samples, target, "calib", device)
     similarities = [
         row["scores"]["uniqueness_max"]
         for row in result["samples"]
@@ -568,6 +574,10 @@ def _honest(
             if last and status == Status.RENDERED:
                 for category in verified:
                     run.published_right[category].append(reading[category] == traits[category])
+                    if reading[category] is None:
+                        run.published_unread[category] = run.published_unread.get(category, 0) + 1
+                    elif reading[category] != traits[category]:
+                        run.published_misread[category] = run.published_misread.get(category, 0) + 1
                     run.first_right_published[category].append(run.first_right[category][-1])
                 if len(run.grid) < 48:
                     run.grid.append((image, traits, reading))
@@ -780,7 +790,8 @@ def report(run: Run) -> list[str]:
     lines = [
         f"Collection `{c['slug']}`: model `{c['model']}` ({c['model_fingerprint'][:19]}…), "
         f"CLIP `{c['clip']}` ({c['clip_fingerprint'][:19]}…); {c['steps']} steps, guidance "
-        f"{c['guidance']:g}, {c['size']}, max_attempts {c['max_attempts']}; device "
+        f"{c['guidance']:g}, {c['size']}, max_attempts {c['max_attempts']}, "
+        f"{c.get('style_images', 0)} style reference images; device "
         f"{run.device}; {run.tokens} tokens; {run.elapsed_s:.0f} s in all.",
         "",
         f"Thresholds ({run.thresholds_from}): style `clip_threshold` {c['clip_threshold']}, "
@@ -937,11 +948,13 @@ def report(run: Run) -> list[str]:
             _pct(lim.get("clip_on_world", {}).get(name)),
             _pct(lim.get("clip_on_renders", {}).get(name)),
             _pct(h["on"][name]),
+            f"{run.published_unread.get(name, 0)} / {run.published_misread.get(name, 0)}",
         ])  # fmt: skip
     lines += _table(
         ["category", "oracle on clean world images", "oracle on VAE reconstructions",
          "oracle on first renders", "gate CLIP zero-shot, clean world images",
-         "gate CLIP zero-shot, first renders (oracle's reading as truth)", "published"],
+         "gate CLIP zero-shot, first renders (oracle's reading as truth)", "published",
+         "published wrong: oracle cannot tell / reads another option"],
         rows,
     )  # fmt: skip
     lines += ["", *_limit_notes(run, h, targets)]
@@ -987,6 +1000,13 @@ def _limit_notes(run: Run, h: dict[str, Any], targets: list[tuple[str, str, bool
         if vae is not None and vae < TARGET_ACCURACY:
             cause.append(f"the VAE's reconstructions keep {name} in {vae:.3f} (the diffusion "
                          f"model's ceiling; its first renders {_pct(h['off'][name])})")  # fmt: skip
+        unread, misread = run.published_unread.get(name, 0), run.published_misread.get(name, 0)
+        if unread:
+            cause.append(
+                f"of the {unread + misread} published tokens counted wrong the oracle cannot "
+                f"tell the {name} of {unread} (an in-between drawing the gate's CLIP accepts) "
+                f"and reads another option in {misread}"
+            )
         oracle = lim.get("oracle_on_world", {}).get(name)
         if oracle is not None and oracle < 1.0:
             cause.append(f"the oracle itself reads clean world images right in {oracle:.3f}")
@@ -1013,6 +1033,13 @@ def _limit_notes(run: Run, h: dict[str, Any], targets: list[tuple[str, str, bool
         notes.append("- false rejects, by the check that rejected (an image may fail several): "
                      + ", ".join(f"{check} {count}" for check, count in
                                  sorted(blame.items(), key=lambda item: -item[1])) + ".")  # fmt: skip
+        if run.calibration.get("target_acceptance") and run.thresholds_from.startswith("proposed"):
+            notes.append(
+                f"- the thresholds were proposed at calibrate_gate's target acceptance "
+                f"{run.calibration['target_acceptance']:g} per check: each check rejects about "
+                f"{1 - run.calibration['target_acceptance']:.0%} of the calibration samples by "
+                "construction, deserving or not (the trade-off plot shows the cost per check)."
+            )
     if not targets[4][2]:
         notes.append(f"- the gate takes {1000 * (_mean(run.gate_side_s) or 0):.2f} ms per image "
                      f"against {1000 * (_mean(run.render_s) or 0):.1f} ms per render.")  # fmt: skip

@@ -40,6 +40,12 @@ class Command(BaseCommand):
             "collection that has none)",
         )
         parser.add_argument(
+            "--target-acceptance",
+            type=float,
+            default=0.9,
+            help="calibrate_gate's target for a collection without thresholds (0.9, its own)",
+        )
+        parser.add_argument(
             "--timing-tokens", type=int, default=24, help="tokens timed render vs gate"
         )
         parser.add_argument("--write", type=Path, help="write this markdown file and its PNGs")
@@ -56,6 +62,7 @@ class Command(BaseCommand):
                 device=options["device"],
                 calibration_samples=options["calibration_samples"],
                 timing_tokens=options["timing_tokens"],
+                target_acceptance=options["target_acceptance"],
                 progress=lambda text: self.stderr.write(f"bench_accuracy: {text}"),
             )
         except BenchmarkError as exc:

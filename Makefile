@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
 
-.PHONY: run test demo gas bench bench-listener bench-publish bench-load bench-load-sse soak install models lint format contracts clean
+.PHONY: run test demo gas bench bench-accuracy bench-listener bench-publish bench-load bench-load-sse soak install models lint format contracts clean
 
 run: install models
 	$(PY) manage.py run_stack
@@ -22,6 +22,13 @@ gas: install
 # Render+verify throughput on the reference models: bare loop vs a real worker through the queue.
 bench: install models
 	DRAMATIQ_NAMESPACE=mint-bench $(PY) -m tests.with_broker $(PY) manage.py bench_render --write docs/benchmarks.md
+
+# The CLIP gate measured on the trained reference world (models/reference-world), the pixel
+# oracle as judge: trait accuracy gate on/off, confusion per check on honest and wrong images,
+# attempts, NEEDS_REVIEW share and the gate's cost (docs/accuracy.md). BENCH_ACCURACY_TOKENS=60
+# for a quick run.
+bench-accuracy: install
+	$(PY) manage.py bench_accuracy --tokens $(or $(BENCH_ACCURACY_TOKENS),300) --write docs/accuracy.md
 
 # Listener catch-up on 10,000 mints; uses DATABASE_URL / REDIS_URL when set (PostgreSQL is the
 # target), else SQLite and the embedded broker started by `make run`.

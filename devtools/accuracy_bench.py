@@ -85,10 +85,16 @@ def world_models_dir() -> Path:
 
 
 def bench_spec(models: Path) -> CollectionSpec:
-    """The collection the bench renders. The one line to change for another spec, e.g. the
-    reference collection's own once chain/deployment.py has it:
-    ``return reference_world_spec(slug="accuracy")`` (its thresholds are then the frozen ones
-    it carries, and ``models`` is not used)."""
+    """The collection the bench renders: the reference collection (``make run``'s, with its
+    frozen thresholds) when ``models`` is ``REFERENCE_WORLD_DIR``, else a world collection on
+    the models in ``models`` whose thresholds calibrate_gate proposes first."""
+    from django.conf import settings
+
+    from chain.deployment import reference_world_spec
+
+    if Path(models).resolve() == Path(settings.REFERENCE_WORLD_DIR).resolve():
+        # the reference collection itself: its style images and frozen, calibrated thresholds
+        return reference_world_spec(slug="accuracy")
     return interim_world_spec(models)
 
 
@@ -142,22 +148,28 @@ def uniqueness_kwargs(collection: Collection, token_pk: int) -> dict[str, Any]:
 
     The one place the bench knows how uniqueness is configured and fed; with
     :func:`uniqueness_verdict` it is all that changes when the check does."""
-    if collection.uniqueness_threshold is None:
-        return {}
     from generation.uniqueness import index_for
 
-    earlier = index_for(collection.pk).earlier(token_pk)
-    return {
-        "earlier": earlier if earlier.size else None,
-        "uniqueness_threshold": collection.uniqueness_threshold,
-    }
+    kwargs: dict[str, Any] = {}
+    if collection.uniqueness_threshold is not None:
+        earlier = index_for(collection.pk).earlier(token_pk)
+        kwargs["earlier"] = earlier if earlier.size else None
+        kwargs["uniqueness_threshold"] = collection.uniqueness_threshold
+    if collection.near_duplicate_threshold is not None:
+        signatures = index_for(collection.pk, "image_signature").earlier(token_pk)
+        kwargs["earlier_signatures"] = signatures if signatures.size else None
+        kwargs["near_duplicate_threshold"] = collection.near_duplicate_threshold
+    return kwargs
 
 
 def uniqueness_verdict(gate: GateResult) -> bool | None:
     """Whether the uniqueness check passed (None: it did not run)."""
-    if "uniqueness_max" not in gate.scores:
-        return None
-    return gate.scores["uniqueness_max"] < gate.thresholds["uniqueness_max"]
+    verdicts = []
+    if "uniqueness_max" in gate.thresholds:
+        verdicts.append(gate.scores["uniqueness_max"] < gate.thresholds["uniqueness_max"])
+    if "near_duplicate_min" in gate.thresholds:
+        verdicts.append(gate.scores["near_duplicate_min"] > gate.thresholds["near_duplicate_min"])
+    return all(verdicts) if verdicts else None
 
 
 def gate_kwargs(

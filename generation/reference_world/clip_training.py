@@ -330,10 +330,16 @@ def _zero_unused_tokens(model: Any, tokens: torch.Tensor) -> int:
     is the 49,408-row table). A text with other words still encodes, to what an untrained
     model would give it.
     """
-    used = torch.zeros(model.token_embedding.weight.shape[0], dtype=torch.bool)
+    return zero_unused_rows(model.token_embedding.weight, tokens)
+
+
+def zero_unused_rows(table: torch.Tensor, tokens: torch.Tensor) -> int:
+    """Set to zero the rows of the token table ``table`` whose ids appear nowhere in
+    ``tokens``; returns how many."""
+    used = torch.zeros(table.shape[0], dtype=torch.bool)
     used[tokens.unique()] = True
     with torch.no_grad():
-        model.token_embedding.weight[~used] = 0.0
+        table[~used] = 0.0
     return int((~used).sum())
 
 

@@ -63,6 +63,7 @@ from generation.reference_world.clip_training import (
     HELD_OUT_SEED,
     TRAIN_SEED_BASE,
     TRAINING_RECORD,
+    zero_unused_rows,
 )
 from generation.reference_world.oracle import read_traits
 from generation.reference_world.world import CATEGORIES, IMAGE_SIZE, dataset
@@ -310,12 +311,7 @@ def _zero_unused_tokens(text_encoder: Any, tokens: torch.Tensor) -> int:
     return how many. Those rows never received a gradient, only weight decay, so they carry
     nothing; zeros make the weights file compress to a fraction of its size in git. A prompt
     with words outside the world's captions reads them as zero vectors."""
-    table = text_encoder.get_input_embeddings().weight
-    used = torch.zeros(table.shape[0], dtype=torch.bool)
-    used[tokens.flatten()] = True
-    with torch.no_grad():
-        table[~used] = 0.0
-    return int((~used).sum())
+    return zero_unused_rows(text_encoder.get_input_embeddings().weight, tokens)
 
 
 def oracle_accuracy(
@@ -452,36 +448,20 @@ def evaluate_samples(
     """Stage 3: render ``count`` held-out captions with the project's renderer from the saved
     folder (seed per image as a token's), and score each sample with the oracle against its
     caption's traits. Returns per-category accuracy and seconds per image."""
-    from generation.rendering import Renderer, RenderParams
+    from generation.reference_world.samples import render_captions
+    from generation.rendering import Renderer
 
     renderer = Renderer(Path(model_dir), device="cpu")
     items = list(dataset(count, HELD_OUT_SEED + 1))
-    images: list[Image.Image] = []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     started = time.monotonic()
-    try:
-        for start in range(0, count, batch_size):
-            chunk = items[start : start + batch_size]
-            params = RenderParams(
-                prompt="",
-                negative_prompt="",
-                steps=steps,
-                guidance=guidance,
-                width=IMAGE_SIZE,
-                height=IMAGE_SIZE,
-            )
-            requests = [
-                (
-                    renderer.prompt_embeddings(item.caption, "", guidance),
-                    f"sample:{start + i}".encode(),
-                    0,
-                )
-                for i, item in enumerate(chunk)
-            ]
-            images += renderer.render_many(params, requests)
-    finally:
-        torch.set_num_threads(threads)
+    images = render_captions(
+        renderer,
+        [item.caption for item in items],
+        lambda i: f"sample:{i}".encode(),
+        steps=steps,
+        guidance=guidance,
+        batch_size=batch_size,
+    )
     elapsed = time.monotonic() - started
     return {
         "samples": count,

@@ -8,9 +8,12 @@ with one generator per image, so the same model and seed give the same list on e
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+from PIL import Image
 
 from generation.reference_world.oracle import read_traits
 from generation.reference_world.world import (
@@ -20,6 +23,47 @@ from generation.reference_world.world import (
     caption,
     dataset,
 )
+
+if TYPE_CHECKING:
+    from generation.rendering import Renderer
+
+
+def render_captions(
+    renderer: Renderer,
+    captions: Sequence[str],
+    image_seed: Callable[[int], bytes],
+    *,
+    steps: int,
+    guidance: float,
+    batch_size: int = 16,
+) -> list[Image.Image]:
+    """Render ``captions`` with the project's ``renderer`` (empty negative prompt, the world's
+    image size), caption ``i`` with the image seed
+    ``image_seed(i)`` at attempt 0, in batches of ``batch_size`` on one CPU thread: the same
+    images every run."""
+    from generation.rendering import RenderParams
+
+    params = RenderParams(
+        prompt="",
+        negative_prompt="",
+        steps=steps,
+        guidance=guidance,
+        width=IMAGE_SIZE,
+        height=IMAGE_SIZE,
+    )
+    images: list[Image.Image] = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for start in range(0, len(captions), batch_size):
+            requests = [
+                (renderer.prompt_embeddings(text, "", guidance), image_seed(start + i), 0)
+                for i, text in enumerate(captions[start : start + batch_size])
+            ]
+            images += renderer.render_many(params, requests)
+    finally:
+        torch.set_num_threads(threads)
+    return images
 
 
 def oracle_labelled_samples(
@@ -37,37 +81,20 @@ def oracle_labelled_samples(
     Samples in which the oracle cannot read every trait are left out, so fewer than ``count``
     may come back. Rendered by the project's renderer, one CPU thread, one generator per image
     (the image seed ``b"clip-sample:<seed>:<i>"``), so the list is the same every run."""
-    from generation.rendering import Renderer, RenderParams
+    from generation.rendering import Renderer
 
-    renderer = Renderer(Path(model_dir), device="cpu")
-    items = list(dataset(count, seed))
-    params = RenderParams(
-        prompt="",
-        negative_prompt="",
+    labelled: list[WorldImage] = []
+    images = render_captions(
+        Renderer(Path(model_dir), device="cpu"),
+        [item.caption for item in dataset(count, seed)],
+        lambda i: f"clip-sample:{seed}:{i}".encode(),
         steps=steps,
         guidance=guidance,
-        width=IMAGE_SIZE,
-        height=IMAGE_SIZE,
+        batch_size=batch_size,
     )
-    labelled: list[WorldImage] = []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for start in range(0, count, batch_size):
-            chunk = items[start : start + batch_size]
-            requests = [
-                (
-                    renderer.prompt_embeddings(item.caption, "", guidance),
-                    f"clip-sample:{seed}:{start + i}".encode(),
-                    0,
-                )
-                for i, item in enumerate(chunk)
-            ]
-            for image in renderer.render_many(params, requests):
-                read = read_traits(image).traits
-                if all(read.get(name) is not None for name in CATEGORIES):
-                    traits = {name: str(read[name]) for name in CATEGORIES}
-                    labelled.append(WorldImage(traits, caption(traits), image))
-    finally:
-        torch.set_num_threads(threads)
+    for image in images:
+        read = read_traits(image).traits
+        if all(read.get(name) is not None for name in CATEGORIES):
+            traits = {name: str(read[name]) for name in CATEGORIES}
+            labelled.append(WorldImage(traits, caption(traits), image))
     return labelled

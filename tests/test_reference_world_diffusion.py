@@ -114,3 +114,51 @@ def test_samples_for_the_gates_clip_are_labelled_by_what_the_oracle_reads() -> N
         assert sample.caption == caption(sample.traits)
     drawn = sorted(item.caption for item in dataset(32, 77))
     assert sorted(sample.caption for sample in samples) != drawn
+
+
+def test_misshapen_samples_are_kept_as_images_no_shape_and_not_the_style_is_true_of() -> None:
+    """``train_reference_world --clip --misshapen``: few-step samples whose shape the oracle
+    cannot read are trained as ``misshapen`` images: true of their colour, background, size and
+    edition prompts and of "a misshapen blob", never of a shape prompt, a caption or the style
+    prompt (so the gate's style and shape checks learn to score them low)."""
+    import torch
+
+    from generation.reference_world.clip_training import (
+        OFF_WORLD_TEXTS,
+        ClipTraining,
+        OtherImage,
+        _queries,
+        _training_set,
+    )
+    from generation.reference_world.oracle import read_traits
+    from generation.reference_world.samples import misshapen_readings, oracle_read_samples
+    from generation.reference_world.world import CATEGORIES, RARITY, STYLE_PROMPT
+
+    model = Path(__file__).resolve().parent.parent / "models" / "reference-world" / "diffusion"
+    samples = oracle_read_samples(model, 48, 4_300_001, steps=3)
+    misshapen = misshapen_readings(samples)
+    assert misshapen, "no misshapen sample among 48 at 3 steps"
+    assert len(misshapen) < len(samples)
+    for traits, image in misshapen:
+        read = read_traits(image).traits
+        assert read["shape"] is None
+        assert traits == {name: read[name] for name in CATEGORIES if name != "shape"}
+
+    traits, image = misshapen[0]
+    data = _training_set(
+        ClipTraining(images=4, off_world_share=0.0),
+        lambda _: torch.zeros(3, 64, 64),
+        [],
+        [OtherImage("misshapen", image, traits)],
+    )
+    row = data.truth[-1]
+    true_texts = {query.text for query, true in zip(_queries(), row.tolist(), strict=True) if true}
+    prompts = {
+        category["name"]: {option["name"]: option["prompt"] for option in category["options"]}
+        for category in RARITY["categories"]
+    }
+    assert true_texts == {OFF_WORLD_TEXTS["misshapen"]} | {
+        prompts[name][option] for name, option in traits.items()
+    }
+    assert STYLE_PROMPT not in true_texts
+    assert not true_texts & set(prompts["shape"].values())

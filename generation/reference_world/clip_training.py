@@ -65,6 +65,8 @@ TRAIN_SEED_BASE = 1_000_000
 ``HELD_OUT_SEED``, so the two never share an image."""
 HELD_OUT_SEED = 2_000_000
 GENERATED_SEED = 3_000_000
+LOW_STEP_SEED = 4_000_000
+"""World seed base of the low-step samples' captions (``+ 100_000 * steps + seed``)."""
 """World seed of the captions of the diffusion samples CLIP trains on (``+ seed``); the
 held-out samples it is measured on use ``GENERATED_SEED + HELD_OUT_SEED``."""
 
@@ -93,6 +95,17 @@ oracle_labelled_samples`; those it cannot read are dropped): the gate judges gen
     which are softer than drawn ones. 0: drawn images only."""
     generated_steps: int = 20
     generated_guidance: float = 4.0
+    low_step_samples: int = 0
+    """Further diffusion samples, this many at each of ``low_steps`` (same guidance), labelled
+    by the oracle like ``generated``: few-step samples draw more in-between shapes, so they
+    are where the misshapen examples come from."""
+    low_steps: tuple[int, ...] = (3, 4)
+    misshapen: bool = False
+    """Train the samples the oracle reads in every category but shape (a rounded square, a
+    lopsided triangle) as images of their own kind (:data:`OFF_WORLD_TEXTS` ``misshapen``):
+    no shape prompt, caption or the style prompt is true of them, their colour, background,
+    size and edition prompts are. The gate's style and shape checks then score them low.
+    Off: they are dropped like every sample the oracle cannot read."""
 
 
 @dataclass(frozen=True)
@@ -108,9 +121,22 @@ class Query:
     off_world: str | None = None
 
 
-OFF_WORLD_TEXTS = {"noise": "noise", "blank": "a blank image"}
+OFF_WORLD_TEXTS = {"noise": "noise", "blank": "a blank image", "misshapen": "a misshapen blob"}
 """What the non-world training images are called: they teach the style prompt what the world
-is not (without them a noise image may score higher on it than any world image)."""
+is not (without them a noise image may score higher on it than any world image). A
+``misshapen`` image (:attr:`ClipTraining.misshapen`) keeps the prompts of the traits the oracle
+reads in it; noise and blank images have none."""
+
+
+@dataclass(frozen=True)
+class OtherImage:
+    """A training image that is not a world image: its kind (a key of :data:`OFF_WORLD_TEXTS`)
+    and the world traits still true of it (a misshapen sample's colour, background, size and
+    edition; none for noise and blank images)."""
+
+    kind: str
+    image: Image.Image
+    traits: dict[str, str]
 
 
 def _queries() -> list[Query]:
@@ -123,6 +149,15 @@ def _queries() -> list[Query]:
     queries.append(Query(STYLE_PROMPT, {}))
     queries += [Query(text, {}, kind) for kind, text in OFF_WORLD_TEXTS.items()]
     return queries
+
+
+def _true_of_other(query: Query, other: OtherImage) -> bool:
+    """Whether ``query`` is true of a non-world image: its own name, or one option prompt of
+    a trait it still has (never a caption or the style prompt)."""
+    if query.off_world is not None:
+        return query.off_world == other.kind
+    ((name, value),) = query.traits.items() if len(query.traits) == 1 else ((None, None),)
+    return name is not None and other.traits.get(name) == value
 
 
 def off_world_images(count: int, seed: int) -> list[tuple[str, Image.Image]]:
@@ -163,22 +198,26 @@ def _training_set(
     training: ClipTraining,
     preprocess: Callable[[Image.Image], torch.Tensor],
     extra: list[WorldImage],
+    misshapen: list[OtherImage] | None = None,
 ) -> _TrainingSet:
     import open_clip
 
     queries = _queries()
     index = {(q.text, q.off_world): i for i, q in enumerate(queries)}
     world = list(dataset(training.images, TRAIN_SEED_BASE + training.seed)) + extra
-    others = off_world_images(
-        round(training.images * training.off_world_share), TRAIN_SEED_BASE + training.seed
-    )
+    others = [
+        OtherImage(kind, image, {})
+        for kind, image in off_world_images(
+            round(training.images * training.off_world_share), TRAIN_SEED_BASE + training.seed
+        )
+    ] + list(misshapen or [])
     truth = [
         [
             q.off_world is None and all(item.traits[k] == v for k, v in q.traits.items())
             for q in queries
         ]
         for item in world
-    ] + [[q.off_world == kind for q in queries] for kind, _ in others]
+    ] + [[_true_of_other(q, other) for q in queries] for other in others]
     names = list(CATEGORIES)
     prompts = {
         category["name"]: [option["prompt"] for option in category["options"]]
@@ -190,13 +229,13 @@ def _training_set(
     ] + [[-1] * len(names) for _ in others]
     return _TrainingSet(
         pixels=torch.stack(
-            [preprocess(item.image) for item in world] + [preprocess(i) for _, i in others]
+            [preprocess(item.image) for item in world] + [preprocess(o.image) for o in others]
         ),
         tokens=open_clip.SimpleTokenizer(context_length=CONTEXT_LENGTH)([q.text for q in queries]),
         truth=torch.tensor(truth),
         captions=torch.tensor(
             [index[item.caption, None] for item in world]
-            + [index[OFF_WORLD_TEXTS[kind], kind] for kind, _ in others]
+            + [index[OFF_WORLD_TEXTS[o.kind], o.kind] for o in others]
         ),
         options=torch.tensor(options),
         world=torch.tensor([True] * len(world) + [False] * len(others)),
@@ -219,26 +258,44 @@ def train_clip(
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
     dest = Path(dest)
-    if training.generated and diffusion_dir is None:
+    if (training.generated or training.low_step_samples) and diffusion_dir is None:
         raise ValueError("generated samples need the diffusion model: give diffusion_dir")
     with _one_thread():
         started = time.monotonic()
         extra: list[WorldImage] = []
-        if training.generated:
-            from generation.reference_world.samples import oracle_labelled_samples
+        misshapen: list[OtherImage] = []
+        if training.generated or training.low_step_samples:
+            from generation.reference_world.samples import (
+                complete_readings,
+                misshapen_readings,
+                oracle_read_samples,
+            )
 
             assert diffusion_dir is not None
-            extra = oracle_labelled_samples(
-                Path(diffusion_dir),
-                training.generated,
-                GENERATED_SEED + training.seed,
-                steps=training.generated_steps,
-                guidance=training.generated_guidance,
-            )
-            log(
-                f"world CLIP: {len(extra)} of {training.generated} diffusion samples read "
-                f"by the oracle, in {time.monotonic() - started:.1f} s"
-            )
+            sets = [(training.generated, training.generated_steps, GENERATED_SEED)]
+            sets += [
+                (training.low_step_samples, steps, LOW_STEP_SEED + 100_000 * steps)
+                for steps in training.low_steps
+            ]
+            for count, steps, base in sets:
+                if not count:
+                    continue
+                read = oracle_read_samples(
+                    Path(diffusion_dir),
+                    count,
+                    base + training.seed,
+                    steps=steps,
+                    guidance=training.generated_guidance,
+                )
+                complete = complete_readings(read)
+                extra += complete
+                odd = misshapen_readings(read) if training.misshapen else []
+                misshapen += [OtherImage("misshapen", image, traits) for traits, image in odd]
+                log(
+                    f"world CLIP: {count} diffusion samples at {steps} steps: the oracle reads "
+                    f"{len(complete)} fully, {len(odd)} misshapen kept, in "
+                    f"{time.monotonic() - started:.1f} s"
+                )
         torch.manual_seed(training.seed)
         model = new_clip_model(WORLD_CLIP_CFG, dest)
         # The gate's own preprocessing (create_model_and_transforms' for this config); the
@@ -247,7 +304,7 @@ def train_clip(
         preprocess = image_transform_v2(
             PreprocessCfg(**model.visual.preprocess_cfg), is_train=False
         )
-        data = _training_set(training, preprocess, extra)
+        data = _training_set(training, preprocess, extra, misshapen)
         count = len(data.pixels)
         log(
             f"world CLIP: {int(data.world.sum())} world and {count - int(data.world.sum())} "
@@ -303,6 +360,7 @@ def train_clip(
         "threads": 1,
         "fingerprint": model_fingerprint(dest),
         "generated_kept": len(extra),
+        "misshapen_kept": len(misshapen),
         "diffusion_fingerprint": model_fingerprint(Path(diffusion_dir)) if diffusion_dir else None,
         "versions": {"torch": torch.__version__, "open_clip": open_clip.__version__},
     }

@@ -66,6 +66,33 @@ def render_captions(
     return images
 
 
+def oracle_read_samples(
+    model_dir: Path,
+    count: int,
+    seed: int,
+    *,
+    steps: int = 20,
+    guidance: float = 4.0,
+    batch_size: int = 16,
+) -> list[tuple[dict[str, str | None], Image.Image]]:
+    """``count`` samples of the diffusion model at ``model_dir`` from the captions of world
+    traits drawn with ``seed`` (balanced), each with what the oracle reads in it (``None`` in a
+    category it cannot tell), not with the caption it was drawn from. Rendered by the project's
+    renderer, one CPU thread, one generator per image (the image seed
+    ``b"clip-sample:<seed>:<i>"``), so the list is the same every run."""
+    from generation.rendering import Renderer
+
+    images = render_captions(
+        Renderer(Path(model_dir), device="cpu"),
+        [item.caption for item in dataset(count, seed)],
+        lambda i: f"clip-sample:{seed}:{i}".encode(),
+        steps=steps,
+        guidance=guidance,
+        batch_size=batch_size,
+    )
+    return [(dict(read_traits(image).traits), image) for image in images]
+
+
 def oracle_labelled_samples(
     model_dir: Path,
     count: int,
@@ -75,26 +102,37 @@ def oracle_labelled_samples(
     guidance: float = 4.0,
     batch_size: int = 16,
 ) -> list[WorldImage]:
-    """``count`` samples of the diffusion model at ``model_dir`` from the captions of world
-    traits drawn with ``seed`` (balanced), each labelled with what the oracle reads in it, not
-    with the caption it was drawn from: a sample that drew a square for "circle" is a square.
-    Samples in which the oracle cannot read every trait are left out, so fewer than ``count``
-    may come back. Rendered by the project's renderer, one CPU thread, one generator per image
-    (the image seed ``b"clip-sample:<seed>:<i>"``), so the list is the same every run."""
-    from generation.rendering import Renderer
-
-    labelled: list[WorldImage] = []
-    images = render_captions(
-        Renderer(Path(model_dir), device="cpu"),
-        [item.caption for item in dataset(count, seed)],
-        lambda i: f"clip-sample:{seed}:{i}".encode(),
-        steps=steps,
-        guidance=guidance,
-        batch_size=batch_size,
+    """:func:`oracle_read_samples` labelled with what the oracle reads: a sample that drew a
+    square for "circle" is a square. Samples in which the oracle cannot read every trait are
+    left out, so fewer than ``count`` may come back."""
+    return complete_readings(
+        oracle_read_samples(
+            model_dir, count, seed, steps=steps, guidance=guidance, batch_size=batch_size
+        )
     )
-    for image in images:
-        read = read_traits(image).traits
+
+
+def complete_readings(
+    samples: Sequence[tuple[dict[str, str | None], Image.Image]],
+) -> list[WorldImage]:
+    """The samples in which the oracle read every category, as world images of those traits."""
+    labelled: list[WorldImage] = []
+    for read, image in samples:
         if all(read.get(name) is not None for name in CATEGORIES):
             traits = {name: str(read[name]) for name in CATEGORIES}
             labelled.append(WorldImage(traits, caption(traits), image))
     return labelled
+
+
+def misshapen_readings(
+    samples: Sequence[tuple[dict[str, str | None], Image.Image]],
+) -> list[tuple[dict[str, str], Image.Image]]:
+    """The samples the oracle reads in every category but shape: the in-between drawings
+    (a rounded square, a lopsided triangle) that the gate must refuse, each with the traits the
+    oracle could read."""
+    misshapen = []
+    for read, image in samples:
+        known = {name: str(value) for name, value in read.items() if value is not None}
+        if read.get("shape") is None and set(known) == set(CATEGORIES) - {"shape"}:
+            misshapen.append((known, image))
+    return misshapen

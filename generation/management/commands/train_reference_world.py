@@ -72,6 +72,26 @@ class Command(BaseCommand):
             help="--clip: add N samples of OUT/diffusion labelled by the oracle (default 0)",
         )
         parser.add_argument(
+            "--low-step-samples",
+            type=int,
+            metavar="N",
+            help="--clip: add N samples at each of --low-steps, labelled by the oracle "
+            "(default 0); few-step samples draw more in-between shapes",
+        )
+        parser.add_argument(
+            "--low-steps",
+            type=lambda text: tuple(int(part) for part in text.split(",")),
+            metavar="S,S",
+            help="--clip: the step counts of --low-step-samples (default 3,4)",
+        )
+        parser.add_argument(
+            "--misshapen",
+            action="store_true",
+            default=None,
+            help="--clip: train the samples whose shape the oracle cannot read as misshapen "
+            "(no shape and not the style prompt), instead of dropping them",
+        )
+        parser.add_argument(
             "--images", type=int, help="training images (default 12000; --diffusion 4000)"
         )
         parser.add_argument(
@@ -108,17 +128,25 @@ class Command(BaseCommand):
 
         settings = {
             name: options[name]
-            for name in ("steps", "images", "generated")
+            for name in (
+                "steps",
+                "images",
+                "generated",
+                "low_step_samples",
+                "low_steps",
+                "misshapen",
+            )
             if options[name] is not None
         }
         training = ClipTraining(seed=options["seed"], **settings)
         dest: Path = options["out"] / "clip"
         diffusion_dir: Path | None = None
-        if training.generated:
+        if training.generated or training.low_step_samples:
             diffusion_dir = options["out"] / "diffusion"
             if not (diffusion_dir / "model_index.json").is_file():
                 raise CommandError(
-                    f"--generated needs a trained diffusion model in {diffusion_dir}: "
+                    f"--generated and --low-step-samples need a trained diffusion model in "
+                    f"{diffusion_dir}: "
                     "train it first (--diffusion)"
                 )
         record = train_clip(dest, training, diffusion_dir=diffusion_dir, log=self.stdout.write)

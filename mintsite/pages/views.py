@@ -245,10 +245,12 @@ def _mint_page(request: HttpRequest, collection: Collection) -> HttpResponse:
 
 
 def _card(token: Token) -> dict[str, Any]:
+    """A published token in a grid of cards: its image, name and trait values (table order)."""
     return {
         "token_id": token.token_id,
         "name": f"{token.collection.name} #{token.token_id}",
         "image_url": gateway_url(token.image_cid),
+        "traits": _attributes(token) if token.traits else [],
         "url": reverse(
             "pages:token", kwargs={"slug": token.collection.slug, "token_id": token.token_id}
         ),

@@ -6,9 +6,10 @@ same code loads the reference model and real checkpoints saved that way. Nothing
 
 The gate (:func:`check_image`) runs, in order:
 
-1. **Blank** — an image whose pixel standard deviation (all channels of its RGB form, 0–255
-   scale) is below ``blank_std`` fails at once (a safety filter's black output, a flat fill);
-   nothing else is computed for it.
+1. **Blank** — an image whose pixels spread less than ``blank_std`` around their mean colour
+   (:func:`pixel_std`: the root mean square of the three RGB channels' standard deviations,
+   0–255 scale) fails at once (a safety filter's black output, a flat fill of any colour, a
+   faint texture on one); nothing else is computed for it.
 2. **Style** — cosine similarity of the image to the style prompt at or above its threshold.
 3. **Traits** — for each :class:`TraitCheck`, zero-shot over the category's options: the
    assigned option must rank strictly first, leading the best other option by at least
@@ -175,7 +176,8 @@ class GateResult:
 
     ``embedding`` is the image's CLIP embedding (None for a blank image, which is not
     embedded) for the caller to store for later uniqueness checks; ``pixel_std`` is the
-    measured pixel standard deviation (0–255), recorded outside ``scores`` so that a normal
+    measured spread of the pixels around their mean colour (:func:`pixel_std`, 0–255),
+    recorded outside ``scores`` so that a normal
     image's ``scores`` keep the keys they had before the blank check existed. ``signature`` is
     the image's near-duplicate signature (:func:`generation.near_duplicates.signature`; None
     for a blank image), for the caller to store beside the embedding.
@@ -191,8 +193,15 @@ class GateResult:
 
 
 def pixel_std(image: Image.Image) -> float:
-    """Standard deviation of every channel value of ``image`` in RGB, on the 0–255 scale."""
-    return float(np.asarray(image.convert("RGB"), dtype=np.float64).std())
+    """How far ``image``'s pixels spread around their mean colour, on the 0–255 scale: the root
+    mean square of its RGB channels' standard deviations, each over the pixels.
+
+    Each channel is measured around its own mean, so a flat fill of any colour scores 0 (the
+    spread of all channel values together, which this replaced, scored a flat (200, 40, 40)
+    red 75). It is never above that older measure, so an image blank to it is blank to this.
+    """
+    pixels = np.asarray(image.convert("RGB"), dtype=np.float64).reshape(-1, 3)
+    return float(np.sqrt(pixels.var(axis=0).mean()))
 
 
 def check_image(
@@ -223,7 +232,7 @@ def check_image(
             passed=False,
             scores={"blank_std": _round(std)},
             thresholds={"blank_std": _round(blank_std)},
-            reasons=[f"blank or near-constant image (std {std:.6f})"],
+            reasons=[f"blank or near-constant image (spread around its mean colour {std:.6f})"],
             pixel_std=std,
         )
 

@@ -18,8 +18,11 @@ SEED_SCHEME = "keccak256(abi.encodePacked(bytes32 mintBlockHash, uint256 tokenId
 TORCH_SEED_SCHEME = "sha256(seed || uint32be(attempt))[0:8] as big-endian int, masked to 63 bits"
 NEAR_DUPLICATE_SCHEME = (
     "generation/near_duplicates.py: the image resized (box) to 64x64, each RGB channel averaged "
-    "over an 8x8 grid and centred; distance = the largest absolute cell difference, the "
-    "smallest over shifts of the new image by up to 2 pixels; rejected at or below the threshold"
+    "over an 8x8 grid and centred; the earlier signature scaled by its least-squares gain "
+    "(one for all channels, clamped to 0.8-1.25); distance = the largest absolute cell "
+    "difference over the cells where the new image has no pixel at 0 or 255 and no edge-filled "
+    "pixel, the smallest over shifts of the new image by up to 2 pixels; rejected at or below "
+    "the threshold"
 )
 
 

@@ -65,6 +65,30 @@ def reference_models() -> Path:
     return out
 
 
+WORLD_RENDER_SEEDS = ("world-render:0", "world-render:1", "world-render:2", "world-render:3")
+
+
+@pytest.fixture(scope="session")
+def world_renders() -> list:  # list[PIL.Image.Image]
+    """Four honest renders of the committed reference-world diffusion model (traits drawn with
+    the collection's odds from ``WORLD_RENDER_SEEDS``, the world collection's steps and
+    guidance, one CPU thread), made once per session: about a second in all."""
+    from generation.reference_world.collection import GATE
+    from generation.reference_world.samples import render_captions
+    from generation.reference_world.world import caption, world_traits
+    from generation.rendering import Renderer
+
+    seeds = [name.encode() for name in WORLD_RENDER_SEEDS]
+    renderer = Renderer(Path(settings.REFERENCE_WORLD_DIR) / "diffusion", device="cpu")
+    return render_captions(
+        renderer,
+        [caption(world_traits(seed)) for seed in seeds],
+        lambda i: seeds[i],
+        steps=GATE.steps,
+        guidance=GATE.guidance,
+    )
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     """The broker the project's processes and this one share: ``REDIS_URL``.

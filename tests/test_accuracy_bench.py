@@ -51,11 +51,15 @@ def test_blank_images_are_one_colour_and_the_others_are_not() -> None:
         assert all(channel_std(maker(64, rng)) < 2.0 for _ in range(10))
     for maker in [*adversarial_images.OFF_STYLE.values(), *adversarial_images.NOISE.values()]:
         assert all(channel_std(maker(64, rng)) >= 2.0 for _ in range(10))
-    # the gate's blank check measures the spread of all channel values together, so a flat
-    # grey is blank to it but a flat colour is not (the style check must refuse that one)
+    # the gate's blank check measures each channel around its own mean, so a flat colour is as
+    # blank to it as a flat grey, and the gate's measure agrees with this test's on every image
     grey = Image.new("RGB", (64, 64), (90, 90, 90))
     red = Image.new("RGB", (64, 64), (200, 40, 40))
-    assert pixel_std(grey) < 2.0 <= pixel_std(red)
+    assert pixel_std(grey) == pixel_std(red) == 0.0
+    for maker in adversarial_images.BLANK.values():
+        assert pixel_std(maker(64, rng)) < 2.0
+    for maker in [*adversarial_images.OFF_STYLE.values(), *adversarial_images.NOISE.values()]:
+        assert pixel_std(maker(64, rng)) >= 2.0
 
 
 def test_near_duplicates_are_near_but_not_the_same() -> None:

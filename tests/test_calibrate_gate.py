@@ -148,3 +148,55 @@ def test_the_reference_world_is_calibrated_without_a_collection_row() -> None:
         call_command("calibrate_gate", "calib", "--reference-world", "--samples", "2")
     with pytest.raises(CommandError, match="--reference-world"):
         call_command("calibrate_gate", "--samples", "2")
+
+
+def test_it_proposes_a_near_duplicate_threshold_that_catches_the_samples_copies(
+    collection: Collection, settings: Any, tmp_path: Path
+) -> None:
+    settings.RENDER_CACHE_DIR = tmp_path / "renders"
+    result = calibrate(collection.slug, "--target-acceptance", "0.6")
+    samples = result["samples"]
+    assert "near_duplicate_min" not in samples[0]["scores"]  # nothing earlier to compare with
+    distances = sorted(s["scores"]["near_duplicate_min"] for s in samples[1:])
+    copies = [s["scores"]["copy_max"] for s in samples]
+    proposed = result["proposal"]["near_duplicate_threshold"]
+    # every sample's copies (shifted, jittered, brightness and contrast ±10%) are caught
+    assert max(copies) < proposed
+    # and at least the target share of the samples pass: the 0.4 quantile of 5, just below it
+    assert proposed == round(max(distances[5 - 3] - 1e-6, max(copies) + 1e-6), 6)
+    assert sum(d > proposed for d in distances) >= 3
+    stats = result["statistics"]["near_duplicate_min"]
+    assert (
+        stats["n"] == 5 and stats["acceptance_proposed"] == sum(d > proposed for d in distances) / 5
+    )
+    assert result["statistics"]["copy_max"]["acceptance_proposed"] == 0.0
+    assert result["current"]["near_duplicate_threshold"] is None
+
+    buf = io.StringIO()
+    call_command("calibrate_gate", collection.slug, "--samples", "6", "--device", "cpu", stdout=buf)
+    text = buf.getvalue()  # the default target (0.9), its own proposal
+    assert "near_duplicate_min" in text and "copy_max" in text
+    assert "near_duplicate_threshold = 0." in text
+
+
+def test_copies_win_when_honest_samples_are_nearer_than_copies() -> None:
+    # a model that draws nearly the same image every time: the acceptance quantile (0.001)
+    # would let a brightened copy (0.004) through, so the proposal is raised above the copies
+    from generation.management.commands.calibrate_gate import Command
+
+    scored = [{"style": 0.5, "copy_max": 0.004}] + [
+        {"style": 0.5, "near_duplicate_min": d, "copy_max": 0.003}
+        for d in (0.001, 0.002, 0.02, 0.03, 0.04)
+    ]
+    collection = Collection(slug="near", near_duplicate_threshold=None)
+    stats: dict[str, Any] = {}
+    notes: list[str] = []
+    proposed = Command()._propose_near_duplicates(collection, scored, 0.9, stats, notes)
+    assert proposed == 0.004001
+    assert stats["near_duplicate_min"]["acceptance_proposed"] == 0.6
+    (note,) = notes
+    assert "would let copies through" in note and "0.004001" in note
+    # with honest samples far apart, the quantile stands
+    far = [{**row, "near_duplicate_min": row.get("near_duplicate_min", 0) + 0.1} for row in scored]
+    far[0].pop("near_duplicate_min")
+    assert Command()._propose_near_duplicates(collection, far, 0.9, {}, []) == 0.100999

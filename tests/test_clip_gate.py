@@ -23,6 +23,7 @@ from generation.clip_gate import (
     embedding_from_bytes,
     embedding_to_bytes,
     get_scorer,
+    pixel_std,
     stack_embeddings,
 )
 from generation.rendering import Renderer, RenderParams, get_renderer
@@ -96,7 +97,9 @@ def test_it_fails_a_flat_image_as_blank_whatever_the_thresholds(
         uniqueness_threshold=1.0,
     )
     assert not result.passed
-    assert result.reasons == ["blank or near-constant image (std 0.000000)"]
+    assert result.reasons == [
+        "blank or near-constant image (spread around its mean colour 0.000000)"
+    ]
     assert result.scores == {"blank_std": 0.0}
     assert result.thresholds == {"blank_std": 2.0}
     assert result.embedding is None
@@ -107,12 +110,44 @@ def test_it_fails_a_flat_image_as_blank_whatever_the_thresholds(
 def test_it_fails_a_near_constant_image_and_honours_blank_std(scorer: ClipScorer) -> None:
     noise = np.random.default_rng(0).integers(-1, 2, size=(64, 64, 3))
     image = Image.fromarray((128 + noise).astype(np.uint8))
-    std = float(np.asarray(image, dtype=np.float64).std())
+    std = pixel_std(image)
     assert 0.0 < std < 2.0
     result = check_image(scorer, image, STYLE, -1.0)
     assert not result.passed
-    assert result.reasons == [f"blank or near-constant image (std {std:.6f})"]
+    assert result.reasons == [
+        f"blank or near-constant image (spread around its mean colour {std:.6f})"
+    ]
     assert check_image(scorer, image, STYLE, -1.0, blank_std=std / 2).passed
+
+
+@pytest.mark.parametrize(
+    "fill",
+    [
+        pytest.param(np.full((64, 64, 3), (200, 30, 30)), id="a flat red"),
+        pytest.param(
+            np.full((64, 64, 3), (30, 90, 200))
+            + np.random.default_rng(1).integers(-2, 3, (64, 64, 3)),
+            id="a faint texture on a flat blue",
+        ),
+    ],
+)
+def test_it_fails_a_flat_colour_fill_as_blank(scorer: ClipScorer, fill: np.ndarray) -> None:
+    # the channels differ a lot from each other (std of all values together: 79 for the red),
+    # but each is flat: a fill, not a picture
+    image = Image.fromarray(fill.astype(np.uint8))
+    assert float(np.asarray(image, dtype=np.float64).std()) > 40
+    calls = scorer.image_encoder_calls
+    result = check_image(scorer, image, STYLE, -1.0)
+    assert not result.passed
+    (reason,) = result.reasons
+    assert reason.startswith("blank or near-constant image (spread around its mean colour")
+    assert result.scores["blank_std"] < 2.0 and result.thresholds == {"blank_std": 2.0}
+    assert scorer.image_encoder_calls == calls  # decided before the CLIP model ran
+
+
+def test_a_world_render_is_not_blank(world_renders: list[Image.Image]) -> None:
+    # honest renders of the committed world model spread 13.6 or more (1,000 renders)
+    assert min(pixel_std(image) for image in world_renders) > 5 * 2.0
 
 
 # --- style, backward compatibility -----------------------------------------------------

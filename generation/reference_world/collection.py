@@ -128,7 +128,7 @@ GATE = WorldGate(
     clip_threshold=0.533184,
     trait_margin=0.046794,
     style_images_threshold=0.509746,
-    near_duplicate_threshold=0.03,
+    near_duplicate_threshold=0.013,
 )
 """Steps and guidance chosen with the oracle, thresholds proposed by ``calibrate_gate`` on the
 weights of :data:`FINGERPRINTS` (docs/reference-world.md#the-reference-collection has the
@@ -138,9 +138,11 @@ figures). To re-derive them after the weights change::
         --target-acceptance 0.99
 
 and copy its proposal here: ``clip_threshold``, ``trait_margin`` (the least of the
-categories') and ``style_images_threshold``. Uniqueness is the near-duplicate check at 0.03
-(docs/uniqueness.md: the honest nearest-pair p1 on world images); the CLIP-cosine check is off,
-since honest renders reach 0.999955 against each other under this CLIP.
+categories') and ``style_images_threshold``. Uniqueness is the near-duplicate check at 0.013
+(docs/uniqueness.md: below the honest nearest-earlier p1 on 1,000 renders of this model, above
+every brightened, contrast-changed, shifted or jittered copy; ``calibrate_gate`` proposes it as
+``near_duplicate_threshold``); the CLIP-cosine check is off, since honest renders reach
+0.999955 against each other under this CLIP.
 
 Measured 2026-12-05 (diffusion ``sha256:b90dc8fa…``, CLIP ``sha256:92188145…``, 200 samples,
 seeds ``sha256("calib:<i>")``, CPU): style 0.531650-0.546610 (median 0.540466); trait margins,

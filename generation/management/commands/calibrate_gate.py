@@ -28,7 +28,11 @@ Scores (from :func:`generation.clip_gate.check_image`, thresholds set so nothing
 - ``uniqueness_max``: the largest cosine similarity to the *earlier samples'* images (the gate
   compares with the earlier accepted tokens; every sample stands in for one here);
 - ``style_images``, for a collection with reference style images: the cosine similarity of the
-  image to their mean embedding.
+  image to their mean embedding;
+- ``near_duplicate_min``: the smallest near-duplicate distance to the earlier samples' images
+  (:mod:`generation.near_duplicates`), and ``copy_max``: the largest distance from a sample to
+  its own copies (:data:`generation.near_duplicates.COPIES`: shifted, jittered, brightened,
+  darkened, contrast changed), which the check must catch.
 
 A blank image (pixel std below the gate's limit) fails every threshold; it is counted and
 left out of the statistics.
@@ -46,7 +50,12 @@ With ``target`` in (0, 1] and, per check, the m values it applies to sorted asce
   (the proposal is 0 and the output says so). The collection has one ``trait_margin`` for all
   categories: the proposal for it is the smallest per-category proposal;
 - uniqueness (pass: similarity < threshold): ``v[need - 1] + 1e-6`` (capped at 1), just above
-  the target quantile.
+  the target quantile;
+- near duplicates (pass: distance > threshold): ``v[m - need] - 1e-6``, just below the
+  (1 - target) quantile of the nearest-earlier-sample distances, but never below the largest
+  copy distance of any sample (plus 1e-6), so that no copy of those kinds passes; when the two
+  conflict the copies win and the output says what honest acceptance that costs. The nearest
+  earlier distance falls as a collection grows: N samples stand in for the first N tokens.
 
 Per-check acceptance is the fraction of those m samples that pass; the "all checks" acceptance
 is over all N samples, blanks included, with every check applied together.
@@ -103,10 +112,17 @@ def _fraction(passed: int, total: int) -> float | None:
     return _r(passed / total) if total else None
 
 
+def accepted_copies(scored: list[dict[str, Any]], limit: float | None) -> float | None:
+    """The share of samples one of whose copies would pass a near-duplicate ``limit``."""
+    if limit is None:
+        return 1.0
+    return _fraction(sum(s["copy_max"] > _r(limit) for s in scored), len(scored))
+
+
 class Command(BaseCommand):
     help = (
-        "Render sample tokens of a collection and propose CLIP gate thresholds (style, trait "
-        "margins, uniqueness) for a target acceptance rate. Changes nothing."
+        "Render sample tokens of a collection and propose gate thresholds (style, trait "
+        "margins, uniqueness, near duplicates) for a target acceptance rate. Changes nothing."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -202,6 +218,7 @@ class Command(BaseCommand):
     ) -> dict[str, Any]:
         import numpy as np
 
+        from generation import near_duplicates
         from generation.clip_gate import check_image, reference_embedding
         from generation.pipeline import (
             RenderFailed,
@@ -228,6 +245,7 @@ class Command(BaseCommand):
 
         rows: list[dict[str, Any]] = []
         embeddings: list[np.ndarray] = []
+        signatures: list[np.ndarray] = []
         for i, (seed, traits) in enumerate(zip(seeds, all_traits, strict=True)):
             try:
                 prompt = render_prompt(
@@ -243,6 +261,7 @@ class Command(BaseCommand):
             image = cached_render(renderer, params, seed, 0)
             checks = trait_checks_for(collection, traits)
             earlier = np.stack(embeddings) if embeddings else None
+            earlier_signatures = np.stack(signatures) if signatures else None
             try:
                 gate = check_image(
                     scorer,
@@ -255,12 +274,18 @@ class Command(BaseCommand):
                     uniqueness_threshold=1.0 if earlier is not None else None,
                     style_reference=style_reference,
                     style_reference_threshold=-1.0 if style_reference is not None else None,
+                    earlier_signatures=earlier_signatures,
+                    near_duplicate_threshold=0.0 if earlier_signatures is not None else None,
                 )
             except ValueError as exc:
                 raise CommandError(f"collection {collection.slug!r}: {exc}") from exc
             blank = gate.embedding is None
             if not blank:
                 embeddings.append(gate.embedding)
+                assert gate.signature is not None  # a non-blank image has one
+                signatures.append(gate.signature)
+                copies = near_duplicates.copy_distances(image)
+                gate.scores["copy_max"] = _r(max(copies.values()))
             rows.append(
                 {
                     "index": i,
@@ -320,6 +345,7 @@ class Command(BaseCommand):
             "trait_margins": {c["name"]: collection.trait_margin for c in verified},
             "uniqueness_threshold": collection.uniqueness_threshold,
             "style_images_threshold": collection.style_images_threshold,
+            "near_duplicate_threshold": collection.near_duplicate_threshold,
         }
 
     @staticmethod
@@ -430,14 +456,65 @@ class Command(BaseCommand):
                     sum(v >= references_proposed for v in references), len(references)
                 ),
             }
+        near_proposed = self._propose_near_duplicates(collection, scored, target, stats, notes)
         proposal = {
             "clip_threshold": style_proposed,
             "trait_margin": min(margins.values()) if margins else collection.trait_margin,
             "trait_margins": margins,
             "uniqueness_threshold": uniqueness_proposed,
             "style_images_threshold": references_proposed,
+            "near_duplicate_threshold": near_proposed,
         }
         return stats, proposal, notes
+
+    def _propose_near_duplicates(
+        self,
+        collection: Collection,
+        scored: list[dict[str, Any]],
+        target: float,
+        stats: dict[str, Any],
+        notes: list[str],
+    ) -> float | None:
+        """The near-duplicate threshold for ``target`` (see the module docstring); the
+        statistics and notes are added to ``stats`` and ``notes``."""
+        distances = [s["near_duplicate_min"] for s in scored if "near_duplicate_min" in s]
+        if not distances:
+            return collection.near_duplicate_threshold
+        ordered = sorted(distances)
+        honest = _r(max(0.0, ordered[len(ordered) - _needed(target, len(ordered))] - _STEP))
+        copy_max = max(s["copy_max"] for s in scored)
+        floor = _r(copy_max + _STEP)
+        proposed = max(honest, floor)
+        current = collection.near_duplicate_threshold
+
+        def accepted(limit: float | None) -> float | None:
+            if limit is None:
+                return 1.0
+            return _fraction(sum(v > _r(limit) for v in distances), len(distances))
+
+        stats["near_duplicate_min"] = {
+            **self._summary(distances),
+            "current": current,
+            "proposed": proposed,
+            "acceptance_current": accepted(current),
+            "acceptance_proposed": accepted(proposed),
+        }
+        stats["copy_max"] = {
+            **self._summary([s["copy_max"] for s in scored]),
+            "current": current,
+            "proposed": proposed,
+            "acceptance_current": accepted_copies(scored, current),
+            "acceptance_proposed": accepted_copies(scored, proposed),
+        }
+        if floor > honest:
+            notes.append(
+                f"near duplicates: the target quantile of the nearest-earlier-sample distance "
+                f"({honest:.6f}) would let copies through (a sample's copy reaches "
+                f"{copy_max:.6f}); the proposal is raised to {floor:.6f}, which re-renders "
+                f"{1 - (accepted(floor) or 0.0):.0%} of the samples. Samples this close are "
+                "nearly the same image: look at them before trusting the model."
+            )
+        return proposed
 
     @staticmethod
     def _joint(rows: list[dict[str, Any]], verified: list[dict], setting: dict[str, Any]) -> float:
@@ -460,6 +537,9 @@ class Command(BaseCommand):
                 continue
             references = setting.get("style_images_threshold")
             if references is not None and s.get("style_images", 1.0) < _r(references):
+                continue
+            near = setting.get("near_duplicate_threshold")
+            if near is not None and s.get("near_duplicate_min", 1.0) <= _r(near):
                 continue
             passed += 1
         return _r(passed / len(rows))
@@ -545,6 +625,7 @@ class Command(BaseCommand):
         out.append(f"  uniqueness_threshold = {num(proposal['uniqueness_threshold'])}")
         if "style_images" in result["statistics"]:
             out.append(f"  style_images_threshold = {num(proposal['style_images_threshold'])}")
+        out.append(f"  near_duplicate_threshold = {num(proposal['near_duplicate_threshold'])}")
         out.append("")
         out += [f"note: {note}" for note in result["notes"]]
         return "\n".join(out)

@@ -228,6 +228,8 @@ class Case:
     truth: dict[str, bool]
     passed: bool
     scores: dict[str, float] = field(default_factory=dict)
+    unread: tuple[str, ...] = ()
+    """The verified categories the oracle cannot tell in the image (an in-between drawing)."""
 
     @property
     def good(self) -> bool:
@@ -271,7 +273,8 @@ def make_case(
             f"{source}: the checks' verdicts {verdicts} disagree with the gate's "
             f"{gate.passed} ({gate.reasons}); the bench reads the gate's scores wrongly"
         )
-    return Case(source, group, verdicts, truth, gate.passed, dict(gate.scores))
+    unread = tuple(name for name in verified if oracle_traits.get(name) is None)
+    return Case(source, group, verdicts, truth, gate.passed, dict(gate.scores), unread)
 
 
 @dataclass
@@ -1013,6 +1016,16 @@ def _limit_notes(run: Run, h: dict[str, Any], targets: list[tuple[str, str, bool
             cause.append(f"the VAE's reconstructions keep {name} in {vae:.3f} (the diffusion "
                          f"model's ceiling; its first renders {_pct(h['off'][name])})")  # fmt: skip
         unread, misread = run.published_unread.get(name, 0), run.published_misread.get(name, 0)
+        in_between = [
+            case for case in run.cases
+            if case.group == HONEST and name in case.unread and len(case.unread) == 1
+        ]  # fmt: skip
+        if in_between:
+            refused = sum(not case.passed for case in in_between)
+            cause.append(
+                f"the gate refused {refused} of the {len(in_between)} honest renders whose "
+                f"{name} alone the oracle cannot tell"
+            )
         if unread:
             cause.append(
                 f"of the {unread + misread} published tokens counted wrong the oracle cannot "

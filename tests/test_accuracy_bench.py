@@ -119,6 +119,31 @@ def test_confusion_counts_accepts_and_rejects_against_the_truth() -> None:
     assert confusion([]).precision is None
 
 
+def test_a_missed_category_says_how_many_in_between_renders_the_gate_refused() -> None:
+    """The note under a missed category counts the honest renders whose category alone the
+    oracle cannot tell (in-between drawings) and how many of them the gate refused."""
+
+    def render(passed: bool, unread: tuple[str, ...]) -> Case:
+        good = not unread
+        return Case(RENDER, "honest", {"trait:shape": passed}, {"trait:shape": good}, passed,
+                    unread=unread)  # fmt: skip
+
+    run = accuracy_bench.Run(verified=["shape"])
+    run.cases = [
+        render(True, ()),
+        render(False, ("shape",)),
+        render(True, ("shape",)),
+        render(True, ("shape",)),
+        render(False, ("shape", "colour")),  # more than the shape unread: not counted
+    ]
+    h = {"on": {"shape": 0.97}, "off": {"shape": 0.98}, "false_accepts": 0.0,
+         "false_rejects": 0.0}  # fmt: skip
+    targets = [("accuracy", "0.970", False)] + [("other", "-", True)] * 4
+    (note,) = accuracy_bench._limit_notes(run, h, targets)
+    assert note.startswith("- shape: published 0.970 < 0.99")
+    assert "the gate refused 1 of the 3 honest renders whose shape alone the oracle cannot" in note
+
+
 def test_last_line_has_the_issues_format() -> None:
     line = accuracy_bench.last_line(0.99, 0.5, 0.0123, None)
     assert line == (

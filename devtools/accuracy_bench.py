@@ -392,9 +392,12 @@ def run_accuracy_bench(
     target_acceptance: float = 0.9,
     progress: Callable[[str], None] | None = None,
     fresh_database: bool = True,
+    race_pairs: int = 20,
 ) -> Run:
     """The figures of one run, on a throwaway database (``fresh_database=False``: the current
-    one, as in a test) and a scratch render cache."""
+    one, as in a test) and a scratch render cache. ``race_pairs``: pairs of tokens rendering
+    the same image in two workers at once (:func:`_race`; their tokens must be committed for
+    the other worker to see them, so a test inside a transaction passes 0)."""
     scratch = Path(tempfile.mkdtemp(prefix="mint-bench-accuracy-"))
     saved = (settings.RENDER_CACHE_DIR, settings.RENDER_BATCH_SIZE, settings.RENDER_DEVICE)
     settings.RENDER_CACHE_DIR = scratch
@@ -405,7 +408,7 @@ def run_accuracy_bench(
         with database, _one_thread_on_cpu(device):
             return _run(tokens, wrong, models or world_models_dir(), device, calibration_samples,
                         timing_tokens, limit_images, target_acceptance,
-                        progress or (lambda _: None))  # fmt: skip
+                        progress or (lambda _: None), race_pairs)  # fmt: skip
     finally:
         settings.RENDER_CACHE_DIR, settings.RENDER_BATCH_SIZE, settings.RENDER_DEVICE = saved
         shutil.rmtree(scratch, ignore_errors=True)
@@ -440,6 +443,7 @@ def _run(
     limit_images: int,
     target_acceptance: float,
     progress: Callable[[str], None],
+    race_pairs: int = 0,
 ) -> Run:
     from generation.pipeline import load_models
 
@@ -498,6 +502,9 @@ def _run(
     _honest(run, collection, renderer, scorer, tokens, progress)
     progress("deliberately wrong images")
     _wrong(run, collection, renderer, scorer, tokens, wrong)
+    if race_pairs:
+        progress(f"{race_pairs} pairs of copies rendered at the same moment by two workers")
+        _race(run, collection, tokens, race_pairs)
     progress(f"render and gate side by side on {timing_tokens} tokens")
     _timing(run, collection, renderer, scorer, tokens[:timing_tokens])
     progress("what limits it: VAE reconstructions, the gate's CLIP on world images")
@@ -596,6 +603,73 @@ def _honest(
                     run.first_right_published[category].append(run.first_right[category][-1])
                 if len(run.grid) < 48:
                     run.grid.append((image, traits, reading))
+
+
+RACE_SOURCE = "duplicate: the same image rendered at the same moment by another worker"
+
+
+def _race(run: Run, collection: Collection, tokens: list[Token], pairs: int) -> None:
+    """Copies rendered at the same moment in different workers: ``pairs`` pairs of new tokens
+    of a copy of the collection (same settings and thresholds, no tokens), the two tokens of a pair sharing seed and
+    traits (so the same image), each pair's two ``run_render`` calls started together on two
+    threads (two workers, each with its own database connection). The seeds are those of
+    honest tokens the gate accepted at their first attempt, so the image passes every other
+    check: the later of the two must be refused as a near duplicate of the one accepted a
+    moment before. One case per pair: accepted when both ended RENDERED at attempt 0."""
+    import threading
+
+    from django.db import connection
+
+    from generation.pipeline import run_render
+
+    accepted = [t for t in tokens if t.status == Status.RENDERED and t.attempt == 0][:pairs]
+    if (
+        not accepted
+        or collection.near_duplicate_threshold is None
+        or "{token_id" in collection.prompt_template  # then two token ids, two images
+    ):
+        return
+    race = Collection.objects.get(pk=collection.pk)
+    race.pk, race.slug = None, f"{collection.slug}-race"
+    race.contract_address = "0x" + "ad" * 20
+    race.save()
+    for k, original in enumerate(accepted):
+        pair = [
+            Token.objects.create(
+                collection=race, token_id=2 * k + j + 1, owner="0x" + "11" * 20,
+                mint_tx_hash=f"0x{2 * k + j + 1:064x}", mint_log_index=0, mint_block_number=1,
+                mint_block_hash="0x" + "22" * 32, expected_seed=original.seed,
+                seed=original.seed, status=Status.SEED_COMMITTED,
+            )
+            for j in (0, 1)
+        ]  # fmt: skip
+        barrier = threading.Barrier(2)
+        failures: list[BaseException] = []
+
+        def work(
+            pk: int,
+            barrier: threading.Barrier = barrier,
+            failures: list[BaseException] = failures,
+        ) -> None:
+            try:
+                barrier.wait()
+                run_render(pk)
+            except BaseException as exc:  # reported below
+                failures.append(exc)
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=work, args=(t.pk,)) for t in pair]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failures:
+            raise BenchmarkError(f"race pair {k + 1}: run_render failed: {failures[0]!r}")
+        ended = list(Token.objects.filter(pk__in=[t.pk for t in pair]))
+        both = all(t.status == Status.RENDERED and t.attempt == 0 for t in ended)
+        run.cases.append(Case(RACE_SOURCE, WRONG, {"uniqueness": both}, {"uniqueness": False},
+                              both))  # fmt: skip
 
 
 def _wrong(
@@ -1141,9 +1215,6 @@ def write_report(path: Path, run: Run, lines: list[str], command: str) -> list[P
         "",
         "## Not measured here",
         "",
-        "- Duplicates between tokens rendered at the same moment in different batches or "
-        "workers: the bench renders one token after another, and the gate compares a render "
-        "with the tokens accepted before it only.",
         "- A GPU: every figure is this CPU's.",
     ]
     path.write_text("\n".join(text) + "\n")

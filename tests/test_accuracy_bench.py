@@ -165,6 +165,7 @@ def test_a_tiny_run_on_the_untrained_models_reports_every_token_and_writes_the_d
         timing_tokens=1,
         limit_images=8,
         fresh_database=False,
+        race_pairs=0,  # its tokens must be committed: test_copies_rendered_at_the_same_moment…
     )
     # every token went through the render stage and ended published or waiting for review
     assert len(run.attempts) == 4
@@ -190,3 +191,30 @@ def test_a_tiny_run_on_the_untrained_models_reports_every_token_and_writes_the_d
         with Image.open(png) as image:
             assert image.width > 100
     assert lines[-1] in (tmp_path / "accuracy.md").read_text()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_copies_rendered_at_the_same_moment_by_two_workers_are_counted_as_duplicates(
+    reference_models: Path,
+) -> None:
+    """The bench's race: each pair of tokens renders one image in two threads at once; the
+    gate must refuse the later copy, so no pair counts as a false accept, and each pair is one
+    wrong image of the duplicate kind in the report."""
+    from generation.models import Token
+    from generation.pipeline import run_render
+    from tests.test_near_duplicates import make_token
+
+    tokens = [
+        make_token(reference_models, "race-bench", i, seed="0x" + f"{i:02x}" * 32) for i in (1, 2)
+    ]
+    for token in tokens:
+        assert run_render(token.pk) == Token.Status.RENDERED
+        token.refresh_from_db()
+    run = accuracy_bench.Run(verified=[])
+    accuracy_bench._race(run, tokens[0].collection, tokens, 2)
+    assert [c.source for c in run.cases] == [accuracy_bench.RACE_SOURCE] * 2
+    assert not any(c.passed for c in run.cases)
+    race = Token.objects.filter(collection__slug="race-bench-race")
+    # each pair: one accepted at its first attempt, the other refused it as a near duplicate
+    assert sorted(t.attempt for t in race) == [0, 0, 1, 1]
+    assert confusion(run.cases, "uniqueness").false_accept_rate == 0.0

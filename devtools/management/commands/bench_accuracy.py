@@ -48,6 +48,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--timing-tokens", type=int, default=24, help="tokens timed render vs gate"
         )
+        parser.add_argument(
+            "--race-pairs",
+            type=int,
+            default=20,
+            help="pairs of tokens rendering the same image in two workers at once (20)",
+        )
         parser.add_argument("--write", type=Path, help="write this markdown file and its PNGs")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -63,6 +69,7 @@ class Command(BaseCommand):
                 calibration_samples=options["calibration_samples"],
                 timing_tokens=options["timing_tokens"],
                 target_acceptance=options["target_acceptance"],
+                race_pairs=options["race_pairs"],
                 progress=lambda text: self.stderr.write(f"bench_accuracy: {text}"),
             )
         except BenchmarkError as exc:

@@ -45,6 +45,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from generation.model_pool import POOL
 from generation.render_seed import torch_seed_for
 from generation.rendering import Renderer, RenderParams, get_renderer
 
@@ -92,6 +93,7 @@ class RenderBatcher:
         self.batch_sizes: Counter[int] = Counter()
         self._pending: list[_Request] = []  # arrival order
         self._cond = threading.Condition()
+        self._closed = False
         self._thread = threading.Thread(
             target=self._run, name=f"render-batcher-{id(self):x}", daemon=True
         )
@@ -107,9 +109,21 @@ class RenderBatcher:
         )
         request = _Request(params, seed, attempt, embeds, negative, time.monotonic())
         with self._cond:
-            self._pending.append(request)
-            self._cond.notify()
+            closed = self._closed
+            if not closed:
+                self._pending.append(request)
+                self._cond.notify()
+        if closed:  # its renderer left the warm pool while this caller held the batcher
+            return self.renderer.render_many(params, [((embeds, negative), seed, attempt)])[0]
         return request.future.result()
+
+    def close(self) -> None:
+        """Stop the dispatcher thread once the waiting requests are rendered, so the batcher,
+        and the renderer it holds, can be freed; later calls render alone on the caller's
+        thread."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
 
     def stats(self) -> dict[str, object]:
         """A consistent snapshot of the counters."""
@@ -122,8 +136,9 @@ class RenderBatcher:
 
     # -- the dispatcher thread --------------------------------------------------------------
 
-    def _next_batch(self) -> list[_Request]:
-        """Block until a batch is due; remove it from the queue and return it.
+    def _next_batch(self) -> list[_Request] | None:
+        """Block until a batch is due; remove it from the queue and return it (None once the
+        batcher is closed and nothing waits).
 
         The oldest waiting request decides the shape; its batch is due when ``max_batch``
         requests of that shape are waiting or ``max_wait`` has passed since it arrived.
@@ -131,6 +146,8 @@ class RenderBatcher:
         with self._cond:
             while True:
                 while not self._pending:
+                    if self._closed:
+                        return None
                     self._cond.wait()
                 first = self._pending[0]
                 shape = first.shape
@@ -144,8 +161,7 @@ class RenderBatcher:
                 self._cond.wait(remaining)
 
     def _run(self) -> None:
-        while True:
-            batch = self._next_batch()
+        while (batch := self._next_batch()) is not None:
             try:
                 images = self._render_batch(batch)
             except BaseException as exc:  # every caller of the batch sees the failure
@@ -179,14 +195,25 @@ def get_batcher(
     max_batch: int = 4,
     max_wait: float = 0.05,
 ) -> RenderBatcher:
-    """This process's ``RenderBatcher`` over ``get_renderer(model_dir, device, config_dir)``,
-    made once."""
+    """This process's ``RenderBatcher`` over ``get_renderer(model_dir, device, config_dir)``.
+
+    A batcher lives as long as its renderer stays in the warm pool (generation/model_pool.py):
+    batchers over evicted renderers are closed and dropped here, so they do not keep the
+    renderer's memory; a reloaded renderer gets a new batcher.
+    """
     config = Path(config_dir).resolve() if config_dir is not None else None
     key = (Path(model_dir).resolve(), device, config, max_batch, max_wait)
+    renderer = get_renderer(key[0], device, config)
     with _batchers_lock:
+        for stale_key, stale in list(_batchers.items()):
+            if stale.renderer is not renderer and not POOL.holds(stale.renderer):
+                del _batchers[stale_key]
+                stale.close()
         batcher = _batchers.get(key)
-        if batcher is None:
+        if batcher is None or batcher.renderer is not renderer:
+            if batcher is not None:  # a thread that fetched the renderer before a reload
+                batcher.close()
             batcher = _batchers[key] = RenderBatcher(
-                get_renderer(key[0], device, config), max_batch=max_batch, max_wait=max_wait
+                renderer, max_batch=max_batch, max_wait=max_wait
             )
         return batcher

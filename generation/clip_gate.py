@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from generation import near_duplicates
+from generation.model_pool import POOL, module_bytes
 from generation.protocols import ImageScorer
 from generation.reference_models import model_fingerprint
 
@@ -93,6 +94,10 @@ class ClipScorer:
         self._text_lock = threading.Lock()
         self.text_encoder_calls = 0
         self.image_encoder_calls = 0
+
+    def memory_bytes(self) -> int:
+        """Bytes of the CLIP model's weights and buffers."""
+        return module_bytes([self.model])
 
     def image_embedding(self, image: Image.Image) -> np.ndarray:
         """The image's embedding: 1-D float32, L2-normalised."""
@@ -147,18 +152,11 @@ class ClipScorer:
         return [_round(s) for s in similarities]
 
 
-_scorers: dict[tuple[Path, str | None], ClipScorer] = {}
-_scorers_lock = threading.Lock()
-
-
 def get_scorer(clip_dir: Path, device: str | None = None) -> ClipScorer:
-    """Return this process's ``ClipScorer`` for ``clip_dir``, loading it on first use."""
+    """Return this process's ``ClipScorer`` for ``clip_dir``: from the warm pool
+    (generation/model_pool.py), loaded on a miss."""
     key = (Path(clip_dir).resolve(), device)
-    with _scorers_lock:
-        scorer = _scorers.get(key)
-        if scorer is None:
-            scorer = _scorers[key] = ClipScorer(key[0], device)
-        return scorer
+    return POOL.get("clip", ("clip", *key), lambda: ClipScorer(key[0], device))
 
 
 @dataclass

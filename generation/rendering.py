@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from generation.errors import ModelReferenceError
+from generation.model_pool import POOL, module_bytes
 from generation.reference_models import model_fingerprint, quiet_progress_bars
 from generation.render_seed import torch_seed_for
 
@@ -205,6 +206,13 @@ class Renderer:
             self._pipelines[scheduler] = pipe
             return pipe
 
+    def memory_bytes(self) -> int:
+        """Bytes of the pipeline's weights and buffers (its UNet, VAE and text encoder)."""
+        modules = [
+            c for c in self._pipelines[""].components.values() if isinstance(c, torch.nn.Module)
+        ]
+        return module_bytes(modules)
+
     def scheduler_for(self, params: RenderParams) -> str:
         """The scheduler class name a render with ``params`` uses (for the provenance)."""
         return params.scheduler or self.scheduler_name
@@ -316,21 +324,16 @@ def _dtype_keyword() -> str:
     return "dtype" if hasattr(diffusers.utils, "_resolve_dtype") else "torch_dtype"
 
 
-_renderers: dict[tuple[Path, str | None, Path | None], Renderer] = {}
-_renderers_lock = threading.Lock()
-
-
 def get_renderer(
     model_dir: Path, device: str | None = None, config_dir: Path | None = None
 ) -> Renderer:
-    """Return this process's ``Renderer`` for ``model_dir``, loading it on first use."""
+    """Return this process's ``Renderer`` for ``model_dir``: from the warm pool
+    (generation/model_pool.py), loaded on a miss."""
     config = Path(config_dir).resolve() if config_dir is not None else None
     key = (Path(model_dir).resolve(), device, config)
-    with _renderers_lock:
-        renderer = _renderers.get(key)
-        if renderer is None:
-            renderer = _renderers[key] = Renderer(key[0], device, config_dir=config)
-        return renderer
+    return POOL.get(
+        "renderer", ("renderer", *key), lambda: Renderer(key[0], device, config_dir=config)
+    )
 
 
 def png_bytes(image: Image.Image) -> bytes:

@@ -1,8 +1,10 @@
 """Dramatiq middleware: a render worker loads its models and renders once before it takes work.
 
-Each worker process keeps every model it has loaded (``get_renderer``/``get_scorer`` cache per
-process), so only the first token would pay for loading and for first-call costs; doing it at
-boot moves that out of the first token's latency and logs the cold-start figures.
+Each worker process keeps the models it has loaded (``get_renderer``/``get_scorer``: the warm
+pool, generation/model_pool.py; all of them unless ``RENDER_MODEL_MEMORY_MB`` limits it), so
+only the first token would pay for loading and for first-call costs; doing it at boot moves
+that out of the first token's latency and logs the cold-start figures. With a budget smaller
+than every collection's models, the last collections warmed are the ones kept.
 """
 
 from __future__ import annotations

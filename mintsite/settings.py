@@ -432,6 +432,9 @@ RENDER_DEVICE = env_str("RENDER_DEVICE")  # "cpu", "cuda", "cuda:1"; unset picks
 # RENDER_BATCH_SIZE images (give the render worker that many threads); 1 turns batching off.
 RENDER_BATCH_SIZE = env_int("RENDER_BATCH_SIZE", 4, minimum=1)
 RENDER_BATCH_WAIT = env_float("RENDER_BATCH_WAIT", 0.05)
+# The warm pool (generation/model_pool.py): a render worker keeps the most recently used
+# diffusion and CLIP models while their weights fit in this many MB together; 0 is no limit.
+RENDER_MODEL_MEMORY_MB = env_int("RENDER_MODEL_MEMORY_MB", 0, minimum=0)
 
 # --- batching of transactions ---------------------------------------------------------------
 # Pinned tokens are published PUBLISH_BATCH_SIZE per transaction; a batch not yet full goes out

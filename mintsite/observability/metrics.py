@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from django.conf import settings
@@ -36,6 +36,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -46,6 +47,9 @@ from prometheus_client.registry import Collector
 from chain.rpc import redact_url, scrub
 from mintsite.errors import ChainReadError
 from mintsite.observability.access import has_metrics_access
+
+if TYPE_CHECKING:
+    from generation.model_pool import PoolEvent
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +86,37 @@ TRANSITIONS = Counter(
     "Tokens entering each status (from the committed token events)",
     ["status"],
 )
+MODEL_LOADS = Counter(
+    "mint_model_loads",
+    "Models a worker loaded into its warm pool (kind: renderer or clip); "
+    "hit rate = hits / (hits + loads)",
+    ["kind"],
+)
+MODEL_HITS = Counter(
+    "mint_model_hits",
+    "Requests for a model its worker already held in the warm pool (kind: renderer or clip)",
+    ["kind"],
+)
+MODEL_EVICTIONS = Counter(
+    "mint_model_evictions",
+    "Models evicted from a worker's warm pool to stay within RENDER_MODEL_MEMORY_MB",
+    ["kind"],
+)
+MODEL_BYTES = Gauge(
+    "mint_model_pool_bytes",
+    "Bytes of model weights and buffers a worker's warm pool holds (kind: renderer or clip)",
+    ["kind"],
+    multiprocess_mode="livesum",  # the live processes' pools, added up
+)
+_POOL_COUNTERS = {"load": MODEL_LOADS, "hit": MODEL_HITS, "evict": MODEL_EVICTIONS}
+
+
+def count_pool_event(event: PoolEvent) -> None:
+    """A :data:`generation.model_pool.POOL` subscriber (every process subscribes it at start,
+    in ``MintsiteConfig.ready``): counts loads, hits and evictions, and the bytes held."""
+    _POOL_COUNTERS[event.action].labels(event.kind).inc()
+    MODEL_BYTES.labels(event.kind).set(event.held_bytes)
+
 
 # The pipeline's event details (generation/pipeline.py, generation/review.py) say what the
 # gate decided; an approval by a manager is a RENDERED event without a gate pass.

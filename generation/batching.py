@@ -194,8 +194,11 @@ def get_batcher(
     config_dir: Path | None = None,
     max_batch: int = 4,
     max_wait: float = 0.05,
+    renderer: Renderer | None = None,
 ) -> RenderBatcher:
-    """This process's ``RenderBatcher`` over ``get_renderer(model_dir, device, config_dir)``.
+    """This process's ``RenderBatcher`` over ``get_renderer(model_dir, device, config_dir)``
+    (``renderer``: that renderer, when the caller has just fetched it, so the warm pool counts
+    the request once).
 
     A batcher lives as long as its renderer stays in the warm pool (generation/model_pool.py):
     batchers over evicted renderers are closed and dropped here, so they do not keep the
@@ -203,7 +206,8 @@ def get_batcher(
     """
     config = Path(config_dir).resolve() if config_dir is not None else None
     key = (Path(model_dir).resolve(), device, config, max_batch, max_wait)
-    renderer = get_renderer(key[0], device, config)
+    if renderer is None:
+        renderer = get_renderer(key[0], device, config)
     with _batchers_lock:
         for stale_key, stale in list(_batchers.items()):
             if stale.renderer is not renderer and not POOL.holds(stale.renderer):

@@ -393,6 +393,7 @@ def _render_claimed(
             config_dir=collection.model_config_path(),
             max_batch=settings.RENDER_BATCH_SIZE,
             max_wait=settings.RENDER_BATCH_WAIT,
+            renderer=renderer,
         )
 
     params = render_params(collection, prompt)

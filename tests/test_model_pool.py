@@ -224,3 +224,29 @@ def test_a_bad_budget_stops_the_process_naming_the_variable(value: str, message:
     )
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_a_rendered_token_asks_the_pool_once_for_each_model(
+    budget: None,
+    reference_models: Path,
+    settings,  # type: ignore[no-untyped-def]
+) -> None:
+    from generation import pipeline
+    from generation.models import Token
+    from tests.test_pipeline import make_token
+
+    # Given a worker that batches renders, its models already loaded
+    settings.RENDER_BATCH_SIZE = 4
+    token = make_token(reference_models, threshold=-1.0, slug="warm-pool")
+    get_renderer(token.collection.model_path(), settings.RENDER_DEVICE)
+    get_scorer(token.collection.clip_path(), settings.RENDER_DEVICE)
+    before = scrape()
+
+    # When one token renders (one attempt: the gate passes anything)
+    assert pipeline.run_render(token.pk) == Token.Status.RENDERED
+
+    # Then the hit rate counts one request per model, not one per place that uses it
+    after = scrape()
+    assert moved(before, after, "mint_model_hits_total", "renderer") == 1
+    assert moved(before, after, "mint_model_hits_total", "clip") == 1
+    assert moved(before, after, "mint_model_loads_total", "renderer") == 0

@@ -416,17 +416,13 @@ def run_accuracy_bench(
 
 @contextmanager
 def _one_thread_on_cpu(device: str) -> Iterator[None]:
-    import torch
+    from generation.torch_threads import one_torch_thread
 
     if not device.startswith("cpu"):
         yield
         return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def token_seed(i: int) -> str:

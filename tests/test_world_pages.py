@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from django.conf import settings
 from PIL import Image
 from playwright.sync_api import Locator, Page, expect
@@ -37,7 +36,7 @@ from chain import publishing
 from chain.anvil import Anvil
 from chain.deployment import deploy_collection, reference_world_spec
 from chain.seed_commit import commit_seeds
-from generation import pipeline
+from generation import pipeline, torch_threads
 from generation.models import Collection, Token
 from generation.reference_world.oracle import read_traits
 from generation.reference_world.world import CATEGORIES, IMAGE_SIZE, RARE_CATEGORY, RARE_OPTION
@@ -147,10 +146,8 @@ def one_torch_thread() -> Iterator[None]:
     """Renders on one thread. With torch's default pool (one thread a core), a 64×64 render took
     90-115 s instead of 0.8 s on a 2-core machine whose cores other processes kept busy: the
     pool's threads wait on each other at every operation."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads.one_torch_thread():
+        yield
 
 
 def test_every_page_shows_each_world_token_as_an_image_of_the_traits_it_lists(

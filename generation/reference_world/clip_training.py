@@ -22,8 +22,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +50,7 @@ from generation.reference_world.world import (
     caption,
     dataset,
 )
+from generation.torch_threads import one_torch_thread
 
 WORLD_CLIP_CFG: dict[str, Any] = {
     "embed_dim": 32,
@@ -260,7 +260,7 @@ def train_clip(
     dest = Path(dest)
     if (training.generated or training.low_step_samples) and diffusion_dir is None:
         raise ValueError("generated samples need the diffusion model: give diffusion_dir")
-    with _one_thread():
+    with one_torch_thread():
         started = time.monotonic()
         extra: list[WorldImage] = []
         misshapen: list[OtherImage] = []
@@ -368,18 +368,6 @@ def train_clip(
     return record
 
 
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run torch on one thread: the same bytes every run, and no threads spinning against
-    each other on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _zero_unused_tokens(model: Any, tokens: torch.Tensor) -> int:
     """Zero the token embedding rows of every token no training text contains; returns how many.
 
@@ -443,7 +431,7 @@ def evaluate_clip(
     held-out samples of that diffusion model, against what the oracle reads in them (samples
     it cannot read are left out; ``generated_images`` says how many were scored).
     """
-    with _one_thread():
+    with one_torch_thread():
         scorer = ClipScorer(Path(clip_dir), device="cpu")
         figures = _evaluate(scorer, count)
         if diffusion_dir is not None:

@@ -12,7 +12,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
 from PIL import Image
 
 from generation.reference_world.oracle import read_traits
@@ -23,6 +22,7 @@ from generation.reference_world.world import (
     caption,
     dataset,
 )
+from generation.torch_threads import one_torch_thread
 
 if TYPE_CHECKING:
     from generation.rendering import Renderer
@@ -52,17 +52,13 @@ def render_captions(
         height=IMAGE_SIZE,
     )
     images: list[Image.Image] = []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         for start in range(0, len(captions), batch_size):
             requests = [
                 (renderer.prompt_embeddings(text, "", guidance), image_seed(start + i), 0)
                 for i, text in enumerate(captions[start : start + batch_size])
             ]
             images += renderer.render_many(params, requests)
-    finally:
-        torch.set_num_threads(threads)
     return images
 
 

@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
 
-.PHONY: run test demo gas bench bench-accuracy bench-listener bench-publish bench-load bench-load-sse soak install models lint format contracts clean
+.PHONY: run test demo gas bench bench-accuracy bench-latency bench-listener bench-publish bench-load bench-load-sse soak install models lint format contracts clean
 
 run: install models
 	$(PY) manage.py run_stack
@@ -29,6 +29,12 @@ bench: install models
 # for a quick run.
 bench-accuracy: install
 	$(PY) manage.py bench_accuracy --tokens $(or $(BENCH_ACCURACY_TOKENS),300) --write docs/accuracy.md
+
+# The latency levers side by side on the reference world (docs/latency.md): teacher float32 at
+# 20 and 4 steps, the distilled student at 4/2/1, int8, ONNX Runtime, ONNX + student; speed,
+# tokens/hour through a real worker, oracle accuracy, gate acceptance (docs/benchmarks.md).
+bench-latency: install models
+	DRAMATIQ_NAMESPACE=mint-bench $(PY) -m tests.with_broker $(PY) manage.py bench_latency --write docs/benchmarks.md
 
 # Listener catch-up on 10,000 mints; uses DATABASE_URL / REDIS_URL when set (PostgreSQL is the
 # target), else SQLite and the embedded broker started by `make run`.

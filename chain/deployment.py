@@ -62,6 +62,10 @@ class CollectionSpec:
     near_duplicate_threshold: float | None = None
     style_images: list[str] = field(default_factory=list)
     style_images_threshold: float | None = None
+    # the latency levers (generation/render_levers.py)
+    lora_adapters: list[dict] = field(default_factory=list)
+    quantization: str = ""
+    onnx_dir: str = ""
 
 
 def reference_world_spec(**overrides: Any) -> CollectionSpec:
@@ -128,6 +132,9 @@ def deploy_collection(w3: Web3, deployer_key: str, spec: CollectionSpec) -> Coll
         near_duplicate_threshold=spec.near_duplicate_threshold,
         style_images=list(spec.style_images),
         style_images_threshold=spec.style_images_threshold,
+        lora_adapters=list(spec.lora_adapters),
+        quantization=spec.quantization,
+        onnx_dir=spec.onnx_dir,
     )
     send_freeze(w3, admin, collection)
     collection.refresh_from_db()

@@ -29,11 +29,13 @@ NEAR_DUPLICATE_SCHEME = (
 def generation_config(collection: Collection) -> dict[str, Any]:
     """Every collection-level input that shapes a token's image and its acceptance.
 
-    ``near_duplicates`` is there only when the collection checks near duplicates, so the
-    config (and its digest) of a collection without that check is what it was before the
-    check existed.
+    ``near_duplicates`` is there only when the collection checks near duplicates, and the
+    model block's lever keys (adapters, quantization, runtime, distilled_from) only for the
+    levers in use, so the config (and its digest) of a collection without them is what it was
+    before they existed.
     """
     from generation.reference_models import model_fingerprint
+    from generation.render_levers import lever_record
     from generation.rendering import scheduler_class_name
 
     model_path, config_dir = collection.model_path(), collection.model_config_path()
@@ -42,6 +44,8 @@ def generation_config(collection: Collection) -> dict[str, Any]:
             "fingerprint": model_fingerprint(model_path),
             "format": "single-file" if model_path.is_file() else "diffusers",
             "scheduler": scheduler_class_name(model_path, config_dir, collection.scheduler),
+            # the latency levers in use, only those (generation/render_levers.py)
+            **lever_record(collection.levers(), model_path),
         },
         "clip": {
             "fingerprint": model_fingerprint(collection.clip_path()),

@@ -37,6 +37,8 @@ SCHEDULER_CHOICES = [
     ("UniPCMultistepScheduler", "UniPC"),
     ("HeunDiscreteScheduler", "Heun"),
     ("DDPMScheduler", "DDPM"),
+    # a distilled student's sampler (manage.py distill); a student folder names it itself
+    ("LCMScheduler", "LCM (a distilled student's)"),
 ]
 
 
@@ -50,7 +52,8 @@ FROZEN_FIELDS = (
     "model_dir", "model_config_dir", "scheduler", "clip_dir", "prompt_template", "negative_prompt", "style_prompt",
     "clip_threshold", "steps", "guidance", "width", "height", "max_attempts", "rarity",
     "trait_margin", "uniqueness_threshold", "max_supply", "style_images",
-    "style_images_threshold", "near_duplicate_threshold",
+    "style_images_threshold", "near_duplicate_threshold", "lora_adapters", "quantization",
+    "onnx_dir",
 )  # fmt: skip
 
 
@@ -164,6 +167,28 @@ class Collection(models.Model):
         "re-rendered; measured default 0.03; empty: off",
     )
 
+    # The latency levers (generation/render_levers.py, docs/latency.md); a distilled student is
+    # named as model_dir like any model.
+    lora_adapters = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='LoRA adapters on the model: a list of {"path": "…safetensors", "scale": 1.0} '
+        "(paths under MODEL_ROOTS; manage.py train_lora); each file's sha256 is frozen with "
+        "the config",
+    )
+    quantization = models.CharField(
+        max_length=8,
+        blank=True,
+        choices=[("", "none (float weights)"), ("int8", "int8 weights (CPU workers only)")],
+        help_text="int8: torchao int8 weight-only UNet and text encoder, on CPU render workers",
+    )
+    onnx_dir = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="A folder of the model's ONNX export (manage.py export_onnx): render with "
+        "onnxruntime instead of torch; its files' fingerprint is frozen with the config",
+    )
+
     paused = models.BooleanField(
         default=False,
         help_text="Paused: no token of the collection starts rendering or publishing; mints "
@@ -230,6 +255,8 @@ class Collection(models.Model):
             errors.update(self._check_style_images())
         if not {"model_dir", "model_config_dir"} & set(outside):
             errors.update(self._check_model_reference())
+        if not {"model_dir", "model_config_dir", "lora_adapters", "onnx_dir"} & set(errors):
+            errors.update(self._check_levers())
         lock = self._config_lock()
         if self.pk and lock:
             stored = Collection.objects.filter(pk=self.pk).values(*FROZEN_FIELDS).first() or {}
@@ -266,10 +293,13 @@ class Collection(models.Model):
         """Every model path (and style image) must be inside MODEL_ROOTS; one message for
         any path outside, whatever is there (generation/model_roots.py)."""
         errors: dict[str, list[str]] = {}
-        for name in ("model_dir", "model_config_dir", "clip_dir"):
+        for name in ("model_dir", "model_config_dir", "clip_dir", "onnx_dir"):
             value = getattr(self, name)
             if value and not model_roots.is_confined(value):
                 errors[name] = [model_roots.outside_message(value)]
+        adapter_problems = _adapter_problems(self.lora_adapters)
+        if adapter_problems:
+            errors["lora_adapters"] = adapter_problems
         images = self.style_images
         if not isinstance(images, list) or not all(isinstance(p, str) for p in images):
             errors["style_images"] = ["must be a list of image file paths"]
@@ -311,6 +341,38 @@ class Collection(models.Model):
             return {exc.field: [str(exc)]}
         return {}
 
+    def _check_levers(self) -> dict[str, list[str]]:
+        """The adapters, quantization and ONNX folder checked against the model (each error
+        under the field at fault; generation/render_levers.py)."""
+        from generation.errors import ModelReferenceError
+        from generation.reference_models import model_fingerprint
+        from generation.render_levers import check_levers
+
+        if not self.model_dir:
+            return {}
+        try:
+            levers = self.levers()
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return {"lora_adapters": ['must be a list of {"path": "…", "scale": number}']}
+        if not levers.any:
+            return {}
+        try:
+            check_levers(levers, model_fingerprint(self.model_path()))
+        except ModelReferenceError as exc:
+            return {exc.field: [str(exc)]}
+        return {}
+
+    def levers(self) -> Any:
+        """The collection's latency levers as a ``render_levers.Levers``."""
+        from generation.render_levers import levers_from
+
+        return levers_from(
+            self.lora_adapters,
+            self.quantization,
+            _resolve(self.onnx_dir) if self.onnx_dir else None,
+            resolve=_resolve,
+        )
+
     def model_path(self) -> Path:
         return _resolve(self.model_dir)
 
@@ -325,6 +387,33 @@ class Collection(models.Model):
 
 def _resolve(path: str) -> Path:
     return model_roots.under_first_root(path)
+
+
+MAX_ADAPTERS = 8
+
+
+def _adapter_problems(adapters: object) -> list[str]:
+    """What is wrong with a ``lora_adapters`` value's shape and paths (the files themselves
+    are checked against the model by ``render_levers.check_levers``)."""
+    shape = 'must be a list of {"path": "…safetensors", "scale": number}'
+    if not isinstance(adapters, list):
+        return [shape]
+    if len(adapters) > MAX_ADAPTERS:
+        return [f"at most {MAX_ADAPTERS} adapters, not {len(adapters)}"]
+    problems = []
+    for i, adapter in enumerate(adapters):
+        if (
+            not isinstance(adapter, dict)
+            or set(adapter) - {"path", "scale"}
+            or not isinstance(adapter.get("path"), str)
+            or not adapter["path"]
+            or isinstance(adapter.get("scale", 1.0), bool)
+            or not isinstance(adapter.get("scale", 1.0), int | float)
+        ):
+            problems.append(f"adapter {i + 1}: {shape}")
+        elif not model_roots.is_confined(adapter["path"]):
+            problems.append(f"adapter {i + 1}: {model_roots.outside_message(adapter['path'])}")
+    return problems
 
 
 class TokenQuerySet(models.QuerySet):

@@ -36,6 +36,7 @@ from foundation.files import write_atomically
 from generation import events, stages
 from generation.canonical import canonical_json
 from generation.errors import (
+    ModelReferenceError,
     PinFailed,
     PipelineError,
     RenderFailed,
@@ -185,7 +186,14 @@ def load_models(collection: Collection, device: str | None) -> tuple[Renderer, C
     from generation.rendering import get_renderer
 
     try:
-        renderer = get_renderer(collection.model_path(), device, collection.model_config_path())
+        renderer = get_renderer(
+            collection.model_path(), device, collection.model_config_path(), collection.levers()
+        )
+    except ModelReferenceError as exc:  # a lever this worker cannot honour, named by field
+        raise RenderFailed(
+            f"{exc.field}: {exc}",
+            public=f"{exc.field}: cannot be used by this render worker (see the worker's log)",
+        ) from exc
     except Exception as exc:  # diffusers raises many kinds for a missing or corrupt model
         raise RenderFailed(
             f"cannot load the diffusion model at {collection.model_path()}: "
@@ -276,6 +284,8 @@ def cached_render(
                 "guidance": params.guidance,
                 "size": [params.width, params.height],
                 "torch_seed": torch_seed_for(seed, attempt),
+                # only when a lever is pulled, so the keys of earlier renders still match
+                **({"levers": renderer.lever_record} if renderer.lever_record else {}),
             }
         )
     ).hexdigest()
@@ -604,6 +614,8 @@ def render_record(
             # float32 anywhere render visibly different images from the same seed.
             "dtype": str(renderer.dtype).removeprefix("torch."),
             "device": renderer.device,
+            # the latency levers in use (adapters, int8, ONNX, the student's teacher)
+            **renderer.lever_record,
         },
         "render": {
             "prompt": params.prompt,

@@ -9,7 +9,7 @@ Importing this module loads neither torch nor a model.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
@@ -39,6 +39,10 @@ class RenderIdentity(Protocol):
     def device(self) -> str: ...
 
     def scheduler_for(self, params: RenderParams) -> str: ...
+
+    # what the latency levers add to the model block ({} when none; generation/render_levers.py)
+    @property
+    def lever_record(self) -> dict[str, Any]: ...
 
 
 class ImageRenderer(RendersImages, RenderIdentity, Protocol):

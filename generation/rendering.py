@@ -25,6 +25,7 @@ from PIL import Image
 from generation.errors import ModelReferenceError
 from generation.model_pool import POOL, module_bytes
 from generation.reference_models import model_fingerprint, quiet_progress_bars
+from generation.render_levers import Levers, apply_levers, check_levers, lever_record
 from generation.render_seed import torch_seed_for
 
 #: A prompt's text-encoder output: (prompt embeddings, negative embeddings or None).
@@ -116,6 +117,7 @@ class Renderer:
         config_dir: Path | None = None,
         dtype: str | None = None,
         compile_unet: bool | None = None,
+        levers: Levers | None = None,
     ) -> None:
         from diffusers import StableDiffusionPipeline
 
@@ -127,8 +129,12 @@ class Renderer:
         self.config_dir = Path(config_dir) if config_dir is not None else None
         self.device = device
         self.dtype = _dtype(device, dtype if dtype is not None else os.environ.get("RENDER_DTYPE"))
-        # The fingerprint is computed before loading, from the same bytes that get loaded.
+        # The fingerprints are computed before loading, from the same bytes that get loaded.
         self.fingerprint = model_fingerprint(model_dir)
+        self.levers = levers if levers is not None else Levers()
+        check_levers(self.levers, self.fingerprint, device)
+        # what the levers add to the provenance's model block (generation/render_levers.py)
+        self.lever_record = lever_record(self.levers, model_dir)
         quiet_progress_bars()
         if model_dir.is_file():
             from generation.single_file import load_single_file_pipeline
@@ -159,13 +165,16 @@ class Renderer:
             )
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe.to(device)
+        apply_levers(pipe, self.levers, device)
         # diffusers' default attention processor on torch 2 is scaled_dot_product_attention
         # (SDPA: flash / memory-efficient kernels on CUDA); say so in the log, don't assume.
         processors = {type(p).__name__ for p in pipe.unet.attn_processors.values()}
         self.attention = ",".join(sorted(processors))
         if compile_unet is None:
             compile_unet = os.environ.get("RENDER_COMPILE", "").lower() in {"1", "true", "yes"}
-        self.compiled = bool(compile_unet and device.startswith("cuda"))
+        self.compiled = bool(
+            compile_unet and device.startswith("cuda") and self.levers.onnx_dir is None
+        )
         if self.compiled:
             # CUDA only: on CPU, inductor needs a C++ toolchain at run time and gains little.
             pipe.unet = torch.compile(pipe.unet, mode="reduce-overhead", fullgraph=False)
@@ -325,14 +334,20 @@ def _dtype_keyword() -> str:
 
 
 def get_renderer(
-    model_dir: Path, device: str | None = None, config_dir: Path | None = None
+    model_dir: Path,
+    device: str | None = None,
+    config_dir: Path | None = None,
+    levers: Levers | None = None,
 ) -> Renderer:
-    """Return this process's ``Renderer`` for ``model_dir``: from the warm pool
+    """Return this process's ``Renderer`` for ``model_dir`` with ``levers``: from the warm pool
     (generation/model_pool.py), loaded on a miss."""
     config = Path(config_dir).resolve() if config_dir is not None else None
-    key = (Path(model_dir).resolve(), device, config)
+    levers = levers if levers is not None else Levers()
+    key = (Path(model_dir).resolve(), device, config, levers)
     return POOL.get(
-        "renderer", ("renderer", *key), lambda: Renderer(key[0], device, config_dir=config)
+        "renderer",
+        ("renderer", *key),
+        lambda: Renderer(key[0], device, config_dir=config, levers=levers),
     )
 
 

@@ -49,7 +49,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,7 @@ from foundation.files import write_atomically
 from generation import events, pipeline, stages
 from generation.errors import NotInCache, PipelineError, ReviewRefused, TraitsNotReady
 from generation.models import Collection, Token
+from generation.render_levers import lever_record, levers_in
 
 log = logging.getLogger(__name__)
 Status = Token.Status
@@ -158,6 +159,7 @@ class RenderKey:
     scheduler_name: str
     dtype: str  # as str(torch dtype) reads: "torch.float32"
     device: str
+    lever_record: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def scheduler_for(self, params: Any) -> str:
         return params.scheduler or self.scheduler_name
@@ -185,7 +187,11 @@ def render_keys(collection: Collection) -> list[RenderKey]:
         model = record.get("model", {})
         try:
             key = RenderKey(
-                model["fingerprint"], model["scheduler"], f"torch.{model['dtype']}", model["device"]
+                model["fingerprint"],
+                model["scheduler"],
+                f"torch.{model['dtype']}",
+                model["device"],
+                levers_in(model),
             )
         except (KeyError, TypeError):
             continue
@@ -205,6 +211,7 @@ def render_keys(collection: Collection) -> list[RenderKey]:
             ),
             str(_dtype(device, os.environ.get("RENDER_DTYPE"))),
             device,
+            lever_record(collection.levers(), collection.model_path()),
         )
     except (OSError, ValueError) as exc:  # the model is gone or unreadable here
         log.info("%s: no render key from this process's settings: %s", collection.slug, exc)

@@ -65,9 +65,10 @@ def warm_up_all() -> list[dict[str, Any]]:
         }
         figures.append(figure)
         log.info(
-            "warm: %s models loaded in %.2f s on %s (%s, attention %s%s); first render %.2f s, "
-            "steady %.2f s",
+            "warm: %s models loaded in %.2f s on %s (%s, attention %s%s, levers: %s); first "
+            "render %.2f s, steady %.2f s",
             collection.slug, loaded, renderer.device, str(renderer.dtype).removeprefix("torch."),
-            renderer.attention, ", compiled UNet" if renderer.compiled else "", first, steady,
+            renderer.attention, ", compiled UNet" if renderer.compiled else "",
+            renderer.levers.describe(), first, steady,
         )  # fmt: skip
     return figures

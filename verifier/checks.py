@@ -17,6 +17,7 @@ from web3 import Web3
 
 from chain.seeds import derive_seed
 from generation.canonical import canonical_json
+from generation.render_levers import levers_in
 from generation.render_seed import torch_seed_for
 from generation.traits import attributes, rarity, render_prompt, token_traits
 from ipfs.cid import cid_from_sha256, compute_cid
@@ -264,6 +265,8 @@ def check_render_params(state: State) -> Check:
         "scheduler": (model.get("scheduler"), config["model"]["scheduler"]),
         "model fingerprint": (model.get("fingerprint"), config["model"]["fingerprint"]),
         "attempt < max_attempts": (0 <= attempt < config["max_attempts"], True),
+        # adapters, int8, the ONNX files, the student's teacher: as frozen, or none
+        "latency levers": (levers_in(model), levers_in(config["model"])),
     }
     if 0 <= attempt < 2**32:
         wanted["torch_seed"] = (

@@ -53,6 +53,17 @@ def add_arguments(p: argparse.ArgumentParser, *, project_gateway: str | None = N
     p.add_argument("--diffusion", type=Path, help="diffusion weights (instead of --weights)")
     p.add_argument("--clip", type=Path, help="CLIP weights (instead of --weights)")
     p.add_argument("--model-config", type=Path, help="component configs of a single-file model")
+    p.add_argument(
+        "--adapter",
+        type=Path,
+        action="append",
+        default=[],
+        help="a LoRA adapter file the collection uses (with --diffusion; repeat it; found by "
+        "sha256, so any name); with --weights, DIR/adapters/ is read",
+    )
+    p.add_argument(
+        "--onnx", type=Path, help="the ONNX export's folder (with --diffusion; or DIR/onnx/)"
+    )
     p.add_argument("--device", help="torch device for the re-render (default: as recorded)")
     p.add_argument(
         "--dtype",
@@ -85,7 +96,16 @@ def run(args: argparse.Namespace, out: SupportsWrite[str] | None = None) -> int:
         if not (args.diffusion and args.clip) or args.weights:
             print("error: give --weights, or both --diffusion and --clip", file=sys.stderr)
             return 2
-        weights = Weights(args.diffusion, args.clip, args.model_config)
+        weights = Weights(
+            args.diffusion,
+            args.clip,
+            args.model_config,
+            adapters=tuple(args.adapter),
+            onnx=args.onnx,
+        )
+    elif args.adapter or args.onnx:
+        print("error: --adapter and --onnx go with --diffusion and --clip", file=sys.stderr)
+        return 2
     try:
         resolved = resolve_weights(weights)
         if args.all:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from generation.reference_models import model_fingerprint
+from generation.render_levers import Levers, levers_in
 from verifier.checks import State
 from verifier.errors import VerifyError
 from verifier.report import Check, failed, passed, skipped
@@ -42,9 +43,15 @@ class Weights:
     diffusion: Path
     clip: Path
     config_dir: Path | None = None  # a single-file checkpoint's component configs
+    # the latency levers' files (generation/render_levers.py): LoRA adapters, found by their
+    # sha256 whatever their names, and the ONNX export's folder
+    adapters: tuple[Path, ...] = ()
+    onnx: Path | None = None
 
     @classmethod
     def from_folder(cls, folder: Path) -> Weights:
+        """``diffusion/`` and ``clip/``, and where a collection pulls levers, ``adapters/``
+        (LoRA safetensors files, any names) and ``onnx/`` (the export's folder)."""
         folder = Path(folder)
         diffusion, clip = folder / "diffusion", folder / "clip"
         missing = [str(p) for p in (diffusion, clip) if not p.exists()]
@@ -53,7 +60,9 @@ class Weights:
                 f"weights folder {folder} lacks {', '.join(missing)} "
                 "(expected diffusion/ and clip/ as the reference models have them)"
             )
-        return cls(diffusion, clip)
+        adapters = tuple(sorted((folder / "adapters").rglob("*.safetensors")))
+        onnx = folder / "onnx"
+        return cls(diffusion, clip, adapters=adapters, onnx=onnx if onnx.is_dir() else None)
 
 
 class Models:
@@ -62,13 +71,15 @@ class Models:
     def __init__(self) -> None:
         self._loaded: dict[tuple[Any, ...], Any] = {}
 
-    def renderer(self, weights: Weights, device: str, dtype: str | None) -> Any:
+    def renderer(
+        self, weights: Weights, device: str, dtype: str | None, levers: Levers | None = None
+    ) -> Any:
         from generation.rendering import Renderer
 
-        key = ("render", weights.diffusion, weights.config_dir, device, dtype)
+        key = ("render", weights.diffusion, weights.config_dir, device, dtype, levers)
         if key not in self._loaded:
             self._loaded[key] = Renderer(
-                weights.diffusion, device, config_dir=weights.config_dir, dtype=dtype
+                weights.diffusion, device, config_dir=weights.config_dir, dtype=dtype, levers=levers
             )
         return self._loaded[key]
 
@@ -109,10 +120,50 @@ def check_model_fingerprint(weights: Weights | None, state: State) -> Check:
             wrong.append(
                 f"{key}: weights {actual[key]}, recorded {recorded[key]}, frozen {frozen[key]}"
             )
+    recorded_levers = levers_in(prov.get("model") or {})
+    lever_wrong, levers = _lever_files(weights, recorded_levers)
+    wrong += lever_wrong
     if wrong:
         return failed(name, "; ".join(wrong))
     state.weights_ok = True
-    return passed(name, f"diffusion {actual['diffusion']}, clip {actual['clip']}")
+    state.extra["levers"] = levers
+    note = f"; levers: {levers.describe()}" if levers.any else ""
+    return passed(name, f"diffusion {actual['diffusion']}, clip {actual['clip']}{note}")
+
+
+def _lever_files(weights: Weights, recorded: dict[str, Any]) -> tuple[list[str], Levers]:
+    """Find the files of the levers a token records among the weights given, by fingerprint:
+    what is missing or different, and the levers to re-render with. (That the record follows
+    the frozen config is the render_params check's.)"""
+    wrong: list[str] = []
+    adapters: list[tuple[Path, float]] = []
+    if recorded.get("adapters"):
+        from generation.lora import adapter_fingerprint
+
+        given = {adapter_fingerprint(path): path for path in weights.adapters}
+        for adapter in recorded["adapters"]:
+            path = given.get(adapter["fingerprint"])
+            if path is None:
+                wrong.append(
+                    f"LoRA adapter {adapter['fingerprint']}: not among the adapters given "
+                    f"(--weights DIR/adapters: {', '.join(given) or 'none'})"
+                )
+            else:
+                adapters.append((path, float(adapter["scale"])))
+    onnx = None
+    runtime = recorded.get("runtime")
+    if runtime:
+        if weights.onnx is None:
+            wrong.append(f"ONNX files {runtime['fingerprint']}: none given (--weights DIR/onnx)")
+        else:
+            from generation.onnx_runtime import onnx_fingerprint
+
+            actual = onnx_fingerprint(weights.onnx)
+            if actual != runtime["fingerprint"]:
+                wrong.append(f"ONNX files: given {actual}, recorded {runtime['fingerprint']}")
+            onnx = weights.onnx
+    quantization = (recorded.get("quantization") or {}).get("name", "")
+    return wrong, Levers(adapters=tuple(adapters), quantization=quantization, onnx_dir=onnx)
 
 
 def _torch_device(recorded: str | None, device: str | None) -> str:
@@ -152,7 +203,8 @@ def check_rerender(
     recorded_dtype = model.get("dtype") or None
     dtype = dtype or recorded_dtype
     where = _torch_device(model.get("device"), device)
-    renderer = (models or Models()).renderer(weights, where, dtype)
+    levers = state.extra.get("levers")
+    renderer = (models or Models()).renderer(weights, where, dtype, levers)
     params = RenderParams(
         prompt=render["prompt"],
         negative_prompt=render["negative_prompt"],
@@ -167,6 +219,8 @@ def check_rerender(
     if dtype != recorded_dtype:
         precision += f" (recorded: {recorded_dtype or 'not recorded'})"
     how = f"{where}, {precision}, torch seed {prov['torch_seed']}"
+    if levers is not None and levers.any:
+        how += f", levers: {levers.describe()}"
     if data == state.image:
         return passed(name, f"bit-exact re-render ({how})")
     ours = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.int16)

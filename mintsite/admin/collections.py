@@ -104,6 +104,9 @@ class CollectionAdmin(admin.ModelAdmin):
                         "steps",
                         "guidance",
                         ("width", "height"),
+                        "lora_adapters",
+                        "quantization",
+                        "onnx_dir",
                     ]
                 },
             ),

@@ -26,8 +26,9 @@ _DEFAULTS = CollectionSpec()
 
 
 def _parser_for(name: str, default: Any) -> Any:
-    if isinstance(default, dict):
-        return json.loads  # --rarity '{"mode": "weighted", "categories": [...]}'
+    if isinstance(default, dict | list):
+        # --rarity '{"mode": "weighted", "categories": [...]}', --lora-adapters '[{...}]'
+        return json.loads
     if name in ("uniqueness_threshold", "near_duplicate_threshold"):
         return float
     return type(default)
@@ -65,6 +66,8 @@ class Command(BaseCommand):
             max_supply=spec.max_supply, rarity=spec.rarity, trait_margin=spec.trait_margin,
             uniqueness_threshold=spec.uniqueness_threshold,
             near_duplicate_threshold=spec.near_duplicate_threshold,
+            lora_adapters=spec.lora_adapters, quantization=spec.quantization,
+            onnx_dir=spec.onnx_dir,
         )  # fmt: skip
         try:
             # Checked before anything is sent, so a typo costs no gas.

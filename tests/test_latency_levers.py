@@ -1,0 +1,167 @@
+"""The latency levers (generation/render_levers.py) on the real pipeline: a distilled student,
+int8 weights, LoRA adapters and ONNX Runtime, each a collection setting that is validated,
+frozen with the config, recorded in the provenance and re-applied by ``mintverify``.
+
+Every collection here is the reference world's (its trained models, rarity table and gate) with
+one lever pulled, deployed on a real anvil; its token goes through the stages as in production
+(listener, seed commit, render and gate, pin, publish), and the verifier re-renders it from a
+weights folder: it passes with the lever's own files and fails, on the fingerprint check, when
+a file was swapped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from web3 import Web3
+
+import verifier
+from chain.anvil import ANVIL_ACCOUNTS, start_anvil
+from chain.deployment import deploy_collection, reference_world_spec
+from generation.collection_config import generation_config
+from generation.models import Collection, Token
+from generation.render_levers import INT8_SCHEME
+from tests.test_listener import mine, mint
+from tests.test_verify import listen, through_pipeline
+
+pytestmark = pytest.mark.django_db(transaction=True)
+DEPLOYER = ANVIL_ACCOUNTS[0]
+WORLD = Path(settings.REFERENCE_WORLD_DIR)
+STUDENT = WORLD / "student"
+
+
+@dataclass
+class Published:
+    rpc_url: str
+    gateway: str
+    contracts: dict[str, str]  # lever → contract address, token 1 published
+    records: dict[str, dict]  # lever → token 1's render record
+
+
+def publish_one(w3: Web3, slug: str, **fields: object) -> tuple[Collection, Token]:
+    collection = deploy_collection(
+        w3, DEPLOYER.private_key, reference_world_spec(slug=slug, **fields)
+    )
+    mint(w3, collection, 1)
+    mine(w3, 2)
+    through_pipeline(w3, collection, listen(w3, collection), lambda token: None)
+    return collection, Token.objects.get(collection=collection, token_id=1)
+
+
+@pytest.fixture(scope="module")
+def published(django_db_setup, django_db_blocker, live_server) -> Iterator[Published]:  # type: ignore[no-untyped-def]
+    levers = {
+        "student": {"model_dir": str(STUDENT), "steps": 4, "guidance": 1.0},
+        "int8": {"quantization": "int8"},
+    }
+    with start_anvil() as node, django_db_blocker.unblock():
+        w3 = Web3(Web3.HTTPProvider(node.rpc_url))
+        contracts, records = {}, {}
+        for name, fields in levers.items():
+            collection, token = publish_one(w3, f"lever-{name}", **fields)
+            assert token.status == Token.Status.PUBLISHED, (name, token.failure_reason)
+            contracts[name] = collection.contract_address
+            records[name] = token.render_record
+        yield Published(node.rpc_url, f"{live_server.url}/ipfs", contracts, records)
+
+
+def weights_folder(root: Path, diffusion: Path, **levers: Path) -> Path:
+    """A verifier's --weights folder: diffusion/, clip/ and the levers' adapters/ or onnx/."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "diffusion").symlink_to(diffusion)
+    (root / "clip").symlink_to(WORLD / "clip")
+    for name, path in levers.items():
+        (root / name).symlink_to(path)
+    return root
+
+
+def verify(published: Published, lever: str, weights: Path) -> dict[str, verifier.Check]:
+    checks = verifier.verify_token(
+        published.rpc_url, published.contracts[lever], 1, published.gateway, weights
+    )
+    return {c.name: c for c in checks}
+
+
+def test_a_student_token_names_its_teacher_and_verifies_bit_exact(
+    published: Published, tmp_path: Path
+) -> None:
+    model = published.records["student"]["model"]
+    teacher = json.loads((STUDENT / "distillation.json").read_text())["teacher_fingerprint"]
+    assert model["scheduler"] == "LCMScheduler"
+    assert model["distilled_from"]["fingerprint"] == teacher
+    assert model["fingerprint"] != teacher  # a model of its own
+    assert published.records["student"]["render"]["steps"] == 4
+    checks = verify(published, "student", weights_folder(tmp_path / "w", STUDENT))
+    assert [n for n, c in checks.items() if c.status != verifier.PASS] == []
+    assert checks["rerender"].detail.startswith("bit-exact")
+    # the teacher's files in the student's place: the fingerprint check fails, no re-render
+    swapped = verify(published, "student", weights_folder(tmp_path / "t", WORLD / "diffusion"))
+    assert swapped["model_fingerprint"].status == verifier.FAIL
+    assert swapped["rerender"].status == verifier.SKIPPED
+
+
+def test_an_int8_token_records_the_scheme_and_the_verifier_re_quantizes(
+    published: Published, tmp_path: Path
+) -> None:
+    model = published.records["int8"]["model"]
+    assert model["quantization"] == {"name": "int8", "scheme": INT8_SCHEME}
+    checks = verify(published, "int8", weights_folder(tmp_path / "w", WORLD / "diffusion"))
+    assert [n for n, c in checks.items() if c.status != verifier.PASS] == []
+    assert checks["rerender"].detail.startswith("bit-exact")
+    assert "levers: int8" in checks["rerender"].detail
+
+
+def test_a_collection_without_levers_keeps_the_config_it_had() -> None:
+    plain = Collection(**_world_fields("plain"))
+    config = generation_config(plain)
+    assert set(config["model"]) == {"fingerprint", "format", "scheduler"}
+    int8 = Collection(**_world_fields("int8", quantization="int8"))
+    assert generation_config(int8)["model"]["quantization"]["name"] == "int8"
+
+
+def _world_fields(slug: str, **overrides: object) -> dict[str, object]:
+    from dataclasses import asdict
+
+    names = {f.name for f in Collection._meta.concrete_fields}
+    spec = asdict(reference_world_spec(slug=slug, **overrides))
+    fields = {k: v for k, v in spec.items() if k in names}
+    return {**fields, "chain_id": 31337, "contract_address": "0x" + "ab" * 20}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "words"),
+    [
+        ({"quantization": "int4"}, "quantization", "not a valid choice"),
+        ({"lora_adapters": {"path": "a.safetensors"}}, "lora_adapters", "must be a list"),
+        ({"lora_adapters": [{"path": "/etc/passwd", "scale": 1}]}, "lora_adapters", "outside"),
+        ({"lora_adapters": [{"path": "x.safetensors", "scale": "big"}]}, "lora_adapters", "list"),
+        ({"onnx_dir": "no-such-export"}, "onnx_dir", "no-such-export"),
+        ({"onnx_dir": "../../etc"}, "onnx_dir", "outside"),
+    ],
+)
+def test_invalid_lever_settings_are_refused_naming_the_field(
+    overrides: dict[str, object], field: str, words: str
+) -> None:
+    collection = Collection(**_world_fields("bad", **overrides))
+    with pytest.raises(ValidationError) as refused:
+        collection.full_clean(validate_unique=False, validate_constraints=False)
+    assert field in refused.value.message_dict, refused.value.message_dict
+    assert words in " ".join(refused.value.message_dict[field])
+
+
+def test_int8_on_a_gpu_worker_is_refused_naming_quantization() -> None:
+    from generation.errors import RenderFailed
+    from generation.pipeline import load_models
+
+    collection = Collection.objects.create(**_world_fields("int8-gpu", quantization="int8"))
+    # refused before any weight is loaded, so this runs on a machine without CUDA too
+    with pytest.raises(RenderFailed) as refused:
+        load_models(collection, "cuda")
+    assert str(refused.value).startswith("quantization: int8 weights run on the CPU only")
+    assert refused.value.public.startswith("quantization:")

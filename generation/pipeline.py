@@ -45,6 +45,7 @@ from generation.errors import (
 )
 from generation.metadata import build_metadata, software_versions
 from generation.models import Collection, Token, seed_bytes
+from generation.render_levers import LEVER_FIELDS
 from generation.protocols import RendersImages
 from ipfs.backends import pinner_from_settings
 from ipfs.cid import compute_raw_cid
@@ -189,17 +190,16 @@ def load_models(collection: Collection, device: str | None) -> tuple[Renderer, C
         renderer = get_renderer(
             collection.model_path(), device, collection.model_config_path(), collection.levers()
         )
-    except ModelReferenceError as exc:  # a lever this worker cannot honour, named by field
+    except ModelReferenceError as exc:
+        if exc.field not in LEVER_FIELDS:
+            raise _model_failed(collection, exc) from exc
+        # a lever this worker cannot honour (int8 on a GPU, a damaged adapter): named by field
         raise RenderFailed(
             f"{exc.field}: {exc}",
             public=f"{exc.field}: cannot be used by this render worker (see the worker's log)",
         ) from exc
     except Exception as exc:  # diffusers raises many kinds for a missing or corrupt model
-        raise RenderFailed(
-            f"cannot load the diffusion model at {collection.model_path()}: "
-            f"{type(exc).__name__}: {exc}",
-            public=f"cannot load the diffusion model (model_dir): {type(exc).__name__}",
-        ) from exc
+        raise _model_failed(collection, exc) from exc
     try:
         scorer = get_scorer(collection.clip_path(), device)
     except Exception as exc:  # open_clip, likewise
@@ -208,6 +208,14 @@ def load_models(collection: Collection, device: str | None) -> tuple[Renderer, C
             public=f"cannot load the CLIP model (clip_dir): {type(exc).__name__}",
         ) from exc
     return renderer, scorer
+
+
+def _model_failed(collection: Collection, exc: Exception) -> RenderFailed:
+    return RenderFailed(
+        f"cannot load the diffusion model at {collection.model_path()}: "
+        f"{type(exc).__name__}: {exc}",
+        public=f"cannot load the diffusion model (model_dir): {type(exc).__name__}",
+    )
 
 
 def render_params(collection: Collection, prompt: str) -> RenderParams:

@@ -33,6 +33,8 @@ from generation.errors import ModelReferenceError
 DISTILLATION_RECORD = "distillation.json"
 #: the keys :func:`lever_record` may add to a ``model`` block
 LEVER_KEYS = ("distilled_from", "adapters", "quantization", "runtime")
+#: the collection fields that pull levers (a distilled student is a model_dir)
+LEVER_FIELDS = ("lora_adapters", "quantization", "onnx_dir")
 QUANTIZATIONS = ("", "int8")
 INT8_SCHEME = (
     "torchao quantize_(Int8WeightOnlyConfig()) on the UNet and the text encoder: every "

@@ -47,7 +47,7 @@ from typing import Any
 
 import torch
 
-from generation.reference_models import model_fingerprint, quiet_progress_bars
+from generation.reference_models import _make_readable, model_fingerprint, quiet_progress_bars
 from generation.reference_world.clip_training import HELD_OUT_SEED, TRAIN_SEED_BASE
 from generation.reference_world.diffusion_training import (
     _batches,
@@ -219,6 +219,7 @@ def distil(
             source = teacher_dir / "tokenizer" / name
             if source.is_file() and not (dest / "tokenizer" / name).is_file():
                 shutil.copyfile(source, dest / "tokenizer" / name)
+        _make_readable(dest)
     record = {
         "method": METHOD,
         "teacher_fingerprint": model_fingerprint(teacher_dir),

@@ -126,7 +126,7 @@ def needs_calibration(spec: CollectionSpec) -> bool:
     return spec.clip_threshold <= -1.0
 
 
-def collection_from_spec(spec: CollectionSpec) -> Collection:
+def collection_from_spec(spec: CollectionSpec, address: str = "0x" + "ac" * 20) -> Collection:
     """The spec as a Collection row (no contract: the bench publishes nothing on-chain); every
     spec field that is a Collection field is taken as it is."""
     names = {f.name for f in Collection._meta.concrete_fields}
@@ -134,7 +134,7 @@ def collection_from_spec(spec: CollectionSpec) -> Collection:
     models = Path(settings.REFERENCE_MODELS_DIR)
     values["model_dir"] = spec.model_dir or str(models / "diffusion")
     values["clip_dir"] = spec.clip_dir or str(models / "clip")
-    values.update(chain_id=31337, contract_address="0x" + "ac" * 20)
+    values.update(chain_id=31337, contract_address=address)
     return Collection.objects.create(**values)
 
 

@@ -150,7 +150,7 @@ def _run(
     collections: dict[Variant, Collection] = {}
     for index, variant in enumerate(variants):
         spec = reference_world_spec(slug=f"latency-{index}", **variant_fields(variant, onnx_dirs))
-        collections[variant] = collection_from_spec(spec)
+        collections[variant] = collection_from_spec(spec, f"0x{index + 1:040x}")
     some = next(iter(collections.values()))
     traits = [weighted_traits(seed, some.rarity) for seed in seeds]
     prompts = [
@@ -193,10 +193,13 @@ def _onnx_exports(
     variants: Sequence[Variant], scratch: Path, log: Callable[[str], None]
 ) -> dict[str, Path]:
     """The ONNX export of each model an ONNX variant uses, made once into ``scratch``."""
+    exports: dict[str, Path] = {}
+    models = sorted({v.model for v in variants if v.onnx})
+    if not models:
+        return exports
     from generation.onnx_export import export_onnx
 
-    exports = {}
-    for model in sorted({v.model for v in variants if v.onnx}):
+    for model in models:
         out = scratch / f"onnx-{model}"
         started = time.perf_counter()
         export_onnx(model_dir(Variant("", model, 1, 1.0)), out)
@@ -378,20 +381,23 @@ def report(result: dict[str, Any]) -> list[str]:
     base = next(r for r in rows if r.variant == BASELINE)
     lines = [
         f"| variant | steps | guidance | ms/image, batch 1 | ms/image, batch {batch} | "
-        "tokens/hour (worker) | speedup | trait accuracy | change (points) | gate accepts | "
-        "pixel distance to teacher |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "tokens/hour (worker) | worker speedup | speedup | trait accuracy | change (points) | "
+        "gate accepts | pixel distance to teacher |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in rows:
-        rate = f"{r.tokens_per_hour:,.0f}" if r.tokens_per_hour is not None else "—"
+        rate = worker = "—"
+        if r.tokens_per_hour is not None and base.tokens_per_hour:
+            rate = f"{r.tokens_per_hour:,.0f}"
+            worker = f"{r.tokens_per_hour / base.tokens_per_hour:.2f}x"
         lines.append(
             f"| {r.variant.name} | {r.variant.steps} | {r.variant.guidance:g} | "
-            f"{r.ms_batch1:.0f} | {r.ms_batch:.0f} | {rate} | {r.speedup:.2f}x | "
+            f"{r.ms_batch1:.0f} | {r.ms_batch:.0f} | {rate} | {worker} | {r.speedup:.2f}x | "
             f"{r.accuracy:.3f} | {(r.accuracy - base.accuracy) * 100:+.1f} | "
             f"{r.accepted:.3f} | {r.pixel_distance:.1f} |"
         )
     for name in result["missing"]:
-        lines.append(f"| {name} | not measured in this run | | | | | | | | | |")
+        lines.append(f"| {name} | not measured in this run | | | | | | | | | | |")
     lines += [
         "",
         "float16 / bfloat16 on CUDA (RENDER_DTYPE; the default there): not measured, no GPU "

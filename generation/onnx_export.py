@@ -46,6 +46,9 @@ from generation.torch_threads import one_torch_thread
 #: onnxruntime has run for years (1.14 and later).
 OPSET = 18
 
+#: Each graph's one output, by the name diffusers gives it.
+OUTPUT_NAMES = {"text_encoder": "last_hidden_state", "unet": "out_sample", "vae_decoder": "sample"}
+
 # A single ONNX protobuf cannot exceed 2 GB; larger models keep their weights beside the graph.
 _PROTOBUF_LIMIT = 2 * 1024**3 - 64 * 1024**2
 
@@ -174,6 +177,7 @@ def _export_all(pipe: Any, out: Path) -> dict[str, dict[str, list[int | str]]]:
                 module,
                 kwargs=kwargs,
                 input_names=list(kwargs),
+                output_names=[OUTPUT_NAMES[name]],
                 dynamic_shapes={key: {0: batch} for key in kwargs},
                 opset_version=OPSET,
                 dynamo=True,
@@ -182,8 +186,36 @@ def _export_all(pipe: Any, out: Path) -> dict[str, dict[str, list[int | str]]]:
             )
         assert program is not None  # dynamo=True always returns the program
         program.save(str(path), external_data=big)
+        _strip_debug_metadata(path)
         shapes[name] = {key: ["batch", *value.shape[1:]] for key, value in kwargs.items()}
     return shapes
+
+
+def _strip_debug_metadata(path: Path) -> None:
+    """Drop the exporter's debug notes from the saved graph: each node's Python stack trace
+    (absolute source paths, line numbers), FX node text and the graph's symbolic-shape names.
+    They change with the checkout's path and from run to run; without them the same model and
+    library versions export to the same bytes, so an export's fingerprint can be reproduced
+    from its source model."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    del model.metadata_props[:]
+    graphs = [model.graph]
+    nodes = [node for function in model.functions for node in function.node]
+    for function in model.functions:
+        del function.metadata_props[:]
+    while graphs:
+        graph = graphs.pop()
+        del graph.metadata_props[:]
+        nodes += graph.node
+        for node in graph.node:
+            graphs += [attr.g for attr in node.attribute if attr.HasField("g")]
+            graphs += [g for attr in node.attribute for g in attr.graphs]
+    for node in nodes:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    onnx.save(model, str(path))
 
 
 def _versions() -> dict[str, str]:

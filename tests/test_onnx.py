@@ -104,6 +104,15 @@ def test_it_writes_the_three_graphs_and_a_manifest_that_names_the_source_model(
     check_onnx_folder(out, model_fingerprint(teacher))  # a fresh export passes its own check
 
 
+def test_the_export_carries_no_trace_of_where_it_was_made(exported: tuple[Path, str]) -> None:
+    # The exporter notes each node's Python stack trace (this checkout's absolute paths and line
+    # numbers); with them, exporting the same model twice gave different bytes.
+    checkout = str(Path(__file__).resolve().parent.parent).encode()
+    for rel in COMPONENTS.values():
+        data = (exported[0] / rel).read_bytes()
+        assert checkout not in data and b"stack_trace" not in data, rel
+
+
 def test_it_renders_what_torch_renders_within_the_tolerance(
     torch_renderer: Renderer, onnx_renderer: Renderer
 ) -> None:

@@ -12,9 +12,11 @@ Layout written under ``out`` (see :data:`generation.onnx_runtime.COMPONENTS`)::
     vae_decoder/model.onnx    latent_sample (already divided by scaling_factor) -> image
     onnx.json                 the source model's fingerprint, opset, versions, each file's sha256
 
-Every batch dimension is dynamic. Weights are stored inside each ``.onnx`` file when it stays
-under protobuf's 2 GB limit, else beside it (``model.onnx.data``); either way onnx.json lists and
-hashes every file, and :func:`generation.onnx_runtime.onnx_fingerprint` covers them.
+Batch and image size are dynamic (the UNet's latent sides in multiples of 2**(levels-1)), so
+one export serves every size a collection renders. Weights are stored inside each ``.onnx`` file
+when it stays under protobuf's 2 GB limit, else beside it (``model.onnx.data``); either way
+onnx.json lists and hashes every file, and :func:`generation.onnx_runtime.onnx_fingerprint`
+covers them.
 """
 
 from __future__ import annotations
@@ -137,35 +139,67 @@ def export_onnx(model_dir: Path, out: Path) -> dict[str, Any]:
 
 
 def _export_all(pipe: Any, out: Path) -> dict[str, dict[str, list[int | str]]]:
-    """Export the three parts; returns each part's input shapes ("batch" where dynamic)."""
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    # Example batch 2: torch.export specialises dimensions of size 0 or 1.
-    example = 2
+    """Export the three parts; returns each part's input shapes (names where dynamic)."""
+    dim = torch.export.Dim
+    batch = dim("batch", min=1, max=1024)
+    # The UNet halves the latent once per level below the top and doubles it back: its latent
+    # sides are multiples of 2**(levels-1) (8 for Stable Diffusion 1.x's 64x64 at 512 pixels).
+    multiple = 2 ** (len(pipe.unet.config.block_out_channels) - 1)
+    height = multiple * dim("height_blocks", min=1, max=1024)
+    width = multiple * dim("width_blocks", min=1, max=1024)
+    # Example sizes: torch.export specialises dimensions of size 0 or 1, and equal sizes may
+    # be taken for one dimension, so batch 2 and latents of 2 by 3 multiples.
+    rows, cols = 2 * multiple, 3 * multiple
     length = int(pipe.tokenizer.model_max_length)
-    latent_channels = int(pipe.unet.config.in_channels)
-    latent_size = int(pipe.unet.config.sample_size)
+    channels = int(pipe.unet.config.in_channels)
     hidden = int(pipe.text_encoder.config.hidden_size)
     vae_channels = int(pipe.vae.config.latent_channels)
-    parts: dict[str, tuple[torch.nn.Module, dict[str, torch.Tensor]]] = {
+    # part -> (module, {input: (example, {axis: dynamic dim}, shape as onnx.json says it)})
+    Inputs = dict[str, tuple[torch.Tensor, dict[int, Any], list[int | str]]]
+    parts: dict[str, tuple[torch.nn.Module, Inputs]] = {
         "text_encoder": (
             _TextEncoder(pipe.text_encoder),
-            {"input_ids": torch.zeros(example, length, dtype=torch.int64)},
+            {
+                "input_ids": (
+                    torch.zeros(2, length, dtype=torch.int64),
+                    {0: batch},
+                    ["batch", length],
+                )
+            },
         ),
         "unet": (
             _UNet(pipe.unet),
             {
-                "sample": torch.randn(example, latent_channels, latent_size, latent_size),
-                "timestep": torch.full((example,), 500.0),
-                "encoder_hidden_states": torch.randn(example, length, hidden),
+                "sample": (
+                    torch.randn(2, channels, rows, cols),
+                    {0: batch, 2: height, 3: width},
+                    [
+                        "batch",
+                        channels,
+                        f"height (multiple of {multiple})",
+                        f"width (multiple of {multiple})",
+                    ],
+                ),
+                "timestep": (torch.full((2,), 500.0), {0: batch}, ["batch"]),
+                "encoder_hidden_states": (
+                    torch.randn(2, length, hidden),
+                    {0: batch},
+                    ["batch", length, hidden],
+                ),
             },
         ),
         "vae_decoder": (
             _VaeDecoder(pipe.vae),
-            {"latent_sample": torch.randn(example, vae_channels, latent_size, latent_size)},
+            {
+                "latent_sample": (
+                    torch.randn(2, vae_channels, rows, cols),
+                    {0: batch, 2: dim("latent_height", min=1), 3: dim("latent_width", min=1)},
+                    ["batch", vae_channels, "height", "width"],
+                )
+            },
         ),
     }
-    shapes: dict[str, dict[str, list[int | str]]] = {}
-    for name, (module, kwargs) in parts.items():
+    for name, (module, inputs) in parts.items():
         path = out / COMPONENTS[name]
         path.parent.mkdir(parents=True, exist_ok=True)
         module.eval()
@@ -175,10 +209,10 @@ def _export_all(pipe: Any, out: Path) -> dict[str, dict[str, list[int | str]]]:
             warnings.filterwarnings("ignore", message="# The axis name", category=UserWarning)
             program = torch.onnx.export(
                 module,
-                kwargs=kwargs,
-                input_names=list(kwargs),
+                kwargs={key: example for key, (example, _, _) in inputs.items()},
+                input_names=list(inputs),
                 output_names=[OUTPUT_NAMES[name]],
-                dynamic_shapes={key: {0: batch} for key in kwargs},
+                dynamic_shapes={key: axes for key, (_, axes, _) in inputs.items()},
                 opset_version=OPSET,
                 dynamo=True,
                 external_data=big,
@@ -187,8 +221,10 @@ def _export_all(pipe: Any, out: Path) -> dict[str, dict[str, list[int | str]]]:
         assert program is not None  # dynamo=True always returns the program
         program.save(str(path), external_data=big)
         _strip_debug_metadata(path)
-        shapes[name] = {key: ["batch", *value.shape[1:]] for key, value in kwargs.items()}
-    return shapes
+    return {
+        name: {key: shape for key, (_, _, shape) in inputs.items()}
+        for name, (_, inputs) in parts.items()
+    }
 
 
 def _strip_debug_metadata(path: Path) -> None:

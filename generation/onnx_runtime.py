@@ -144,10 +144,12 @@ def check_onnx_folder(folder: Path, base_fingerprint: str | None) -> None:
                 f"{rel} has {actual}, but onnx.json records {expected}: the file changed "
                 "after the export",
             )
+    from google.protobuf.message import DecodeError  # onnx's parser, on a damaged file
+
     try:
         on_disk = {p.relative_to(folder).as_posix() for p in onnx_weight_files(folder)}
-    except Exception as exc:  # onnx's parser raises its own DecodeError for a damaged file
-        raise _refuse(folder, f"an ONNX file cannot be parsed ({exc})") from exc
+    except (OSError, DecodeError) as exc:
+        raise _refuse(folder, f"an ONNX file cannot be read ({exc})") from exc
     unlisted = sorted(on_disk - set(recorded))
     if unlisted:
         raise _refuse(folder, f"{', '.join(unlisted)} not listed in {MANIFEST_NAME}")

@@ -63,10 +63,13 @@ def onnx_renderer(teacher: Path, exported: tuple[Path, str]) -> Renderer:
     return renderer
 
 
-def _render(renderer: Renderer, *, steps: int = 20, scheduler: str = "") -> list[Image.Image]:
-    if scheduler:
-        # render_captions takes the model's scheduler; a variant goes through render_many
-        params = RenderParams("", "", steps, 1.0, 64, 64, scheduler)
+def _render(
+    renderer: Renderer, *, steps: int = 20, scheduler: str = "", size: tuple[int, int] = (64, 64)
+) -> list[Image.Image]:
+    if scheduler or size != (64, 64):
+        # render_captions takes the model's scheduler and the world's size; others go
+        # through render_many
+        params = RenderParams("", "", steps, 1.0, *size, scheduler)
         requests = [
             (renderer.prompt_embeddings(text, "", 1.0), seed, 0)
             for text, seed in zip(CAPTIONS, SEEDS, strict=True)
@@ -99,7 +102,12 @@ def test_it_writes_the_three_graphs_and_a_manifest_that_names_the_source_model(
     assert manifest["fingerprint"] == onnx_fingerprint(out)
     assert manifest["opset"] == 18
     assert {"torch", "onnx", "onnxruntime"} <= set(manifest["versions"])
-    assert manifest["inputs"]["unet"]["sample"] == ["batch", 4, 16, 16]
+    assert manifest["inputs"]["unet"]["sample"] == [
+        "batch",
+        4,
+        "height (multiple of 4)",
+        "width (multiple of 4)",
+    ]
     assert manifest["fingerprint"] in stdout and manifest["source_fingerprint"] in stdout
     check_onnx_folder(out, model_fingerprint(teacher))  # a fresh export passes its own check
 
@@ -142,6 +150,16 @@ def test_a_scheduler_variant_renders_through_the_same_sessions(
     onnx_images = _render(onnx_renderer, steps=4, scheduler="LCMScheduler")
     torch_images = _render(torch_renderer, steps=4, scheduler="LCMScheduler")
 
+    assert _max_difference(torch_images, onnx_images) <= PIXEL_TOLERANCE
+
+
+def test_one_export_renders_other_image_sizes(
+    torch_renderer: Renderer, onnx_renderer: Renderer
+) -> None:
+    onnx_images = _render(onnx_renderer, steps=4, size=(96, 48))
+    torch_images = _render(torch_renderer, steps=4, size=(96, 48))
+
+    assert onnx_images[0].size == (96, 48)
     assert _max_difference(torch_images, onnx_images) <= PIXEL_TOLERANCE
 
 
@@ -197,6 +215,7 @@ def test_it_refuses_an_export_of_another_model(
         ("no folder", r"no such folder"),
         ("no onnx.json", r"onnx\.json is missing"),
         ("unlisted graph", r"extra/model\.onnx not listed in onnx\.json"),
+        ("unreadable graph", r"an ONNX file cannot be read"),
     ],
 )
 def test_it_refuses_an_incomplete_or_padded_export(
@@ -207,9 +226,12 @@ def test_it_refuses_an_incomplete_or_padded_export(
         shutil.rmtree(folder)
     elif damage == "no onnx.json":
         (folder / "onnx.json").unlink()
-    else:
+    elif damage == "unlisted graph":
         (folder / "extra").mkdir()
         shutil.copyfile(folder / "unet" / "model.onnx", folder / "extra" / "model.onnx")
+    else:
+        (folder / "extra").mkdir()
+        (folder / "extra" / "model.onnx").write_bytes(b"\xff" * 64)
 
     with pytest.raises(ModelReferenceError, match=rf"^onnx_dir .*{message}") as e:
         check_onnx_folder(folder, None)

@@ -304,8 +304,9 @@ def use_onnx(pipe: Any, folder: Path, device: str, *, threads: int | None = None
     VAE for onnxruntime sessions of the export in ``folder``, on ``device`` ("cpu" or "cuda…").
 
     ``threads``: onnxruntime's intra-op threads, fixed for the sessions' life (default:
-    ``torch.get_num_threads()`` now). The same thread count gives the same bytes on one
-    machine; docs/onnx.md has the measured difference from a torch render.
+    ``torch.get_num_threads()`` now). Renders replay byte for byte on one machine (measured
+    with 1 and with 2 threads, which gave the same bytes too); docs/onnx.md has the measured
+    difference from a torch render.
 
     The wrappers replace the pipeline's attributes, so ``pipe.components`` carries them and
     pipelines built from it (``type(pipe)(**pipe.components)``, the renderer's scheduler
@@ -316,6 +317,13 @@ def use_onnx(pipe: Any, folder: Path, device: str, *, threads: int | None = None
     for rel in COMPONENTS.values():
         if not (folder / rel).is_file():
             raise _refuse(folder, f"{rel} is missing")
+    if getattr(pipe.unet.config, "time_cond_proj_dim", None) is not None:
+        # The pipeline would pass a guidance embedding (timestep_cond) the export cannot take.
+        raise _refuse(
+            folder,
+            "the model's UNet takes a guidance embedding (time_cond_proj_dim), which the "
+            "ONNX export does not carry",
+        )
     count = threads if threads is not None else torch.get_num_threads()
 
     def files(name: str) -> list[Path]:

@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime
 import pytest
 from django.conf import settings
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from PIL import Image
 
 from generation.errors import ModelReferenceError
@@ -110,6 +110,14 @@ def test_it_writes_the_three_graphs_and_a_manifest_that_names_the_source_model(
     ]
     assert manifest["fingerprint"] in stdout and manifest["source_fingerprint"] in stdout
     check_onnx_folder(out, model_fingerprint(teacher))  # a fresh export passes its own check
+
+
+def test_the_command_refuses_a_folder_that_is_not_a_diffusers_pipeline(tmp_path: Path) -> None:
+    (tmp_path / "weights").mkdir()
+
+    with pytest.raises(CommandError, match=r"^--model: .*no model_index\.json"):
+        call_command("export_onnx", model=str(tmp_path / "weights"), out=str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
 
 
 def test_the_export_carries_no_trace_of_where_it_was_made(exported: tuple[Path, str]) -> None:

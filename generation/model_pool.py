@@ -46,10 +46,12 @@ T = TypeVar("T", bound=Pooled)
 
 def module_bytes(modules: Iterable[torch.nn.Module]) -> int:
     """Bytes of the parameters and buffers of ``modules``, each tensor counted once (modules of
-    one pipeline may share weights)."""
+    one pipeline may share weights). A module run by onnxruntime (generation/onnx_runtime.py)
+    has no parameters; its ``onnx_bytes``, the size of the weights its session holds, counts."""
     seen: set[int] = set()
     total = 0
     for module in modules:
+        total += int(getattr(module, "onnx_bytes", 0))
         for tensor in (*module.parameters(), *module.buffers()):
             if id(tensor) not in seen:
                 seen.add(id(tensor))

@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -93,8 +94,16 @@ def model_fingerprint(path: Path) -> str:
         raise FileNotFoundError(
             f"no weights files ({', '.join(sorted(WEIGHT_SUFFIXES))}) under {path}"
         )
+    return files_fingerprint(path, [file for _, file in files])
+
+
+def files_fingerprint(root: Path, files: Iterable[Path]) -> str:
+    """``"sha256:<hex>"`` over ``files`` (all under ``root``) as :func:`model_fingerprint`
+    takes a folder's weights: sorted by POSIX path relative to ``root``, each fed as that path
+    (UTF-8) and then its bytes. Other weight formats (ONNX exports) choose their own files."""
+    root = Path(root)
     digest = hashlib.sha256()
-    for rel, file in files:
+    for rel, file in sorted((Path(f).relative_to(root).as_posix(), Path(f)) for f in files):
         digest.update(rel.encode("utf-8"))
         _feed_file(digest, file)
     return "sha256:" + digest.hexdigest()

@@ -128,10 +128,12 @@ class Renderer:
         self.model_dir = model_dir
         self.config_dir = Path(config_dir) if config_dir is not None else None
         self.device = device
+        self.levers = levers if levers is not None else Levers()
         self.dtype = _dtype(device, dtype if dtype is not None else os.environ.get("RENDER_DTYPE"))
+        if self.levers.onnx_dir is not None:
+            self.dtype = torch.float32  # the ONNX exports are float32 graphs on every device
         # The fingerprints are computed before loading, from the same bytes that get loaded.
         self.fingerprint = model_fingerprint(model_dir)
-        self.levers = levers if levers is not None else Levers()
         check_levers(self.levers, self.fingerprint, device)
         # what the levers add to the provenance's model block (generation/render_levers.py)
         self.lever_record = lever_record(self.levers, model_dir)
@@ -168,8 +170,11 @@ class Renderer:
         apply_levers(pipe, self.levers, device)
         # diffusers' default attention processor on torch 2 is scaled_dot_product_attention
         # (SDPA: flash / memory-efficient kernels on CUDA); say so in the log, don't assume.
-        processors = {type(p).__name__ for p in pipe.unet.attn_processors.values()}
-        self.attention = ",".join(sorted(processors))
+        if self.levers.onnx_dir is not None:
+            self.attention = "onnxruntime"
+        else:
+            processors = {type(p).__name__ for p in pipe.unet.attn_processors.values()}
+            self.attention = ",".join(sorted(processors))
         if compile_unet is None:
             compile_unet = os.environ.get("RENDER_COMPILE", "").lower() in {"1", "true", "yes"}
         self.compiled = bool(

@@ -12,6 +12,7 @@ a file was swapped.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,13 @@ def published(django_db_setup, django_db_blocker, live_server) -> Iterator[Publi
     levers = {
         "student": {"model_dir": str(STUDENT), "steps": 4, "guidance": 1.0},
         "int8": {"quantization": "int8"},
+        "onnx": {"onnx_dir": str(WORLD / "diffusion-onnx")},
+        "onnx-student": {
+            "model_dir": str(STUDENT),
+            "onnx_dir": str(WORLD / "student-onnx"),
+            "steps": 4,
+            "guidance": 1.0,
+        },
     }
     with start_anvil() as node, django_db_blocker.unblock():
         w3 = Web3(Web3.HTTPProvider(node.rpc_url))
@@ -115,6 +123,47 @@ def test_an_int8_token_records_the_scheme_and_the_verifier_re_quantizes(
     assert [n for n, c in checks.items() if c.status != verifier.PASS] == []
     assert checks["rerender"].detail.startswith("bit-exact")
     assert "levers: int8" in checks["rerender"].detail
+
+
+@pytest.mark.parametrize(
+    ("lever", "model", "export"),
+    [("onnx", "diffusion", "diffusion-onnx"), ("onnx-student", "student", "student-onnx")],
+)
+def test_an_onnx_token_verifies_within_tolerance_and_fails_with_another_export(
+    published: Published, tmp_path: Path, lever: str, model: str, export: str
+) -> None:
+    runtime = published.records[lever]["model"]["runtime"]
+    manifest = json.loads((WORLD / export / "onnx.json").read_text())
+    assert runtime == {"name": "onnxruntime", "fingerprint": manifest["fingerprint"]}
+    assert published.records[lever]["model"]["dtype"] == "float32"
+    weights = weights_folder(tmp_path / "w", WORLD / model, onnx=WORLD / export)
+    checks = verify(published, lever, weights)
+    assert [n for n, c in checks.items() if c.status != verifier.PASS] == []
+    # the same runtime on the same machine replays the bytes; elsewhere the tolerance holds
+    assert checks["rerender"].detail.startswith("bit-exact"), checks["rerender"].detail
+    assert "levers: onnxruntime" in checks["rerender"].detail
+    other = "student-onnx" if export == "diffusion-onnx" else "diffusion-onnx"
+    swapped = weights_folder(tmp_path / "s", WORLD / model, onnx=WORLD / other)
+    checks = verify(published, lever, swapped)
+    assert checks["model_fingerprint"].status == verifier.FAIL
+    assert "ONNX files: given " in checks["model_fingerprint"].detail
+    # without the export the verifier says what is missing instead of rendering with torch
+    bare = verify(published, lever, weights_folder(tmp_path / "b", WORLD / model))
+    assert "none given (--weights DIR/onnx)" in bare["model_fingerprint"].detail
+
+
+def test_an_export_missing_a_file_is_refused_naming_onnx_dir(tmp_path: Path) -> None:
+    from django.test import override_settings
+
+    broken = tmp_path / "export"
+    shutil.copytree(WORLD / "diffusion-onnx", broken)
+    (broken / "unet" / "model.onnx").unlink()
+    with override_settings(MODEL_ROOTS=[str(WORLD), str(tmp_path)]):
+        collection = Collection(**_world_fields("broken-onnx", onnx_dir=str(broken)))
+        with pytest.raises(ValidationError) as refused:
+            collection.full_clean(validate_unique=False, validate_constraints=False)
+    assert list(refused.value.message_dict) == ["onnx_dir"]
+    assert "unet/model.onnx" in refused.value.message_dict["onnx_dir"][0]
 
 
 def test_a_collection_without_levers_keeps_the_config_it_had() -> None:

@@ -110,6 +110,10 @@ def test_it_writes_the_three_graphs_and_a_manifest_that_names_the_source_model(
     ]
     assert manifest["fingerprint"] in stdout and manifest["source_fingerprint"] in stdout
     check_onnx_folder(out, model_fingerprint(teacher))  # a fresh export passes its own check
+    # the committed export (models/reference-world/diffusion-onnx, which the lever tests and
+    # the latency bench use) is this command's output, byte for byte
+    committed = json.loads((teacher.parent / "diffusion-onnx" / "onnx.json").read_text())
+    assert committed["fingerprint"] == manifest["fingerprint"]
 
 
 def test_the_command_refuses_a_folder_that_is_not_a_diffusers_pipeline(tmp_path: Path) -> None:

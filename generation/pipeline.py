@@ -45,8 +45,8 @@ from generation.errors import (
 )
 from generation.metadata import build_metadata, software_versions
 from generation.models import Collection, Token, seed_bytes
-from generation.render_levers import LEVER_FIELDS
 from generation.protocols import RendersImages
+from generation.render_levers import LEVER_FIELDS
 from ipfs.backends import pinner_from_settings
 from ipfs.cid import compute_raw_cid
 from ipfs.errors import CidMismatch, ContentTooLarge, PinningError

@@ -192,7 +192,9 @@ def _run(
 def _onnx_exports(
     variants: Sequence[Variant], scratch: Path, log: Callable[[str], None]
 ) -> dict[str, Path]:
-    """The ONNX export of each model an ONNX variant uses, made once into ``scratch``."""
+    """The ONNX export of each model an ONNX variant uses: the committed one beside the model
+    (``diffusion-onnx``, ``student-onnx``; the collection's check confirms it is that model's),
+    else one made into ``scratch``."""
     exports: dict[str, Path] = {}
     models = sorted({v.model for v in variants if v.onnx})
     if not models:
@@ -200,6 +202,10 @@ def _onnx_exports(
     from generation.onnx_export import export_onnx
 
     for model in models:
+        committed = Path(f"{model_dir(Variant('', model, 1, 1.0))}-onnx")
+        if (committed / "onnx.json").is_file():
+            exports[model] = committed
+            continue
         out = scratch / f"onnx-{model}"
         started = time.perf_counter()
         export_onnx(model_dir(Variant("", model, 1, 1.0)), out)

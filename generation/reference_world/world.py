@@ -185,12 +185,47 @@ def edge_depth() -> NDArray[np.int64]:
     return np.asarray(np.minimum.outer(depth, depth), dtype=np.int64)
 
 
-def draw(traits: Mapping[str, str], seed: bytes) -> Image.Image:
-    """The world image of a token with ``traits``, its jitter drawn from ``seed`` (any bytes).
+@dataclass(frozen=True)
+class CornerMarks:
+    """A style the world's models never saw: a square of one colour in each image corner.
 
-    Deterministic: the same traits and seed give the same pixels everywhere.
+    Chosen so that the oracle reads every trait of a marked image as of the unmarked one
+    (tests/test_lora.py checks all 96 combinations): the marks lie in the frame band, outside
+    the ring that gives the background; they cover 64 of its 960 pixels, so a common's band is
+    still 93% background and a legendary's 93% gold (each side 88%); their colour is neither
+    gold nor near any shape's hue. The world's VAE draws them back (a 4-pixel square is one
+    latent pixel), which it does not do for a tinted background (docs/lora.md).
+    """
+
+    rgb: tuple[int, int, int]
+    """The marks' colour; each channel jitters by up to ``GOLD_JITTER``, as the frame's."""
+    size: int = FRAME_WIDTH
+    """Side of each square in pixels: at most ``FRAME_WIDTH``, inside the frame band."""
+
+    def mask(self) -> NDArray[np.bool_]:
+        """True on the marks' pixels."""
+        index = np.arange(IMAGE_SIZE)
+        near = np.minimum(index, IMAGE_SIZE - 1 - index) < self.size
+        return np.asarray(np.logical_and.outer(near, near), dtype=bool)
+
+
+STYLES: dict[str, CornerMarks] = {
+    "cyan-corners": CornerMarks(rgb=(0, 200, 200)),
+}
+"""Styles :func:`draw` can draw besides the world's own (``style=None``): what a LoRA adapter
+teaches the world's diffusion model (generation/reference_world/lora_training.py)."""
+
+
+def draw(traits: Mapping[str, str], seed: bytes, *, style: str | None = None) -> Image.Image:
+    """The world image of a token with ``traits``, its jitter drawn from ``seed`` (any bytes),
+    in the world's own style or in one of :data:`STYLES`.
+
+    Deterministic: the same traits, seed and style give the same pixels everywhere; a styled
+    image has the same jitter (shape, colour, frame) as the unstyled one of the same seed.
     """
     _check_traits(traits)
+    if style is not None and style not in STYLES:
+        raise ValueError(f"style {style!r} is not one of {sorted(STYLES)}")
     seed = bytes(seed)
     grey = round(_uniform(seed, "background", *BACKGROUND_VALUES[traits["background"]]))
     hue = COLOUR_HUES[traits["colour"]] + _uniform(seed, "hue", -HUE_JITTER, HUE_JITTER)
@@ -211,6 +246,13 @@ def draw(traits: Mapping[str, str], seed: bytes) -> Image.Image:
             for i, channel in enumerate(GOLD_RGB)
         ]
         pixels[frame_mask()] = np.asarray(gold) / 255.0
+    if style is not None:
+        marks = STYLES[style]
+        colour = [
+            channel + round(_uniform(seed, f"{style}:{i}", -GOLD_JITTER, GOLD_JITTER))
+            for i, channel in enumerate(marks.rgb)
+        ]
+        pixels[marks.mask()] = np.clip(np.asarray(colour), 0, 255) / 255.0
     return Image.fromarray(np.round(pixels * 255.0).astype(np.uint8), mode="RGB")
 
 
@@ -228,10 +270,13 @@ def item_seed(seed: int, index: int) -> bytes:
     return hashlib.sha256(f"reference-world:{seed}:{index}".encode()).digest()
 
 
-def dataset(count: int, seed: int, *, balanced: bool = True) -> Iterator[WorldImage]:
+def dataset(
+    count: int, seed: int, *, balanced: bool = True, style: str | None = None
+) -> Iterator[WorldImage]:
     """``count`` images drawn with ``seed``: traits from :func:`balanced_traits` (default) or
-    :func:`world_traits` (the collection's odds), each image from its own item seed."""
+    :func:`world_traits` (the collection's odds), each image from its own item seed, in the
+    world's style or in ``style`` (one of :data:`STYLES`; the captions are the same)."""
     for index in range(count):
         item = item_seed(seed, index)
         traits = balanced_traits(item) if balanced else world_traits(item)
-        yield WorldImage(traits, caption(traits), draw(traits, item))
+        yield WorldImage(traits, caption(traits), draw(traits, item, style=style))

@@ -1,8 +1,8 @@
 """Train a LoRA adapter on the reference world's diffusion model: a style the model never drew.
 
-The world's teacher (``models/reference-world/diffusion``) draws grey backgrounds with plain
-corners. The adapter teaches it one of the world's :data:`~generation.reference_world.world.
-STYLES` (``cyan-corners``: a cyan square in each corner) from world images drawn in that style,
+The world's teacher (``models/reference-world/diffusion``) draws its shapes within 3 pixels of
+the image centre. The adapter teaches it one of the world's :data:`~generation.reference_world.
+world.STYLES` (``top-left``: the shape 6 pixels up and left) from world images drawn so,
 with the same captions, so a collection that names the adapter gets every render in the style
 and its traits unchanged; the world's pixel oracle still reads them (docs/lora.md).
 
@@ -11,8 +11,8 @@ the pipeline scales them), the text encoder encodes each distinct caption once, 
 LoRA matrices peft adds to the UNet learn, with the teacher's loss (noise prediction on its
 noise schedule, min-SNR-γ weights, one caption in ten dropped). LoRA goes on the attention
 projections (``to_q``, ``to_k``, ``to_v``, ``to_out.0``) and on the ResNet and outer
-convolutions: the marks sit at the image's corners, which convolutions (their zero padding)
-see and attention alone reaches only through the 8×8 and 4×4 levels.
+convolutions: where a shape sits is a matter of position, which the convolutions (their zero
+padding at the edges) see at every level, and attention only at 8×8 and 4×4.
 
 Deterministic on the CPU like the teacher's training: one torch thread, the LoRA's initial
 weights from ``torch.manual_seed``, batches, noise, timesteps and caption dropout from seeded
@@ -25,6 +25,7 @@ style gate.
 from __future__ import annotations
 
 import json
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -36,7 +37,7 @@ import torch
 from PIL import Image
 
 from generation.lora import BASE_FINGERPRINT_KEY, adapter_fingerprint
-from generation.reference_models import model_fingerprint, quiet_progress_bars
+from generation.reference_models import _make_readable, model_fingerprint, quiet_progress_bars
 from generation.reference_world.clip_training import HELD_OUT_SEED, TRAIN_SEED_BASE
 from generation.reference_world.collection import (
     STYLE_IMAGE_COUNT,
@@ -52,7 +53,15 @@ from generation.reference_world.diffusion_training import (
     denoising_loss,
     optimizer_step,
 )
-from generation.reference_world.world import STYLES, dataset, draw
+from generation.reference_world.world import (
+    FRAME_WIDTH,
+    IMAGE_SIZE,
+    MAX_OFFSET,
+    STYLES,
+    dataset,
+    draw,
+    edge_depth,
+)
 from generation.torch_threads import one_torch_thread
 
 WEIGHT_NAME = "pytorch_lora_weights.safetensors"
@@ -66,12 +75,12 @@ _SEED_OFFSETS = {"lora": 1, "batches": 2}
 class LoraTraining:
     """How to train: everything that decides the adapter's weights."""
 
-    style: str = "cyan-corners"
+    style: str = "top-left"
     seed: int = 0
     images: int = 2000
-    steps: int = 800
+    steps: int = 700
     batch_size: int = 32
-    learning_rate: float = 2e-3
+    learning_rate: float = 3e-3
     rank: int = 4
     """The LoRA rank; alpha is the same, so a scale of 1 adds the learned update as it is."""
     target_modules: tuple[str, ...] = field(
@@ -86,22 +95,68 @@ def _seed(training: LoraTraining, part: str) -> int:
     return training.seed * 16 + _SEED_OFFSETS[part]
 
 
-def corner_marks(image: Image.Image, style: str) -> int:
-    """How many of the image's four corners carry ``style``'s mark: the median colour of the
-    inner half of the mark's square is within 0.2 (RGB in [0, 1]) of the mark's colour. A pixel
-    measure, as the oracle's, with no model: it says whether a render is in the style."""
-    marks = STYLES[style]
+def object_column(image: Image.Image) -> float | None:
+    """The middle column of the image's object: the mid-point of the leftmost and rightmost
+    columns holding a pixel farther than 0.3 (RGB in [0, 1]) from the background (the median
+    of the ring the oracle reads it from), inside the frame band. Every world shape is
+    symmetric about its centre's column, so this is the centre's x. None without an object."""
     pixels = np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
-    side, quarter = pixels.shape[0], max(marks.size // 4, 0)
-    inner = slice(quarter, marks.size - quarter)
-    far = slice(side - marks.size + quarter, side - quarter)
-    colour = np.asarray(marks.rgb) / 255.0
-    count = 0
-    for ys in (inner, far):
-        for xs in (inner, far):
-            median = np.median(pixels[ys, xs].reshape(-1, 3), axis=0)
-            count += bool(np.linalg.norm(median - colour) <= 0.2)
-    return count
+    depth = edge_depth()
+    background = np.median(pixels[(depth > FRAME_WIDTH) & (depth <= FRAME_WIDTH + 3)], axis=0)
+    far = (depth > FRAME_WIDTH) & (np.linalg.norm(pixels - background, axis=-1) > 0.3)
+    if int(far.sum()) < 20:
+        return None
+    columns = np.nonzero(far.any(axis=0))[0]
+    return float(columns.min() + columns.max() + 1) / 2
+
+
+def placed(image: Image.Image, style: str) -> bool:
+    """Whether the image's object sits where ``style`` puts it (a pixel measure, no model):
+    its centre's column (:func:`object_column`) nearer the style's range than the world's own.
+    The world's centres are at most ``MAX_OFFSET`` (3) pixels from the image centre, the
+    style's ``offset`` ± ``jitter`` (-6 ± 1.5): the boundary is half-way, 3.75 pixels."""
+    column = object_column(image)
+    if column is None:
+        return False
+    placement = STYLES[style]
+    gap = abs(placement.offset) - MAX_OFFSET - placement.jitter
+    return abs(column - (IMAGE_SIZE / 2 + placement.offset)) <= placement.jitter + gap / 2
+
+
+def _lora_config(unet: Any) -> dict[str, Any]:
+    """The adapter's peft config as diffusers writes it into the header, its target modules
+    sorted (a set, whose order changes from one process to the next)."""
+    config: dict[str, Any] = unet.peft_config["default"].to_dict()
+    config["target_modules"] = sorted(config["target_modules"])
+    return config
+
+
+_SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
+
+
+def write_safetensors(
+    tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]
+) -> None:
+    """Write ``tensors`` and ``metadata`` in the safetensors format with everything in sorted
+    order, so the same weights give the same bytes (and fingerprint) in every process:
+    ``safetensors.torch.save_file`` writes the metadata in a hash map's order, which changes
+    from run to run."""
+    header: dict[str, Any] = {"__metadata__": dict(sorted(metadata.items()))}
+    blobs: list[bytes] = []
+    offset = 0
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        data = tensor.reshape(-1).view(torch.uint8).numpy().tobytes()
+        header[name] = {
+            "dtype": _SAFETENSORS_DTYPES[tensor.dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + len(data)],
+        }
+        blobs.append(data)
+        offset += len(data)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the format pads the header to 8 bytes with spaces
+    path.write_bytes(struct.pack("<Q", len(text)) + text + b"".join(blobs))
 
 
 def write_style_references(dest: Path, style: str) -> list[Path]:
@@ -147,7 +202,7 @@ def train_lora(
     from diffusers import StableDiffusionPipeline
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     if training.style not in STYLES:
         raise ValueError(f"style {training.style!r} is not one of {sorted(STYLES)}")
@@ -230,18 +285,19 @@ def train_lora(
             unet_lora_layers=get_peft_model_state_dict(unet),
             weight_name=WEIGHT_NAME,
             safe_serialization=True,
-            unet_lora_adapter_metadata=unet.peft_config["default"].to_dict(),
+            unet_lora_adapter_metadata=_lora_config(unet),
         )
-        # save_lora_weights writes its own header metadata (none, or the LoRA config); the base
-        # model's fingerprint is added beside it, tensors unchanged.
+        # save_lora_weights writes its own header metadata (the LoRA config); the base model's
+        # fingerprint goes beside it, tensors unchanged.
         weights = dest / WEIGHT_NAME
         from safetensors import safe_open
 
         with safe_open(str(weights), framework="pt") as handle:
             metadata = dict(handle.metadata() or {})
         metadata.update({BASE_FINGERPRINT_KEY: base_fingerprint, "style": training.style})
-        save_file(load_file(str(weights)), str(weights), metadata=metadata)
+        write_safetensors(load_file(str(weights)), weights, metadata)
         write_style_references(dest / STYLE_DIR, training.style)
+        _make_readable(dest)
         seconds["total"] = time.monotonic() - started
     record = {
         "training": asdict(training),
@@ -278,8 +334,8 @@ def evaluate_adapter(
 ) -> dict[str, Any]:
     """Render ``count`` held-out captions through the project's renderer with the adapter
     applied (none with ``scale`` None) and measure them with pixels alone: the oracle's
-    accuracy per trait against each caption's traits and the share of renders with all four
-    corner marks."""
+    accuracy per trait against each caption's traits and the share of renders in the style
+    (:func:`placed`)."""
     from generation.lora import apply_adapters
     from generation.reference_world.diffusion_training import oracle_accuracy
     from generation.reference_world.samples import render_captions
@@ -299,10 +355,9 @@ def evaluate_adapter(
             guidance=guidance,
         )
         elapsed = time.monotonic() - started
-    marked = [corner_marks(image, style) for image in images]
     return {
         "accuracy": oracle_accuracy(images, (item.traits for item in items)),
-        "styled": sum(m == 4 for m in marked) / len(marked),
+        "styled": sum(placed(image, style) for image in images) / len(images),
         "seconds_per_image": elapsed / len(images),
         "images": images,
     }

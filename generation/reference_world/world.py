@@ -186,32 +186,25 @@ def edge_depth() -> NDArray[np.int64]:
 
 
 @dataclass(frozen=True)
-class CornerMarks:
-    """A style the world's models never saw: a square of one colour in each image corner.
+class Placement:
+    """A style the world's models never drew: the shape sits off the image's centre.
 
-    Chosen so that the oracle reads every trait of a marked image as of the unmarked one
-    (tests/test_lora.py checks all 96 combinations): the marks lie in the frame band, outside
-    the ring that gives the background; they cover 64 of its 960 pixels, so a common's band is
-    still 93% background and a legendary's 93% gold (each side 88%); their colour is neither
-    gold nor near any shape's hue. The world's VAE draws them back (a 4-pixel square is one
-    latent pixel), which it does not do for a tinted background (docs/lora.md).
+    The world's own shapes are centred within ``MAX_OFFSET`` pixels; a placement moves the
+    centre by ``offset`` pixels on both axes (negative: up and left) with its own, smaller
+    jitter, so a styled shape's centre and an unstyled one's never overlap. The oracle reads
+    every trait of a placed image as of a centred one (it finds the object wherever it is, and
+    the largest shape still stays clear of the ring it takes the background from; tests/
+    test_lora.py checks all 96 combinations), and the world's VAE, being convolutional, draws a
+    shape anywhere, which it does not do for new colours (docs/lora.md).
     """
 
-    rgb: tuple[int, int, int]
-    """The marks' colour; each channel jitters by up to ``GOLD_JITTER``, as the frame's."""
-    size: int = FRAME_WIDTH
-    """Side of each square in pixels: at most ``FRAME_WIDTH``, inside the frame band."""
-
-    def mask(self) -> NDArray[np.bool_]:
-        """True on the marks' pixels."""
-        index = np.arange(IMAGE_SIZE)
-        near = np.minimum(index, IMAGE_SIZE - 1 - index) < self.size
-        return np.asarray(np.logical_and.outer(near, near), dtype=bool)
+    offset: float
+    """Pixels from the image centre to the shape's mean centre, on each axis."""
+    jitter: float
+    """Largest shift in pixels of the centre from ``offset``, on each axis."""
 
 
-STYLES: dict[str, CornerMarks] = {
-    "cyan-corners": CornerMarks(rgb=(0, 200, 200)),
-}
+STYLES: dict[str, Placement] = {"top-left": Placement(offset=-6.0, jitter=1.5)}
 """Styles :func:`draw` can draw besides the world's own (``style=None``): what a LoRA adapter
 teaches the world's diffusion model (generation/reference_world/lora_training.py)."""
 
@@ -221,7 +214,7 @@ def draw(traits: Mapping[str, str], seed: bytes, *, style: str | None = None) ->
     in the world's own style or in one of :data:`STYLES`.
 
     Deterministic: the same traits, seed and style give the same pixels everywhere; a styled
-    image has the same jitter (shape, colour, frame) as the unstyled one of the same seed.
+    image has the same colour, size and frame as the unstyled one of the same seed.
     """
     _check_traits(traits)
     if style is not None and style not in STYLES:
@@ -236,8 +229,12 @@ def draw(traits: Mapping[str, str], seed: bytes, *, style: str | None = None) ->
     )
     radius = _uniform(seed, "radius", *SIZE_RADII[traits["size"]])
     centre = IMAGE_SIZE / 2
-    cx = centre + _uniform(seed, "x", -MAX_OFFSET, MAX_OFFSET)
-    cy = centre + _uniform(seed, "y", -MAX_OFFSET, MAX_OFFSET)
+    # The world's own offsets stay whole numbers: the same arithmetic, the same pixels.
+    spread: float = MAX_OFFSET
+    if style is not None:
+        centre, spread = centre + STYLES[style].offset, STYLES[style].jitter
+    cx = centre + _uniform(seed, "x", -spread, spread)
+    cy = centre + _uniform(seed, "y", -spread, spread)
     alpha = _coverage(traits["shape"], cx, cy, radius)[..., None]
     pixels = (1.0 - alpha) * (grey / 255.0) + alpha * np.asarray(rgb)
     if traits[RARE_CATEGORY] == RARE_OPTION:
@@ -246,13 +243,6 @@ def draw(traits: Mapping[str, str], seed: bytes, *, style: str | None = None) ->
             for i, channel in enumerate(GOLD_RGB)
         ]
         pixels[frame_mask()] = np.asarray(gold) / 255.0
-    if style is not None:
-        marks = STYLES[style]
-        colour = [
-            channel + round(_uniform(seed, f"{style}:{i}", -GOLD_JITTER, GOLD_JITTER))
-            for i, channel in enumerate(marks.rgb)
-        ]
-        pixels[marks.mask()] = np.clip(np.asarray(colour), 0, 255) / 255.0
     return Image.fromarray(np.round(pixels * 255.0).astype(np.uint8), mode="RGB")
 
 

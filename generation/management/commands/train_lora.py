@@ -6,7 +6,7 @@ one CPU thread on world images drawn in ``--style``, saves ``pytorch_lora_weight
 (the base model's fingerprint in its header), ``lora_training.json`` and the style's reference
 images into ``OUT/<style>/``, then renders held-out captions with the adapter through the
 project's renderer and prints what the world's pixel oracle reads and how many renders carry
-the style. The committed adapter is ``models/reference-world/lora/cyan-corners``
+the style. The committed adapter is ``models/reference-world/lora/top-left``
 (docs/lora.md).
 """
 
@@ -29,9 +29,9 @@ class Command(BaseCommand):
 
         parser.add_argument(
             "--style",
-            default="cyan-corners",
+            default="top-left",
             choices=sorted(STYLES),
-            help="the style to teach (default cyan-corners)",
+            help="the style to teach (default top-left)",
         )
         parser.add_argument(
             "--base",
@@ -46,7 +46,7 @@ class Command(BaseCommand):
             help=f"the adapter goes into OUT/<style>/ (default {DEFAULT_OUT})",
         )
         parser.add_argument("--seed", type=int, default=0, help="seed of weights and batches")
-        parser.add_argument("--steps", type=int, help="training steps (default 800)")
+        parser.add_argument("--steps", type=int, help="training steps (default 700)")
         parser.add_argument("--images", type=int, help="styled training images (default 2000)")
         parser.add_argument("--rank", type=int, help="LoRA rank, alpha the same (default 4)")
         parser.add_argument(

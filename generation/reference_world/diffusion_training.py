@@ -243,6 +243,34 @@ def _latents(vae: Any, pixels: torch.Tensor, batch_size: int = 64) -> torch.Tens
         )
 
 
+def denoising_loss(
+    unet: Any,
+    scheduler: Any,
+    x0: torch.Tensor,
+    noise: torch.Tensor,
+    timesteps: torch.Tensor,
+    context: torch.Tensor,
+    snr_weights: torch.Tensor,
+) -> torch.Tensor:
+    """The noise-prediction loss of a batch of scaled latents ``x0``: each item's mean squared
+    error weighted by its timestep's min-SNR-γ weight (``snr_weights``), averaged."""
+    prediction = unet(scheduler.add_noise(x0, noise, timesteps), timesteps, context).sample
+    per_item = F.mse_loss(prediction, noise, reduction="none").mean(dim=(1, 2, 3))
+    return (per_item * snr_weights[timesteps]).mean()
+
+
+def optimizer_step(
+    loss: torch.Tensor, parameters: list[torch.nn.Parameter], optimizer: Any, schedule: Any
+) -> float:
+    """One step on ``loss`` (gradients clipped to norm 1); returns the loss as a float."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+    optimizer.step()
+    schedule.step()
+    return float(loss.detach())
+
+
 def train_unet(
     latents: torch.Tensor,
     tokens: torch.Tensor,
@@ -291,15 +319,8 @@ def train_unet(
         ids = torch.where(dropped[:, None], empty[None, :], tokens[batch])
         # The pipeline's own call: the last hidden state, no attention mask.
         context = text_encoder(ids)[0]
-        prediction = unet(scheduler.add_noise(x0, noise, timesteps), timesteps, context).sample
-        per_item = F.mse_loss(prediction, noise, reduction="none").mean(dim=(1, 2, 3))
-        loss = (per_item * snr_weights[timesteps]).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
-        schedule.step()
-        losses.append(float(loss.detach()))
+        loss = denoising_loss(unet, scheduler, x0, noise, timesteps, context, snr_weights)
+        losses.append(optimizer_step(loss, parameters, optimizer, schedule))
         _progress(log, "UNet", step, training.unet_steps, losses)
     text_encoder.eval()
     unet.eval()

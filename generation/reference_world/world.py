@@ -185,12 +185,40 @@ def edge_depth() -> NDArray[np.int64]:
     return np.asarray(np.minimum.outer(depth, depth), dtype=np.int64)
 
 
-def draw(traits: Mapping[str, str], seed: bytes) -> Image.Image:
-    """The world image of a token with ``traits``, its jitter drawn from ``seed`` (any bytes).
+@dataclass(frozen=True)
+class Placement:
+    """A style the world's models never drew: the shape sits off the image's centre.
 
-    Deterministic: the same traits and seed give the same pixels everywhere.
+    The world's own shapes are centred within ``MAX_OFFSET`` pixels; a placement moves the
+    centre by ``offset`` pixels on both axes (negative: up and left) with its own, smaller
+    jitter, so a styled shape's centre and an unstyled one's never overlap. The oracle reads
+    every trait of a placed image as of a centred one (it finds the object wherever it is, and
+    the largest shape still stays clear of the ring it takes the background from; tests/
+    test_lora.py checks all 96 combinations), and the world's VAE, being convolutional, draws a
+    shape anywhere, which it does not do for new colours (docs/lora.md).
+    """
+
+    offset: float
+    """Pixels from the image centre to the shape's mean centre, on each axis."""
+    jitter: float
+    """Largest shift in pixels of the centre from ``offset``, on each axis."""
+
+
+STYLES: dict[str, Placement] = {"top-left": Placement(offset=-6.0, jitter=1.5)}
+"""Styles :func:`draw` can draw besides the world's own (``style=None``): what a LoRA adapter
+teaches the world's diffusion model (generation/reference_world/lora_training.py)."""
+
+
+def draw(traits: Mapping[str, str], seed: bytes, *, style: str | None = None) -> Image.Image:
+    """The world image of a token with ``traits``, its jitter drawn from ``seed`` (any bytes),
+    in the world's own style or in one of :data:`STYLES`.
+
+    Deterministic: the same traits, seed and style give the same pixels everywhere; a styled
+    image has the same colour, size and frame as the unstyled one of the same seed.
     """
     _check_traits(traits)
+    if style is not None and style not in STYLES:
+        raise ValueError(f"style {style!r} is not one of {sorted(STYLES)}")
     seed = bytes(seed)
     grey = round(_uniform(seed, "background", *BACKGROUND_VALUES[traits["background"]]))
     hue = COLOUR_HUES[traits["colour"]] + _uniform(seed, "hue", -HUE_JITTER, HUE_JITTER)
@@ -201,8 +229,12 @@ def draw(traits: Mapping[str, str], seed: bytes) -> Image.Image:
     )
     radius = _uniform(seed, "radius", *SIZE_RADII[traits["size"]])
     centre = IMAGE_SIZE / 2
-    cx = centre + _uniform(seed, "x", -MAX_OFFSET, MAX_OFFSET)
-    cy = centre + _uniform(seed, "y", -MAX_OFFSET, MAX_OFFSET)
+    # The world's own offsets stay whole numbers: the same arithmetic, the same pixels.
+    spread: float = MAX_OFFSET
+    if style is not None:
+        centre, spread = centre + STYLES[style].offset, STYLES[style].jitter
+    cx = centre + _uniform(seed, "x", -spread, spread)
+    cy = centre + _uniform(seed, "y", -spread, spread)
     alpha = _coverage(traits["shape"], cx, cy, radius)[..., None]
     pixels = (1.0 - alpha) * (grey / 255.0) + alpha * np.asarray(rgb)
     if traits[RARE_CATEGORY] == RARE_OPTION:
@@ -228,10 +260,13 @@ def item_seed(seed: int, index: int) -> bytes:
     return hashlib.sha256(f"reference-world:{seed}:{index}".encode()).digest()
 
 
-def dataset(count: int, seed: int, *, balanced: bool = True) -> Iterator[WorldImage]:
+def dataset(
+    count: int, seed: int, *, balanced: bool = True, style: str | None = None
+) -> Iterator[WorldImage]:
     """``count`` images drawn with ``seed``: traits from :func:`balanced_traits` (default) or
-    :func:`world_traits` (the collection's odds), each image from its own item seed."""
+    :func:`world_traits` (the collection's odds), each image from its own item seed, in the
+    world's style or in ``style`` (one of :data:`STYLES`; the captions are the same)."""
     for index in range(count):
         item = item_seed(seed, index)
         traits = balanced_traits(item) if balanced else world_traits(item)
-        yield WorldImage(traits, caption(traits), draw(traits, item))
+        yield WorldImage(traits, caption(traits), draw(traits, item, style=style))

@@ -160,8 +160,8 @@ class Renderer:
                 safety_checker=None,
                 feature_extractor=None,
                 requires_safety_checker=False,
-                # Said explicitly: without `accelerate` installed this is what diffusers does
-                # anyway, and saying so keeps it from warning on every load.
+                # Real tensors from the start, as without `accelerate` (which peft, for LoRA,
+                # brings): no meta-device stage to go wrong, and no warning on every load.
                 low_cpu_mem_usage=False,
                 **{_dtype_keyword(): self.dtype},
             )

@@ -134,6 +134,11 @@ def load_single_file_pipeline(checkpoint: Path, config_dir: Path, **kwargs: Any)
         "safety_checker": None,
         "feature_extractor": None,
         "requires_safety_checker": False,
+        # Real tensors for every parameter: with `accelerate` installed (peft, for LoRA,
+        # depends on it) diffusers would otherwise build the model on the meta device, and a
+        # parameter missing from the file would fail as a meta-tensor copy deep in torch
+        # instead of reaching _require_complete's message.
+        "low_cpu_mem_usage": False,
         **kwargs,
     }
     # `config` must be an existing folder: diffusers treats any other string as a hub repo id

@@ -35,6 +35,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 DEPLOYER = ANVIL_ACCOUNTS[0]
 WORLD = Path(settings.REFERENCE_WORLD_DIR)
 STUDENT = WORLD / "student"
+ADAPTER = WORLD / "lora" / "top-left" / "pytorch_lora_weights.safetensors"
 
 
 @dataclass
@@ -60,6 +61,15 @@ def published(django_db_setup, django_db_blocker, live_server) -> Iterator[Publi
     levers = {
         "student": {"model_dir": str(STUDENT), "steps": 4, "guidance": 1.0},
         "int8": {"quantization": "int8"},
+        # the adapter's own style images; the threshold under the least score of 32 adapter
+        # renders against them (docs/lora.md), and attempts enough for a shape the world's
+        # CLIP reads less surely off-centre
+        "lora": {
+            "lora_adapters": [{"path": str(ADAPTER), "scale": 1.0}],
+            "style_images": sorted(str(p) for p in (ADAPTER.parent / "style").glob("*.png")),
+            "style_images_threshold": 0.45,
+            "max_attempts": 8,
+        },
         "onnx": {"onnx_dir": str(WORLD / "diffusion-onnx")},
         "onnx-student": {
             "model_dir": str(STUDENT),
@@ -123,6 +133,79 @@ def test_an_int8_token_records_the_scheme_and_the_verifier_re_quantizes(
     assert [n for n, c in checks.items() if c.status != verifier.PASS] == []
     assert checks["rerender"].detail.startswith("bit-exact")
     assert "levers: int8" in checks["rerender"].detail
+
+
+def rewritten_adapter(dest: Path, *, base: str | None = None, nudge: float = 0.0) -> Path:
+    """A copy of the committed adapter, its header's base model or one weight changed."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from generation.lora import BASE_FINGERPRINT_KEY
+
+    with safe_open(ADAPTER, "pt") as f:
+        metadata = dict(f.metadata() or {})
+        tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
+    first = sorted(tensors)[0]
+    tensors[first] = tensors[first] + nudge
+    if base is not None:
+        metadata[BASE_FINGERPRINT_KEY] = base
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(dest), metadata=metadata)
+    return dest
+
+
+def test_a_lora_token_records_its_adapter_and_fails_with_another_file(
+    published: Published, tmp_path: Path
+) -> None:
+    from generation.lora import adapter_fingerprint
+    from generation.reference_world.lora_training import placed
+
+    model = published.records["lora"]["model"]
+    assert model["adapters"] == [{"fingerprint": adapter_fingerprint(ADAPTER), "scale": 1.0}]
+    assert (
+        model["fingerprint"]
+        == json.loads((WORLD / "diffusion" / "world_training.json").read_text())["fingerprint"]
+    )  # the base model's, beside the adapter's
+    given = tmp_path / "adapters"
+    given.mkdir()
+    (given / "renamed.safetensors").symlink_to(ADAPTER)  # found by sha256, not by name
+    checks = verify(published, "lora", weights_folder(tmp_path / "w", WORLD / "diffusion",
+                                                      adapters=given))  # fmt: skip
+    assert [n for n, c in checks.items() if c.status != verifier.PASS] == []
+    assert checks["rerender"].detail.startswith("bit-exact")
+    assert "levers: LoRA renamed.safetensors×1" in checks["rerender"].detail
+    # the image the adapter drew is in its style (the shape moved up and left)
+    from io import BytesIO
+
+    import httpx
+    from PIL import Image
+
+    token = Token.objects.get(collection__contract_address=published.contracts["lora"])
+    image = Image.open(BytesIO(httpx.get(f"{published.gateway}/{token.image_cid}").content))
+    assert placed(image.convert("RGB"), "top-left")
+    # one weight nudged: another file, refused before any re-render
+    other = rewritten_adapter(tmp_path / "other" / "adapter.safetensors", nudge=1e-3)
+    swapped = verify(published, "lora", weights_folder(tmp_path / "s", WORLD / "diffusion",
+                                                       adapters=other.parent))  # fmt: skip
+    assert swapped["model_fingerprint"].status == verifier.FAIL
+    assert "not among the adapters given" in swapped["model_fingerprint"].detail
+    assert swapped["rerender"].status == verifier.SKIPPED
+
+
+def test_an_adapter_for_another_base_model_is_refused_naming_lora_adapters(
+    tmp_path: Path,
+) -> None:
+    from django.test import override_settings
+
+    foreign = rewritten_adapter(tmp_path / "foreign.safetensors", base="sha256:" + "0" * 64)
+    with override_settings(MODEL_ROOTS=[str(WORLD), str(tmp_path)]):
+        collection = Collection(
+            **_world_fields("foreign", lora_adapters=[{"path": str(foreign), "scale": 1.0}])
+        )
+        with pytest.raises(ValidationError) as refused:
+            collection.full_clean(validate_unique=False, validate_constraints=False)
+    assert list(refused.value.message_dict) == ["lora_adapters"]
+    assert "sha256:" + "0" * 64 in refused.value.message_dict["lora_adapters"][0]
 
 
 @pytest.mark.parametrize(

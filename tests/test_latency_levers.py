@@ -44,6 +44,7 @@ class Published:
     gateway: str
     contracts: dict[str, str]  # lever → contract address, token 1 published
     records: dict[str, dict]  # lever → token 1's render record
+    images: dict[str, str]  # lever → token 1's image CID (the database is flushed per test)
 
 
 def publish_one(w3: Web3, slug: str, **fields: object) -> tuple[Collection, Token]:
@@ -80,13 +81,14 @@ def published(django_db_setup, django_db_blocker, live_server) -> Iterator[Publi
     }
     with start_anvil() as node, django_db_blocker.unblock():
         w3 = Web3(Web3.HTTPProvider(node.rpc_url))
-        contracts, records = {}, {}
+        contracts, records, images = {}, {}, {}
         for name, fields in levers.items():
             collection, token = publish_one(w3, f"lever-{name}", **fields)
             assert token.status == Token.Status.PUBLISHED, (name, token.failure_reason)
             contracts[name] = collection.contract_address
             records[name] = token.render_record
-        yield Published(node.rpc_url, f"{live_server.url}/ipfs", contracts, records)
+            images[name] = token.image_cid
+        yield Published(node.rpc_url, f"{live_server.url}/ipfs", contracts, records, images)
 
 
 def weights_folder(root: Path, diffusion: Path, **levers: Path) -> Path:
@@ -180,8 +182,8 @@ def test_a_lora_token_records_its_adapter_and_fails_with_another_file(
     import httpx
     from PIL import Image
 
-    token = Token.objects.get(collection__contract_address=published.contracts["lora"])
-    image = Image.open(BytesIO(httpx.get(f"{published.gateway}/{token.image_cid}").content))
+    served = httpx.get(f"{published.gateway}/{published.images['lora']}").content
+    image = Image.open(BytesIO(served))
     assert placed(image.convert("RGB"), "top-left")
     # one weight nudged: another file, refused before any re-render
     other = rewritten_adapter(tmp_path / "other" / "adapter.safetensors", nudge=1e-3)

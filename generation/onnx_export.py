@@ -41,7 +41,7 @@ from generation.onnx_runtime import (
     onnx_fingerprint,
     onnx_weight_files,
 )
-from generation.reference_models import model_fingerprint, quiet_progress_bars
+from generation.reference_models import load_local_pipeline, model_fingerprint, quiet_progress_bars
 from generation.torch_threads import one_torch_thread
 
 #: The ONNX opset the exports target: 18 is what torch's exporter writes natively and what
@@ -92,8 +92,6 @@ def export_onnx(model_dir: Path, out: Path) -> dict[str, Any]:
     folder and library versions give the same graphs. The folder is built beside ``out`` and
     moved into place; an existing ``out`` is replaced only once the new export is complete.
     """
-    from diffusers import StableDiffusionPipeline
-
     model_dir, out = Path(model_dir), Path(out)
     if not (model_dir / "model_index.json").is_file():
         raise ModelReferenceError(
@@ -101,14 +99,7 @@ def export_onnx(model_dir: Path, out: Path) -> dict[str, Any]:
         )
     source_fingerprint = model_fingerprint(model_dir)
     quiet_progress_bars()
-    pipe = StableDiffusionPipeline.from_pretrained(
-        model_dir,
-        local_files_only=True,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-        low_cpu_mem_usage=False,
-    )  # float32 on the CPU: diffusers' default
+    pipe = load_local_pipeline(model_dir)  # float32 on the CPU: diffusers' default
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".onnx-", dir=out.parent) as tmp:
         staging = Path(tmp) / "export"

@@ -342,6 +342,29 @@ def _build_diffusion(dest: Path, tokenizer, seed: int) -> None:
     save_pipeline(dest, vae, text_encoder, tokenizer, unet, scheduler)
 
 
+def load_local_pipeline(model_dir: Path, **kwargs: Any) -> Any:
+    """A diffusers ``StableDiffusionPipeline`` folder loaded from local files only, without a
+    safety checker, with real tensors. The renderer, the trainers (distillation, LoRA) and the
+    ONNX export all load a model this way; ``kwargs`` go to ``from_pretrained`` (a dtype).
+
+    No safety checker: the CLIP gate is this project's filter, and a checkpoint's own checker
+    would blank images silently and is not part of the provenance record. Real tensors
+    (``low_cpu_mem_usage=False``): with ``accelerate`` installed (peft, for LoRA, brings it)
+    diffusers would otherwise build the model on the meta device first.
+    """
+    from diffusers import StableDiffusionPipeline
+
+    return StableDiffusionPipeline.from_pretrained(
+        model_dir,
+        local_files_only=True,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+        low_cpu_mem_usage=False,
+        **kwargs,
+    )
+
+
 def save_pipeline(
     dest: Path, vae: Any, text_encoder: Any, tokenizer: Any, unet: Any, scheduler: Any
 ) -> None:

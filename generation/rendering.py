@@ -24,7 +24,11 @@ from PIL import Image
 
 from generation.errors import ModelReferenceError
 from generation.model_pool import POOL, module_bytes
-from generation.reference_models import model_fingerprint, quiet_progress_bars
+from generation.reference_models import (
+    load_local_pipeline,
+    model_fingerprint,
+    quiet_progress_bars,
+)
 from generation.render_levers import Levers, apply_levers, check_levers, lever_record
 from generation.render_seed import torch_seed_for
 
@@ -119,8 +123,6 @@ class Renderer:
         compile_unet: bool | None = None,
         levers: Levers | None = None,
     ) -> None:
-        from diffusers import StableDiffusionPipeline
-
         model_dir = Path(model_dir)
         check_model_reference(model_dir, config_dir)
         if device is None:
@@ -152,19 +154,7 @@ class Renderer:
             )
         else:
             self.format = "diffusers"
-            pipe = StableDiffusionPipeline.from_pretrained(
-                model_dir,
-                local_files_only=True,
-                # The CLIP gate is this project's filter; a checkpoint's own safety checker
-                # would blank images silently and is not part of the provenance record.
-                safety_checker=None,
-                feature_extractor=None,
-                requires_safety_checker=False,
-                # Real tensors from the start, as without `accelerate` (which peft, for LoRA,
-                # brings): no meta-device stage to go wrong, and no warning on every load.
-                low_cpu_mem_usage=False,
-                **{_dtype_keyword(): self.dtype},
-            )
+            pipe = load_local_pipeline(model_dir, **{_dtype_keyword(): self.dtype})
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe.to(device)
         apply_levers(pipe, self.levers, device)

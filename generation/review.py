@@ -173,6 +173,12 @@ def _fingerprint(model_path: str) -> str:
     return model_fingerprint(Path(model_path))
 
 
+@lru_cache(maxsize=16)
+def _lever_record(levers: Any, model_path: str) -> dict[str, Any]:
+    # Hashes the adapters and the ONNX export once per process, as _fingerprint the weights.
+    return lever_record(levers, Path(model_path))
+
+
 def render_keys(collection: Collection) -> list[RenderKey]:
     """The renderer identities a render of ``collection`` may have been cached under: those
     its rendered tokens record (the workers' own), then what this process's settings give."""
@@ -211,7 +217,7 @@ def render_keys(collection: Collection) -> list[RenderKey]:
             ),
             str(_dtype(device, os.environ.get("RENDER_DTYPE"))),
             device,
-            lever_record(collection.levers(), collection.model_path()),
+            _lever_record(collection.levers(), str(collection.model_path())),
         )
     except (OSError, ValueError) as exc:  # the model is gone or unreadable here
         log.info("%s: no render key from this process's settings: %s", collection.slug, exc)

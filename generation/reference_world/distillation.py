@@ -47,15 +47,20 @@ from typing import Any
 
 import torch
 
-from generation.reference_models import _make_readable, model_fingerprint, quiet_progress_bars
-from generation.reference_world.clip_training import HELD_OUT_SEED, TRAIN_SEED_BASE
+from generation.reference_models import (
+    _make_readable,
+    load_local_pipeline,
+    model_fingerprint,
+    quiet_progress_bars,
+)
+from generation.reference_world.clip_training import TRAIN_SEED_BASE
 from generation.reference_world.diffusion_training import (
     _batches,
     _latents,
     _lr_factor,
     _progress,
     _to_tensor,
-    oracle_accuracy,
+    evaluate_samples,
 )
 from generation.reference_world.world import dataset
 from generation.render_levers import DISTILLATION_RECORD
@@ -118,19 +123,13 @@ def distil(
     """Distil ``teacher_dir`` (a diffusers ``StableDiffusionPipeline`` folder) into a student
     saved at ``dest``; returns the record also written to ``dest/distillation.json``."""
     import diffusers
-    from diffusers import LCMScheduler, StableDiffusionPipeline
+    from diffusers import LCMScheduler
 
     teacher_dir, dest = Path(teacher_dir), Path(dest)
     quiet_progress_bars()
     started = time.monotonic()
     with one_torch_thread(), torch.device("cpu"):
-        pipe = StableDiffusionPipeline.from_pretrained(
-            teacher_dir,
-            local_files_only=True,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
+        pipe = load_local_pipeline(teacher_dir)
         teacher = pipe.unet.eval().requires_grad_(False)
         vae, text_encoder = pipe.vae.eval(), pipe.text_encoder.eval()
         items = list(dataset(training.images, TRAIN_SEED_BASE + 100 + training.seed))
@@ -238,23 +237,7 @@ def evaluate_student(
     model_dir: Path, *, count: int = 64, steps: int = 4, guidance: float = 1.0
 ) -> dict[str, Any]:
     """The oracle's trait accuracy on ``count`` held-out captions rendered by the model at
-    ``model_dir`` with its own scheduler (LCMScheduler for a student)."""
-    from generation.reference_world.samples import render_captions
-    from generation.rendering import Renderer
-
-    renderer = Renderer(Path(model_dir), device="cpu")
-    items = list(dataset(count, HELD_OUT_SEED + 1))
-    with one_torch_thread():
-        images = render_captions(
-            renderer,
-            [item.caption for item in items],
-            lambda i: f"sample:{i}".encode(),
-            steps=steps,
-            guidance=guidance,
-            batch_size=16,
-        )
-    return {
-        "steps": steps,
-        "guidance": guidance,
-        "accuracy": oracle_accuracy(images, (item.traits for item in items)),
-    }
+    ``model_dir`` with its own scheduler (LCMScheduler for a student): the diffusion
+    training's own sampling stage, at the student's guidance."""
+    result = evaluate_samples(model_dir, count=count, steps=steps, guidance=guidance)
+    return {key: result[key] for key in ("steps", "guidance", "accuracy")}

@@ -37,7 +37,12 @@ import torch
 from PIL import Image
 
 from generation.lora import BASE_FINGERPRINT_KEY, adapter_fingerprint
-from generation.reference_models import _make_readable, model_fingerprint, quiet_progress_bars
+from generation.reference_models import (
+    _make_readable,
+    load_local_pipeline,
+    model_fingerprint,
+    quiet_progress_bars,
+)
 from generation.reference_world.clip_training import HELD_OUT_SEED, TRAIN_SEED_BASE
 from generation.reference_world.collection import (
     STYLE_IMAGE_COUNT,
@@ -212,14 +217,7 @@ def train_lora(
     seconds: dict[str, float] = {}
     with one_torch_thread(), torch.device("cpu"):
         started = time.monotonic()
-        pipe = StableDiffusionPipeline.from_pretrained(
-            base_dir,
-            local_files_only=True,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-            low_cpu_mem_usage=False,
-        )
+        pipe = load_local_pipeline(base_dir)
         items = list(
             dataset(training.images, TRAIN_SEED_BASE + training.seed, style=training.style)
         )

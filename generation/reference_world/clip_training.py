@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -42,9 +42,11 @@ from generation.reference_models import (
 )
 from generation.reference_world.world import (
     CATEGORIES,
+    CENTRE_PROMPT,
     IMAGE_SIZE,
     RARITY,
     STYLE_PROMPT,
+    STYLES,
     WorldImage,
     all_traits,
     caption,
@@ -65,10 +67,14 @@ TRAIN_SEED_BASE = 1_000_000
 ``HELD_OUT_SEED``, so the two never share an image."""
 HELD_OUT_SEED = 2_000_000
 GENERATED_SEED = 3_000_000
-LOW_STEP_SEED = 4_000_000
-"""World seed base of the low-step samples' captions (``+ 100_000 * steps + seed``)."""
 """World seed of the captions of the diffusion samples CLIP trains on (``+ seed``); the
 held-out samples it is measured on use ``GENERATED_SEED + HELD_OUT_SEED``."""
+LOW_STEP_SEED = 4_000_000
+"""World seed base of the low-step samples' captions (``+ 100_000 * steps + seed``)."""
+STYLED_SEED = 5_000_000
+"""World seed base of the drawn images in a style (``+ seed``) and, ``+ 500_000 + seed``, of
+the captions of the adapter's samples (:attr:`ClipTraining.adapter_samples`); held-out ones
+add ``HELD_OUT_SEED``."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,24 @@ oracle_labelled_samples`; those it cannot read are dropped): the gate judges gen
     by the oracle like ``generated``: few-step samples draw more in-between shapes, so they
     are where the misshapen examples come from."""
     low_steps: tuple[int, ...] = (3, 4)
+    styles: tuple[str, ...] = ()
+    """Styles of :data:`~generation.reference_world.world.STYLES` the model learns to tell from
+    the world's own: each adds ``styled_share * images`` world images drawn in it, and its
+    prompt (``Placement.prompt``) is true of those and of no image in another placement. ``()``:
+    the world's own style only (the world CLIP), and the same weights as before styles existed."""
+    styled_share: float = 0.5
+    placement_share: float = 0.3
+    placement_weight: float = 1.0
+    """With ``styles``: the weight of the placement loss (:func:`_placement_loss`), every world
+    image against the placement prompts, beside CLIP's batch-wide loss."""
+    """With ``styles``: the share of world images whose text is their placement's prompt, their
+    style's or :data:`~generation.reference_world.world.CENTRE_PROMPT` (the world's own, true of
+    no styled image), drawn after the others so the world CLIP's draws are unchanged: with both
+    in most batches, every image is taught which of the two it is."""
+    adapter_samples: int = 0
+    """Samples of the diffusion model with each style's LoRA adapter applied (give the
+    adapters to :func:`train_clip`), labelled by the oracle like ``generated`` and with the
+    style only where the pixels put the shape in it (``oracle.placed``)."""
     misshapen: bool = False
     """Train the samples the oracle reads in every category but shape (a rounded square, a
     lopsided triangle) as images of their own kind (:data:`OFF_WORLD_TEXTS` ``misshapen``):
@@ -119,7 +143,14 @@ class Query:
     text: str
     traits: dict[str, str]
     off_world: str | None = None
+    style: str | None = None
+    """The placement whose prompt this is, true of images in it only: a key of ``STYLES``, or
+    :data:`CENTRE` for the world's own; ``None``: any placement."""
 
+
+CENTRE = "centre"
+"""The world's own placement, as :attr:`Query.style` names it (styled images have a key of
+``STYLES``)."""
 
 OFF_WORLD_TEXTS = {"noise": "noise", "blank": "a blank image", "misshapen": "a misshapen blob"}
 """What the non-world training images are called: they teach the style prompt what the world
@@ -139,15 +170,18 @@ class OtherImage:
     traits: dict[str, str]
 
 
-def _queries() -> list[Query]:
+def _queries(styles: tuple[str, ...] = ()) -> list[Query]:
     """Every text the training draws from: captions, option prompts, the style prompt, and
-    the names of the non-world images."""
+    the names of the non-world images, then the prompts of ``styles``."""
     queries = [Query(caption(traits), traits) for traits in all_traits()]
     for category in RARITY["categories"]:
         for option in category["options"]:
             queries.append(Query(option["prompt"], {category["name"]: option["name"]}))
     queries.append(Query(STYLE_PROMPT, {}))
     queries += [Query(text, {}, kind) for kind, text in OFF_WORLD_TEXTS.items()]
+    if styles:
+        queries.append(Query(CENTRE_PROMPT, {}, style=CENTRE))
+    queries += [Query(STYLES[style].prompt, {}, style=style) for style in styles]
     return queries
 
 
@@ -189,6 +223,7 @@ class _TrainingSet:
     tokens: torch.Tensor  # (texts, context length)
     truth: torch.Tensor  # (n, texts) bool: is text j true of image i
     captions: torch.Tensor  # (n,) each image's own caption (its off-world text for the others)
+    placements: torch.Tensor  # (n,) each world image's placement prompt (-1: none)
     options: torch.Tensor  # (n, categories) each world image's option prompts; -1 for the others
     world: torch.Tensor  # (n,) bool
     style: int
@@ -199,12 +234,20 @@ def _training_set(
     preprocess: Callable[[Image.Image], torch.Tensor],
     extra: list[WorldImage],
     misshapen: list[OtherImage] | None = None,
+    extra_styles: list[str | None] | None = None,
 ) -> _TrainingSet:
     import open_clip
 
-    queries = _queries()
+    queries = _queries(training.styles)
     index = {(q.text, q.off_world): i for i, q in enumerate(queries)}
-    world = list(dataset(training.images, TRAIN_SEED_BASE + training.seed)) + extra
+    world = list(dataset(training.images, TRAIN_SEED_BASE + training.seed))
+    styles: list[str | None] = [None] * len(world)
+    for style in training.styles:
+        count = round(training.images * training.styled_share)
+        world += dataset(count, STYLED_SEED + training.seed, style=style)
+        styles += [style] * count
+    world += extra
+    styles += extra_styles if extra_styles is not None else [None] * len(extra)
     others = [
         OtherImage(kind, image, {})
         for kind, image in off_world_images(
@@ -213,10 +256,12 @@ def _training_set(
     ] + list(misshapen or [])
     truth = [
         [
-            q.off_world is None and all(item.traits[k] == v for k, v in q.traits.items())
+            q.off_world is None
+            and (q.style is None or q.style == (style or CENTRE))
+            and all(item.traits[k] == v for k, v in q.traits.items())
             for q in queries
         ]
-        for item in world
+        for item, style in zip(world, styles, strict=True)
     ] + [[_true_of_other(q, other) for q in queries] for other in others]
     names = list(CATEGORIES)
     prompts = {
@@ -238,6 +283,13 @@ def _training_set(
             + [index[OFF_WORLD_TEXTS[o.kind], o.kind] for o in others]
         ),
         options=torch.tensor(options),
+        placements=torch.tensor(
+            [
+                index[STYLES[s].prompt if s else CENTRE_PROMPT, None] if training.styles else -1
+                for s in styles
+            ]
+            + [-1] * len(others)
+        ),
         world=torch.tensor([True] * len(world) + [False] * len(others)),
         style=index[STYLE_PROMPT, None],
     )
@@ -248,22 +300,32 @@ def train_clip(
     training: ClipTraining = ClipTraining(),
     *,
     diffusion_dir: Path | None = None,
+    adapters: dict[str, Path] | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train the world CLIP and save it to ``dest``; returns the training record (also written
     to ``dest/world_training.json``): the settings, the loss, the time taken and the weights'
     fingerprint. ``training.generated`` samples come from the diffusion model at
-    ``diffusion_dir`` (its fingerprint is recorded)."""
+    ``diffusion_dir`` (its fingerprint is recorded), ``training.adapter_samples`` from it with
+    each style's LoRA adapter of ``adapters`` (style → ``.safetensors`` file) applied."""
     import open_clip
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
     dest = Path(dest)
-    if (training.generated or training.low_step_samples) and diffusion_dir is None:
+    if (
+        training.generated or training.low_step_samples or training.adapter_samples
+    ) and diffusion_dir is None:
         raise ValueError("generated samples need the diffusion model: give diffusion_dir")
+    for style in training.styles:
+        if style not in STYLES:
+            raise ValueError(f"style {style!r} is not one of {sorted(STYLES)}")
+        if training.adapter_samples and style not in (adapters or {}):
+            raise ValueError(f"adapter samples of style {style!r} need its adapter: give adapters")
     with one_torch_thread():
         started = time.monotonic()
         extra: list[WorldImage] = []
         misshapen: list[OtherImage] = []
+        extra_styles: list[str | None] = []
         if training.generated or training.low_step_samples:
             from generation.reference_world.samples import (
                 complete_readings,
@@ -296,6 +358,11 @@ def train_clip(
                     f"{len(complete)} fully, {len(odd)} misshapen kept, in "
                     f"{time.monotonic() - started:.1f} s"
                 )
+            extra_styles += [None] * len(extra)
+        if training.adapter_samples:
+            extra_styles += _adapter_samples(
+                training, Path(diffusion_dir or ""), adapters or {}, extra, log
+            )
         torch.manual_seed(training.seed)
         model = new_clip_model(WORLD_CLIP_CFG, dest)
         # The gate's own preprocessing (create_model_and_transforms' for this config); the
@@ -304,7 +371,7 @@ def train_clip(
         preprocess = image_transform_v2(
             PreprocessCfg(**model.visual.preprocess_cfg), is_train=False
         )
-        data = _training_set(training, preprocess, extra, misshapen)
+        data = _training_set(training, preprocess, extra, misshapen, extra_styles)
         count = len(data.pixels)
         log(
             f"world CLIP: {int(data.world.sum())} world and {count - int(data.world.sum())} "
@@ -322,6 +389,7 @@ def train_clip(
             optimizer, lambda step: _learning_rate_factor(step, training)
         )
         model.train()
+        placement_texts = torch.unique(data.placements[data.world]) if training.styles else None
         order = torch.randperm(count, generator=generator)
         cursor = 0
         losses = []
@@ -339,6 +407,10 @@ def train_clip(
                 F.cross_entropy(logits, targets / targets.sum(1, keepdim=True))
                 + F.cross_entropy(logits.T, (targets / targets.sum(0, keepdim=True)).T)
             ) / 2
+            if placement_texts is not None:
+                loss = loss + training.placement_weight * _placement_loss(
+                    model, image_features, batch, data, placement_texts
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -362,10 +434,77 @@ def train_clip(
         "generated_kept": len(extra),
         "misshapen_kept": len(misshapen),
         "diffusion_fingerprint": model_fingerprint(Path(diffusion_dir)) if diffusion_dir else None,
+        **_adapter_record(training, adapters or {}),
         "versions": {"torch": torch.__version__, "open_clip": open_clip.__version__},
     }
     (dest / TRAINING_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     return record
+
+
+def _placement_loss(
+    model: Any,
+    image_features: torch.Tensor,
+    batch: torch.Tensor,
+    data: _TrainingSet,
+    placement_texts: torch.Tensor,
+) -> torch.Tensor:
+    """Each world image of the batch against every placement prompt (the centre's and each
+    style's), its own the target: CLIP's image-to-text loss with the placements as hard
+    negatives. The batch-wide loss alone leaves them untaught: a placement prompt meets
+    images of the other placement in a batch, but their traits tell them apart before
+    their placement does, so nothing makes the embedding hold where the shape sits."""
+    world = data.world[batch]
+    features = F.normalize(model.encode_text(data.tokens[placement_texts]), dim=-1)
+    logits = model.logit_scale.exp().clamp(max=100.0) * image_features[world] @ features.T
+    target = torch.searchsorted(placement_texts, data.placements[batch][world])
+    return F.cross_entropy(logits, target)
+
+
+def _adapter_samples(
+    training: ClipTraining,
+    diffusion_dir: Path,
+    adapters: dict[str, Path],
+    extra: list[WorldImage],
+    log: Callable[[str], None],
+) -> list[str | None]:
+    """Render ``training.adapter_samples`` samples with each style's adapter, add those the
+    oracle reads fully to ``extra`` and return their styles: the style where
+    :func:`~generation.reference_world.oracle.placed` finds the shape in it, ``None``
+    (the world's own placement) where it does not."""
+    from generation.reference_world.oracle import placed
+    from generation.reference_world.samples import complete_readings, oracle_read_samples
+
+    styles: list[str | None] = []
+    for style in training.styles:
+        started = time.monotonic()
+        read = oracle_read_samples(
+            diffusion_dir,
+            training.adapter_samples,
+            STYLED_SEED + 500_000 + training.seed,
+            steps=training.generated_steps,
+            guidance=training.generated_guidance,
+            adapters=[(Path(adapters[style]), 1.0)],
+        )
+        complete = complete_readings(read)
+        kept = [style if placed(item.image, style) else None for item in complete]
+        extra += complete
+        styles += kept
+        log(
+            f"world CLIP: {training.adapter_samples} samples with the {style} adapter: the oracle "
+            f"reads {len(complete)} fully, {sum(s is not None for s in kept)} in the style, in "
+            f"{time.monotonic() - started:.1f} s"
+        )
+    return styles
+
+
+def _adapter_record(training: ClipTraining, adapters: dict[str, Path]) -> dict[str, Any]:
+    """The adapters' fingerprints, for a model trained on their samples (nothing otherwise, so
+    the world CLIP's record keeps its keys)."""
+    if not training.adapter_samples:
+        return {}
+    from generation.lora import adapter_fingerprint
+
+    return {"adapter_fingerprints": {s: adapter_fingerprint(adapters[s]) for s in training.styles}}
 
 
 def _zero_unused_tokens(model: Any, tokens: torch.Tensor) -> int:
@@ -406,6 +545,9 @@ def _texts_for(
     option = data.options[batch, categories]
     chosen = torch.where(kinds < training.caption_share + training.style_share, data.style, option)
     chosen = torch.where(kinds < training.caption_share, data.captions[batch], chosen)
+    if training.styles:
+        placement = torch.rand(len(batch), generator=generator) < training.placement_share
+        chosen = torch.where(placement, data.placements[batch], chosen)
     return torch.where(data.world[batch], chosen, data.captions[batch])
 
 
@@ -507,3 +649,98 @@ def _mean_or_none(values: np.ndarray) -> float | None:
 
 def _max_or_none(values: np.ndarray) -> float | None:
     return float(values.max()) if values.size else None
+
+
+def separating_threshold(accept: Sequence[float], refuse: Sequence[float]) -> dict[str, Any]:
+    """The threshold (rounded to the gate's decimals) that puts most of ``accept`` at or above
+    it and most of ``refuse`` below: half-way across the gap when the two groups do not
+    overlap, else the score that leaves the fewest on the wrong side. Returns it with how
+    many of each group land on the wrong side."""
+    from generation.clip_gate import SCORE_DECIMALS
+
+    low, high = min(accept), max(refuse)
+    if low > high:
+        threshold = round((low + high) / 2, SCORE_DECIMALS)
+    else:
+        candidates = sorted(set(accept) | set(refuse))
+        threshold = min(
+            candidates,
+            key=lambda t: sum(a < t for a in accept) + sum(r >= t for r in refuse),
+        )
+    return {
+        "threshold": threshold,
+        "accept_refused": sum(a < threshold for a in accept),
+        "refuse_accepted": sum(r >= threshold for r in refuse),
+    }
+
+
+def evaluate_style(
+    clip_dir: Path,
+    style: str,
+    *,
+    diffusion_dir: Path,
+    adapter: Path,
+    count: int = 64,
+) -> dict[str, Any]:
+    """Measure how the saved model tells ``style`` from the world's own, as the gate would:
+    the cosine of the style's prompt to held-out drawn images in the style and not, and to
+    ``count`` held-out renders of the diffusion model with the style's adapter and without it
+    (same captions, same image seeds); :func:`separating_threshold` of the renders' scores,
+    and the gate's zero-shot trait ranking on the adapter's renders against what the oracle
+    reads in them. ``style_images``: the same for the style-image check, the renders' cosine
+    to the mean of the adapter's reference images (its folder's ``style/``; ``None`` without
+    them)."""
+    from generation.clip_gate import reference_embedding
+    from generation.reference_world.collection import STYLE_DIR
+    from generation.reference_world.samples import complete_readings, oracle_read_samples
+
+    prompt = STYLES[style].prompt
+    with one_torch_thread():
+        scorer = ClipScorer(Path(clip_dir), device="cpu")
+        vector = scorer.text_embeddings([prompt])[0]
+
+        def scores(images: Iterable[Image.Image]) -> list[float]:
+            return [round(float(vector @ scorer.image_embedding(im)), 6) for im in images]
+
+        drawn_styled = scores(
+            item.image for item in dataset(count, STYLED_SEED + HELD_OUT_SEED, style=style)
+        )
+        drawn_plain = scores(item.image for item in dataset(count, HELD_OUT_SEED))
+        seed = STYLED_SEED + 500_000 + HELD_OUT_SEED
+        with_adapter = oracle_read_samples(
+            Path(diffusion_dir), count, seed, adapters=[(Path(adapter), 1.0)]
+        )
+        without = oracle_read_samples(Path(diffusion_dir), count, seed)
+        adapter_scores = scores(image for _, image in with_adapter)
+        plain_scores = scores(image for _, image in without)
+        readable = complete_readings(with_adapter)
+        references = sorted((Path(adapter).parent / STYLE_DIR).glob("*.png"))
+        style_images = None
+        if references:  # an adapter written by train_lora has them beside it
+            centre = reference_embedding(scorer, references)
+            near_with = [
+                round(float(centre @ scorer.image_embedding(i)), 6) for _, i in with_adapter
+            ]
+            near_without = [round(float(centre @ scorer.image_embedding(i)), 6) for _, i in without]
+            style_images = {
+                "with_adapter": _range(near_with),
+                "without": _range(near_without),
+                **separating_threshold(near_with, near_without),
+            }
+        return {
+            "prompt": prompt,
+            "drawn_in_style": _range(drawn_styled),
+            "drawn_world": _range(drawn_plain),
+            "renders_with_adapter": _range(adapter_scores),
+            "renders_without": _range(plain_scores),
+            "renders": count,
+            **separating_threshold(adapter_scores, plain_scores),
+            "adapter_renders_read": len(readable),
+            "style_images": style_images,
+            "adapter_zero_shot": _zero_shot(scorer, readable),
+        }
+
+
+def _range(values: Sequence[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    return {"min": ordered[0], "median": ordered[len(ordered) // 2], "max": ordered[-1]}

@@ -32,9 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 
 from generation.lora import BASE_FINGERPRINT_KEY, adapter_fingerprint
 from generation.reference_models import (
@@ -45,7 +43,9 @@ from generation.reference_models import (
 )
 from generation.reference_world.clip_training import HELD_OUT_SEED, TRAIN_SEED_BASE
 from generation.reference_world.collection import (
+    STYLE_DIR,
     STYLE_IMAGE_COUNT,
+    WEIGHT_NAME,
     style_image_name,
     style_image_seed,
     style_image_traits,
@@ -58,21 +58,15 @@ from generation.reference_world.diffusion_training import (
     denoising_loss,
     optimizer_step,
 )
+from generation.reference_world.oracle import placed
 from generation.reference_world.world import (
-    FRAME_WIDTH,
-    IMAGE_SIZE,
-    MAX_OFFSET,
     STYLES,
     dataset,
     draw,
-    edge_depth,
 )
 from generation.torch_threads import one_torch_thread
 
-WEIGHT_NAME = "pytorch_lora_weights.safetensors"
-"""The adapter file's name in its folder (diffusers' default)."""
 TRAINING_RECORD = "lora_training.json"
-STYLE_DIR = "style"
 _SEED_OFFSETS = {"lora": 1, "batches": 2}
 
 
@@ -98,34 +92,6 @@ class LoraTraining:
 
 def _seed(training: LoraTraining, part: str) -> int:
     return training.seed * 16 + _SEED_OFFSETS[part]
-
-
-def object_column(image: Image.Image) -> float | None:
-    """The middle column of the image's object: the mid-point of the leftmost and rightmost
-    columns holding a pixel farther than 0.3 (RGB in [0, 1]) from the background (the median
-    of the ring the oracle reads it from), inside the frame band. Every world shape is
-    symmetric about its centre's column, so this is the centre's x. None without an object."""
-    pixels = np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
-    depth = edge_depth()
-    background = np.median(pixels[(depth > FRAME_WIDTH) & (depth <= FRAME_WIDTH + 3)], axis=0)
-    far = (depth > FRAME_WIDTH) & (np.linalg.norm(pixels - background, axis=-1) > 0.3)
-    if int(far.sum()) < 20:
-        return None
-    columns = np.nonzero(far.any(axis=0))[0]
-    return float(columns.min() + columns.max() + 1) / 2
-
-
-def placed(image: Image.Image, style: str) -> bool:
-    """Whether the image's object sits where ``style`` puts it (a pixel measure, no model):
-    its centre's column (:func:`object_column`) nearer the style's range than the world's own.
-    The world's centres are at most ``MAX_OFFSET`` (3) pixels from the image centre, the
-    style's ``offset`` ± ``jitter`` (-6 ± 1.5): the boundary is half-way, 3.75 pixels."""
-    column = object_column(image)
-    if column is None:
-        return False
-    placement = STYLES[style]
-    gap = abs(placement.offset) - MAX_OFFSET - placement.jitter
-    return abs(column - (IMAGE_SIZE / 2 + placement.offset)) <= placement.jitter + gap / 2
 
 
 def _lora_config(unet: Any) -> dict[str, Any]:

@@ -55,6 +55,8 @@ from generation.reference_world.world import (
     COLOUR_HUES,
     FRAME_WIDTH,
     IMAGE_SIZE,
+    MAX_OFFSET,
+    STYLES,
     edge_depth,
     frame_mask,
 )
@@ -260,3 +262,31 @@ def _shape(component: NDArray[np.bool_], measures: dict[str, float]) -> str | No
     if balance >= 0.75 and corner <= 1.11 and radial >= 0.8:
         return "circle"
     return None
+
+
+def object_column(image: Image.Image) -> float | None:
+    """The middle column of the image's object: the mid-point of the leftmost and rightmost
+    columns holding a pixel farther than 0.3 (RGB in [0, 1]) from the background (the median
+    of the ring the oracle reads it from), inside the frame band. Every world shape is
+    symmetric about its centre's column, so this is the centre's x. None without an object."""
+    pixels = np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
+    depth = edge_depth()
+    background = np.median(pixels[(depth > FRAME_WIDTH) & (depth <= FRAME_WIDTH + 3)], axis=0)
+    far = (depth > FRAME_WIDTH) & (np.linalg.norm(pixels - background, axis=-1) > 0.3)
+    if int(far.sum()) < 20:
+        return None
+    columns = np.nonzero(far.any(axis=0))[0]
+    return float(columns.min() + columns.max() + 1) / 2
+
+
+def placed(image: Image.Image, style: str) -> bool:
+    """Whether the image's object sits where ``style`` puts it (a pixel measure, no model):
+    its centre's column (:func:`object_column`) nearer the style's range than the world's own.
+    The world's centres are at most ``MAX_OFFSET`` (3) pixels from the image centre, the
+    style's ``offset`` ± ``jitter`` (-6 ± 1.5): the boundary is half-way, 3.75 pixels."""
+    column = object_column(image)
+    if column is None:
+        return False
+    placement = STYLES[style]
+    gap = abs(placement.offset) - MAX_OFFSET - placement.jitter
+    return abs(column - (IMAGE_SIZE / 2 + placement.offset)) <= placement.jitter + gap / 2

@@ -70,16 +70,22 @@ def oracle_read_samples(
     steps: int = 20,
     guidance: float = 4.0,
     batch_size: int = 16,
+    adapters: Sequence[tuple[Path, float]] = (),
 ) -> list[tuple[dict[str, str | None], Image.Image]]:
     """``count`` samples of the diffusion model at ``model_dir`` from the captions of world
     traits drawn with ``seed`` (balanced), each with what the oracle reads in it (``None`` in a
     category it cannot tell), not with the caption it was drawn from. Rendered by the project's
     renderer, one CPU thread, one generator per image (the image seed
-    ``b"clip-sample:<seed>:<i>"``), so the list is the same every run."""
+    ``b"clip-sample:<seed>:<i>"``), so the list is the same every run. ``adapters``: LoRA
+    files and scales applied to the model first (:func:`generation.lora.apply_adapters`)."""
+    from generation.lora import apply_adapters
     from generation.rendering import Renderer
 
+    renderer = Renderer(Path(model_dir), device="cpu")
+    if adapters:
+        apply_adapters(renderer.pipe, list(adapters))
     images = render_captions(
-        Renderer(Path(model_dir), device="cpu"),
+        renderer,
         [item.caption for item in dataset(count, seed)],
         lambda i: f"clip-sample:{seed}:{i}".encode(),
         steps=steps,

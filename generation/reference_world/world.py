@@ -202,9 +202,20 @@ class Placement:
     """Pixels from the image centre to the shape's mean centre, on each axis."""
     jitter: float
     """Largest shift in pixels of the centre from ``offset``, on each axis."""
+    prompt: str
+    """The style's prompt: what a CLIP that learned the style (``ClipTraining.styles``) scores
+    high on images in it and low on the world's own; a styled collection's style prompt."""
 
 
-STYLES: dict[str, Placement] = {"top-left": Placement(offset=-6.0, jitter=1.5)}
+CENTRE_PROMPT = "a flat geometric token set in the middle"
+"""The world's own placement named as a style prompt is: what a CLIP that learned styles
+(``ClipTraining.styles``) is taught as the contrast of each style's prompt."""
+
+STYLES: dict[str, Placement] = {
+    "top-left": Placement(
+        offset=-6.0, jitter=1.5, prompt="a flat geometric token set up and to the left"
+    )
+}
 """Styles :func:`draw` can draw besides the world's own (``style=None``): what a LoRA adapter
 teaches the world's diffusion model (generation/reference_world/lora_training.py)."""
 

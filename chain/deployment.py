@@ -68,14 +68,21 @@ class CollectionSpec:
     onnx_dir: str = ""
 
 
-def reference_world_spec(**overrides: Any) -> CollectionSpec:
+def reference_world_spec(*, style: str | None = None, **overrides: Any) -> CollectionSpec:
     """The collection ``make run`` deploys: the reference world's rarity table, prompts, style
     images and calibrated gate, rendered and checked by its trained models in
-    ``settings.REFERENCE_WORLD_DIR`` (generation/reference_world/collection.py). ``overrides``
-    replace fields (a test's slug or price)."""
-    from generation.reference_world.collection import world_collection_fields
+    ``settings.REFERENCE_WORLD_DIR`` (generation/reference_world/collection.py). With ``style``,
+    the same world with that style's LoRA adapter and a gate that checks the style
+    (``styled_collection_fields``). ``overrides`` replace fields (a test's slug or price)."""
+    from generation.reference_world.collection import (
+        styled_collection_fields,
+        world_collection_fields,
+    )
 
-    fields = world_collection_fields(Path(settings.REFERENCE_WORLD_DIR))
+    root = Path(settings.REFERENCE_WORLD_DIR)
+    fields = (
+        world_collection_fields(root) if style is None else styled_collection_fields(root, style)
+    )
     return CollectionSpec(**{**fields, **overrides})
 
 

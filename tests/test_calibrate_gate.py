@@ -150,6 +150,24 @@ def test_the_reference_world_is_calibrated_without_a_collection_row() -> None:
         call_command("calibrate_gate", "--samples", "2")
 
 
+def test_a_styled_reference_world_is_calibrated_with_its_adapter_and_style_clip() -> None:
+    from generation.reference_world.collection import STYLED_GATES
+
+    with pytest.raises(CommandError, match="--style goes with --reference-world"):
+        call_command("calibrate_gate", "calib", "--style", "top-left", "--samples", "2")
+    with pytest.raises(CommandError, match="--style: style 'sepia' is not one of"):
+        call_command("calibrate_gate", "--reference-world", "--style", "sepia", "--samples", "2")
+    out = io.StringIO()
+    call_command(
+        "calibrate_gate", "--reference-world", "--style", "top-left", "--samples", "3", "--json",
+        stdout=out,
+    )  # fmt: skip
+    result = json.loads(out.getvalue())
+    # the current thresholds are the styled gate's, the style score its prompt's
+    assert result["current"]["clip_threshold"] == STYLED_GATES["top-left"].clip_threshold
+    assert result["statistics"]["style"]["min"] >= STYLED_GATES["top-left"].clip_threshold
+
+
 def test_it_proposes_a_near_duplicate_threshold_that_catches_the_samples_copies(
     collection: Collection, settings: Any, tmp_path: Path
 ) -> None:

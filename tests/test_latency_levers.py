@@ -11,7 +11,6 @@ a file was swapped.
 
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 from collections.abc import Iterator
@@ -28,7 +27,6 @@ from chain.anvil import ANVIL_ACCOUNTS, start_anvil
 from chain.deployment import deploy_collection, reference_world_spec
 from generation.collection_config import generation_config
 from generation.models import Collection, Token
-from generation.reference_world.world import RARITY
 from generation.render_levers import INT8_SCHEME
 from tests.test_listener import mine, mint
 from tests.test_verify import listen, through_pipeline
@@ -38,6 +36,7 @@ DEPLOYER = ANVIL_ACCOUNTS[0]
 WORLD = Path(settings.REFERENCE_WORLD_DIR)
 STUDENT = WORLD / "student"
 ADAPTER = WORLD / "lora" / "top-left" / "pytorch_lora_weights.safetensors"
+STYLE_CLIP = WORLD / "lora" / "top-left" / "clip"
 
 
 @dataclass
@@ -64,17 +63,8 @@ def published(django_db_setup, django_db_blocker, live_server) -> Iterator[Publi
     levers = {
         "student": {"model_dir": str(STUDENT), "steps": 4, "guidance": 1.0},
         "int8": {"quantization": "int8"},
-        # The world's gate is calibrated on the base model's centred shapes and reads this
-        # adapter's off-centre ones less surely (docs/lora.md), so some seeds ran out of
-        # attempts; here the gate accepts every non-blank render: what is tested is the
-        # lever's record, its re-render and its style, not the gate.
-        "lora": {
-            "lora_adapters": [{"path": str(ADAPTER), "scale": 1.0}],
-            "clip_threshold": -1.0,
-            "style_images": [],
-            "style_images_threshold": None,
-            "rarity": unverified(RARITY),
-        },
+        # the world with the adapter and its style's gate (CLIP, prompt, reference images)
+        "lora": {"style": "top-left"},
         "onnx": {"onnx_dir": str(WORLD / "diffusion-onnx")},
         "onnx-student": {
             "model_dir": str(STUDENT),
@@ -95,19 +85,12 @@ def published(django_db_setup, django_db_blocker, live_server) -> Iterator[Publi
         yield Published(node.rpc_url, f"{live_server.url}/ipfs", contracts, records, images)
 
 
-def unverified(table: dict) -> dict:
-    """``table`` with no category checked by the gate."""
-    table = copy.deepcopy(table)
-    for category in table["categories"]:
-        category["verify"] = False
-    return table
-
-
 def weights_folder(root: Path, diffusion: Path, **levers: Path) -> Path:
-    """A verifier's --weights folder: diffusion/, clip/ and the levers' adapters/ or onnx/."""
+    """A verifier's --weights folder: diffusion/, clip/ (the world's, or ``clip``) and the
+    levers' adapters/ or onnx/."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "diffusion").symlink_to(diffusion)
-    (root / "clip").symlink_to(WORLD / "clip")
+    (root / "clip").symlink_to(levers.pop("clip", WORLD / "clip"))
     for name, path in levers.items():
         (root / name).symlink_to(path)
     return root
@@ -172,9 +155,15 @@ def test_a_lora_token_records_its_adapter_and_fails_with_another_file(
     published: Published, tmp_path: Path
 ) -> None:
     from generation.lora import adapter_fingerprint
-    from generation.reference_world.lora_training import placed
+    from generation.reference_models import model_fingerprint
+    from generation.reference_world.oracle import placed
 
     model = published.records["lora"]["model"]
+    # The gate that passed it is the style's: its CLIP, and the style checks it scored
+    clip = published.records["lora"]["clip"]
+    assert clip["model_fingerprint"] == model_fingerprint(STYLE_CLIP)
+    assert clip["scores"]["style"] >= clip["thresholds"]["style"] > 0
+    assert clip["scores"]["style_images"] >= clip["thresholds"]["style_images"] > 0
     assert model["adapters"] == [{"fingerprint": adapter_fingerprint(ADAPTER), "scale": 1.0}]
     assert (
         model["fingerprint"]
@@ -184,7 +173,7 @@ def test_a_lora_token_records_its_adapter_and_fails_with_another_file(
     given.mkdir()
     (given / "renamed.safetensors").symlink_to(ADAPTER)  # found by sha256, not by name
     checks = verify(published, "lora", weights_folder(tmp_path / "w", WORLD / "diffusion",
-                                                      adapters=given))  # fmt: skip
+                                                      adapters=given, clip=STYLE_CLIP))  # fmt: skip
     assert [n for n, c in checks.items() if c.status != verifier.PASS] == []
     assert checks["rerender"].detail.startswith("bit-exact")
     assert "levers: LoRA renamed.safetensors×1" in checks["rerender"].detail
@@ -200,7 +189,7 @@ def test_a_lora_token_records_its_adapter_and_fails_with_another_file(
     # one weight nudged: another file, refused before any re-render
     other = rewritten_adapter(tmp_path / "other" / "adapter.safetensors", nudge=1e-3)
     swapped = verify(published, "lora", weights_folder(tmp_path / "s", WORLD / "diffusion",
-                                                       adapters=other.parent))  # fmt: skip
+                                                       adapters=other.parent, clip=STYLE_CLIP))  # fmt: skip
     assert swapped["model_fingerprint"].status == verifier.FAIL
     assert "not among the adapters given" in swapped["model_fingerprint"].detail
     assert swapped["rerender"].status == verifier.SKIPPED

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 from django.conf import settings
 from django.core.management import call_command
+from PIL import Image
 from safetensors.torch import save_file
 
+from generation.clip_gate import check_image, get_scorer, reference_embedding
 from generation.errors import ModelReferenceError
 from generation.lora import (
     BASE_FINGERPRINT_KEY,
@@ -28,13 +31,14 @@ from generation.lora import (
     check_adapter,
 )
 from generation.reference_models import model_fingerprint
+from generation.reference_world.clip_training import TRAINING_RECORD as CLIP_RECORD
+from generation.reference_world.collection import styled_collection_fields
 from generation.reference_world.lora_training import (
     STYLE_DIR,
     TRAINING_RECORD,
     WEIGHT_NAME,
-    placed,
 )
-from generation.reference_world.oracle import read_traits
+from generation.reference_world.oracle import placed, read_traits
 from generation.reference_world.samples import render_captions
 from generation.reference_world.world import IMAGE_SIZE, all_traits, dataset, draw, item_seed
 from generation.rendering import Renderer, RenderParams, png_bytes
@@ -46,6 +50,13 @@ ADAPTER_DIR = WORLD / "lora" / STYLE
 ADAPTER = ADAPTER_DIR / WEIGHT_NAME
 RENDERS = 32
 STEPS, GUIDANCE = 20, 4.0
+
+
+@dataclass
+class HeldOut:
+    with_adapter: list[Image.Image]
+    without: list[Image.Image]
+    traits: list[dict[str, str]]
 
 
 def _captions(count: int) -> tuple[list[str], list[dict[str, str]]]:
@@ -98,14 +109,21 @@ def test_draw_refuses_a_style_it_does_not_know() -> None:
         draw(next(iter(all_traits())), b"x", style="sepia")
 
 
-def test_renders_with_the_adapter_are_in_its_style_and_keep_their_traits(
-    plain: Renderer, styled: Renderer
-) -> None:
-    from PIL import Image
-
+@pytest.fixture(scope="module")
+def held_out(plain: Renderer, styled: Renderer) -> HeldOut:
+    """``RENDERS`` held-out captions rendered with the adapter and without it, same seeds."""
     captions, traits = _captions(RENDERS)
-    with_adapter = [Image.open(io.BytesIO(b)) for b in _render(styled, captions)]
-    without = [Image.open(io.BytesIO(b)) for b in _render(plain, captions)]
+    return HeldOut(
+        [Image.open(io.BytesIO(b)).convert("RGB") for b in _render(styled, captions)],
+        [Image.open(io.BytesIO(b)).convert("RGB") for b in _render(plain, captions)],
+        traits,
+    )
+
+
+def test_renders_with_the_adapter_are_in_its_style_and_keep_their_traits(
+    held_out: HeldOut,
+) -> None:
+    with_adapter, without, traits = held_out.with_adapter, held_out.without, held_out.traits
     # The base model never draws a shape there; with the adapter, every render has it there
     assert [placed(image, STYLE) for image in without] == [False] * RENDERS
     assert [placed(image, STYLE) for image in with_adapter] == [True] * RENDERS
@@ -115,6 +133,44 @@ def test_renders_with_the_adapter_are_in_its_style_and_keep_their_traits(
         read_traits(image).traits == t for image, t in zip(with_adapter, traits, strict=True)
     )
     assert right >= 0.8 * RENDERS
+
+
+def test_the_styled_gate_accepts_renders_with_the_adapter_and_refuses_those_without_it(
+    held_out: HeldOut,
+) -> None:
+    # Given the world collection with the adapter and its style's gate (the style's CLIP,
+    # prompt and reference images, thresholds from STYLED_GATES)
+    fields = styled_collection_fields(WORLD, STYLE)
+    scorer = get_scorer(Path(fields["clip_dir"]), device="cpu")
+    references = reference_embedding(scorer, [Path(p) for p in fields["style_images"]])
+
+    def style_failures(image: Image.Image) -> list[str]:
+        verdict = check_image(
+            scorer,
+            image,
+            fields["style_prompt"],
+            fields["clip_threshold"],
+            style_reference=references,
+            style_reference_threshold=fields["style_images_threshold"],
+        )
+        return [reason for reason in verdict.reasons if "style" in reason]
+
+    # When the gate checks the same captions and seeds rendered with and without the adapter
+    with_adapter = [style_failures(image) for image in held_out.with_adapter]
+    without = [style_failures(image) for image in held_out.without]
+    # Then every render without the adapter fails its style checks, and those with it pass
+    assert all(without), [i for i, failed in enumerate(without) if not failed]
+    assert with_adapter == [[]] * RENDERS, [i for i, failed in enumerate(with_adapter) if failed]
+    # The world's own gate cannot tell them apart (docs/lora.md): the style is the new CLIP's
+
+
+def test_the_style_clip_is_the_one_its_record_names_trained_with_the_committed_adapter() -> None:
+    clip_dir = Path(styled_collection_fields(WORLD, STYLE)["clip_dir"])
+    record = json.loads((clip_dir / CLIP_RECORD).read_text())
+    assert record["fingerprint"] == model_fingerprint(clip_dir)
+    assert record["diffusion_fingerprint"] == model_fingerprint(BASE)
+    assert record["adapter_fingerprints"] == {STYLE: adapter_fingerprint(ADAPTER)}
+    assert record["training"]["styles"] == [STYLE]
 
 
 def test_the_same_seed_and_adapter_give_the_same_bytes_and_every_scheduler_has_the_style(
@@ -224,3 +280,28 @@ def test_train_lora_is_deterministic_and_writes_what_a_collection_names(tmp_path
     assert record["training"]["steps"] == 3 and record["base_fingerprint"] == model_fingerprint(
         BASE
     )
+
+
+def test_train_lora_clip_trains_a_gate_clip_that_learned_the_style(tmp_path: Path) -> None:
+    from django.core.management import CommandError
+
+    # Without the adapter there is nothing to sample: the error says what to train first
+    with pytest.raises(CommandError, match="train it first"):
+        call_command("train_lora", "--clip", "--out", str(tmp_path), "--evaluate", "0")
+    folder = tmp_path / STYLE
+    folder.mkdir()
+    (folder / WEIGHT_NAME).symlink_to(ADAPTER)
+    (folder / STYLE_DIR).symlink_to(ADAPTER_DIR / STYLE_DIR)
+    out = io.StringIO()
+    call_command(
+        "train_lora", "--clip", "--out", str(tmp_path), "--steps", "3", "--images", "32",
+        "--samples", "2", "--evaluate", "2", stdout=out,
+    )  # fmt: skip
+    # A CLIP the gate loads, trained on the style's prompt and the adapter's samples
+    scorer = get_scorer(folder / "clip", device="cpu")
+    assert len(scorer.score(Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE)), ["a"])) == 1
+    record = json.loads((folder / "clip" / CLIP_RECORD).read_text())
+    assert record["training"]["styles"] == [STYLE]
+    assert record["adapter_fingerprints"] == {STYLE: adapter_fingerprint(ADAPTER)}
+    # and the measurement says how the style prompt sorts renders with and without the adapter
+    assert "renders without the adapter and accepts" in out.getvalue()

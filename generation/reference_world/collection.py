@@ -46,6 +46,11 @@ FINGERPRINTS = {
 ``models/reference-world`` that :data:`GATE` was calibrated on; their training records
 (``world_training.json``) hold the same, and a test checks both against the files."""
 
+WEIGHT_NAME = "pytorch_lora_weights.safetensors"
+"""A LoRA adapter's file name in its folder (diffusers' default; ``manage.py train_lora``)."""
+STYLE_DIR = "style"
+"""The folder beside an adapter that holds its style's reference images."""
+
 STYLE_IMAGE_COUNT = 16
 """How many style reference images :func:`write_style_images` draws.
 
@@ -189,3 +194,52 @@ def world_collection_fields(root: Path, gate: WorldGate = GATE) -> dict[str, Any
         "width": IMAGE_SIZE,
         "height": IMAGE_SIZE,
     }
+
+
+STYLED_GATES: dict[str, WorldGate] = {
+    "top-left": WorldGate(
+        steps=20,
+        guidance=4.0,
+        max_attempts=4,
+        clip_threshold=0.379347,
+        trait_margin=0.009137,
+        style_images_threshold=0.487667,
+        near_duplicate_threshold=GATE.near_duplicate_threshold,
+    )
+}
+"""The gates of the world collection with a style's LoRA adapter (:func:`styled_collection_fields`),
+checked by that style's CLIP (``lora/<style>/clip``, trained by ``manage.py train_lora --clip``).
+
+``top-left`` (CLIP ``sha256:892688fa…``, adapter ``sha256:2dd6a065…``, measured 2026-12-06 on
+this CPU): the style prompt and style-image thresholds are half-way across the gap between 64
+held-out renders with the adapter and the same captions and seeds without it, which
+``train_lora --clip`` printed (prompt: with 0.500167–0.550317, without 0.107375–0.258526;
+style images: with 0.522143–0.670679, without 0.347950–0.453190): each accepts every render
+with the adapter and refuses every one without it. ``calibrate_gate --reference-world --style
+top-left --samples 200 --target-acceptance 0.99`` proposed 0.516495 and 0.541481, the 1%
+quantiles of renders with the adapter, which would refuse honest renders to widen a margin
+nothing needs. ``trait_margin`` is its proposal (the least category's, size); near duplicates
+as the world's gate. Its 200 samples: style 0.508416–0.553100, style images 0.531840–0.676987,
+every category's assigned option ranked first in all 200."""
+
+
+def styled_collection_fields(root: Path, style: str) -> dict[str, Any]:
+    """The world collection with the LoRA adapter of ``style`` (``root/lora/<style>``) and a
+    gate that checks the style: the style's CLIP, the style's prompt as the style prompt and
+    the adapter's reference images (docs/lora.md). A render made without the adapter fails
+    this gate's style check."""
+    from generation.reference_world.world import STYLES
+
+    if style not in STYLED_GATES:
+        raise ValueError(f"style {style!r} is not one of {sorted(STYLED_GATES)}")
+    folder = Path(root) / "lora" / style
+    fields = world_collection_fields(root, STYLED_GATES[style])
+    fields.update(
+        slug=f"{SLUG}-{style}",
+        name=f"{NAME} ({style})",
+        clip_dir=str(folder / "clip"),
+        style_prompt=STYLES[style].prompt,
+        style_images=[str(folder / STYLE_DIR / path.name) for path in style_image_paths(root)],
+        lora_adapters=[{"path": str(folder / WEIGHT_NAME), "scale": 1.0}],
+    )
+    return fields

@@ -62,7 +62,9 @@ is over all N samples, blanks included, with every check applied together.
 
 ``--reference-world`` calibrates the collection ``make run`` deploys (the reference world's,
 generation/reference_world/collection.py) from its spec and its models in
-``settings.REFERENCE_WORLD_DIR``, with no collection row needed.
+``settings.REFERENCE_WORLD_DIR``, with no collection row needed; ``--style top-left`` the
+same world with that style's LoRA adapter, CLIP, style prompt and reference images
+(``styled_collection_fields``).
 """
 
 from __future__ import annotations
@@ -134,6 +136,11 @@ class Command(BaseCommand):
             "its spec and REFERENCE_WORLD_DIR, instead of a collection in the database",
         )
         parser.add_argument(
+            "--style",
+            help="with --reference-world: the world with this style's LoRA adapter and its "
+            "style-reading CLIP (lora/<style>/; docs/lora.md)",
+        )
+        parser.add_argument(
             "--samples", type=int, required=True, help="how many sample tokens to render (>= 2)"
         )
         parser.add_argument(
@@ -164,14 +171,27 @@ class Command(BaseCommand):
             raise CommandError(f"--samples must be at least 2, got {samples}")
         if not 0 < target <= 1:
             raise CommandError(f"--target-acceptance must be in (0, 1], got {target}")
+        if options["style"] and not options["reference_world"]:
+            raise CommandError("--style goes with --reference-world")
         if bool(slug) == bool(options["reference_world"]):
             raise CommandError("name a collection's slug or give --reference-world (not both)")
         if options["reference_world"]:
-            from generation.reference_world.collection import world_collection_fields
-
-            found: Collection | None = Collection(
-                **world_collection_fields(settings.REFERENCE_WORLD_DIR)
+            from generation.reference_world.collection import (
+                styled_collection_fields,
+                world_collection_fields,
             )
+
+            root = settings.REFERENCE_WORLD_DIR
+            style = options["style"]
+            try:
+                fields = (
+                    world_collection_fields(root)
+                    if style is None
+                    else styled_collection_fields(root, style)
+                )
+            except ValueError as exc:
+                raise CommandError(f"--style: {exc}") from exc
+            found: Collection | None = Collection(**fields)
         else:
             found = Collection.objects.filter(slug=slug).first()
         if found is None:

@@ -32,12 +32,8 @@ from generation.lora import (
 )
 from generation.reference_models import model_fingerprint
 from generation.reference_world.clip_training import TRAINING_RECORD as CLIP_RECORD
-from generation.reference_world.collection import styled_collection_fields
-from generation.reference_world.lora_training import (
-    STYLE_DIR,
-    TRAINING_RECORD,
-    WEIGHT_NAME,
-)
+from generation.reference_world.collection import STYLE_DIR, WEIGHT_NAME, styled_collection_fields
+from generation.reference_world.lora_training import TRAINING_RECORD
 from generation.reference_world.oracle import placed, read_traits
 from generation.reference_world.samples import render_captions
 from generation.reference_world.world import IMAGE_SIZE, all_traits, dataset, draw, item_seed

@@ -82,8 +82,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        from generation.reference_world.collection import WEIGHT_NAME
         from generation.reference_world.lora_training import (
-            WEIGHT_NAME,
             LoraTraining,
             evaluate_adapter,
             train_lora,
@@ -130,7 +130,7 @@ class Command(BaseCommand):
             evaluate_style,
             train_clip,
         )
-        from generation.reference_world.lora_training import WEIGHT_NAME
+        from generation.reference_world.collection import WEIGHT_NAME
 
         style: str = options["style"]
         folder: Path = options["out"] / style

@@ -18,7 +18,7 @@ from chain.contract import ARTIFACT_PATH, bind, deploy_contract
 from chain.freeze import ZERO_DIGEST, on_chain_digest, prepare_freeze, record_freeze
 from chain.models import Chain, Wallet
 from chain.sender import send_transaction
-from chain.wallets import publisher, seed_committer
+from chain.wallets import publisher
 from generation.canonical import canonical_json
 from generation.collection_config import placeholder_metadata
 from generation.models import Collection
@@ -179,19 +179,17 @@ def _register_chain(w3: Web3, chain_id: int, confirmations: int) -> Chain:
 
 
 def _hand_over_roles(w3: Web3, deployer_key: str, address: str, chain_id: int) -> None:
-    """Grant the seed-committer and publisher roles to this backend's accounts, then renounce
-    the deployer's own (the constructor gives the admin all three): the admin key then cannot
-    commit seeds or publish, and the committer and publisher keys can do nothing else.
+    """Grant the publisher role to this backend's account, then renounce the deployer's own
+    (the constructor gives the admin both roles): the admin key then cannot publish, and the
+    publisher key can do nothing else. ``commitSeeds`` needs no role (anyone may call it: it
+    reads only chain data); the backend's committer account sends it from a key of its own.
 
     When a role's configured account is the deployer itself, the deployer keeps that role: there
     is no one else to hand it to. ``deploy_collection`` warns, and production should not do it.
     """
     contract = bind(w3, address)
     admin = Account.from_key(deployer_key)
-    for role_name, account in (
-        ("SEED_COMMITTER_ROLE", seed_committer(chain_id)),
-        ("PUBLISHER_ROLE", publisher(chain_id)),
-    ):
+    for role_name, account in (("PUBLISHER_ROLE", publisher(chain_id)),):
         role = getattr(contract.functions, role_name)().call()
         if not contract.functions.hasRole(role, account.address).call():
             send_transaction(w3, admin, contract.functions.grantRole(role, account.address))

@@ -38,7 +38,8 @@ def deployer(chain_id: int) -> LocalAccount:
 
 
 def seed_committer(chain_id: int) -> LocalAccount:
-    """The account holding ``SEED_COMMITTER_ROLE`` on ``chain_id``."""
+    """The account that sends ``commitSeeds`` on ``chain_id`` (anyone may; a key of its own keeps
+    the committer's gas apart from the other accounts')."""
     return _account("SEED_COMMITTER", SEED_COMMITTER, chain_id)
 
 

@@ -43,8 +43,6 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
         string placeholderURI;
     }
 
-    /// @notice Role allowed to trigger `commitSeeds`.
-    bytes32 public constant SEED_COMMITTER_ROLE = keccak256("SEED_COMMITTER_ROLE");
     /// @notice Role allowed to `publish` metadata digests.
     bytes32 public constant PUBLISHER_ROLE = keccak256("PUBLISHER_ROLE");
 
@@ -89,6 +87,8 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
     mapping(uint256 startTokenId => bytes32) private _batchBlockHash;
     /// @dev Token id => sha256 of its metadata bytes, once published.
     mapping(uint256 tokenId => bytes32) private _metadataDigest;
+    /// @dev Set once by `lockMetadata`; then no published digest can be reopened.
+    bool private _metadataLocked;
 
     /// @notice Emitted for every token of a batch when the batch's seeds are committed.
     event SeedCommitted(uint256 indexed tokenId, bytes32 seed);
@@ -106,6 +106,8 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
     event BatchMetadataUpdate(uint256 _fromTokenId, uint256 _toTokenId);
     /// @notice The admin cleared the published digest of `tokenId` so it can be published again.
     event MetadataReopened(uint256 indexed tokenId);
+    /// @notice `lockMetadata` was called: from this block on no published digest can be reopened.
+    event MetadataLocked();
     /// @notice The mint price changed.
     event PriceChanged(uint256 oldPrice, uint256 newPrice);
     /// @notice The account that receives withdrawn proceeds changed.
@@ -138,9 +140,10 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
     error ZeroAddress();
     error InvalidMintLimits();
     error NothingToWithdraw();
+    error MetadataIsLocked();
 
     /// @param config Name, symbol, price (wei), supply and mint limits, roles, payee, royalty and
-    /// placeholder URI. `admin` receives DEFAULT_ADMIN_ROLE, SEED_COMMITTER_ROLE and PUBLISHER_ROLE.
+    /// placeholder URI. `admin` receives DEFAULT_ADMIN_ROLE and PUBLISHER_ROLE.
     constructor(InitConfig memory config) ERC721A(config.name, config.symbol) {
         if (config.admin == address(0) || config.payee == address(0)) revert ZeroAddress();
         // maxPerTx may exceed maxSupply (SoldOut then applies); it must fit the batch record's uint32.
@@ -155,7 +158,6 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
         _placeholderURI = config.placeholderURI;
         _setDefaultRoyalty(config.royaltyReceiver, config.royaltyBps);
         _grantRole(DEFAULT_ADMIN_ROLE, config.admin);
-        _grantRole(SEED_COMMITTER_ROLE, config.admin);
         _grantRole(PUBLISHER_ROLE, config.admin);
     }
 
@@ -244,8 +246,9 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
     /// further ids of a batch committed earlier in this call are skipped. Reverts `UnknownToken`,
     /// `SeedAlreadyCommitted` (batch committed by an earlier call), `MintBlockNotFinished` (the mint
     /// block is the current block) and `SeedWindowExpired` (neither source has the hash: see
-    /// `commitLateSeeds`).
-    function commitSeeds(uint256[] calldata tokenIds) external onlyRole(SEED_COMMITTER_ROLE) {
+    /// `commitLateSeeds`). Anyone may call it: it reads only chain data, so the caller chooses
+    /// nothing, and a role would add only the power to let the window pass.
+    function commitSeeds(uint256[] calldata tokenIds) external {
         uint256 n = tokenIds.length;
         uint256[] memory doneStarts = new uint256[](n);
         uint256 doneCount;
@@ -390,10 +393,13 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
         }
     }
 
-    /// @notice Clears the published digest of each token so it can be published again (admin only).
-    /// @dev Reverts `NotPublished` for a token without a digest. Emits `MetadataReopened` and
-    /// ERC-4906 `MetadataUpdate` per token; `tokenURI` returns the placeholder until republished.
+    /// @notice Clears the published digest of each token so it can be published again (admin only,
+    /// and only until `lockMetadata`).
+    /// @dev Reverts `MetadataIsLocked` once locked, `NotPublished` for a token without a digest.
+    /// Emits `MetadataReopened` and ERC-4906 `MetadataUpdate` per token; `tokenURI` returns the
+    /// placeholder until republished.
     function reopen(uint256[] calldata tokenIds) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (_metadataLocked) revert MetadataIsLocked();
         for (uint256 i = 0; i < tokenIds.length; ++i) {
             uint256 tokenId = tokenIds[i];
             if (_metadataDigest[tokenId] == bytes32(0)) revert NotPublished(tokenId);
@@ -401,6 +407,20 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
             emit MetadataReopened(tokenId);
             emit MetadataUpdate(tokenId);
         }
+    }
+
+    /// @notice One-way (admin only): from now on no published digest can be reopened, so every
+    /// token's metadata hash on-chain is final once published. Tokens not yet published can still
+    /// be published, once. Emits `MetadataLocked`; reverts `MetadataIsLocked` if already locked.
+    function lockMetadata() external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (_metadataLocked) revert MetadataIsLocked();
+        _metadataLocked = true;
+        emit MetadataLocked();
+    }
+
+    /// @notice Whether `lockMetadata` has been called.
+    function metadataLocked() external view returns (bool) {
+        return _metadataLocked;
     }
 
     /// @notice sha256 of the token's metadata bytes, or 0x0 until published.

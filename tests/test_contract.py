@@ -210,7 +210,7 @@ def test_it_has_the_eip2935_history_contract_only_from_prague(w3: Web3, cancun_w
 
 def test_it_deploys_with_the_admin_holding_every_role(w3: Web3) -> None:
     contract = deploy(w3, frozen=False, max_per_wallet=7)
-    for name in ("DEFAULT_ADMIN_ROLE", "SEED_COMMITTER_ROLE", "PUBLISHER_ROLE"):
+    for name in ("DEFAULT_ADMIN_ROLE", "PUBLISHER_ROLE"):
         assert contract.functions.hasRole(role(contract, name), ADA.address).call()
         assert not contract.functions.hasRole(role(contract, name), MALLORY.address).call()
     f = contract.functions
@@ -631,6 +631,30 @@ def test_it_reopens_a_published_token(w3: Web3) -> None:
     assert f.tokenURI(1).call() == ipfs_uri(second)
 
 
+def test_a_locked_collection_can_never_reopen_a_digest(w3: Web3) -> None:
+    # Given a published token, reopened once and published again before the lock
+    contract = committed_collection(w3, (3,))
+    f = contract.functions
+    transact(w3, f.publish([1], [os.urandom(32)]), ADA)
+    transact(w3, f.reopen([1]), ADA)
+    final = os.urandom(32)
+    transact(w3, f.publish([1], [final]), ADA)
+    assert f.metadataLocked().call() is False
+    # When the admin locks the metadata
+    receipt = transact(w3, f.lockMetadata(), ADA)
+    # Then the lock is evented and one-way, and no digest can be reopened any more
+    assert len(contract.events.MetadataLocked().process_receipt(receipt, errors=DISCARD)) == 1
+    assert f.metadataLocked().call() is True
+    assert revert_of(f.reopen([1]), ADA) == ("MetadataIsLocked", ())
+    assert revert_of(f.lockMetadata(), ADA) == ("MetadataIsLocked", ())
+    assert f.metadataDigestOf(1).call() == final
+    # Tokens not yet published are still published, once
+    late = os.urandom(32)
+    transact(w3, f.publish([2], [late]), ADA)
+    assert f.tokenURI(2).call() == ipfs_uri(late)
+    assert revert_of(f.publish([2], [os.urandom(32)]), ADA) == ("AlreadyPublished", (2,))
+
+
 def test_it_changes_the_placeholder_of_unpublished_tokens(w3: Web3, collection: Contract) -> None:
     f = collection.functions
     receipt = transact(w3, f.setPlaceholderURI("ipfs://early"), ADA)
@@ -671,10 +695,10 @@ def test_it_builds_token_uri_like_multiformats(
 # ---------------------------------------------------------------- roles, money, royalties
 
 ROLE_GUARDED: list[tuple[str, Callable[[Any], ContractFunction], str]] = [
-    ("commitSeeds", lambda f: f.commitSeeds([1]), "SEED_COMMITTER_ROLE"),
     ("publish", lambda f: f.publish([1], [b"\x01" * 32]), "PUBLISHER_ROLE"),
     ("commitLateSeeds", lambda f: f.commitLateSeeds([1], [b"\x01" * 32]), "DEFAULT_ADMIN_ROLE"),
     ("reopen", lambda f: f.reopen([1]), "DEFAULT_ADMIN_ROLE"),
+    ("lockMetadata", lambda f: f.lockMetadata(), "DEFAULT_ADMIN_ROLE"),
     ("freezeConfig", lambda f: f.freezeConfig(b"\x01" * 32, "x"), "DEFAULT_ADMIN_ROLE"),
     ("setContractURI", lambda f: f.setContractURI("x"), "DEFAULT_ADMIN_ROLE"),
     ("setPlaceholderURI", lambda f: f.setPlaceholderURI("x"), "DEFAULT_ADMIN_ROLE"),
@@ -701,13 +725,34 @@ def test_it_lets_the_admin_hand_the_backend_its_roles(w3: Web3, collection: Cont
     mint(w3, collection, 1)
     mine(w3)
     f = collection.functions
-    transact(w3, f.grantRole(role(collection, "SEED_COMMITTER_ROLE"), DORA.address), ADA)
     transact(w3, f.grantRole(role(collection, "PUBLISHER_ROLE"), MALLORY.address), ADA)
     transact(w3, f.commitSeeds([1]), DORA)
     transact(w3, f.publish([1], [b"\x02" * 32]), MALLORY)
-    # Each role is only its own: the publisher cannot commit, the committer cannot publish.
-    assert revert_of(f.commitSeeds([1]), MALLORY)[0] == "AccessControlUnauthorizedAccount"
-    assert revert_of(f.reopen([1]), DORA)[0] == "AccessControlUnauthorizedAccount"
+    # The role is only its own: the publisher cannot reopen or lock.
+    assert revert_of(f.reopen([1]), MALLORY)[0] == "AccessControlUnauthorizedAccount"
+    assert revert_of(f.lockMetadata(), MALLORY)[0] == "AccessControlUnauthorizedAccount"
+
+
+def test_anyone_can_commit_seeds_since_the_chain_decides_them(
+    w3: Web3, collection: Contract
+) -> None:
+    # Given a mint nobody with a role commits
+    mint(w3, collection, 2)
+    mine(w3)
+    f = collection.functions
+    # When a stranger (no role at all) commits it
+    receipt = transact(w3, f.commitSeeds([1]), DORA)
+    # Then the seeds are the chain's own, whoever sent the transaction
+    block_hash = w3.eth.get_block(f.mintBlockOf(1).call())["hash"]
+    committed = collection.events.SeedCommitted().process_receipt(receipt, errors=DISCARD)
+    assert [(e.args["tokenId"], e.args["seed"]) for e in committed] == [
+        (token_id, Web3.solidity_keccak(["bytes32", "uint256"], [block_hash, token_id]))
+        for token_id in (1, 2)
+    ]
+    # and the late path, where a hash is supplied, stays the admin's
+    assert revert_of(f.commitLateSeeds([1], [block_hash]), DORA)[0] == (
+        "AccessControlUnauthorizedAccount"
+    )
 
 
 def test_it_changes_the_price_and_the_payee(w3: Web3, collection: Contract) -> None:

@@ -35,15 +35,14 @@ def test_it_deploys_registers_and_grants_the_backend_its_roles(
     collection = Collection.objects.get(slug="studio")
     contract = bind(Web3(Web3.HTTPProvider(anvil.rpc_url)), collection.contract_address)
     assert (contract.functions.price().call(), contract.functions.maxSupply().call()) == (5, 7)
-    committer, publisher = ANVIL_ACCOUNTS[1].address, ANVIL_ACCOUNTS[2].address
-    assert contract.functions.hasRole(
-        contract.functions.SEED_COMMITTER_ROLE().call(), committer
-    ).call()
+    publisher = ANVIL_ACCOUNTS[2].address
     assert contract.functions.hasRole(contract.functions.PUBLISHER_ROLE().call(), publisher).call()
-    # and the deployer (the admin) renounced both: its key cannot choose seeds or publish
+    # and the deployer (the admin) renounced it: its key cannot publish (commitSeeds needs no
+    # role: it reads only chain data)
     deployer = ANVIL_ACCOUNTS[0].address
-    for role in (contract.functions.SEED_COMMITTER_ROLE(), contract.functions.PUBLISHER_ROLE()):
-        assert not contract.functions.hasRole(role.call(), deployer).call()
+    assert not contract.functions.hasRole(
+        contract.functions.PUBLISHER_ROLE().call(), deployer
+    ).call()
     info = json.loads(deployment_file.read_text())
     assert info["contract_address"] == collection.contract_address
     assert {"rpc_url", "chain_id", "web_url", "abi_path"} <= set(info)
@@ -124,7 +123,7 @@ def test_it_freezes_the_generation_config_before_minting_opens(anvil: Anvil, set
     assert document["generation"]["model"]["fingerprint"].startswith("sha256:")
 
 
-def test_only_the_committer_and_the_publisher_commit_seeds_and_publish(anvil: Anvil) -> None:
+def test_only_the_publisher_publishes_and_anyone_commits_seeds(anvil: Anvil) -> None:
     # Given a collection deployed by the command and a token minted
     call_command("deploy_collection", "--rpc-url", anvil.rpc_url, "--slug", "roles")
     w3 = Web3(Web3.HTTPProvider(anvil.rpc_url))
@@ -139,28 +138,24 @@ def test_only_the_committer_and_the_publisher_commit_seeds_and_publish(anvil: An
         contract.functions.commitSeeds([1]),
         contract.functions.publish([1], [b"1" * 32]),
     )
-    # Then the deployer's key is refused both, as an attacker holding it would find
-    for call in (commit, publish):
-        with pytest.raises(ContractCustomError) as refused:
-            call.call({"from": deployer})
-        assert refused.value.data[:10] == UNAUTHORIZED
-    # and the backend's committer and publisher still do their work
+    # Then the deployer's key cannot publish, as an attacker holding it would find
+    with pytest.raises(ContractCustomError) as refused:
+        publish.call({"from": deployer})
+    assert refused.value.data[:10] == UNAUTHORIZED
+    # a collector could commit the seeds (the chain decides them), and the backend's committer
+    # and publisher do their work
+    commit.call({"from": collector})
     for call, account in ((commit, committer), (publish, publisher)):
         receipt = w3.eth.wait_for_transaction_receipt(call.transact({"from": account}))
         assert receipt["status"] == 1
 
 
-def test_a_deployer_that_is_also_the_committer_keeps_that_role(anvil: Anvil, settings) -> None:  # type: ignore[no-untyped-def]
-    # the same key configured for two roles: nobody else could commit seeds
-    settings.SEED_COMMITTER_KEY = ANVIL_ACCOUNTS[0].private_key
+def test_a_deployer_that_is_also_the_publisher_keeps_that_role(anvil: Anvil, settings) -> None:  # type: ignore[no-untyped-def]
+    # the same key configured for two roles: nobody else could publish
+    settings.PUBLISHER_KEY = ANVIL_ACCOUNTS[0].private_key
     call_command("deploy_collection", "--rpc-url", anvil.rpc_url, "--slug", "solo")
     contract = bind(
         Web3(Web3.HTTPProvider(anvil.rpc_url)), Collection.objects.get(slug="solo").contract_address
     )
     deployer = ANVIL_ACCOUNTS[0].address
-    assert contract.functions.hasRole(
-        contract.functions.SEED_COMMITTER_ROLE().call(), deployer
-    ).call()
-    assert not contract.functions.hasRole(
-        contract.functions.PUBLISHER_ROLE().call(), deployer
-    ).call()
+    assert contract.functions.hasRole(contract.functions.PUBLISHER_ROLE().call(), deployer).call()

@@ -266,18 +266,44 @@ def test_without_weights_the_weight_checks_are_skipped_and_the_verdict_passes(
     args = ["--rpc", world.rpc_url, "--contract", world.contract, "--gateway", world.gateway]
     assert verifier.main([*args, "--token", str(OTHER)]) == 0
     table = capsys.readouterr().out
-    assert "verdict: PASS (10 checks passed, 3 skipped)" in table
+    assert "verdict: PASS (11 checks passed, 3 skipped)" in table
     assert "no weights given (--weights)" in table
     assert verifier.main([*args, "--all", "--json"]) == 1  # tokens 3 and 4 are forged
     document = json.loads(capsys.readouterr().out)
     verdicts = {t["token_id"]: t["verdict"] for t in document["tokens"]}
     assert verdicts == {
-        HONEST: "PASS (10 checks passed, 3 skipped)",
-        OTHER: "PASS (10 checks passed, 3 skipped)",
+        HONEST: "PASS (11 checks passed, 3 skipped)",
+        OTHER: "PASS (11 checks passed, 3 skipped)",
         FORGED_ATTRIBUTE: "FAIL: traits",
         FORGED_SEED: "FAIL: seed",
     }
     assert document["verdict"] == "FAIL"
+
+
+def test_the_record_says_whether_a_digest_can_still_change_and_every_reopen(
+    world: World,
+) -> None:
+    w3 = Web3(Web3.HTTPProvider(world.rpc_url))
+    contract = bind(w3, world.contract)
+
+    def record() -> verifier.Check:
+        checks = verifier.verify_token(world.rpc_url, world.contract, OTHER, world.gateway)
+        (check,) = [c for c in checks if c.name == "metadata_record"]
+        assert check.status == verifier.PASS
+        return check
+
+    assert record().detail == "not locked: the admin can still reopen this digest; never reopened"
+    # When the admin reopens the token and the publisher publishes the same bytes again
+    digest = contract.functions.metadataDigestOf(OTHER).call()
+    reopened = send_and_wait(w3, DEPLOYER.private_key, contract.functions.reopen([OTHER]))
+    publisher = ANVIL_ACCOUNTS[2].private_key
+    send_and_wait(w3, publisher, contract.functions.publish([OTHER], [digest]))
+    # Then every check still passes, and the record lists the reopen
+    assert failures(run(world, OTHER)) == set()
+    assert record().detail.endswith(f"; reopened 1 time (block {reopened['blockNumber']})")
+    # and once the admin locks the collection, the record says no digest can change
+    send_and_wait(w3, DEPLOYER.private_key, contract.functions.lockMetadata())
+    assert record().detail.startswith("locked: no digest of this collection can be reopened")
 
 
 def test_the_module_and_the_management_command_run_the_same_checks(world: World) -> None:

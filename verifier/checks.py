@@ -121,6 +121,36 @@ def check_metadata_digest(contract: Any, gateway: Gateway, state: State) -> Chec
     return passed(name, f"sha256 {_hex(digest)} = on-chain digest ({uri})")
 
 
+def check_metadata_record(contract: Any, state: State) -> Check:
+    """Whether the token's published digest can still be rewritten (``lockMetadata``), and every
+    time it was reopened (``MetadataReopened`` events since the mint): a report that passes
+    either way, so a reader sees how final the on-chain record is."""
+    name = "metadata_record"
+    if state.mint_block is None:
+        return skipped(name, "the mint block is unknown")
+    try:
+        locked: bool | None = bool(contract.functions.metadataLocked().call())
+    except Exception:  # a contract deployed before lockMetadata existed
+        locked = None
+    events = contract.events.MetadataReopened().get_logs(
+        argument_filters={"tokenId": state.token_id}, from_block=state.mint_block
+    )
+    blocks = sorted(int(event["blockNumber"]) for event in events)
+    history = (
+        f"reopened {len(blocks)} time{'s' if len(blocks) != 1 else ''} "
+        f"(block{'s' if len(blocks) != 1 else ''} {', '.join(map(str, blocks))})"
+        if blocks
+        else "never reopened"
+    )
+    if locked is None:
+        lock = "this contract has no lockMetadata: the admin can reopen any digest"
+    elif locked:
+        lock = "locked: no digest of this collection can be reopened"
+    else:
+        lock = "not locked: the admin can still reopen this digest"
+    return passed(name, f"{lock}; {history}")
+
+
 def check_metadata_canonical(state: State) -> Check:
     name = "metadata_canonical"
     data = state.extra.get("metadata_bytes")

@@ -62,6 +62,7 @@ def verify_token(
         public.check_mint_block(w3, bound, state),
         public.check_seed(bound, state),
         public.check_metadata_digest(bound, gateway, state),
+        public.check_metadata_record(bound, state),
         public.check_metadata_canonical(state),
         public.check_image(gateway, state),
         public.check_provenance(w3, bound, state),

@@ -42,6 +42,13 @@ def add_arguments(p: argparse.ArgumentParser, *, project_gateway: str | None = N
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--token", type=int, help="token id")
     which.add_argument("--all", action="store_true", help="every minted token")
+    which.add_argument(
+        "--collection",
+        action="store_true",
+        help="audit the whole collection: every token's checks, quota counts and weighted "
+        "frequencies against the frozen table, shared images and near duplicates, tokens "
+        "still on the placeholder",
+    )
     p.add_argument(
         "--gateway",
         action="append",
@@ -106,6 +113,8 @@ def run(args: argparse.Namespace, out: SupportsWrite[str] | None = None) -> int:
     elif args.adapter or args.onnx:
         print("error: --adapter and --onnx go with --diffusion and --clip", file=sys.stderr)
         return 2
+    if args.collection:
+        return _audit(args, weights, out)
     try:
         resolved = resolve_weights(weights)
         if args.all:
@@ -146,6 +155,36 @@ def run(args: argparse.Namespace, out: SupportsWrite[str] | None = None) -> int:
         if len(gateway.bases) > 1:
             print(f"gateways that served: {', '.join(gateway.served) or 'none'}", file=out)
     return 1 if failed else 0
+
+
+def _audit(
+    args: argparse.Namespace, weights: Path | Weights | None, out: SupportsWrite[str]
+) -> int:
+    from verifier.audit import audit_collection, render_audit
+
+    gateway = Gateway(args.gateway or args.default_gateways)
+    try:
+        audit = audit_collection(
+            args.rpc,
+            args.contract,
+            gateway,
+            weights,
+            device=args.device,
+            dtype=args.dtype,
+            pixel_tolerance=args.pixel_tolerance,
+            clip_tolerance=args.clip_tolerance,
+        )
+    except VerifyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # web3 raises many kinds for a bad RPC answer
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(audit.as_json(), indent=2), file=out)
+    else:
+        print(render_audit(audit), file=out)
+    return 0 if audit.clean else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -107,9 +107,13 @@ function main() {
   }
 }
 
-try {
-  main();
-} catch (err) {
-  process.stderr.write(`compile failed: ${err.message}\n`);
-  process.exit(1);
+module.exports = { SETTINGS, findImports };
+
+if (require.main === module) {
+  try {
+    main();
+  } catch (err) {
+    process.stderr.write(`compile failed: ${err.message}\n`);
+    process.exit(1);
+  }
 }

@@ -12,15 +12,18 @@ import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from PIL import Image
 from scipy import stats
 from web3 import Web3
 
 import verifier
 from chain.anvil import start_anvil
+from chain.contract import bind
 from chain.deployment import CollectionSpec, deploy_collection
 from devtools.rarity_fixtures import QUOTA
 from devtools.rarity_fixtures import WEIGHTED as PALETTE
@@ -117,6 +120,36 @@ def test_weighted_frequencies_get_a_chi_square_test_with_scipys_p_value(
     assert row["approximate"] is True  # 4 tokens: expected counts under 5
 
 
+def test_with_the_weights_every_pair_is_compared_by_clip(
+    published: Published, reference_models: Path
+) -> None:
+    from generation.clip_gate import ClipScorer
+
+    audit = audit_collection(
+        published.rpc_url, published.weighted, published.gateway, reference_models
+    )
+    assert audit.clean, audit.findings
+    assert audit.clip is not None and audit.clip["threshold"] is None  # none frozen: reported
+    # the pair it names is the most similar one, by the collection's own CLIP
+    scorer = ClipScorer(reference_models / "clip", device="cpu")
+    gateway = verifier.Gateway(published.gateway)
+    contract = bind(published.w3, published.weighted)
+    embeddings = {}
+    for token_id in range(1, 5):
+        metadata = json.loads(gateway.fetch(contract.functions.tokenURI(token_id).call()))
+        image = Image.open(io.BytesIO(gateway.fetch(metadata["image"]))).convert("RGB")
+        embeddings[token_id] = scorer.image_embedding(image)
+    pairs = {
+        (i, j): float(embeddings[i] @ embeddings[j])
+        for i in embeddings
+        for j in embeddings
+        if i < j
+    }
+    best = max(pairs, key=lambda pair: pairs[pair])
+    assert audit.clip["pair"] == list(best)
+    assert audit.clip["max_similarity"] == pytest.approx(pairs[best], abs=1e-6)
+
+
 def forge(token: Token, image_of: Token) -> None:
     """Publish ``token`` with its trait flipped and ``image_of``'s image: what an operator who
     wanted a second rare token, drawn as an existing one, would pin."""
@@ -136,7 +169,6 @@ def test_the_audit_names_a_broken_quota_and_a_shared_image(published: Published)
     # Given a quota collection (one cold, two warm) whose tokens 1 and 2 are published honestly
     # and token 3 with its trait flipped (the seeds gave it the one option left) and token 1's
     # image (the database is flushed after each test: this collection is the test's own)
-    w3 = published.w3
     collection = deploy_collection(w3, DEPLOYER.private_key, quota_spec("audit-forged"))
     mint(w3, collection, 2)
     mine(w3, 2)

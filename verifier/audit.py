@@ -19,7 +19,9 @@ marketplace shows it (the published metadata's ``attributes`` and ``image``) and
 - **near duplicates** (with the ``render`` extra installed): every pair of published images at
   or below the frozen config's near-duplicate threshold (:mod:`generation.near_duplicates`, the
   gate's own distance), which catches copies of each other made by two workers at the same
-  moment, which the gate, comparing each render only with tokens accepted before it, cannot.
+  moment, which the gate, comparing each render only with tokens accepted before it, cannot;
+  with the weights, also every pair whose CLIP embeddings are at or above the frozen
+  ``uniqueness_threshold`` (the gate's embedding check), and the most similar pair.
 
 Nothing here reads the project's database: the chain, a gateway, and optionally the weights.
 """
@@ -58,6 +60,8 @@ class Audit:
     frequencies: list[dict[str, Any]] = field(default_factory=list)
     duplicates: list[list[int]] = field(default_factory=list)
     near_duplicates: list[dict[str, Any]] = field(default_factory=list)
+    clip: dict[str, Any] | None = None
+    """With weights: the most similar pair by CLIP and the frozen uniqueness threshold."""
     findings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -183,6 +187,10 @@ def audit_collection(
         audit.max_supply = int(config["max_supply"])
         _audit_rarity(audit, config, shown, replayed)
     _audit_duplicates(audit, config, images)
+    if resolved is not None:
+        _audit_clip(audit, config, images, models.scorer(resolved, device or "cpu"))
+    else:
+        audit.notes.append("CLIP similarity among all tokens not computed: give --weights")
     return audit
 
 
@@ -316,10 +324,45 @@ def _audit_duplicates(
             "the collection froze no near-duplicate threshold: nearest pair distance "
             + ("n/a" if nearest is None else f"{nearest:.6f}")
         )
-    audit.notes.append(
-        "CLIP similarity among all tokens is not computed (not built yet): near duplicates are "
-        "judged by the gate's pixel distance"
+
+
+def _audit_clip(
+    audit: Audit,
+    config: dict[str, Any] | None,
+    images: dict[int, tuple[str, bytes]],
+    scorer: Any,
+) -> None:
+    """Every pair of published images by the cosine similarity of their CLIP embeddings (the
+    gate's uniqueness check, over all tokens instead of those accepted before each): a pair at
+    or above the frozen ``uniqueness_threshold`` is a finding."""
+    import numpy as np
+    from PIL import Image
+
+    order = sorted(images)
+    if len(order) < 2:
+        return
+    embeddings = np.stack(
+        [scorer.image_embedding(Image.open(BytesIO(images[t][1])).convert("RGB")) for t in order]
     )
+    similarity = embeddings @ embeddings.T
+    threshold = (config or {}).get("uniqueness_threshold")
+    top = max(
+        (float(similarity[i, j]), order[i], order[j])
+        for i in range(len(order))
+        for j in range(i + 1, len(order))
+    )
+    audit.clip = {"max_similarity": round(top[0], 6), "pair": [top[1], top[2]],
+                  "threshold": threshold}  # fmt: skip
+    if threshold is None:
+        return
+    for i in range(len(order)):
+        for j in range(i + 1, len(order)):
+            value = float(similarity[i, j])
+            if value >= threshold and images[order[i]][0] != images[order[j]][0]:
+                audit.findings.append(
+                    f"tokens {order[i]} and {order[j]} are CLIP near duplicates: similarity "
+                    f"{value:.6f} >= the frozen uniqueness threshold {threshold}"
+                )
 
 
 def render_audit(audit: Audit) -> str:
@@ -345,6 +388,11 @@ def render_audit(audit: Audit) -> str:
         f"  duplicates: {len(audit.duplicates)} shared image(s), "
         f"{len(audit.near_duplicates)} pair(s) at or below the near-duplicate threshold"
     )
+    if audit.clip is not None:
+        lines.append(
+            f"  CLIP: most similar pair {audit.clip['pair']} at {audit.clip['max_similarity']}"
+            f" (uniqueness threshold {audit.clip['threshold']})"
+        )
     lines += [f"  note: {note}" for note in audit.notes]
     lines += [f"  FINDING: {finding}" for finding in audit.findings]
     lines.append(f"  verdict: {'PASS' if audit.clean else 'FAIL'} ({len(audit.findings)} findings)")

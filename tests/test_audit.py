@@ -169,6 +169,7 @@ def test_the_audit_names_a_broken_quota_and_a_shared_image(published: Published)
     # Given a quota collection (one cold, two warm) whose tokens 1 and 2 are published honestly
     # and token 3 with its trait flipped (the seeds gave it the one option left) and token 1's
     # image (the database is flushed after each test: this collection is the test's own)
+    w3 = published.w3
     collection = deploy_collection(w3, DEPLOYER.private_key, quota_spec("audit-forged"))
     mint(w3, collection, 2)
     mine(w3, 2)

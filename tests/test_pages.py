@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import pytest
 from django.db import connections
 from django.test import Client
@@ -40,6 +41,7 @@ from devtools.rarity_fixtures import WEIGHTED as PALETTE
 from generation import pipeline
 from generation.models import Collection, Token
 from tests.test_listener import mine, mint
+from tests.test_verify import LyingGateway
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -453,6 +455,36 @@ def test_the_token_page_shows_the_provenance_and_the_on_chain_token_uri(
     assert f"<td>{token.traits['palette']}</td><td>{rarity}</td>" in html
     # the stage history the pipeline recorded
     assert "final" in html and "publish block confirmed" in html
+
+
+def test_check_it_yourself_recomputes_the_token_from_the_chain_and_a_gateway(
+    anvil: Anvil, browser: Browser, published: Token, live_server
+) -> None:  # type: ignore[no-untyped-def]
+    # Given the token page, whose panel offers the chain's RPC and the deployment's gateway
+    page = browser.open("/c/pages-token/tokens/1/", None)
+    expect(page.locator("#verify-rpc")).to_have_value(anvil.rpc_url)
+    # When the visitor checks, the browser alone recomputes each claim, and each passes
+    page.click("#verify-run")
+    summary = page.locator("#verify-summary")
+    expect(summary).to_have_text("6 checks passed, from the chain and the gateway alone.")
+    for name in ("chain", "seed", "token URI", "metadata", "provenance", "image"):
+        expect(page.locator(f'#verify-steps li[data-step="{name}"]')).to_have_class("ok")
+    expect(page.locator('#verify-steps li[data-step="seed"]')).to_contain_text(published.seed)
+    # A gateway that serves other metadata (one description edited) is caught, and said so
+    document = json.loads(httpx.get(f"{live_server.url}/ipfs/{published.metadata_cid}").content)
+    document["description"] = "a nicer story"
+    liar = LyingGateway(f"{live_server.url}/ipfs")
+    liar.overrides[published.metadata_cid] = json.dumps(document).encode()
+    try:
+        page.fill("#verify-gateway", f"{liar.url}/ipfs")
+        page.click("#verify-run")
+        metadata = page.locator('#verify-steps li[data-step="metadata"]')
+        expect(metadata).to_have_class("bad")
+        expect(metadata).to_contain_text("hash to")
+        expect(summary).to_contain_text("1 check(s) failed")
+    finally:
+        liar.server.shutdown()
+        liar.server.server_close()
 
 
 def test_the_pages_say_when_the_rpc_is_down_without_showing_its_url(

@@ -198,7 +198,7 @@ def world(
 
 class LyingGateway:
     """Serves ``overrides[cid]`` for the CIDs it lies about, the real gateway's bytes for the
-    rest."""
+    rest; it allows any origin, as public gateways do, so a page's script can read it too."""
 
     def __init__(self, upstream: str) -> None:
         self.overrides: dict[str, bytes] = {}
@@ -213,6 +213,7 @@ class LyingGateway:
                     response = httpx.get(f"{upstream}/{cid}")
                     status, body = response.status_code, response.content
                 self.send_response(status)
+                self.send_header("Access-Control-Allow-Origin", "*")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)

@@ -280,6 +280,21 @@ def gallery(request: HttpRequest, slug: str) -> HttpResponse:
     )
 
 
+def _verify_config(collection: Collection, token_id: int) -> dict[str, Any] | None:
+    """What the token page's "Check it yourself" panel starts from (static/mintsite/verify.js):
+    the contract, the token, and an RPC and gateway the visitor may replace with their own."""
+    if not collection.contract_address:
+        return None
+    rpc_urls = _chain_info(collection.chain_id)["rpc_urls"]
+    return {
+        "chain_id": collection.chain_id,
+        "contract": collection.contract_address,
+        "token_id": token_id,
+        "rpc_url": rpc_urls[0] if rpc_urls else "",
+        "gateway": settings.IPFS_GATEWAY_URL,
+    }
+
+
 @require_safe
 def token_page(request: HttpRequest, slug: str, token_id: int) -> HttpResponse:
     collection = get_object_or_404(Collection, slug=slug)
@@ -318,6 +333,7 @@ def token_page(request: HttpRequest, slug: str, token_id: int) -> HttpResponse:
                 "collection-token-detail", kwargs={"slug": slug, "token_id": token_id}
             ),
             "provenance_api": _provenance_api(slug, token_id) if published else "",
+            "verify": _verify_config(collection, token_id) if published else None,
             "events": list(token.events.all()),
         },
     )

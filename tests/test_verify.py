@@ -307,6 +307,20 @@ def test_the_record_says_whether_a_digest_can_still_change_and_every_reopen(
     assert record().detail.startswith("locked: no digest of this collection can be reopened")
 
 
+def test_an_rpc_that_caps_log_ranges_skips_the_reopen_history_only(world: World) -> None:
+    from tests.rpc_proxy import FlakyRpcProxy
+
+    # a public RPC that refuses eth_getLogs over more than 4 blocks (the world's chain is
+    # hundreds of blocks past the token's mint)
+    with FlakyRpcProxy(world.rpc_url, max_log_range=4) as limited:
+        checks = verifier.verify_token(limited.url, world.contract, HONEST, world.gateway)
+    statuses = {c.name: c.status for c in checks}
+    assert statuses["metadata_record"] == verifier.SKIPPED
+    assert [n for n, s in statuses.items() if s == verifier.FAIL] == []
+    (record,) = [c for c in checks if c.name == "metadata_record"]
+    assert "would not list" in record.detail and "max block range" in record.detail
+
+
 def test_the_module_and_the_management_command_run_the_same_checks(world: World) -> None:
     args = ["--rpc", world.rpc_url, "--contract", world.contract, "--gateway", world.gateway]
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}

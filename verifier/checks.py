@@ -132,9 +132,17 @@ def check_metadata_record(contract: Any, state: State) -> Check:
         locked: bool | None = bool(contract.functions.metadataLocked().call())
     except Exception:  # a contract deployed before lockMetadata existed
         locked = None
-    events = contract.events.MetadataReopened().get_logs(
-        argument_filters={"tokenId": state.token_id}, from_block=state.mint_block
-    )
+    try:
+        events = contract.events.MetadataReopened().get_logs(
+            argument_filters={"tokenId": state.token_id}, from_block=state.mint_block
+        )
+    except Exception as exc:  # a public RPC may cap eth_getLogs' block range
+        return skipped(
+            name,
+            f"the RPC would not list the token's MetadataReopened events since block "
+            f"{state.mint_block} ({type(exc).__name__}: {exc}); use an RPC without a log range "
+            "limit for the reopen history",
+        )
     blocks = sorted(int(event["blockNumber"]) for event in events)
     history = (
         f"reopened {len(blocks)} time{'s' if len(blocks) != 1 else ''} "

@@ -485,6 +485,12 @@ def test_check_it_yourself_recomputes_the_token_from_the_chain_and_a_gateway(
     finally:
         liar.server.shutdown()
         liar.server.server_close()
+    # An RPC that cannot be reached ends the check with a failure that says so, not a spinner
+    page.fill("#verify-rpc", f"http://127.0.0.1:{free_port()}")
+    page.click("#verify-run")
+    expect(summary).to_contain_text("1 check(s) failed")
+    expect(page.locator('#verify-steps li[data-step="error"]')).to_have_class("bad")
+    expect(page.locator("#verify-run")).to_be_enabled()
 
 
 def test_the_pages_say_when_the_rpc_is_down_without_showing_its_url(

@@ -62,12 +62,17 @@
     const id = BigInt(config.token_id);
     const rpc = $("verify-rpc").value.trim();
     const gateway = $("verify-gateway").value.trim().replace(/\/+$/, "");
-    const provider = new window.ethers.JsonRpcProvider(rpc, undefined, { batchMaxCount: 1 });
+    // staticNetwork: ethers does not probe the RPC in the background (an unreachable URL would
+    // keep it retrying); the chain id is asked once, below, and a wrong one stops the check
+    const provider = new window.ethers.JsonRpcProvider(rpc, Number(config.chain_id), {
+      staticNetwork: true,
+      batchMaxCount: 1,
+    });
     const contract = new window.ethers.Contract(config.contract, ABI, provider);
 
-    const network = await provider.getNetwork();
-    if (!step("chain", network.chainId === BigInt(config.chain_id),
-      `the RPC serves chain ${network.chainId}; the collection is on chain ${config.chain_id}`)) return;
+    const served = BigInt(await provider.send("eth_chainId", []));
+    if (!step("chain", served === BigInt(config.chain_id),
+      `the RPC serves chain ${served}; the collection is on chain ${config.chain_id}`)) return;
 
     const mintBlock = await contract.mintBlockOf(id);
     const block = await provider.getBlock(mintBlock);

@@ -507,6 +507,8 @@ def test_the_pages_say_when_the_rpc_is_down_without_showing_its_url(
     messages = re.search(r'<div id="messages".*?</div>', mint_page, re.S)
     assert messages is not None and "could not be reached" in messages[0]
     assert "secret-key" not in token_page + messages[0]
+    # nor does the "Check it yourself" panel offer it: its RPC field is left for the visitor
+    assert re.search(r'id="verify-rpc" type="url" required value=""', token_page)
 
 
 def test_the_gallery_lists_published_tokens(client: Client, published: Token, settings) -> None:  # type: ignore[no-untyped-def]

@@ -280,17 +280,29 @@ def gallery(request: HttpRequest, slug: str) -> HttpResponse:
     )
 
 
+def _bare_url(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.path in ("", "/") and not (parts.query or parts.username or parts.password)
+
+
 def _verify_config(collection: Collection, token_id: int) -> dict[str, Any] | None:
     """What the token page's "Check it yourself" panel starts from (static/mintsite/verify.js):
     the contract, the token, and an RPC and gateway the visitor may replace with their own."""
     if not collection.contract_address:
         return None
-    rpc_urls = _chain_info(collection.chain_id)["rpc_urls"]
+    # Only a URL that cannot carry an API key is shown: a known public endpoint, or the local
+    # anvil's bare loopback URL (no path, query or credentials); otherwise the field is empty
+    # and the visitor enters an RPC of their own.
+    shown = [
+        url
+        for url in _chain_info(collection.chain_id)["rpc_urls"]
+        if collection.chain_id in KNOWN_CHAINS or _bare_url(url)
+    ]
     return {
         "chain_id": collection.chain_id,
         "contract": collection.contract_address,
         "token_id": token_id,
-        "rpc_url": rpc_urls[0] if rpc_urls else "",
+        "rpc_url": shown[0] if shown else "",
         "gateway": settings.IPFS_GATEWAY_URL,
     }
 

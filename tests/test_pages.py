@@ -509,6 +509,8 @@ def test_the_pages_say_when_the_rpc_is_down_without_showing_its_url(
     assert "secret-key" not in token_page + messages[0]
     # nor does the "Check it yourself" panel offer it: its RPC field is left for the visitor
     assert re.search(r'id="verify-rpc" type="url" required value=""', token_page)
+    # nor the mint page's wallet config (wallet_addEthereumChain's rpcUrls)
+    assert "secret-key" not in mint_page
 
 
 def test_the_gallery_lists_published_tokens(client: Client, published: Token, settings) -> None:  # type: ignore[no-untyped-def]

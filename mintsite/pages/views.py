@@ -158,8 +158,11 @@ def _chain_info(chain_id: int) -> dict[str, Any]:
     row = Chain.objects.filter(chain_id=chain_id).first()
     rpc_urls = list(known.get("rpc_urls", []))
     if chain_id == settings.EMBEDDED_CHAIN_ID and row is not None:
-        # a local anvil: the wallet needs this very node (a loopback URL holds no API key)
-        rpc_urls = [url for url in row.urls() if urlsplit(url).hostname in LOOPBACK]
+        # a local anvil: the wallet needs this very node; only a bare loopback URL (no path,
+        # query or credentials) is given out, since anything else could carry an API key
+        rpc_urls = [
+            url for url in row.urls() if urlsplit(url).hostname in LOOPBACK and _bare_url(url)
+        ]
     name = (row.name if row and row.name else "") or known.get("name") or f"Chain {chain_id}"
     if chain_id == settings.EMBEDDED_CHAIN_ID and not (row and row.name):
         name = "Anvil (local)"

@@ -36,10 +36,11 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+from verifier.checks import State
 from verifier.fetching import Gateway, connect
 from verifier.report import FAIL, Check
 from verifier.rerender import CLIP_TOLERANCE, PIXEL_TOLERANCE, Models, Weights
-from verifier.verification import resolve_weights, verify_token_state
+from verifier.verification import resolve_weights, verify_token
 
 SIGNIFICANCE = 0.001
 """A category's chi-square p-value below this is reported as a finding."""
@@ -147,7 +148,8 @@ def audit_collection(
     replayed: dict[int, dict[str, str]] = {}  # recomputed from the on-chain seeds
     images: dict[int, tuple[str, bytes]] = {}
     for token_id in range(1, minted + 1):
-        checks, state = verify_token_state(
+        state = State(token_id=token_id)
+        checks = verify_token(
             rpc_url,
             contract,
             token_id,
@@ -158,6 +160,7 @@ def audit_collection(
             pixel_tolerance=pixel_tolerance,
             clip_tolerance=clip_tolerance,
             models=models,
+            state=state,
         )
         config = config or state.config
         if _on_placeholder(checks):

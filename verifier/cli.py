@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from verifier.audit import audit_collection, render_audit
 from verifier.errors import VerifyError
 from verifier.fetching import Gateway, connect, default_gateways
-from verifier.report import any_failed, json_document, render_table
+from verifier.report import Check, any_failed, json_document, render_table
 from verifier.rerender import CLIP_TOLERANCE, PIXEL_TOLERANCE, Models, Weights
 from verifier.verification import resolve_weights, verify_token
 
@@ -113,38 +114,30 @@ def run(args: argparse.Namespace, out: SupportsWrite[str] | None = None) -> int:
     elif args.adapter or args.onnx:
         print("error: --adapter and --onnx go with --diffusion and --clip", file=sys.stderr)
         return 2
-    if args.collection:
-        return _audit(args, weights, out)
     try:
-        resolved = resolve_weights(weights)
-        if args.all:
-            _, contract, _ = connect(args.rpc, args.contract)
-            token_ids = list(range(1, contract.functions.totalSupply().call() + 1))
-        else:
-            token_ids = [args.token]
         gateway = Gateway(args.gateway or args.default_gateways)
-        models = Models()
-        results = {
-            token_id: verify_token(
+        if args.collection:
+            audit = audit_collection(
                 args.rpc,
                 args.contract,
-                token_id,
                 gateway,
-                resolved,
+                weights,
                 device=args.device,
                 dtype=args.dtype,
                 pixel_tolerance=args.pixel_tolerance,
                 clip_tolerance=args.clip_tolerance,
-                models=models,
             )
-            for token_id in token_ids
-        }
+        else:
+            results = _verify_tokens(args, weights, gateway)
     except VerifyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # web3 raises many kinds for a bad RPC answer
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
+    if args.collection:
+        print(json.dumps(audit.as_json(), indent=2) if args.json else render_audit(audit), file=out)
+        return 0 if audit.clean else 1
     failed = any_failed(results)
     if args.json:
         print(json.dumps(json_document(args.contract, results, gateway.served), indent=2), file=out)
@@ -157,34 +150,32 @@ def run(args: argparse.Namespace, out: SupportsWrite[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-def _audit(
-    args: argparse.Namespace, weights: Path | Weights | None, out: SupportsWrite[str]
-) -> int:
-    from verifier.audit import audit_collection, render_audit
-
-    gateway = Gateway(args.gateway or args.default_gateways)
-    try:
-        audit = audit_collection(
+def _verify_tokens(
+    args: argparse.Namespace, weights: Path | Weights | None, gateway: Gateway
+) -> dict[int, list[Check]]:
+    """Every check of ``--token``, or of every minted token with ``--all``."""
+    resolved = resolve_weights(weights)
+    if args.all:
+        _, contract, _ = connect(args.rpc, args.contract)
+        token_ids = list(range(1, contract.functions.totalSupply().call() + 1))
+    else:
+        token_ids = [args.token]
+    models = Models()
+    return {
+        token_id: verify_token(
             args.rpc,
             args.contract,
+            token_id,
             gateway,
-            weights,
+            resolved,
             device=args.device,
             dtype=args.dtype,
             pixel_tolerance=args.pixel_tolerance,
             clip_tolerance=args.clip_tolerance,
+            models=models,
         )
-    except VerifyError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # web3 raises many kinds for a bad RPC answer
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(audit.as_json(), indent=2), file=out)
-    else:
-        print(render_audit(audit), file=out)
-    return 0 if audit.clean else 1
+        for token_id in token_ids
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -44,51 +44,25 @@ def verify_token(
     pixel_tolerance: float = PIXEL_TOLERANCE,
     clip_tolerance: float = CLIP_TOLERANCE,
     models: Models | None = None,
+    state: public.State | None = None,
 ) -> list[Check]:
     """Every check of one token, in order; raises ``VerifyError`` for unusable input.
 
     ``gateway``: one URL, several tried in order, or a :class:`Gateway`. ``dtype`` re-renders
     in another precision than the recorded one (the distance is then measured, not bit-exact).
-    ``models`` keeps loaded models between calls.
+    ``models`` keeps loaded models between calls. ``state``, when given, is filled with what
+    the checks verified (the metadata, the image bytes, the recomputed traits, the frozen
+    config): what the collection audit reads.
     """
-    checks, _ = verify_token_state(
-        rpc_url,
-        contract,
-        token_id,
-        gateway,
-        weights,
-        device=device,
-        dtype=dtype,
-        pixel_tolerance=pixel_tolerance,
-        clip_tolerance=clip_tolerance,
-        models=models,
-    )
-    return checks
-
-
-def verify_token_state(
-    rpc_url: str,
-    contract: str,
-    token_id: int,
-    gateway: str | Sequence[str] | Gateway,
-    weights: Path | str | Weights | None = None,
-    *,
-    device: str | None = None,
-    dtype: str | None = None,
-    pixel_tolerance: float = PIXEL_TOLERANCE,
-    clip_tolerance: float = CLIP_TOLERANCE,
-    models: Models | None = None,
-) -> tuple[list[Check], public.State]:
-    """:func:`verify_token`, with what the checks verified (the metadata, the image bytes, the
-    recomputed traits, the frozen config): what the collection audit reads."""
     resolved = resolve_weights(weights)
     w3, bound, chain_id = connect(rpc_url, contract)
     if not isinstance(gateway, Gateway):
         gateway = Gateway(gateway)
     models = models or Models()
-    state = public.State(token_id=token_id, chain_id=chain_id)
+    state = state or public.State(token_id=token_id)
+    state.token_id, state.chain_id = token_id, chain_id
     state.collection_name = bound.functions.name().call()
-    checks = [
+    return [
         public.check_mint_block(w3, bound, state),
         public.check_seed(bound, state),
         public.check_metadata_digest(bound, gateway, state),
@@ -106,4 +80,3 @@ def verify_token_state(
         ),
         check_clip_scores(resolved, state, device=device, tolerance=clip_tolerance, models=models),
     ]
-    return checks, state

@@ -293,14 +293,9 @@ def _verify_config(collection: Collection, token_id: int) -> dict[str, Any] | No
     the contract, the token, and an RPC and gateway the visitor may replace with their own."""
     if not collection.contract_address:
         return None
-    # Only a URL that cannot carry an API key is shown: a known public endpoint, or the local
-    # anvil's bare loopback URL (no path, query or credentials); otherwise the field is empty
-    # and the visitor enters an RPC of their own.
-    shown = [
-        url
-        for url in _chain_info(collection.chain_id)["rpc_urls"]
-        if collection.chain_id in KNOWN_CHAINS or _bare_url(url)
-    ]
+    # the wallet's RPC URLs: a known public endpoint, or the local anvil's bare loopback URL,
+    # never one that could carry an API key; with none, the visitor enters their own
+    shown = _chain_info(collection.chain_id)["rpc_urls"]
     return {
         "chain_id": collection.chain_id,
         "contract": collection.contract_address,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from foundation.files import write_atomically
-from ipfs.cid import canonical_cid, compute_cid
+from ipfs import unixfs
+from ipfs.cid import canonical_cid, compute_cid, parse_cid
 from ipfs.errors import ContentCorrupted, ContentNotFound
 
 __all__ = ["LocalStore"]
@@ -19,6 +21,10 @@ class LocalStore:
     root) and every read recomputes that CID, so a corrupted or tampered file is never served.
     Layout: ``root/<last 2 chars of cid>/<cid>``. The last characters fan out evenly
     (the leading ``bafkrei``/``bafybei`` prefix is the same for every CID of a kind).
+
+    Directory nodes (published model folders, :mod:`ipfs.tree`) are blocks, not files: they
+    live under ``root/blocks/`` by their dag-pb CID, checked against its sha256 on every read.
+    :meth:`block` answers a trustless gateway's ``?format=raw`` for any CID stored here.
     """
 
     def __init__(self, root: Path) -> None:
@@ -53,3 +59,41 @@ class LocalStore:
     def has(self, cid: str) -> bool:
         """Return whether content for ``cid`` is stored (without re-hashing it)."""
         return self.path_for(cid).is_file()
+
+    # --- blocks: directory nodes, and any stored CID's root block ----------------------------
+
+    def _block_path(self, cid: str) -> Path:
+        canonical = canonical_cid(cid)
+        return self.root / "blocks" / canonical[-2:] / canonical
+
+    def add_block(self, block: unixfs.Block) -> str:
+        """Store a directory node under its CID (checked to hash to it); idempotent."""
+        cid = str(block.cid)
+        if hashlib.sha256(block.data).digest() != bytes(parse_cid(cid).raw_digest):
+            raise ContentCorrupted(f"the block given for {cid} does not hash to its CID")
+        path = self._block_path(cid)
+        if not path.is_file() or path.read_bytes() != block.data:
+            write_atomically(path, block.data, durable=True)
+        return cid
+
+    def block(self, cid: str) -> bytes:
+        """The raw block named ``cid``: a stored directory node, or the root block of a stored
+        file (a single-chunk file is its own block), each checked against the CID."""
+        path = self._block_path(cid)
+        if path.is_file():
+            data = path.read_bytes()
+            if hashlib.sha256(data).digest() != bytes(parse_cid(cid).raw_digest):
+                raise ContentCorrupted(f"the stored block {path} does not hash to {cid}")
+            return data
+        return self.root_block(self.get(cid))
+
+    @staticmethod
+    def root_block(data: bytes) -> bytes:
+        """The root block of ``data``'s UnixFS DAG (the bytes themselves for one chunk)."""
+        blocks: list[unixfs.Block] = []
+        unixfs.file_cid(data, on_block=blocks.append)
+        return blocks[-1].data
+
+    def has_block(self, cid: str) -> bool:
+        """Whether ``cid`` is stored, as a directory node or as a file."""
+        return self._block_path(cid).is_file() or self.has(cid)

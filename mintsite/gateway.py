@@ -6,6 +6,11 @@ CID are served (the store recomputes it on every read); a corrupted file is answ
 error, never with its bytes. The canonical CID is the ETag and, content being immutable, the
 response may be cached for a year; a matching ``If-None-Match`` gets 304 without a disk read.
 
+A trustless client asks for the raw block instead (``?format=raw`` or ``Accept:
+application/vnd.ipld.raw``, as on Kubo's gateway and ipfs.io): the node of a published model
+folder (a UnixFS directory) is served only that way, and so is any stored file's root block, so
+``mintverify --fetch-weights`` can walk a folder checking every block against its CID.
+
 The bytes are whatever was pinned, and this view shares the site's origin: a stored HTML or SVG
 page served as such could run script with the admin's cookies. So the type is one of a short
 list recognised by magic bytes (PNG, JPEG, GIF, WebP, JSON) and otherwise
@@ -31,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 CACHE_CONTROL = "public, max-age=31536000, immutable"
 CONTENT_SECURITY_POLICY = "default-src 'none'; sandbox"
+RAW_BLOCK = "application/vnd.ipld.raw"
 
 _SIGNATURES = [
     (b"\x89PNG\r\n\x1a\n", "image/png"),
@@ -77,7 +83,8 @@ def ipfs_gateway(request: HttpRequest, cid: str) -> HttpResponse:
         canonical = canonical_cid(cid)
     except InvalidCID as exc:
         return _error(400, "invalid_cid", str(exc))
-    etag = f'"{canonical}"'
+    raw = request.GET.get("format") == "raw" or RAW_BLOCK in request.headers.get("Accept", "")
+    etag = f'"{canonical}.raw"' if raw else f'"{canonical}"'
     headers = {
         "ETag": etag,
         "Cache-Control": CACHE_CONTROL,
@@ -86,18 +93,24 @@ def ipfs_gateway(request: HttpRequest, cid: str) -> HttpResponse:
         "Access-Control-Allow-Origin": "*",
         "X-Content-Type-Options": "nosniff",
         "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+        "Vary": "Accept",
     }
     if _matches(request.headers.get("If-None-Match", ""), etag):
         return HttpResponseNotModified(headers=headers)
     store = LocalStore(Path(settings.IPFS_STORE_DIR))
     try:
-        data = store.get(canonical)
+        data = store.block(canonical) if raw else store.get(canonical)
     except ContentNotFound:
+        if store.has_block(canonical):
+            return _error(
+                406, "directory", f"{cid} is a directory: ask for its block with ?format=raw"
+            )
         return _error(404, "not_found", f"{cid} is not in this node's store")
     except ContentCorrupted as exc:
         # The path stays in the server's log; the client learns only that the copy is bad.
         logger.error("gateway: %s", exc)
         return _error(500, "corrupted", f"the stored copy of {cid} fails verification")
-    response = HttpResponse(data, content_type=content_type_for(data), headers=headers)
+    content_type = RAW_BLOCK if raw else content_type_for(data)
+    response = HttpResponse(data, content_type=content_type, headers=headers)
     response["Content-Length"] = str(len(data))
     return response

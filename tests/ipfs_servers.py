@@ -13,6 +13,7 @@ dag-pb leaves); that function itself is checked against the real Kubo in tests/t
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import threading
@@ -23,9 +24,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from multiformats import CID, multihash
+
 from ipfs.backends.kubo import KuboPinner
 from ipfs.backends.pinning_service import PinningServicePinner
-from ipfs.unixfs import file_cid
+from ipfs.unixfs import decode_pb_node, file_cid
 
 KUBO_VERSION = "0.29.0"
 PEER_ID = "12D3KooWEmu1atedKuboNodeForTheTestSuite"
@@ -111,6 +114,7 @@ class KuboRpcServer:
     behaviour: str = "pins"
     hang_first: int | None = None
     files: dict[str, bytes] = field(default_factory=dict)  # CID -> content, added or not pinned
+    blocks: dict[str, bytes] = field(default_factory=dict)  # CID -> directory node (block/put)
     pins: set[str] = field(default_factory=set)
     calls: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     connected: list[str] = field(default_factory=list)
@@ -167,10 +171,32 @@ class _KuboHandler(_Handler):
                 kubo.pins.add(cid)
         self._send(200, json.dumps({"Name": "blob", "Hash": cid, "Size": str(len(data))}).encode())
 
+    def _block_put(self, kubo: KuboRpcServer, params: dict[str, str], body: bytes) -> None:
+        (data,) = _multipart_files(self.headers["Content-Type"], body)
+        codec = params.get("cid-codec", "raw")
+        digest = multihash.wrap(hashlib.sha256(data).digest(), params.get("mhtype", "sha2-256"))
+        cid = str(CID("base32", 1, codec, digest))
+        with kubo.lock:
+            kubo.blocks[cid] = data
+        self._json(200, {"Key": cid, "Size": len(data)})
+
+    def _missing_below(self, kubo: KuboRpcServer, cid: str) -> str | None:
+        """The first CID below ``cid`` the node lacks (a recursive pin needs them all)."""
+        if cid in kubo.files:
+            return None
+        if cid not in kubo.blocks:
+            return cid
+        for link in decode_pb_node(kubo.blocks[cid]).links:
+            missing = self._missing_below(kubo, str(link.hash))
+            if missing is not None:
+                return missing
+        return None
+
     def _pin_add(self, kubo: KuboRpcServer, params: dict[str, str], body: bytes) -> None:
         cid = params["arg"]
-        if cid not in kubo.files:
-            self._error(500, f"pin: merkledag: not found ({cid})")
+        missing = self._missing_below(kubo, cid)
+        if missing is not None:
+            self._error(500, f"pin: merkledag: not found ({missing})")
             return
         with kubo.lock:
             kubo.pins.add(cid)
@@ -185,6 +211,9 @@ class _KuboHandler(_Handler):
 
     def _block_stat(self, kubo: KuboRpcServer, params: dict[str, str], body: bytes) -> None:
         cid = params["arg"]
+        if cid in kubo.blocks:
+            self._json(200, {"Key": cid, "Size": len(kubo.blocks[cid])})
+            return
         if cid not in kubo.files:
             self._error(500, "block was not found locally (offline): ipld: could not find node")
             return

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from django.test import Client
 from multiformats import CID, multihash
 
+from ipfs import unixfs
+from ipfs.backends.local import LocalPinner
 from ipfs.cid import CHUNK_SIZE, compute_cid
 from ipfs.store import LocalStore
+from ipfs.tree import build_tree, fetch_tree
+from tests.test_ipfs import make_folder
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
 METADATA = json.dumps({"name": "token 1", "image": "ipfs://x"}, separators=(",", ":")).encode()
 BIG_PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * (2 * CHUNK_SIZE // 256)  # 3 chunks
+RAW = "application/vnd.ipld.raw"
 IMMUTABLE = "public, max-age=31536000, immutable"
 
 
@@ -144,3 +150,38 @@ def test_any_page_may_fetch_the_content(client: Client, store: LocalStore) -> No
     cid = store.add(METADATA)
     response = client.get(f"/ipfs/{cid}", headers={"Origin": "http://localhost:8000"})
     assert response["Access-Control-Allow-Origin"] == "*"
+
+
+def test_it_serves_raw_blocks_to_a_trustless_client(
+    client: Client, store: LocalStore, tmp_path: Path
+) -> None:
+    # a published model folder: its directory node is a block, served only as one
+    built = build_tree(make_folder(tmp_path / "model"))
+    LocalPinner(store).pin_tree(built)
+    plain = client.get(f"/ipfs/{built.root}")
+    assert plain.status_code == 406 and "?format=raw" in plain.json()["detail"]
+    for ask in ({"format": "raw"}, {}):
+        headers = {} if ask else {"Accept": RAW}
+        response = client.get(f"/ipfs/{built.root}", ask, headers=headers)
+        assert response.status_code == 200
+        assert response["Content-Type"] == RAW and response["ETag"] == f'"{built.root}.raw"'
+        node = unixfs.decode_pb_node(response.content)
+        assert {link.name for link in node.links} == {
+            "Zebra.txt",
+            "apple.txt",
+            "empty",
+            "tokenizer",
+            "unet",
+        }
+    # a multi-chunk file's raw block is its root node, not the file
+    big = store.add(BIG_PNG)
+    root = client.get(f"/ipfs/{big}?format=raw")
+    assert root["Content-Type"] == RAW and len(unixfs.decode_pb_node(root.content).links) == 3
+    # the whole folder comes back through the gateway, every block and file checked
+    out = fetch_tree(
+        built.root,
+        tmp_path / "out",
+        get_block=lambda cid: client.get(f"/ipfs/{cid}?format=raw").content,
+        get_file=lambda cid: client.get(f"/ipfs/{cid}").content,
+    )
+    assert build_tree(out).root == built.root

@@ -10,13 +10,16 @@ from __future__ import annotations
 import os
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
 from ipfs.backends.kubo import KuboPinner
 from ipfs.cid import CHUNK_SIZE, compute_cid
 from ipfs.errors import BackendUnavailable, CidMismatch, ContentCorrupted, RemotePinFailed
+from ipfs.tree import build_tree
 from tests.ipfs_servers import BACKOFF, KUBO_VERSION, TIMEOUT, KuboRpcServer, kubo_pinner
+from tests.test_ipfs import make_folder
 
 IMAGE = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40  # one chunk
 BIG_IMAGE = b"\x89PNG\r\n\x1a\n" + os.urandom(3 * CHUNK_SIZE)  # four chunks: a dag-pb root
@@ -119,3 +122,22 @@ def test_it_asks_a_silent_node_once_when_checking_readiness() -> None:
         assert kubo.calls_to("version") == 1  # a health check does not wait out the retries
         assert excinfo.value.last_error.startswith("ReadTimeout")
         assert excinfo.value.where == f"Kubo RPC at {kubo.url}/api/v0"
+
+
+def test_it_pins_a_folder_with_kubo_block_by_block(kubo: KuboRpcServer, tmp_path: Path) -> None:
+    built = build_tree(make_folder(tmp_path / "model"))
+    assert kubo_pinner(kubo).pin_tree(built) == built.root
+    # each file added unpinned and checked, each directory node put as dag-pb, the root pinned
+    calls = [name for name, _ in kubo.calls]
+    assert calls == ["add"] * len(built.files) + ["block/put"] * 5 + ["pin/add", "block/stat"]
+    assert all(p["cid-codec"] == "dag-pb" for n, p in kubo.calls if n == "block/put")
+    assert kubo.pins == {built.root}
+    assert set(kubo.blocks) == {str(b.cid) for b in built.directories}
+
+
+def test_a_folder_is_not_pinned_when_kubo_names_a_file_otherwise(tmp_path: Path) -> None:
+    built = build_tree(make_folder(tmp_path / "model"))
+    with KuboRpcServer(behaviour="wrong-cid").running() as kubo:
+        with pytest.raises(CidMismatch):
+            kubo_pinner(kubo).pin_tree(built)
+        assert kubo.calls_to("block/put") == 0 and kubo.pins == set()

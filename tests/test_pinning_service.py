@@ -6,12 +6,14 @@ fail, name another CID or refuse the token.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import httpx
 import pytest
 
 from ipfs.cid import CHUNK_SIZE, compute_cid
 from ipfs.errors import BackendRejected, CidMismatch, PinTimeout, RemotePinFailed
+from ipfs.tree import build_tree
 from tests.ipfs_servers import (
     DELEGATE,
     KUBO_VERSION,
@@ -20,6 +22,7 @@ from tests.ipfs_servers import (
     PinningServiceServer,
     service_pinner,
 )
+from tests.test_ipfs import make_folder
 
 IMAGE = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40  # one chunk
 BIG_IMAGE = b"\x89PNG\r\n\x1a\n" + os.urandom(3 * CHUNK_SIZE)  # four chunks: a dag-pb root
@@ -40,6 +43,18 @@ def test_it_provides_the_bytes_then_has_the_service_pin_them(kubo: KuboRpcServer
         assert kubo.connected == [DELEGATE]
         assert pinner.has(cid)
         assert pinner.get(cid) == BIG_IMAGE
+
+
+def test_it_provides_a_folder_then_has_the_service_pin_its_root(
+    kubo: KuboRpcServer, tmp_path: Path
+) -> None:
+    built = build_tree(make_folder(tmp_path / "model"))
+    with PinningServiceServer(polls_to_pin=2).running() as service:
+        root = service_pinner(service, kubo).pin_tree(built, name="alpha diffusion weights")
+        assert root == built.root and kubo.pins == {root}
+        (request,) = service.requests.values()
+        assert (request["cid"], request["status"]) == (root, "pinned")
+        assert request["name"] == "alpha diffusion weights"
 
 
 def test_it_does_not_ask_twice_for_a_pinned_cid(kubo: KuboRpcServer) -> None:

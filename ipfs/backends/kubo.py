@@ -19,6 +19,7 @@ from ipfs.backends.http import RetryingHttp, json_body
 from ipfs.backends.pinner import Pinner, same_cid
 from ipfs.cid import canonical_cid
 from ipfs.errors import BackendRejected, RemotePinFailed
+from ipfs.unixfs import Block
 
 __all__ = ["KUBO_ADD_PARAMS", "KuboPinner"]
 
@@ -110,9 +111,32 @@ class KuboPinner(Pinner):
             raise RemotePinFailed(f"{self}: add answered without a CID: {response.text[:200]!r}")
         return str(cid)
 
+    def _store_file(self, data: bytes, cid: str) -> str:
+        return self.add(data, pin=False)
+
+    def _store_block(self, block: Block) -> str:
+        """``block/put`` of a directory node as dag-pb; the CID the node reports."""
+        answer = json_body(
+            self._call(
+                "block/put",
+                params={"cid-codec": "dag-pb", "mhtype": "sha2-256", "pin": "false"},
+                files={"file": ("block", block.data, "application/octet-stream")},
+            ),
+            str(self),
+            "block/put",
+        )
+        return str(answer.get("Key")) if isinstance(answer, dict) else str(answer)
+
+    def _pin_root(self, cid: str, name: str) -> str:
+        return self._pin_added(cid)
+
     def _pin(self, data: bytes, cid: str, name: str) -> str:
         added = self.add(data, pin=False)
         self._check(cid, added)  # before pin/add: a CID we have not verified is never pinned
+        return self._pin_added(cid)
+
+    def _pin_added(self, cid: str) -> str:
+        """``pin/add`` (recursive) of content the node holds, then its CID as the node sees it."""
         pins = json_body(
             self._call("pin/add", params={"arg": cid, "recursive": "true"}), str(self), "pin/add"
         )

@@ -12,6 +12,7 @@ from ipfs.backends.config import PinningConfig
 from ipfs.backends.pinner import Pinner
 from ipfs.errors import StoreNotWritable
 from ipfs.store import LocalStore
+from ipfs.unixfs import Block
 
 __all__ = ["LocalPinner"]
 
@@ -36,8 +37,18 @@ class LocalPinner(Pinner):
         self.store.get(stored)  # read back: recomputes the CID of the bytes now on disk
         return stored
 
+    def _store_file(self, data: bytes, cid: str) -> str:
+        return self._pin(data, cid, cid)
+
+    def _store_block(self, block: Block) -> str:
+        return self.store.add_block(block)
+
+    def _pin_root(self, cid: str, name: str) -> str:
+        self.store.block(cid)  # read back: the stored root hashes to its CID
+        return cid
+
     def has(self, cid: str) -> bool:
-        return self.store.has(cid)
+        return self.store.has_block(cid)
 
     def get(self, cid: str) -> bytes:
         return self.store.get(cid)

@@ -14,6 +14,8 @@ from typing import ClassVar
 from ipfs.backends.config import PinningConfig
 from ipfs.cid import canonical_cid, compute_cid
 from ipfs.errors import CidMismatch, ContentCorrupted, InvalidCID
+from ipfs.tree import Tree
+from ipfs.unixfs import Block
 
 __all__ = ["Pinner", "same_cid"]
 
@@ -52,6 +54,39 @@ class Pinner(ABC):
         self._check(expected, returned)
         logger.info("pinned %s (%d bytes) with %s", expected, len(data), self)
         return expected
+
+    def pin_tree(self, tree: Tree, *, name: str | None = None) -> str:
+        """Pin a file or folder (:func:`ipfs.tree.build_tree`) and return its root CID.
+
+        Every file is stored and checked as :meth:`pin` does, then every directory node, whose
+        CID the backend must confirm; the root is pinned last, so what is pinned is complete.
+        """
+        label = name or tree.root
+        if not tree.directories:  # a single file
+            (only,) = tree.files
+            return self.pin(only.source.read_bytes(), name=label)
+        for f in tree.files:
+            data = f.source.read_bytes()
+            self._check(f.cid, self._store_file(data, f.cid))
+        for block in tree.directories:
+            self._check(str(block.cid), self._store_block(block))
+        self._check(tree.root, self._pin_root(tree.root, label))
+        logger.info(
+            "pinned %s (%d files, %d bytes) with %s", tree.root, len(tree.files), tree.size, self
+        )
+        return tree.root
+
+    def _store_file(self, data: bytes, cid: str) -> str:
+        """Store one file of a tree without pinning it on its own; the CID reported."""
+        raise NotImplementedError(f"{self} cannot pin folders")
+
+    def _store_block(self, block: Block) -> str:
+        """Store one directory node; the CID the backend reports for it."""
+        raise NotImplementedError(f"{self} cannot pin folders")
+
+    def _pin_root(self, cid: str, name: str) -> str:
+        """Pin a tree whose blocks are stored, recursively; the CID the backend reports."""
+        raise NotImplementedError(f"{self} cannot pin folders")
 
     @abstractmethod
     def _pin(self, data: bytes, cid: str, name: str) -> str:

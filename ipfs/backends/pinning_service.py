@@ -35,6 +35,7 @@ from ipfs.errors import (
     PinTimeout,
     RemotePinFailed,
 )
+from ipfs.tree import Tree
 
 __all__ = ["PinStatus", "PinningServicePinner"]
 
@@ -150,6 +151,13 @@ class PinningServicePinner(Pinner):
     def _pin(self, data: bytes, cid: str, name: str) -> str:
         self.provider.pin(data, name=name)  # the bytes reach the network first (verified CID)
         return self.pin_cid(cid, name=name).cid
+
+    def pin_tree(self, tree: Tree, *, name: str | None = None) -> str:
+        """The folder reaches the network through the Kubo provider (every CID checked), then
+        the service pins its root, fetching every block below it."""
+        self.provider.pin_tree(tree, name=name)
+        self._check(tree.root, self.pin_cid(tree.root, name=name or tree.root).cid)
+        return tree.root
 
     def pin_cid(self, cid: str, *, name: str | None = None) -> PinStatus:
         """Have the service pin ``cid`` (already provided) and wait until it is pinned."""

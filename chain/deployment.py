@@ -66,6 +66,7 @@ class CollectionSpec:
     lora_adapters: list[dict] = field(default_factory=list)
     quantization: str = ""
     onnx_dir: str = ""
+    publish_weights: bool = False  # pin the weights to IPFS, their CIDs frozen with the config
 
 
 def reference_world_spec(*, style: str | None = None, **overrides: Any) -> CollectionSpec:
@@ -142,6 +143,7 @@ def deploy_collection(w3: Web3, deployer_key: str, spec: CollectionSpec) -> Coll
         lora_adapters=list(spec.lora_adapters),
         quantization=spec.quantization,
         onnx_dir=spec.onnx_dir,
+        publish_weights=spec.publish_weights,
     )
     send_freeze(w3, admin, collection)
     collection.refresh_from_db()

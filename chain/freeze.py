@@ -3,7 +3,8 @@
 The freeze is ``freezeConfig(digest, contractURI)`` on the collection's contract, which only the
 contract admin (``DEFAULT_ADMIN_ROLE``) may send. It happens in two halves:
 
-1. ``prepare_freeze`` (the admin, no key): validate the config, pin its contract metadata,
+1. ``prepare_freeze`` (the admin, no key): validate the config, pin the weights where the
+   collection publishes them (generation/published_weights.py), pin its contract metadata,
    compute the digest, and record them as the collection's *prepared* freeze, which locks what
    shapes the output (the digest is of this config). ``FreezeCall`` is the transaction to sign:
    ``to``, ``data`` and the arguments, for a multisig, a hardware wallet or ``cast``.
@@ -33,6 +34,7 @@ from chain.errors import ChainError
 from generation.canonical import canonical_json
 from generation.collection_config import config_digest, contract_metadata, generation_config
 from generation.models import Collection
+from generation.published_weights import pin_weights
 from ipfs.backends import pinner_from_settings
 
 log = logging.getLogger(__name__)
@@ -105,6 +107,9 @@ def prepare_freeze(collection: Collection) -> FreezeCall:
         return prepared
     collection.full_clean()
     config = generation_config(collection)
+    if collection.publish_weights:
+        # pinned before the config that names them, every root checked against its CID
+        pin_weights(collection, pinner_from_settings())
     cid = pinner_from_settings().pin(
         canonical_json(contract_metadata(collection, config)),
         name=f"{collection.slug}-contract.json",

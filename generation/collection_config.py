@@ -29,7 +29,8 @@ NEAR_DUPLICATE_SCHEME = (
 def generation_config(collection: Collection) -> dict[str, Any]:
     """Every collection-level input that shapes a token's image and its acceptance.
 
-    ``near_duplicates`` is there only when the collection checks near duplicates, and the
+    ``near_duplicates`` is there only when the collection checks near duplicates, ``weights``
+    (their CIDs: generation/published_weights.py) only when it publishes its weights, and the
     model block's lever keys (adapters, quantization, runtime, distilled_from) only for the
     levers in use, so the config (and its digest) of a collection without them is what it was
     before they existed.
@@ -73,6 +74,10 @@ def generation_config(collection: Collection) -> dict[str, Any]:
         "trait_margin": collection.trait_margin,
         "uniqueness_threshold": collection.uniqueness_threshold,
     }
+    if collection.publish_weights:
+        from generation.published_weights import weights_record
+
+        config["weights"] = weights_record(collection)
     if collection.near_duplicate_threshold is not None:
         config["near_duplicates"] = {
             "threshold": collection.near_duplicate_threshold,

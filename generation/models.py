@@ -189,6 +189,13 @@ class Collection(models.Model):
         "onnxruntime instead of torch; its files' fingerprint is frozen with the config",
     )
 
+    publish_weights = models.BooleanField(
+        default=False,
+        help_text="Pin the model, CLIP, adapters, ONNX export and style images to IPFS before "
+        "the freeze, and record their CIDs in the frozen config, so anyone can re-render a "
+        "token from public data (mintverify --fetch-weights; docs/provenance.md)",
+    )
+
     paused = models.BooleanField(
         default=False,
         help_text="Paused: no token of the collection starts rendering or publishing; mints "

@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import threading
 import tomllib
 from collections.abc import Callable, Iterator
@@ -46,6 +47,7 @@ from generation.canonical import canonical_json
 from generation.models import Collection, Token
 from ipfs.backends import pinner_from_settings
 from ipfs.store import LocalStore
+from ipfs.tree import build_tree, tree_cid
 from tests.test_listener import mine, mint
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -126,7 +128,9 @@ def world(
     w3 = Web3(Web3.HTTPProvider(anvil.rpc_url))
     with django_db_blocker.unblock():
         collection = deploy_collection(
-            w3, DEPLOYER.private_key, CollectionSpec(slug="verify", rarity=PALETTE)
+            w3,
+            DEPLOYER.private_key,
+            CollectionSpec(slug="verify", rarity=PALETTE, publish_weights=True),
         )
         # tokens 1 and 2: honest
         mint(w3, collection, 2)
@@ -179,7 +183,8 @@ def world(
                 w3,
                 DEPLOYER.private_key,
                 CollectionSpec(slug="verify-single-file", rarity=PALETTE, model_dir=str(checkpoint),
-                               model_config_dir=str(reference_models / "diffusion")),
+                               model_config_dir=str(reference_models / "diffusion"),
+                               publish_weights=True),
             )  # fmt: skip
         mint(w3, single, 1)
         mine(w3, 2)
@@ -460,6 +465,101 @@ def test_a_token_rendered_from_a_single_file_checkpoint_verifies_against_that_fi
     assert document["tokens"][0]["verdict"] == "FAIL: model_fingerprint"
 
 
+# ------------------------------------------------------------------ weights published on IPFS
+
+
+def test_the_frozen_config_names_each_published_weight_by_cid_beside_its_fingerprint(
+    world: World, reference_models: Path
+) -> None:
+    gateway = verifier.Gateway(world.gateway)
+    contract_uri = bind(Web3(Web3.HTTPProvider(world.rpc_url)), world.contract)
+    document = json.loads(gateway.fetch(contract_uri.functions.contractURI().call()))
+    config = document["generation"]
+    published = config["weights"]
+    assert published["diffusion"] == {
+        "cid": tree_cid(reference_models / "diffusion"),
+        "fingerprint": config["model"]["fingerprint"],
+    }
+    assert published["clip"]["fingerprint"] == config["clip"]["fingerprint"]
+    assert "ipfs add -r --cid-version=1 --raw-leaves" in published["scheme"]
+    # a single-file checkpoint: the file, by name, and the component configs' folder
+    single = bind(Web3(Web3.HTTPProvider(world.rpc_url)), world.single_file_contract)
+    other = json.loads(gateway.fetch(single.functions.contractURI().call()))["generation"]
+    assert other["weights"]["diffusion"]["name"] == "model.safetensors"
+    assert other["weights"]["diffusion"]["cid"] == tree_cid(world.checkpoint)
+    assert other["weights"]["diffusion_configs"]["cid"] == tree_cid(reference_models / "diffusion")
+
+
+def test_fetch_weights_re_renders_a_token_from_ipfs_alone(world: World, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    checks = verifier.verify_token(
+        world.rpc_url, world.contract, HONEST, world.gateway, verifier.FetchWeights(cache)
+    )
+    by_name = {c.name: c for c in checks}
+    assert [(c.name, c.status, c.detail) for c in checks if c.status != verifier.PASS] == []
+    assert (
+        len(checks) == 15 and "2 fetched, 0 from the cache" in by_name["published_weights"].detail
+    )
+    assert by_name["rerender"].detail.startswith("bit-exact")
+    assert (cache / "ipfs").is_dir()
+    # a second run reads the cache, each entry checked against its CID again
+    again = verifier.verify_token(
+        world.rpc_url, world.contract, OTHER, world.gateway, verifier.FetchWeights(cache)
+    )
+    assert {c.name: c.status for c in again}["rerender"] == verifier.PASS
+    assert "0 fetched, 2 from the cache" in {c.name: c for c in again}["published_weights"].detail
+    # a cached file edited by hand is not used: it is fetched again
+    (weights_file,) = (cache / "ipfs").glob("*/open_clip_model.safetensors")
+    weights_file.write_bytes(weights_file.read_bytes()[:-1] + b"\0")
+    third = verifier.verify_token(
+        world.rpc_url, world.contract, HONEST, world.gateway, verifier.FetchWeights(cache)
+    )
+    assert "1 fetched, 1 from the cache" in {c.name: c for c in third}["published_weights"].detail
+    assert {c.name: c.status for c in third}["rerender"] == verifier.PASS
+
+
+def test_fetch_weights_refuses_weights_a_gateway_altered(
+    world: World, liar: LyingGateway, reference_models: Path, tmp_path: Path
+) -> None:
+    clip = build_tree(reference_models / "clip")
+    (weights_file,) = [f for f in clip.files if f.path.endswith(".safetensors")]
+    data = bytearray(weights_file.source.read_bytes())
+    data[-1] ^= 1
+    liar.overrides[weights_file.cid] = bytes(data)
+    checks = verifier.verify_token(
+        world.rpc_url, world.contract, HONEST, liar.url, verifier.FetchWeights(tmp_path)
+    )
+    by_name = {c.name: c for c in checks}
+    assert by_name["published_weights"].status == verifier.FAIL
+    assert f"the bytes served for {weights_file.cid}" in by_name["published_weights"].detail
+    assert by_name["rerender"].status == by_name["clip_scores"].status == verifier.SKIPPED
+    assert not list((tmp_path / "ipfs").glob("*/open_clip_model.safetensors"))
+
+
+def test_fetch_weights_re_renders_a_single_file_checkpoint(
+    world: World, tmp_path: Path, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    args = ["--rpc", world.rpc_url, "--contract", world.single_file_contract, "--token", "1"]
+    args += ["--gateway", world.gateway, "--json", "--fetch-weights"]
+    assert verifier.main([*args, "--weights-cache", str(tmp_path)]) == 0
+    checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)["tokens"][0]["checks"]}
+    assert {c["status"] for c in checks.values()} == {verifier.PASS}
+    assert checks["rerender"]["detail"].startswith("bit-exact")
+    # local weights and a fetch are not asked for together
+    assert verifier.main([*args, "--weights", str(tmp_path)]) == 2
+    assert "--fetch-weights takes no local weights" in capsys.readouterr().err
+
+
+def test_fetch_weights_skips_a_collection_that_publishes_none(world: World, tmp_path: Path) -> None:
+    checks = verifier.verify_token(
+        world.rpc_url, world.quota_contract, 1, world.gateway, verifier.FetchWeights(tmp_path)
+    )
+    by_name = {c.name: c for c in checks}
+    assert by_name["published_weights"].status == verifier.SKIPPED
+    assert "does not publish its weights" in by_name["published_weights"].detail
+    assert by_name["rerender"].status == verifier.SKIPPED
+
+
 def test_a_re_render_in_another_precision_is_measured_against_the_tolerance(
     world: World, reference_models: Path
 ) -> None:
@@ -618,3 +718,23 @@ def test_a_wheel_installed_without_django_verifies_a_published_token(
     weights = in_venv(mintverify, *args, "--token", str(HONEST), "--weights", str(tmp_path))
     assert weights.returncode == 2
     assert "pip install 'mint-on-demand[render]'" in weights.stderr
+
+    # And given the render extra's libraries too (torch, diffusers, open_clip: read from the
+    # test's own environment through a .pth line, not installed again), still no project
+    # checkout, database, settings or local weights
+    venv_site = next((venv / "lib").glob("python3*/site-packages"))
+    (venv_site / "render-extra.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    where = in_venv(str(venv / "bin" / "python"), "-c", "import verifier; print(verifier.__file__)")
+    assert where.stdout.startswith(str(venv_site)), where
+    # When it fetches the weights the collection published, by CID, from the gateway alone
+    fetched = in_venv(
+        mintverify, *args, "--token", str(HONEST), "--fetch-weights", "--json",
+        "--weights-cache", str(tmp_path / "cache"),
+    )  # fmt: skip
+    # Then it re-renders the token bit-exact: every one of the 15 checks passes
+    assert fetched.returncode == 0, fetched.stderr
+    (token,) = json.loads(fetched.stdout)["tokens"]
+    assert {c["name"]: c["status"] for c in token["checks"] if c["status"] != verifier.PASS} == {}
+    assert len(token["checks"]) == 15
+    rerender = next(c for c in token["checks"] if c["name"] == "rerender")
+    assert rerender["detail"].startswith("bit-exact")

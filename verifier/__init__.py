@@ -20,6 +20,7 @@ from verifier.fetching import PUBLIC_GATEWAY, Gateway, default_gateways
 from verifier.report import FAIL, PASS, SKIPPED, Check, render_table, verdict
 from verifier.rerender import CLIP_TOLERANCE, PIXEL_TOLERANCE, Models, Weights
 from verifier.verification import verify_token
+from verifier.weights_cache import FetchWeights
 
 __all__ = [
     "CLIP_TOLERANCE",
@@ -30,6 +31,7 @@ __all__ = [
     "PUBLIC_GATEWAY",
     "SKIPPED",
     "Check",
+    "FetchWeights",
     "Gateway",
     "Models",
     "VerifyError",

@@ -41,6 +41,7 @@ from verifier.fetching import Gateway, connect
 from verifier.report import FAIL, Check
 from verifier.rerender import CLIP_TOLERANCE, PIXEL_TOLERANCE, Models, Weights
 from verifier.verification import resolve_weights, verify_token
+from verifier.weights_cache import FetchWeights
 
 SIGNIFICANCE = 0.001
 """A category's chi-square p-value below this is reported as a finding."""
@@ -127,7 +128,7 @@ def audit_collection(
     rpc_url: str,
     contract: str,
     gateway: str | Sequence[str] | Gateway,
-    weights: Path | str | Weights | None = None,
+    weights: Path | str | Weights | FetchWeights | None = None,
     *,
     device: str | None = None,
     dtype: str | None = None,
@@ -147,6 +148,8 @@ def audit_collection(
     shown: dict[int, dict[str, str]] = {}  # published attributes
     replayed: dict[int, dict[str, str]] = {}  # recomputed from the on-chain seeds
     images: dict[int, tuple[str, bytes]] = {}
+    # with --fetch-weights, the weights the first token fetched score the CLIP pairs
+    clip_weights = resolved if isinstance(resolved, Weights) else None
     for token_id in range(1, minted + 1):
         state = State(token_id=token_id)
         checks = verify_token(
@@ -163,6 +166,7 @@ def audit_collection(
             state=state,
         )
         config = config or state.config
+        clip_weights = clip_weights or state.extra.get("weights")
         if _on_placeholder(checks):
             audit.placeholder.append(token_id)
             continue
@@ -190,10 +194,13 @@ def audit_collection(
         audit.max_supply = int(config["max_supply"])
         _audit_rarity(audit, config, shown, replayed)
     _audit_duplicates(audit, config, images)
-    if resolved is not None:
-        _audit_clip(audit, config, images, models.scorer(resolved, device or "cpu"))
+    if clip_weights is not None:
+        _audit_clip(audit, config, images, models.scorer(clip_weights, device or "cpu"))
     else:
-        audit.notes.append("CLIP similarity among all tokens not computed: give --weights")
+        audit.notes.append(
+            "CLIP similarity among all tokens not computed: give --weights (or --fetch-weights "
+            "for a collection that publishes them)"
+        )
     return audit
 
 

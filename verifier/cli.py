@@ -19,6 +19,7 @@ from verifier.fetching import Gateway, connect, default_gateways
 from verifier.report import Check, any_failed, json_document, render_table
 from verifier.rerender import CLIP_TOLERANCE, PIXEL_TOLERANCE, Models, Weights
 from verifier.verification import resolve_weights, verify_token
+from verifier.weights_cache import FetchWeights, default_cache_dir
 
 if TYPE_CHECKING:
     from _typeshed import SupportsWrite
@@ -58,6 +59,18 @@ def add_arguments(p: argparse.ArgumentParser, *, project_gateway: str | None = N
     )
     p.set_defaults(default_gateways=gateways)
     p.add_argument("--weights", type=Path, help="folder with diffusion/ and clip/")
+    p.add_argument(
+        "--fetch-weights",
+        action="store_true",
+        help="fetch the weights the collection published on IPFS (by the CIDs in its frozen "
+        "config) from the gateways, every block checked, and re-render with them",
+    )
+    p.add_argument(
+        "--weights-cache",
+        type=Path,
+        help="where --fetch-weights keeps what it fetched, by CID (default: "
+        f"{default_cache_dir()}; $MINTVERIFY_CACHE)",
+    )
     p.add_argument("--diffusion", type=Path, help="diffusion weights (instead of --weights)")
     p.add_argument("--clip", type=Path, help="CLIP weights (instead of --weights)")
     p.add_argument("--model-config", type=Path, help="component configs of a single-file model")
@@ -99,8 +112,13 @@ def run(args: argparse.Namespace, out: SupportsWrite[str] | None = None) -> int:
     """Run the parsed arguments; print the result to ``out``; 0 if nothing FAILED, 1 if a
     check failed, 2 for unusable input."""
     out = out or sys.stdout
-    weights: Path | Weights | None = args.weights
-    if args.diffusion or args.clip:
+    weights: Path | Weights | FetchWeights | None = args.weights
+    if args.fetch_weights:
+        if args.weights or args.diffusion or args.clip or args.adapter or args.onnx:
+            print("error: --fetch-weights takes no local weights", file=sys.stderr)
+            return 2
+        weights = FetchWeights(args.weights_cache)
+    elif args.diffusion or args.clip:
         if not (args.diffusion and args.clip) or args.weights:
             print("error: give --weights, or both --diffusion and --clip", file=sys.stderr)
             return 2
@@ -151,7 +169,7 @@ def run(args: argparse.Namespace, out: SupportsWrite[str] | None = None) -> int:
 
 
 def _verify_tokens(
-    args: argparse.Namespace, weights: Path | Weights | None, gateway: Gateway
+    args: argparse.Namespace, weights: Path | Weights | FetchWeights | None, gateway: Gateway
 ) -> dict[int, list[Check]]:
     """Every check of ``--token``, or of every minted token with ``--all``."""
     resolved = resolve_weights(weights)

@@ -16,6 +16,7 @@ from verifier.errors import VerifyError
 
 PUBLIC_GATEWAY = "https://ipfs.io"  # the last resort when no gateway of the project answers
 FETCH_TIMEOUT = 30.0
+RAW_BLOCK = "application/vnd.ipld.raw"
 
 
 class Gateway:
@@ -36,12 +37,22 @@ class Gateway:
         self.served: list[str] = []
 
     def fetch(self, uri: str) -> bytes:
-        cid = uri.removeprefix("ipfs://").split("/")[0]
+        """The content named by ``uri`` (``ipfs://<cid>`` or a bare CID), as the gateway
+        serves a file."""
+        return self._get(uri.removeprefix("ipfs://").split("/")[0], raw=False)
+
+    def fetch_block(self, cid: str) -> bytes:
+        """The raw block named ``cid`` (a trustless gateway's ``?format=raw``): how a folder's
+        directory nodes are read, so each can be checked against its CID."""
+        return self._get(cid, raw=True)
+
+    def _get(self, cid: str, *, raw: bool) -> bytes:
         errors = []
         for base in self.bases:
-            url = f"{base}/ipfs/{cid}"
+            url = f"{base}/ipfs/{cid}" + ("?format=raw" if raw else "")
+            headers = {"Accept": RAW_BLOCK} if raw else {}
             try:
-                response = self.client.get(url)
+                response = self.client.get(url, headers=headers)
             except httpx.HTTPError as exc:
                 errors.append(f"cannot fetch {url}: {type(exc).__name__}: {exc}")
                 continue

@@ -18,16 +18,19 @@ from verifier.rerender import (
     check_rerender,
     require_render_extra,
 )
+from verifier.weights_cache import FetchWeights, check_published_weights
 
 
-def resolve_weights(weights: Path | str | Weights | None) -> Weights | None:
-    """``weights`` as :class:`Weights` (a folder with diffusion/ and clip/ is read as such);
-    raises ``VerifyError`` for a folder that lacks them or an install without the ``render``
-    extra."""
+def resolve_weights(
+    weights: Path | str | Weights | FetchWeights | None,
+) -> Weights | FetchWeights | None:
+    """``weights`` as :class:`Weights` (a folder with diffusion/ and clip/ is read as such),
+    or :class:`FetchWeights` as given; raises ``VerifyError`` for a folder that lacks them or
+    an install without the ``render`` extra."""
     if weights is None:
         return None
     require_render_extra()
-    if isinstance(weights, Weights):
+    if isinstance(weights, Weights | FetchWeights):
         return weights
     return Weights.from_folder(Path(weights))
 
@@ -37,7 +40,7 @@ def verify_token(
     contract: str,
     token_id: int,
     gateway: str | Sequence[str] | Gateway,
-    weights: Path | str | Weights | None = None,
+    weights: Path | str | Weights | FetchWeights | None = None,
     *,
     device: str | None = None,
     dtype: str | None = None,
@@ -48,7 +51,9 @@ def verify_token(
 ) -> list[Check]:
     """Every check of one token, in order; raises ``VerifyError`` for unusable input.
 
-    ``gateway``: one URL, several tried in order, or a :class:`Gateway`. ``dtype`` re-renders
+    ``gateway``: one URL, several tried in order, or a :class:`Gateway`. ``weights``: local
+    files, or :class:`FetchWeights` to fetch those the collection published from the gateway
+    (the ``published_weights`` check). ``dtype`` re-renders
     in another precision than the recorded one (the distance is then measured, not bit-exact).
     ``models`` keeps loaded models between calls. ``state``, when given, is filled with what
     the checks verified (the metadata, the image bytes, the recomputed traits, the frozen
@@ -62,7 +67,7 @@ def verify_token(
     state = state or public.State(token_id=token_id)
     state.token_id, state.chain_id = token_id, chain_id
     state.collection_name = bound.functions.name().call()
-    return [
+    checks = [
         public.check_mint_block(w3, bound, state),
         public.check_seed(bound, state),
         public.check_metadata_digest(bound, gateway, state),
@@ -74,6 +79,15 @@ def verify_token(
         public.check_traits(bound, state),
         public.check_render_params(state),
         public.check_clip_thresholds(state),
+    ]
+    fetch = resolved if isinstance(resolved, FetchWeights) else None
+    if fetch is not None:  # the fetch is a check of its own, listed only when asked for
+        published, resolved = check_published_weights(fetch, gateway, state)
+        checks.append(published)
+        state.extra["weights"] = resolved
+    assert not isinstance(resolved, FetchWeights)
+    return [
+        *checks,
         check_model_fingerprint(resolved, state),
         check_rerender(
             resolved, state, device=device, dtype=dtype, tolerance=pixel_tolerance, models=models

@@ -107,6 +107,7 @@ class CollectionAdmin(admin.ModelAdmin):
                         "lora_adapters",
                         "quantization",
                         "onnx_dir",
+                        "publish_weights",
                     ]
                 },
             ),

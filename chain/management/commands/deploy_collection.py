@@ -7,6 +7,7 @@ chain (31337) anvil's test accounts #0, #1 and #2 are used when the keys are not
 
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import fields
 from pathlib import Path
@@ -41,6 +42,13 @@ class Command(BaseCommand):
         parser.add_argument("--rpc-url", default=None, help="default: settings.RPC_URL")
         for spec_field in fields(CollectionSpec):
             default = getattr(_DEFAULTS, spec_field.name)
+            if isinstance(default, bool):  # --publish-weights / --no-publish-weights
+                parser.add_argument(
+                    "--" + spec_field.name.replace("_", "-"),
+                    action=argparse.BooleanOptionalAction,
+                    default=default,
+                )
+                continue
             parser.add_argument(
                 "--" + spec_field.name.replace("_", "-"),
                 type=_parser_for(spec_field.name, default),
@@ -67,7 +75,7 @@ class Command(BaseCommand):
             uniqueness_threshold=spec.uniqueness_threshold,
             near_duplicate_threshold=spec.near_duplicate_threshold,
             lora_adapters=spec.lora_adapters, quantization=spec.quantization,
-            onnx_dir=spec.onnx_dir,
+            onnx_dir=spec.onnx_dir, publish_weights=spec.publish_weights,
         )  # fmt: skip
         try:
             # Checked before anything is sent, so a typo costs no gas.

@@ -109,7 +109,9 @@ class Command(BaseCommand):
                 self.stdout.write(f"the embedded chain starts empty: forgot {stale} collection(s)")
             _check_world_models(Path(settings.REFERENCE_WORLD_DIR))
             collection = deploy_collection(
-                w3, deployer(w3.eth.chain_id).key.to_0x_hex(), reference_world_spec()
+                w3,
+                deployer(w3.eth.chain_id).key.to_0x_hex(),
+                reference_world_spec(publish_weights=True),
             )
             env["RPC_URL"] = rpc_url
         info = write_deployment_file(

@@ -118,7 +118,8 @@ def anvil() -> Iterator[Anvil]:
 @pytest.fixture(scope="module")
 def run(django_db_setup, django_db_blocker, anvil: Anvil, live_server) -> WorldRun:  # type: ignore[no-untyped-def]
     w3 = Web3(Web3.HTTPProvider(anvil.rpc_url))
-    spec = reference_world_spec(slug="world-gate")
+    # as `make run` deploys it (mintsite/management/commands/run_stack.py): weights published
+    spec = reference_world_spec(slug="world-gate", publish_weights=True)
     with django_db_blocker.unblock():
         collection = deploy_collection(w3, DEPLOYER.private_key, spec)
         minted: dict[int, int] = {}  # token id → pk
@@ -387,6 +388,23 @@ def test_the_oracle_sees_the_gold_frame_on_every_published_legendary_and_on_no_c
 
 
 # --- mintverify ---------------------------------------------------------------------------
+
+
+def test_mintverify_re_renders_a_world_token_from_the_weights_on_ipfs_alone(
+    run: WorldRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = _published(run)[0]
+    args = ["--rpc", run.rpc_url, "--contract", run.contract, "--token", str(token.token_id)]
+    args += ["--gateway", run.gateway, "--fetch-weights", "--weights-cache", str(tmp_path)]
+    assert verifier.main(args) == 0, capsys.readouterr()
+    table = capsys.readouterr().out
+    assert "verdict: PASS (15 checks passed, 0 skipped)" in table
+    # the diffusion model, the CLIP model and the 16 style images, fetched by CID
+    assert "18 items by CID, every block checked (18 fetched, 0 from the cache" in table
+    assert "bit-exact re-render" in table
+    # with the style images published, the gate's style-images score is recomputed as well
+    (clip_scores,) = [line for line in table.splitlines() if line.strip().startswith("clip_scores")]
+    assert "style_images 0." in clip_scores and "not recomputable" not in clip_scores
 
 
 def test_a_published_world_token_re_renders_bit_exact_in_mintverify(run: WorldRun) -> None:

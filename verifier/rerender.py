@@ -47,6 +47,9 @@ class Weights:
     # sha256 whatever their names, and the ONNX export's folder
     adapters: tuple[Path, ...] = ()
     onnx: Path | None = None
+    # the collection's style reference images, in the frozen config's order (published ones,
+    # fetched with --fetch-weights): the gate's style_images score is then recomputed too
+    style_images: tuple[Path, ...] = ()
 
     @classmethod
     def from_folder(cls, folder: Path) -> Weights:
@@ -255,7 +258,7 @@ def check_clip_scores(
         return skipped(name, "the traits were not verified")
     from PIL import Image
 
-    from generation.clip_gate import TraitCheck
+    from generation.clip_gate import TraitCheck, reference_embedding
     from generation.clip_gate import check_image as gate
 
     clip, config = state.metadata["provenance"]["clip"], state.config
@@ -267,6 +270,9 @@ def check_clip_scores(
         for c in config["rarity"].get("categories", [])
         if c.get("verify")
     ]
+    style_reference = None
+    if weights.style_images and config["clip"].get("style_images_threshold") is not None:
+        style_reference = reference_embedding(scorer, list(weights.style_images))
     result = gate(
         scorer,
         Image.open(io.BytesIO(state.image)).convert("RGB"),
@@ -274,6 +280,8 @@ def check_clip_scores(
         config["clip"]["threshold"],
         traits=checks,
         trait_margin=config["trait_margin"],
+        style_reference=style_reference,
+        style_reference_threshold=config["clip"].get("style_images_threshold"),
     )
     recorded = clip.get("scores") or {}
     compared, wrong = [], []

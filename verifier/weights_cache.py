@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -108,10 +108,14 @@ def check_published_weights(
         )
         wrong = []
         frozen = state.config["clip"].get("style_images", [])
-        for i, entry in enumerate(published.get("style_images", [])):
-            digest = "sha256:" + hashlib.sha256(cache.get(entry).read_bytes()).hexdigest()
-            if digest != entry.get("sha256") or i >= len(frozen) or digest != frozen[i]:
-                wrong.append(f"style image {i} ({entry.get('cid')}) is {digest}")
+        style_images = [cache.get(entry) for entry in published.get("style_images", [])]
+        if len(style_images) != len(frozen):
+            wrong.append(f"{len(style_images)} style images published, {len(frozen)} frozen")
+        for i, (path, entry) in enumerate(zip(style_images, frozen, strict=False)):
+            digest = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+            if digest != entry:
+                wrong.append(f"style image {i} ({path.parent.name}) is {digest}, frozen {entry}")
+        weights = replace(weights, style_images=tuple(style_images))
     except (KeyError, TypeError) as exc:
         return failed(name, f"the config's weights block is malformed: {exc!r}"), None
     except (VerifyError, IpfsError, OSError) as exc:

@@ -76,8 +76,12 @@ def deploy_contract(
     royalty_receiver: str | None = None,
     royalty_bps: int = 500,
     placeholder_uri: str = "",
+    seed_delay: int = 0,
 ) -> tuple[str, int]:
     """Deploy MintOnDemand from the deployer's key.
+
+    ``seed_delay``: seeds come from the hash of the block that many blocks after each mint's
+    block (0: the mint block itself; at most 255), fixed for the contract's life.
 
     ``admin`` (all three roles), ``payee`` (receives withdrawn proceeds) and ``royalty_receiver``
     default to the deployer; ``max_per_wallet=0`` means no per-wallet cap. Minting stays closed
@@ -103,6 +107,7 @@ def deploy_contract(
         address_or_deployer(royalty_receiver),
         royalty_bps,
         placeholder_uri,
+        seed_delay,
     )
     return _deploy(w3, deployer_private_key, CONTRACT_NAME, config)
 

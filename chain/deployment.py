@@ -67,6 +67,7 @@ class CollectionSpec:
     quantization: str = ""
     onnx_dir: str = ""
     publish_weights: bool = False  # pin the weights to IPFS, their CIDs frozen with the config
+    seed_delay: int = 0  # future-block seeds: the block this many blocks after the mint
 
 
 def reference_world_spec(*, style: str | None = None, **overrides: Any) -> CollectionSpec:
@@ -109,6 +110,7 @@ def deploy_collection(w3: Web3, deployer_key: str, spec: CollectionSpec) -> Coll
         admin=admin.address,
         royalty_bps=spec.royalty_bps,
         placeholder_uri=f"ipfs://{placeholder_cid}",
+        seed_delay=spec.seed_delay,
     )
     _hand_over_roles(w3, deployer_key, address, chain_id)
     _register_chain(w3, chain_id, spec.confirmations)
@@ -144,6 +146,7 @@ def deploy_collection(w3: Web3, deployer_key: str, spec: CollectionSpec) -> Coll
         quantization=spec.quantization,
         onnx_dir=spec.onnx_dir,
         publish_weights=spec.publish_weights,
+        seed_delay=spec.seed_delay,
     )
     send_freeze(w3, admin, collection)
     collection.refresh_from_db()

@@ -39,6 +39,7 @@ from web3.exceptions import Web3RPCError
 
 from chain.errors import ChainError, DeepReorg, LogsAcrossReorg
 from chain.freeze import FreezeRefused, record_freeze
+from chain.heads import confirmed_block
 from chain.models import Chain, ChainCursor
 from chain.rpc import check_chain_id
 from chain.seeds import derive_seed
@@ -133,11 +134,7 @@ class Listener:
     # -- the confirmed head ---------------------------------------------------------------
     def confirmed_block(self) -> tuple[int, int]:
         """(head, the newest block with the chain's confirmations)."""
-        head = self.w3.eth.block_number
-        if self.chain.confirmation_tag:
-            tagged = self.w3.eth.get_block(self.chain.confirmation_tag)["number"]
-            return head, min(head, tagged)
-        return head, head - self.chain.confirmations
+        return confirmed_block(self.w3, self.chain)
 
     # -- polling --------------------------------------------------------------------------
     def poll(self) -> PollSummary:
@@ -328,8 +325,11 @@ class Listener:
                 mint_log_index=entry.log_index,
                 mint_block_number=entry.block_number,
                 mint_block_hash=entry.block_hash,
-                expected_seed="0x"
-                + derive_seed(bytes.fromhex(entry.block_hash[2:]), token_id).hex(),
+                # with a seed delay, the seed block is not confirmed yet: the seed committer
+                # derives the seed once it is (chain/seed_commit.py)
+                expected_seed=""
+                if collection.seed_delay
+                else "0x" + derive_seed(bytes.fromhex(entry.block_hash[2:]), token_id).hex(),
                 status=Status.CONFIRMED,
             )
         recent = [[n, h] for n, h in (cursor.recent_blocks if cursor else []) if n < start]
@@ -357,7 +357,7 @@ class Listener:
                 # The mint came back after a reorg: process it once more, as the new block has it.
                 for field in (
                     "owner", "mint_tx_hash", "mint_log_index", "mint_block_number",
-                    "mint_block_hash", "expected_seed",
+                    "mint_block_hash", "expected_seed", "seed_block_hash",
                 ):  # fmt: skip
                     setattr(old, field, getattr(row, field))
                 _reset_for_reinclusion(old)

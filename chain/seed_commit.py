@@ -1,8 +1,14 @@
 """Having the contract commit the seeds of confirmed mints, and checking each one.
 
 Called by the ``commit_seeds`` actor with the tokens one listener range confirmed. The contract
-derives each seed from ``blockhash(mintBlock)``; the backend only triggers it, then accepts a
+derives each seed from ``blockhash(seedBlock)``; the backend only triggers it, then accepts a
 seed only if it equals the one derived here from the chain's own block hash.
+
+The seed block is the mint block, or for a collection with a ``seed_delay`` of k the block k
+blocks after it (future-block seeds). Such a token waits, CONFIRMED and saying so, until its
+seed block has the chain's confirmations; then its expected seed is derived here from that
+block's hash and the commit goes ahead. The actor sends the waiting tokens again after
+``SEED_BLOCK_POLL`` seconds.
 """
 
 from __future__ import annotations
@@ -15,6 +21,9 @@ from web3 import Web3
 
 from chain import wallets
 from chain.contract import bind, call_per_token
+from chain.heads import confirmed_block
+from chain.models import Chain
+from chain.seeds import derive_seed
 from chain.sender import send_transaction
 from generation import events, stages
 from generation.models import Collection, Token
@@ -24,18 +33,27 @@ Status = Token.Status
 
 
 def commit_seeds(
-    w3: Web3, collection: Collection, token_pks: list[int], on_committed: Callable[[Token], None]
+    w3: Web3,
+    collection: Collection,
+    token_pks: list[int],
+    on_committed: Callable[[Token], None],
+    on_waiting: Callable[[list[int]], None] | None = None,
 ) -> tuple[int, int]:
     """Commit and check the seeds of those of ``token_pks`` still CONFIRMED.
 
     Returns (committed, mismatched). Tokens that left CONFIRMED meanwhile (reorged, already
-    committed by an earlier delivery) are left alone.
+    committed by an earlier delivery) are left alone. Tokens whose seed block is not confirmed
+    yet (a collection with a seed delay) are handed to ``on_waiting``, by primary key.
     """
     pending = list(
         Token.objects.filter(
             pk__in=token_pks, collection=collection, status=Status.CONFIRMED
         ).order_by("token_id")
     )
+    if collection.seed_delay and pending:
+        pending, waiting = _with_seed_blocks(w3, collection, pending)
+        if waiting and on_waiting is not None:
+            on_waiting([t.pk for t in waiting])
     if not pending:
         return 0, 0
     contract = bind(w3, collection.contract_address)
@@ -57,7 +75,7 @@ def commit_seeds(
             mismatched += 1
             reason = (
                 f"seed mismatch: the contract stored {stored}, derived off-chain "
-                f"{token.expected_seed} from block {token.mint_block_hash}"
+                f"{token.expected_seed} from block {token.seed_block_hash or token.mint_block_hash}"
             )
             log.error("%s: %s", token, reason)
             if Token.objects.filter(pk=token.pk, status=Status.CONFIRMED).update(
@@ -77,6 +95,39 @@ def commit_seeds(
             token.refresh_from_db()
             on_committed(token)
     return committed, mismatched
+
+
+def _with_seed_blocks(
+    w3: Web3, collection: Collection, tokens: list[Token]
+) -> tuple[list[Token], list[Token]]:
+    """(tokens whose seed block is confirmed, with their expected seed derived from its hash;
+    tokens still waiting for theirs, saying so)."""
+    chain = Chain.objects.get(chain_id=collection.chain_id)
+    _, confirmed = confirmed_block(w3, chain)
+    ready: list[Token] = []
+    waiting: list[Token] = []
+    hashes: dict[int, bytes] = {}
+    for token in tokens:
+        seed_block = token.mint_block_number + collection.seed_delay
+        if seed_block > confirmed:
+            waiting.append(token)
+            continue
+        if not token.expected_seed:
+            if seed_block not in hashes:
+                hashes[seed_block] = bytes(w3.eth.get_block(seed_block)["hash"])
+            token.seed_block_hash = "0x" + hashes[seed_block].hex()
+            token.expected_seed = "0x" + derive_seed(hashes[seed_block], token.token_id).hex()
+            Token.objects.filter(pk=token.pk, status=Status.CONFIRMED).update(
+                expected_seed=token.expected_seed, seed_block_hash=token.seed_block_hash
+            )
+        ready.append(token)
+    if waiting:
+        last = max(t.mint_block_number for t in waiting) + collection.seed_delay
+        note = f"waiting for seed block {last} to be confirmed (confirmed: block {confirmed})"
+        Token.objects.filter(pk__in=[t.pk for t in waiting], status=Status.CONFIRMED).update(
+            failure_reason=note
+        )
+    return ready, waiting
 
 
 def _seeds(w3: Web3, contract, token_ids: list[int]) -> dict[int, bytes]:

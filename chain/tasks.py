@@ -76,8 +76,20 @@ def commit_seeds(collection_pk: int, token_pks: list[int]) -> None:
     def render(token: Token) -> None:
         stages.hand_over(token.pk, collection_pk, SEED_COMMIT.hands_over_to)
 
+    def wait(waiting: list[int]) -> None:
+        # a seed block not confirmed yet (future-block seeds): ask again shortly
+        stages.send(
+            SEED_COMMIT, collection_pk, waiting, delay_ms=int(settings.SEED_BLOCK_POLL * 1000)
+        )
+
     try:
-        commit_and_check(web3_for(collection.chain_id), collection, token_pks, on_committed=render)
+        commit_and_check(
+            web3_for(collection.chain_id),
+            collection,
+            token_pks,
+            on_committed=render,
+            on_waiting=wait,
+        )
     except WalletCannotPay as exc:
         # Not a failure of these tokens: the committer needs funds. They stay CONFIRMED, the
         # reason is on them, and this message comes back until the wallet can pay.

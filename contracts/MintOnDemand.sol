@@ -9,7 +9,8 @@ import {Address} from "@openzeppelin/contracts/utils/Address.sol";
 
 /// @title MintOnDemand
 /// @notice ERC-721 collection minted on demand. Each token's seed is derived on-chain from the hash
-/// of the block that included its mint, so neither the minter nor the operator can choose it. The
+/// of the block that included its mint, or of the block `seedDelay` blocks after it (fixed at
+/// deployment), so neither the minter nor the operator can choose it. The
 /// operator later publishes the sha256 of the token's metadata; `tokenURI` is the matching IPFS
 /// CIDv1 (raw codec, sha2-256), so the on-chain value is itself the provenance hash.
 /// @dev ERC-721 core is ERC721A 4.3.0 (batch mints write one ownership slot per transaction, not one
@@ -17,11 +18,16 @@ import {Address} from "@openzeppelin/contracts/utils/Address.sol";
 ///
 /// Storage per mint transaction ("batch"): ONE slot at the batch's first token id, packing
 /// (mintBlock uint64 | quantity uint32 << 64 | seedSource uint8 << 96), and, once seeds are
-/// committed, ONE bytes32 holding the mint block's hash. A token's seed is
+/// committed, ONE bytes32 holding the seed block's hash. A token's seed is
 /// keccak256(abi.encodePacked(batchBlockHash, tokenId)), computed in `seedOf`.
 ///
+/// The seed block is `mintBlock + seedDelay`. With `seedDelay` 0 it is the mint block itself,
+/// whose producer may pick among candidate blocks knowing the mints in them; with k > 0 it is a
+/// block produced after the mint was fixed, whose producer would also have to control the mint's
+/// block to aim at a token (docs/provenance.md states the bias that remains).
+///
 /// Seed sources, in the order `commitSeeds` tries them:
-///   1. `blockhash(mintBlock)`, available for the last 256 blocks;
+///   1. `blockhash(seedBlock)`, available for the last 256 blocks;
 ///   2. the EIP-2935 block hash history contract (about 8191 blocks), where the chain has it; emits
 ///      `SeedsFromHistory`;
 ///   3. otherwise `commitSeeds` reverts `SeedWindowExpired` and only the admin can commit with
@@ -41,6 +47,7 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
         address royaltyReceiver;
         uint96 royaltyBps;
         string placeholderURI;
+        uint8 seedDelay; // 0: the mint block's hash; k: the hash of the block k blocks later
     }
 
     /// @notice Role allowed to `publish` metadata digests.
@@ -73,6 +80,7 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
     uint256 private immutable _maxSupply;
     uint256 private immutable _maxPerTx;
     uint256 private immutable _maxPerWallet;
+    uint256 private immutable _seedDelay;
 
     uint256 private _price;
     address private _payee;
@@ -92,10 +100,13 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
 
     /// @notice Emitted for every token of a batch when the batch's seeds are committed.
     event SeedCommitted(uint256 indexed tokenId, bytes32 seed);
-    /// @notice The batch `fromTokenId`..`toTokenId` got its block hash from the EIP-2935 history.
-    event SeedsFromHistory(uint256 fromTokenId, uint256 toTokenId, uint256 mintBlock);
+    /// @notice The batch `fromTokenId`..`toTokenId` got its seed block hash from the EIP-2935 history.
+    event SeedsFromHistory(uint256 fromTokenId, uint256 toTokenId, uint256 seedBlock);
     /// @notice The admin supplied the block hash for `fromTokenId`..`toTokenId`: not derived on-chain.
     event LateSeedsCommitted(uint256 fromTokenId, uint256 toTokenId, bytes32 blockHash, address committer);
+    /// @notice The seed scheme, at deployment: seeds come from the block `seedDelay` blocks after
+    /// each mint's block (0: the mint block).
+    event SeedDelaySet(uint256 seedDelay);
     /// @notice The collection's generation config and rarity table are frozen under `digest`.
     event ConfigFrozen(bytes32 digest);
     /// @notice ERC-7572: `contractURI()` changed.
@@ -129,7 +140,8 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
     error UnknownToken(uint256 tokenId);
     error SeedAlreadyCommitted(uint256 tokenId);
     error MintBlockNotFinished(uint256 tokenId);
-    error SeedWindowExpired(uint256 tokenId, uint256 mintBlock);
+    error SeedBlockNotReached(uint256 tokenId, uint256 seedBlock);
+    error SeedWindowExpired(uint256 tokenId, uint256 seedBlock);
     error SeedDerivableOnChain(uint256 tokenId);
     error EmptyBlockHash(uint256 tokenId);
     error ConflictingBlockHash(uint256 tokenId);
@@ -154,6 +166,8 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
         _maxSupply = config.maxSupply;
         _maxPerTx = config.maxPerTx;
         _maxPerWallet = config.maxPerWallet;
+        _seedDelay = config.seedDelay;
+        emit SeedDelaySet(config.seedDelay);
         _payee = config.payee;
         _placeholderURI = config.placeholderURI;
         _setDefaultRoyalty(config.royaltyReceiver, config.royaltyBps);
@@ -222,7 +236,19 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
 
     // ---------------------------------------------------------------- seeds
 
-    /// @notice The token's seed, keccak256(abi.encodePacked(mintBlockHash, tokenId)), or 0x0 until
+    /// @notice Blocks between a mint's block and the block whose hash seeds it (0: the mint block).
+    function seedDelay() external view returns (uint256) {
+        return _seedDelay;
+    }
+
+    /// @notice The block whose hash seeds the token: its mint block plus `seedDelay()`.
+    function seedBlockOf(uint256 tokenId) external view returns (uint256) {
+        _requireKnown(tokenId);
+        (, uint256 packed) = _batchOf(tokenId);
+        return (packed & _MINT_BLOCK_MASK) + _seedDelay;
+    }
+
+    /// @notice The token's seed, keccak256(abi.encodePacked(seedBlockHash, tokenId)), or 0x0 until
     /// committed (also 0x0 for unknown tokens).
     function seedOf(uint256 tokenId) external view returns (bytes32) {
         if (!_isKnown(tokenId)) return bytes32(0);
@@ -241,11 +267,12 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
     }
 
     /// @notice Commits the seeds of the batches (mint transactions) holding `tokenIds`, computing each
-    /// batch's block hash on-chain: `blockhash(mintBlock)`, else the EIP-2935 history contract.
+    /// batch's block hash on-chain: `blockhash(seedBlock)`, else the EIP-2935 history contract.
     /// @dev Committing one id commits its whole batch and emits `SeedCommitted` for every token in it;
     /// further ids of a batch committed earlier in this call are skipped. Reverts `UnknownToken`,
     /// `SeedAlreadyCommitted` (batch committed by an earlier call), `MintBlockNotFinished` (the mint
-    /// block is the current block) and `SeedWindowExpired` (neither source has the hash: see
+    /// block is the current block; `seedDelay` 0), `SeedBlockNotReached` (the seed block is not
+    /// finished yet; `seedDelay` > 0) and `SeedWindowExpired` (neither source has the hash: see
     /// `commitLateSeeds`). Anyone may call it: it reads only chain data, so the caller chooses
     /// nothing, and a role would add only the power to let the window pass.
     function commitSeeds(uint256[] calldata tokenIds) external {
@@ -265,15 +292,14 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
                 (curStart, curEnd) = (start, end);
                 continue;
             }
-            uint256 mintBlock = packed & _MINT_BLOCK_MASK;
-            if (mintBlock >= block.number) revert MintBlockNotFinished(tokenId);
-            bytes32 blockHash = blockhash(mintBlock);
+            uint256 seedBlock = _seedBlock(tokenId, packed);
+            bytes32 blockHash = blockhash(seedBlock);
             uint8 source = SEED_SOURCE_BLOCKHASH;
             if (blockHash == bytes32(0)) {
-                blockHash = _historyBlockHash(mintBlock);
-                if (blockHash == bytes32(0)) revert SeedWindowExpired(tokenId, mintBlock);
+                blockHash = _historyBlockHash(seedBlock);
+                if (blockHash == bytes32(0)) revert SeedWindowExpired(tokenId, seedBlock);
                 source = SEED_SOURCE_HISTORY;
-                emit SeedsFromHistory(start, end - 1, mintBlock);
+                emit SeedsFromHistory(start, end - 1, seedBlock);
             }
             _commitBatch(start, end, packed, blockHash, source);
             doneStarts[doneCount++] = start;
@@ -281,16 +307,16 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
         }
     }
 
-    /// @notice Admin-only fallback for batches whose mint block hash the chain can no longer give:
+    /// @notice Admin-only fallback for batches whose seed block hash the chain can no longer give:
     /// commits each batch from the block hash the admin supplies (source 3) and emits
     /// `LateSeedsCommitted`, so everyone can see which seeds were not derived on-chain. Anyone can check
     /// the supplied hash against the chain's block headers.
     /// @param tokenIds Tokens whose batches to commit; further ids of a batch committed earlier in this
     /// call are skipped (their hash must be the same: `ConflictingBlockHash`).
-    /// @param blockHashes Hash of each token's mint block, same order as `tokenIds`.
+    /// @param blockHashes Hash of each token's seed block (`seedBlockOf`), same order as `tokenIds`.
     /// @dev Reverts `SeedDerivableOnChain` while `blockhash` or the EIP-2935 history still has the
     /// hash (use `commitSeeds`), plus `LengthMismatch`, `UnknownToken`, `SeedAlreadyCommitted`,
-    /// `MintBlockNotFinished` and `EmptyBlockHash`.
+    /// `MintBlockNotFinished`, `SeedBlockNotReached` and `EmptyBlockHash`.
     function commitLateSeeds(uint256[] calldata tokenIds, bytes32[] calldata blockHashes)
         external
         onlyRole(DEFAULT_ADMIN_ROLE)
@@ -310,9 +336,8 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
                 if (_batchBlockHash[start] != blockHash) revert ConflictingBlockHash(tokenId);
                 continue;
             }
-            uint256 mintBlock = packed & _MINT_BLOCK_MASK;
-            if (mintBlock >= block.number) revert MintBlockNotFinished(tokenId);
-            if (blockhash(mintBlock) != bytes32(0) || _historyBlockHash(mintBlock) != bytes32(0)) {
+            uint256 seedBlock = _seedBlock(tokenId, packed);
+            if (blockhash(seedBlock) != bytes32(0) || _historyBlockHash(seedBlock) != bytes32(0)) {
                 revert SeedDerivableOnChain(tokenId);
             }
             uint256 end = start + ((packed >> _QUANTITY_SHIFT) & _QUANTITY_MASK);
@@ -531,6 +556,16 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
             unchecked {
                 --start;
             }
+        }
+    }
+
+    /// @dev The finished block whose hash seeds the batch `packed`; reverts `MintBlockNotFinished` or
+    /// `SeedBlockNotReached` while it is the current block or a later one.
+    function _seedBlock(uint256 tokenId, uint256 packed) private view returns (uint256 seedBlock) {
+        seedBlock = (packed & _MINT_BLOCK_MASK) + _seedDelay;
+        if (seedBlock >= block.number) {
+            if (_seedDelay == 0) revert MintBlockNotFinished(tokenId);
+            revert SeedBlockNotReached(tokenId, seedBlock);
         }
     }
 

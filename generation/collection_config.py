@@ -15,6 +15,17 @@ from generation.canonical import canonical_json
 from generation.models import Collection
 
 SEED_SCHEME = "keccak256(abi.encodePacked(bytes32 mintBlockHash, uint256 tokenId))"
+FUTURE_BLOCK_SEED_SCHEME = (
+    "keccak256(abi.encodePacked(bytes32 blockhash(mintBlock + seedDelay), uint256 tokenId))"
+)
+
+
+def seed_scheme(seed_delay: int) -> str:
+    """The seed scheme in words: the mint block's hash, or the hash of the block ``seed_delay``
+    blocks after it (future-block)."""
+    return FUTURE_BLOCK_SEED_SCHEME if seed_delay else SEED_SCHEME
+
+
 TORCH_SEED_SCHEME = "sha256(seed || uint32be(attempt))[0:8] as big-endian int, masked to 63 bits"
 NEAR_DUPLICATE_SCHEME = (
     "generation/near_duplicates.py: the image resized (box) to 64x64, each RGB channel averaged "
@@ -29,7 +40,8 @@ NEAR_DUPLICATE_SCHEME = (
 def generation_config(collection: Collection) -> dict[str, Any]:
     """Every collection-level input that shapes a token's image and its acceptance.
 
-    ``near_duplicates`` is there only when the collection checks near duplicates, ``weights``
+    ``near_duplicates`` is there only when the collection checks near duplicates, ``seed_delay``
+    only for future-block seeds, ``weights``
     (their CIDs: generation/published_weights.py) only when it publishes its weights, and the
     model block's lever keys (adapters, quantization, runtime, distilled_from) only for the
     levers in use, so the config (and its digest) of a collection without them is what it was
@@ -66,7 +78,7 @@ def generation_config(collection: Collection) -> dict[str, Any]:
         "height": collection.height,
         "max_attempts": collection.max_attempts,
         "max_supply": collection.max_supply,
-        "seed_scheme": SEED_SCHEME,
+        "seed_scheme": seed_scheme(collection.seed_delay),
         "torch_seed_scheme": TORCH_SEED_SCHEME,
         "trait_scheme": "generation/traits.py (weighted: independent draws keyed by seed and "
         "category; quota: token k draws from what tokens 1..k-1 left)",
@@ -74,6 +86,8 @@ def generation_config(collection: Collection) -> dict[str, Any]:
         "trait_margin": collection.trait_margin,
         "uniqueness_threshold": collection.uniqueness_threshold,
     }
+    if collection.seed_delay:
+        config["seed_delay"] = collection.seed_delay
     if collection.publish_weights:
         from generation.published_weights import weights_record
 

@@ -32,8 +32,21 @@ def software_versions() -> dict[str, str]:
     return dict(_versions())
 
 
+def _seed_block(token: Token) -> dict[str, Any]:
+    """Where a future-block seed came from (nothing for a mint-block seed, so those documents
+    are what they were before seed delays existed)."""
+    delay = token.collection.seed_delay
+    if not delay:
+        return {}
+    return {
+        "seed_block_number": token.mint_block_number + delay,
+        "seed_block_hash": token.seed_block_hash,
+    }
+
+
 def build_metadata(token: Token, image_cid: str) -> dict[str, Any]:
     """The metadata document of a rendered, verified token whose image is pinned."""
+    from generation.collection_config import seed_scheme
     from generation.traits import attributes, rarity
 
     collection = token.collection
@@ -52,8 +65,9 @@ def build_metadata(token: Token, image_cid: str) -> dict[str, Any]:
             "mint_tx": token.mint_tx_hash,
             "mint_block_number": token.mint_block_number,
             "mint_block_hash": token.mint_block_hash,
+            **_seed_block(token),
             "seed": token.seed,
-            "seed_scheme": "keccak256(abi.encodePacked(bytes32 mintBlockHash, uint256 tokenId))",
+            "seed_scheme": seed_scheme(collection.seed_delay),
             "attempt": record["attempt"],
             "torch_seed": str(record["torch_seed"]),
             "model": record["model"],

@@ -53,7 +53,7 @@ FROZEN_FIELDS = (
     "clip_threshold", "steps", "guidance", "width", "height", "max_attempts", "rarity",
     "trait_margin", "uniqueness_threshold", "max_supply", "style_images",
     "style_images_threshold", "near_duplicate_threshold", "lora_adapters", "quantization",
-    "onnx_dir",
+    "onnx_dir", "seed_delay", "publish_weights",
 )  # fmt: skip
 
 
@@ -189,6 +189,13 @@ class Collection(models.Model):
         "onnxruntime instead of torch; its files' fingerprint is frozen with the config",
     )
 
+    seed_delay = models.PositiveSmallIntegerField(
+        default=0,
+        validators=[MaxValueValidator(255)],
+        help_text="Seeds come from the hash of the block this many blocks after each mint's "
+        "block (future-block: a block builder cannot aim a seed at a mint it does not also "
+        "produce); 0: the mint block's own hash. Fixed in the contract at deployment",
+    )
     publish_weights = models.BooleanField(
         default=False,
         help_text="Pin the model, CLIP, adapters, ONNX export and style images to IPFS before "
@@ -462,7 +469,18 @@ class Token(models.Model):
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.CONFIRMED)
     failure_reason = models.TextField(blank=True)
 
-    expected_seed = models.CharField(max_length=66, help_text="keccak256(block hash ‖ token id)")
+    expected_seed = models.CharField(
+        max_length=66,
+        blank=True,
+        help_text="keccak256(seed block hash ‖ token id); empty until the seed block is confirmed "
+        "for a collection with a seed delay",
+    )
+    seed_block_hash = models.CharField(
+        max_length=66,
+        blank=True,
+        help_text="Hash of the block that seeds the token (mint block + the collection's seed "
+        "delay), when that is not the mint block",
+    )
     seed = models.CharField(max_length=66, blank=True, help_text="As stored by the contract")
     seed_tx_hash = models.CharField(max_length=66, blank=True)
 

@@ -446,6 +446,9 @@ PUBLISH_BATCH_SIZE = env_int("PUBLISH_BATCH_SIZE", 50, minimum=1)
 PUBLISH_BATCH_WAIT = env_float("PUBLISH_BATCH_WAIT", 2.0)
 PUBLISH_CLAIM_TIMEOUT = env_float("PUBLISH_CLAIM_TIMEOUT", 900.0)
 PUBLISH_PAUSE_RETRY = env_float("PUBLISH_PAUSE_RETRY", 60.0)
+# SEED_BLOCK_POLL: how often a token of a collection with a seed delay asks again whether its
+# seed block is confirmed (chain/seed_commit.py)
+SEED_BLOCK_POLL = env_float("SEED_BLOCK_POLL", 2.0)
 SEED_COMMIT_BATCH_SIZE = env_int("SEED_COMMIT_BATCH_SIZE", 200, minimum=1)
 # Every SWEEP_SECONDS the leading listener sends again the messages that were lost: tokens
 # untouched that long with no message in the broker (generation/redrive.py), seed commits and

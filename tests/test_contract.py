@@ -543,7 +543,7 @@ def test_it_reads_the_eip2935_history_past_the_blockhash_window(
 
     # Then the seed comes from the history contract, evented, and equals keccak(hash ‖ id)
     history = collection.events.SeedsFromHistory().process_receipt(commit, errors=DISCARD)
-    assert [(e.args["fromTokenId"], e.args["toTokenId"], e.args["mintBlock"]) for e in history] == [
+    assert [(e.args["fromTokenId"], e.args["toTokenId"], e.args["seedBlock"]) for e in history] == [
         (1, 2, mint_block)
     ]
     seeds = [(i, expected_seed(w3, mint_block, i)) for i in (1, 2)]
@@ -608,6 +608,64 @@ def test_it_takes_late_seeds_from_the_admin_where_the_chain_has_no_history(
     transact(w3, f.commitSeeds([5]), ADA)
     assert f.seedOf(5).call() == expected_seed(w3, third["blockNumber"], 5)
     assert f.seedSourceOf(5).call() == 1
+
+
+def test_a_future_block_collection_seeds_from_the_block_k_after_the_mint(w3: Web3) -> None:
+    # Given a collection whose seeds come from the block 3 blocks after each mint's block
+    contract = deploy(w3, seed_delay=3)
+    f = contract.functions
+    assert f.seedDelay().call() == 3
+    assert deploy(w3).functions.seedDelay().call() == 0
+    delay_events = contract.events.SeedDelaySet().get_logs(from_block=0)
+    assert [e.args["seedDelay"] for e in delay_events if e.address == contract.address] == [3]
+
+    # When two tokens are minted in one transaction
+    minted = mint(w3, contract, 2)
+    seed_block = minted["blockNumber"] + 3
+    assert f.seedBlockOf(2).call() == seed_block
+
+    # Then nobody can commit until the seed block exists and is finished
+    for _ in range(3):
+        assert revert_of(f.commitSeeds([1]), MALLORY) == ("SeedBlockNotReached", (1, seed_block))
+        mine(w3)
+    assert w3.eth.block_number == seed_block
+    assert revert_of(f.commitSeeds([1]), MALLORY) == ("SeedBlockNotReached", (1, seed_block))
+    late = f.commitLateSeeds([1], [os.urandom(32)])
+    assert revert_of(late, ADA) == ("SeedBlockNotReached", (1, seed_block))
+    mine(w3)
+
+    # And then the seed is keccak(hash of the seed block ‖ id), not the mint block's
+    commit = transact(w3, f.commitSeeds([1]), MALLORY)
+    seeds = [(i, expected_seed(w3, seed_block, i)) for i in (1, 2)]
+    assert seed_events(contract, commit) == seeds
+    assert seeds != [(i, expected_seed(w3, minted["blockNumber"], i)) for i in (1, 2)]
+    assert [f.seedSourceOf(i).call() for i in (1, 2)] == [1, 1]
+
+
+def test_a_future_block_seed_past_the_window_comes_from_history_or_late(
+    w3: Web3, cancun_w3: Web3
+) -> None:
+    contract = deploy(w3, seed_delay=5)
+    minted = mint(w3, contract, 1)
+    mine(w3, 300)
+    commit = transact(w3, contract.functions.commitSeeds([1]), ADA)
+    history = contract.events.SeedsFromHistory().process_receipt(commit, errors=DISCARD)
+    assert [e.args["seedBlock"] for e in history] == [minted["blockNumber"] + 5]
+    assert contract.functions.seedSourceOf(1).call() == 2
+    assert contract.functions.seedOf(1).call() == expected_seed(w3, minted["blockNumber"] + 5, 1)
+
+    # without the history, the window's end names the seed block; the admin commits its hash
+    old = deploy(cancun_w3, seed_delay=5)
+    minted = mint(cancun_w3, old, 1)
+    mine(cancun_w3, 300)
+    seed_block = minted["blockNumber"] + 5
+    expired = revert_of(old.functions.commitSeeds([1]), ADA)
+    assert expired == ("SeedWindowExpired", (1, seed_block))
+    transact(
+        cancun_w3, old.functions.commitLateSeeds([1], [block_hash(cancun_w3, seed_block)]), ADA
+    )
+    assert old.functions.seedOf(1).call() == expected_seed(cancun_w3, seed_block, 1)
+    assert old.functions.seedSourceOf(1).call() == 3
 
 
 # ---------------------------------------------------------------- publishing

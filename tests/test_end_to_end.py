@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -47,6 +48,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOYER, COLLECTOR = ANVIL_ACCOUNTS[0], ANVIL_ACCOUNTS[3]
+FUTURE_DELAY = 4
 PRICE = 10**16
 TIMEOUT = 300.0
 
@@ -57,6 +59,7 @@ class Stack:
     anvil: Anvil
     good: Collection
     broken: Collection
+    future: Collection  # future-block seeds: the block FUTURE_DELAY blocks after the mint
     stranger: str
     gateway: str
     web_url: str
@@ -130,6 +133,11 @@ def stack(
                     slug="broken", name="Broken", price_wei=PRICE, model_dir=str(corrupt)
                 ),
             )
+        future = deploy_collection(
+            w3,
+            DEPLOYER.private_key,
+            CollectionSpec(slug="e2e-future", steps=2, price_wei=PRICE, seed_delay=FUTURE_DELAY),
+        )
         stranger, _ = deploy_contract(
             w3, DEPLOYER.private_key, name="Stranger", symbol="STR", price_wei=PRICE, max_supply=10
         )
@@ -145,6 +153,7 @@ def stack(
             "RENDER_CACHE_DIR": str(settings.RENDER_CACHE_DIR),
             "RENDER_DEVICE": "cpu",
             "CHAIN_POLL_INTERVAL": "0.25",
+            "SEED_BLOCK_POLL": "0.5",
             "WEB_URL": f"http://127.0.0.1:{web_port}",
         }
         processes = [
@@ -188,6 +197,7 @@ def stack(
             anvil=anvil,
             good=good,
             broken=broken,
+            future=future,
             stranger=stranger,
             gateway=f"http://127.0.0.1:{web_port}/ipfs",
             web_url=f"http://127.0.0.1:{web_port}",
@@ -199,6 +209,7 @@ def stack(
                 block = _mint(w3, good.contract_address, quantity)
                 for token_id in range(first, first + quantity):
                     s.mint_blocks[token_id] = block
+            s.mint_blocks[-1] = _mint(w3, future.contract_address, 1)
             _mint(w3, broken.contract_address, 1)
             _mint(w3, stranger, 1)
             good_contract = bind(w3, good.contract_address)
@@ -206,6 +217,9 @@ def stack(
             while time.monotonic() < deadline:
                 # tokenURI names the placeholder until publication: wait for the digests
                 digests = [good_contract.functions.metadataDigestOf(i).call() for i in (1, 2, 3)]
+                digests.append(
+                    bind(w3, future.contract_address).functions.metadataDigestOf(1).call()
+                )
                 broken_row = Token.objects.filter(collection=broken, token_id=1).first()
                 broken_done = broken_row is not None and broken_row.status == Token.Status.FAILED
                 if all(d != bytes(32) for d in digests) and broken_done:
@@ -236,7 +250,7 @@ def stack(
                 except subprocess.TimeoutExpired:
                     p.kill()
             anvil.stop()
-            Collection.objects.filter(pk__in=[good.pk, broken.pk]).delete()
+            Collection.objects.filter(pk__in=[good.pk, broken.pk, future.pk]).delete()
             Chain.objects.filter(chain_id=good.chain_id).delete()
 
 
@@ -276,6 +290,24 @@ def test_it_commits_the_seed_of_the_mint_block_hash_and_token_id(
     expected = keccak(block_hash + token_id.to_bytes(32, "big"))
     assert bytes(contract.functions.seedOf(token_id).call()) == expected
     assert stack.rows[("e2e", token_id)]["seed"] == "0x" + expected.hex()
+
+
+def test_a_future_block_seed_waits_for_its_block_then_comes_from_its_hash(stack: Stack) -> None:
+    # Given a collection whose seeds come from the block FUTURE_DELAY blocks after the mint
+    contract = bind(stack.w3, stack.future.contract_address)
+    seed_block = stack.mint_blocks[-1] + FUTURE_DELAY
+    assert contract.functions.seedBlockOf(1).call() == seed_block
+    # Then the backend committed the seed of that block's hash, not the mint block's
+    block_hash = bytes(stack.w3.eth.get_block(seed_block)["hash"])
+    expected = keccak(block_hash + (1).to_bytes(32, "big"))
+    assert bytes(contract.functions.seedOf(1).call()) == expected
+    row = stack.rows[("e2e-future", 1)]
+    assert row["seed"] == row["expected_seed"] == "0x" + expected.hex()
+    # and the token went all the way, its metadata naming the seed block
+    assert stack.stages[("e2e-future", 1)][-1] in ("PUBLISHED", "FINAL")
+    metadata = json.loads(httpx.get(f"{stack.gateway}/{row['metadata_cid']}", timeout=10).content)
+    assert metadata["provenance"]["seed_block_number"] == seed_block
+    assert metadata["provenance"]["seed_block_hash"] == "0x" + block_hash.hex()
 
 
 def _fetch_metadata(stack: Stack, token_id: int) -> tuple[bytes, dict[str, Any]]:

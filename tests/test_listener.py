@@ -104,6 +104,43 @@ def test_it_records_nothing_before_the_mint_has_its_confirmations(
         assert token.seed == seed_of(w3, mint_block, token.token_id) == token.expected_seed
 
 
+def test_a_future_block_seed_waits_until_its_seed_block_has_the_confirmations(
+    w3: Web3, chain: Chain
+) -> None:
+    # Given a collection seeding from the block 3 after each mint, and a chain with 2 confirmations
+    future = deploy_collection(
+        w3, DEPLOYER.private_key, CollectionSpec(slug="listener-future", seed_delay=3)
+    )
+    handed = Handed()
+    listener = Listener(w3, chain, on_confirmed=handed)
+    mint_block = mint(w3, future, 2)
+    mine(w3, 2)
+    assert listener.poll().mints == 2
+    # the seed is unknown while its block is not confirmed: nothing is derived or sent
+    assert set(Token.objects.filter(collection=future).values_list("expected_seed", flat=True)) == {
+        ""
+    }
+    waiting: list[list[int]] = []
+    nonce = w3.eth.get_transaction_count(COMMITTER.address)
+    for _ in range(3):  # seed block mint+3 reaches 2 confirmations at mint+5
+        assert commit_seeds(w3, future, handed.pks, lambda t: None, waiting.append) == (0, 0)
+        mine(w3, 1)
+    assert waiting == [handed.pks] * 3 and w3.eth.get_transaction_count(COMMITTER.address) == nonce
+    token = Token.objects.get(collection=future, token_id=1)
+    assert token.status == Status.CONFIRMED
+    assert f"waiting for seed block {mint_block + 3} to be confirmed" in token.failure_reason
+    # When the seed block has its confirmations
+    assert commit_seeds(w3, future, handed.pks, lambda t: None, waiting.append) == (2, 0)
+    # Then each seed is keccak(hash of the seed block ‖ id), derived here and by the contract
+    assert len(waiting) == 3
+    seed_hash = w3.eth.get_block(mint_block + 3)["hash"].to_0x_hex()
+    for token in Token.objects.filter(collection=future).order_by("token_id"):
+        assert token.status == Status.SEED_COMMITTED and token.failure_reason == ""
+        assert token.seed == token.expected_seed == seed_of(w3, mint_block + 3, token.token_id)
+        assert token.seed != seed_of(w3, mint_block, token.token_id)
+        assert token.seed_block_hash == seed_hash
+
+
 def test_it_records_each_mint_once_across_polls_and_restarts(
     w3: Web3, collection: Collection, chain: Chain
 ) -> None:

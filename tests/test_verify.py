@@ -67,6 +67,7 @@ class World:
     quota_traits: list[str]  # their palettes, in token order
     single_file_contract: str  # a collection on a single-file checkpoint, token 1 published
     checkpoint: Path  # that checkpoint (its component configs: reference_models/diffusion)
+    future_contract: str  # future-block seeds (seed delay 3), token 1 published
 
 
 def listen(w3: Web3, collection: Collection) -> list[int]:
@@ -189,6 +190,17 @@ def world(
         mint(w3, single, 1)
         mine(w3, 2)
         through_pipeline(w3, single, listen(w3, single), lambda token: None)
+        # a collection whose seeds come from the block 3 blocks after the mint
+        future = deploy_collection(
+            w3,
+            DEPLOYER.private_key,
+            CollectionSpec(slug="verify-future", rarity=PALETTE, seed_delay=3),
+        )
+        mint(w3, future, 1)
+        mine(w3, 2)
+        pks = listen(w3, future)
+        mine(w3, 3)  # the seed block and its 2 confirmations
+        through_pipeline(w3, future, pks, lambda token: None)
     yield World(
         anvil.rpc_url,
         collection.contract_address,
@@ -198,6 +210,7 @@ def world(
         palettes,
         single.contract_address,
         checkpoint,
+        future.contract_address,
     )
 
 
@@ -463,6 +476,22 @@ def test_a_token_rendered_from_a_single_file_checkpoint_verifies_against_that_fi
     assert verifier.main([*args, *folder]) == 1
     document = json.loads(capsys.readouterr().out)
     assert document["tokens"][0]["verdict"] == "FAIL: model_fingerprint"
+
+
+def test_a_future_block_token_verifies_against_its_seed_blocks_hash(
+    world: World, reference_models: Path
+) -> None:
+    checks = verifier.verify_token(
+        world.rpc_url, world.future_contract, 1, world.gateway, reference_models
+    )
+    assert [(c.name, c.status, c.detail) for c in checks if c.status != verifier.PASS] == []
+    by_name = {c.name: c for c in checks}
+    mint_block = int(by_name["mint_block"].detail.split()[1].rstrip(","))
+    assert f"seed block {mint_block + 3} (mint block + 3)" in by_name["mint_block"].detail
+    assert f"keccak256(hash of block {mint_block + 3}, token id)" in by_name["seed"].detail
+    assert "blockhash(seedBlock)" in by_name["seed"].detail
+    assert "block hash, seed block and seed agree" in by_name["provenance"].detail
+    assert by_name["rerender"].detail.startswith("bit-exact")
 
 
 # ------------------------------------------------------------------ weights published on IPFS

@@ -27,7 +27,7 @@ from verifier.report import Check, failed, passed, skipped
 
 SEED_SOURCES = {
     0: "not committed",
-    1: "on-chain: blockhash(mintBlock)",
+    1: "on-chain: blockhash(mintBlock)",  # (seedBlock for a seed delay: see check_seed)
     2: "on-chain: EIP-2935 block hash history",
     3: "LATE: block hash supplied by the admin (commitLateSeeds)",
 }
@@ -44,6 +44,8 @@ class State:
     chain_id: int = 0
     mint_block: int | None = None
     block_hash: bytes | None = None
+    seed_block: int | None = None  # the block whose hash seeds the token (mint block + delay)
+    seed_block_hash: bytes | None = None
     seed: bytes | None = None  # the contract's
     metadata: dict[str, Any] | None = None  # verified against the on-chain digest
     image: bytes | None = None  # verified against its CID
@@ -69,7 +71,27 @@ def check_mint_block(w3: Web3, contract: Any, state: State) -> Check:
         return failed(name, f"the contract does not know token {state.token_id}: {exc}")
     block = w3.eth.get_block(state.mint_block)
     state.block_hash = bytes(block["hash"])
-    return passed(name, f"block {state.mint_block}, hash {_hex(state.block_hash)}")
+    try:
+        state.seed_block = int(contract.functions.seedBlockOf(state.token_id).call())
+    except Exception:  # a contract deployed before seed delays existed: the mint block
+        state.seed_block = state.mint_block
+    if state.seed_block == state.mint_block:
+        state.seed_block_hash = state.block_hash
+        return passed(name, f"block {state.mint_block}, hash {_hex(state.block_hash)}")
+    try:
+        state.seed_block_hash = bytes(w3.eth.get_block(state.seed_block)["hash"])
+    except Exception as exc:  # web3 raises BlockNotFound for a block the chain has not made
+        return failed(
+            name,
+            f"block {state.mint_block}; its seed block {state.seed_block} is not on the chain "
+            f"yet ({type(exc).__name__})",
+        )
+    return passed(
+        name,
+        f"block {state.mint_block}, hash {_hex(state.block_hash)}; seed block "
+        f"{state.seed_block} (mint block + {state.seed_block - state.mint_block}), hash "
+        f"{_hex(state.seed_block_hash)}",
+    )
 
 
 def check_seed(contract: Any, state: State) -> Check:
@@ -80,16 +102,20 @@ def check_seed(contract: Any, state: State) -> Check:
     if seed == bytes(32):
         return failed(name, "the contract holds no seed for this token (not committed)")
     state.seed = seed
-    if state.block_hash is None:
+    if state.seed_block_hash is None:
         return skipped(name, "the mint block is unknown")
-    expected = derive_seed(state.block_hash, state.token_id)
+    which = "block hash"
+    if state.seed_block != state.mint_block:
+        which = f"hash of block {state.seed_block}"
+        how = how.replace("mintBlock", "seedBlock")
+    expected = derive_seed(state.seed_block_hash, state.token_id)
     if expected != seed:
         return failed(
             name,
-            f"contract seed {_hex(seed)} != keccak256(block hash, token id) {_hex(expected)} "
-            f"from the chain's block {state.mint_block}; committed {how}",
+            f"contract seed {_hex(seed)} != keccak256({which}, token id) {_hex(expected)} "
+            f"from the chain's block {state.seed_block}; committed {how}",
         )
-    return passed(name, f"{_hex(seed)} = keccak256(block hash, token id); committed {how}")
+    return passed(name, f"{_hex(seed)} = keccak256({which}, token id); committed {how}")
 
 
 # ------------------------------------------------------------------------------ 2. metadata, image
@@ -202,6 +228,9 @@ def check_provenance(w3: Web3, contract: Any, state: State) -> Check:
         "mint_block_hash": _hex(state.block_hash),
         "seed": _hex(state.seed),
     }
+    if state.seed_block is not None and state.seed_block != state.mint_block:
+        wanted["seed_block_number"] = state.seed_block
+        wanted["seed_block_hash"] = _hex(state.seed_block_hash)
     wrong = []
     for key, value in wanted.items():
         got = prov.get(key)
@@ -210,7 +239,10 @@ def check_provenance(w3: Web3, contract: Any, state: State) -> Check:
             wrong.append(f"{key}: metadata {got!r}, chain {value!r}")
     if wrong:
         return failed(name, "; ".join(wrong))
-    return passed(name, "chain id, contract, token id, mint block, block hash and seed agree")
+    seed_block = ", seed block" if "seed_block_number" in wanted else ""
+    return passed(
+        name, f"chain id, contract, token id, mint block, block hash{seed_block} and seed agree"
+    )
 
 
 # ------------------------------------------------------------------------------ 3. config, traits
@@ -234,6 +266,14 @@ def check_config_digest(contract: Any, gateway: Gateway, state: State) -> Check:
         return failed(
             name, f"the generation object hashes to {_hex(got)}, the chain holds {_hex(digest)}"
         )
+    if state.seed_block is not None and state.mint_block is not None:
+        delay = state.seed_block - state.mint_block
+        if int(config.get("seed_delay", 0)) != delay:
+            return failed(
+                name,
+                f"the frozen config's seed_delay is {config.get('seed_delay', 0)}, the "
+                f"contract seeds from {delay} block(s) after the mint",
+            )
     state.config = config
     return passed(name, f"sha256 of the generation object = {_hex(digest)} ({uri})")
 

@@ -139,6 +139,7 @@ class CollectionAdmin(admin.ModelAdmin):
                         "chain_id",
                         "contract_address",
                         "deployment_block",
+                        "seed_delay",
                         "config_digest",
                         "contract_uri",
                         "prepared_config_digest",
@@ -158,7 +159,14 @@ class CollectionAdmin(admin.ModelAdmin):
         ]
         if not request.user.is_superuser:
             # who runs it, and which contract it is, are the operator's to set
-            readonly += ["managers", "slug", "chain_id", "contract_address", "deployment_block"]
+            readonly += [
+                "managers",
+                "slug",
+                "chain_id",
+                "contract_address",
+                "deployment_block",
+                "seed_delay",  # the contract's, fixed at its deployment
+            ]
         if obj is not None and obj.config_locked:
             readonly += FROZEN_FIELDS
         return readonly

@@ -76,6 +76,7 @@ class Command(BaseCommand):
             near_duplicate_threshold=spec.near_duplicate_threshold,
             lora_adapters=spec.lora_adapters, quantization=spec.quantization,
             onnx_dir=spec.onnx_dir, publish_weights=spec.publish_weights,
+            seed_delay=spec.seed_delay,
         )  # fmt: skip
         try:
             # Checked before anything is sent, so a typo costs no gas.

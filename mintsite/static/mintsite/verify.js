@@ -10,6 +10,7 @@
   const $ = (id) => document.getElementById(id);
   const ABI = [
     "function mintBlockOf(uint256) view returns (uint256)",
+    "function seedBlockOf(uint256) view returns (uint256)",
     "function seedOf(uint256) view returns (bytes32)",
     "function metadataDigestOf(uint256) view returns (bytes32)",
     "function tokenURI(uint256) view returns (string)",
@@ -76,10 +77,17 @@
 
     const mintBlock = await contract.mintBlockOf(id);
     const block = await provider.getBlock(mintBlock);
+    // a collection with a seed delay seeds from a later block (contracts older than seed
+    // delays have no seedBlockOf: their seed block is the mint block)
+    const seedBlock = await contract.seedBlockOf(id).catch(() => mintBlock);
+    const seedHash = seedBlock === mintBlock ? block.hash : (await provider.getBlock(seedBlock))?.hash;
     const seed = await contract.seedOf(id);
-    const recomputed = window.ethers.solidityPackedKeccak256(["bytes32", "uint256"], [block.hash, id]);
+    const recomputed = seedHash
+      ? window.ethers.solidityPackedKeccak256(["bytes32", "uint256"], [seedHash, id])
+      : "(the seed block is not on the chain yet)";
+    const which = seedBlock === mintBlock ? `mint block ${mintBlock}` : `block ${seedBlock} (mint block ${mintBlock} + ${seedBlock - mintBlock})`;
     step("seed", seed === recomputed,
-      `keccak256(hash of mint block ${mintBlock}, ${id}) = ${recomputed}; the contract holds ${seed}`);
+      `keccak256(hash of ${which}, ${id}) = ${recomputed}; the contract holds ${seed}`);
 
     const digest = window.ethers.getBytes(await contract.metadataDigestOf(id));
     if (digest.every((b) => b === 0)) {

@@ -116,38 +116,69 @@ def measure(w3: Web3, contract: Contract, publish_arg: Callable[[bytes], Any]) -
     return per_token
 
 
+FUTURE_DELAY = 4  # the seed block of the future-block deployment: mint block + 4
+
+
+def measure_future_block(w3: Web3, contract: Contract) -> dict[str, float]:
+    """``commitSeeds`` on a deployment with a seed delay, the same mints and commits as
+    :func:`measure` (the seed blocks mined first)."""
+    f = contract.functions
+    first, second, third = COLLECTORS
+    send_and_wait(w3, first.private_key, f.mint(1), PRICE_WEI)
+    send_and_wait(w3, second.private_key, f.mint(10), 10 * PRICE_WEI)
+    for _ in range(5):
+        send_and_wait(w3, third.private_key, f.mint(10), 10 * PRICE_WEI)
+    for _ in range(FUTURE_DELAY + 1):
+        w3.provider.make_request("evm_mine", [])
+    per_token = {f"commitSeeds 1, seed delay {FUTURE_DELAY}": _gas(w3, f.commitSeeds([1]), ADMIN)}
+    fifty = list(range(12, 62))
+    key = f"commitSeeds 50 (5x10), seed delay {FUTURE_DELAY}"
+    per_token[key] = _gas(w3, f.commitSeeds(fifty), ADMIN) / 50
+    return per_token
+
+
+def _init(seed_delay: int) -> tuple[Any, ...]:
+    """MintOnDemand's InitConfig for the benchmark."""
+    return (
+        "Bench",
+        "BEN",
+        PRICE_WEI,
+        MAX_SUPPLY,
+        20,
+        0,
+        ADMIN.address,
+        ADMIN.address,
+        ADMIN.address,
+        500,
+        "ipfs://placeholder",
+        seed_delay,
+    )
+
+
 def run_benchmark() -> tuple[list[Row], list[Target], dict[str, str]]:
     with tempfile.TemporaryDirectory(prefix="gas-bench-") as tmp:
         artifacts = compile_fresh(Path(tmp))
     with start_anvil() as anvil:
         w3 = Web3(Web3.HTTPProvider(anvil.rpc_url))
         node_info = w3.provider.make_request("anvil_nodeInfo", [])["result"]
-        ours = _deploy(
-            w3,
-            artifacts["MintOnDemand"],
-            (
-                "Bench",
-                "BEN",
-                PRICE_WEI,
-                MAX_SUPPLY,
-                20,
-                0,
-                ADMIN.address,
-                ADMIN.address,
-                ADMIN.address,
-                500,
-                "ipfs://placeholder",
-            ),
-        )
+        ours = _deploy(w3, artifacts["MintOnDemand"], _init(0))
         send_and_wait(w3, ADMIN.private_key, ours.functions.freezeConfig(b"\x01" * 32, "ipfs://c"))
+        future = _deploy(w3, artifacts["MintOnDemand"], _init(FUTURE_DELAY))
+        send_and_wait(
+            w3, ADMIN.private_key, future.functions.freezeConfig(b"\x01" * 32, "ipfs://c")
+        )
         baseline = _deploy(
             w3, artifacts["NaiveBaseline"], "Bench", "BEN", PRICE_WEI, MAX_SUPPLY, ADMIN.address
         )
         ours_gas = measure(w3, ours, lambda digest: digest)
         baseline_gas = measure(w3, baseline, _cid_uri)
+        future_gas = measure_future_block(w3, future)
 
     tokens = {"1": 1, "q=1": 1, "q=10": 10, "50": 50, "(5x10)": 50}
     rows = [Row(op, tokens[op.split()[-1]], ours_gas[op], baseline_gas[op]) for op in ours_gas]
+    for op, gas in future_gas.items():  # against the baseline's (mint-block) seed commit
+        same = op.split(",")[0]
+        rows.append(Row(op, tokens[same.split()[-1]], gas, baseline_gas[same]))
     by_op = {row.operation: row for row in rows}
     publish50, commit50, mint10 = (
         by_op["publish 50"],
@@ -224,6 +255,9 @@ Workload, identical on both contracts: each measured mint comes from a wallet mi
 time (token 1 with quantity 1, tokens 2..11 with quantity 10), then tokens 12..61 are minted in five
 transactions of ten; `commitSeeds` of token 1, then of tokens 12..61 in one call; `publish` of token 1,
 then of tokens 12..61 in one call (random sha256 digests; the baseline stores the matching CID URI).
+The `seed delay 4` rows are a second MintOnDemand deployed with future-block seeds (each token
+seeded from the block 4 after its mint), given the same mints, its seed blocks mined, then the same
+two commits; their ratio is against the baseline's ordinary seed commit.
 
 - Date: {today}
 - solc: {env["solc"]}

@@ -8,6 +8,7 @@ tests check they match a fresh compile.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,30 @@ def contract_abi(name: str = CONTRACT_NAME) -> list[dict[str, Any]]:
     return abi
 
 
+@dataclass(frozen=True)
+class VrfSettings:
+    """The contract's ``VrfConfig``: a Chainlink VRF v2.5 coordinator and subscription (an empty
+    coordinator: no VRF)."""
+
+    coordinator: str = ""
+    subscription_id: int = 0
+    key_hash: bytes = bytes(32)
+    request_confirmations: int = 3
+    callback_gas_limit: int = 100_000
+    native_payment: bool = False
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        coordinator = Web3.to_checksum_address(self.coordinator or "0x" + "00" * 20)
+        return (
+            coordinator,
+            self.subscription_id,
+            self.key_hash,
+            self.request_confirmations,
+            self.callback_gas_limit,
+            self.native_payment,
+        )
+
+
 def deploy_contract(
     w3: Web3,
     deployer_private_key: str,
@@ -77,11 +102,13 @@ def deploy_contract(
     royalty_bps: int = 500,
     placeholder_uri: str = "",
     seed_delay: int = 0,
+    vrf: VrfSettings | None = None,
 ) -> tuple[str, int]:
     """Deploy MintOnDemand from the deployer's key.
 
     ``seed_delay``: seeds come from the hash of the block that many blocks after each mint's
-    block (0: the mint block itself; at most 255), fixed for the contract's life.
+    block (0: the mint block itself; at most 255), fixed for the contract's life. ``vrf``: seeds
+    come from that Chainlink VRF v2.5 coordinator and subscription instead (``seed_delay`` 0).
 
     ``admin`` (all three roles), ``payee`` (receives withdrawn proceeds) and ``royalty_receiver``
     default to the deployer; ``max_per_wallet=0`` means no per-wallet cap. Minting stays closed
@@ -108,6 +135,7 @@ def deploy_contract(
         royalty_bps,
         placeholder_uri,
         seed_delay,
+        (vrf or VrfSettings()).as_tuple(),
     )
     return _deploy(w3, deployer_private_key, CONTRACT_NAME, config)
 

@@ -6,6 +6,8 @@ import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {ERC2981} from "@openzeppelin/contracts/token/common/ERC2981.sol";
 import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
 import {Address} from "@openzeppelin/contracts/utils/Address.sol";
+import {IVRFCoordinatorV2Plus} from "@chainlink/contracts/src/v0.8/vrf/dev/interfaces/IVRFCoordinatorV2Plus.sol";
+import {VRFV2PlusClient} from "@chainlink/contracts/src/v0.8/vrf/dev/libraries/VRFV2PlusClient.sol";
 
 /// @title MintOnDemand
 /// @notice ERC-721 collection minted on demand. Each token's seed is derived on-chain from the hash
@@ -33,7 +35,23 @@ import {Address} from "@openzeppelin/contracts/utils/Address.sol";
 ///   3. otherwise `commitSeeds` reverts `SeedWindowExpired` and only the admin can commit with
 ///      `commitLateSeeds`, passing the block hash; allowed only when neither 1 nor 2 can give it,
 ///      and evented (`LateSeedsCommitted`) so everyone sees which seeds were not derived on-chain.
+///
+/// A collection deployed with a Chainlink VRF v2.5 coordinator (`vrf.coordinator` set) takes no
+/// block hash at all: `commitSeeds` requests one random word for the batches it names (one
+/// request per call, `SeedsRequested` per batch), the coordinator fulfils it through
+/// `rawFulfillRandomWords` (`SeedsFulfilled`), and each token's seed is
+/// keccak256(abi.encodePacked(bytes32(randomWord), tokenId)). `commitLateSeeds` is refused there.
 contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
+    /// @notice Chainlink VRF v2.5 settings; `coordinator` zero: seeds come from block hashes.
+    struct VrfConfig {
+        address coordinator;
+        uint256 subscriptionId;
+        bytes32 keyHash;
+        uint16 requestConfirmations;
+        uint32 callbackGasLimit;
+        bool nativePayment;
+    }
+
     /// @notice Construction parameters, one struct so deployment scripts name every field.
     struct InitConfig {
         string name;
@@ -48,6 +66,7 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
         uint96 royaltyBps;
         string placeholderURI;
         uint8 seedDelay; // 0: the mint block's hash; k: the hash of the block k blocks later
+        VrfConfig vrf; // coordinator set: seeds from Chainlink VRF (seedDelay must then be 0)
     }
 
     /// @notice Role allowed to `publish` metadata digests.
@@ -61,6 +80,8 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
     uint8 public constant SEED_SOURCE_HISTORY = 2;
     /// @notice Seed source: block hash supplied by the admin with `commitLateSeeds`.
     uint8 public constant SEED_SOURCE_LATE = 3;
+    /// @notice Seed source: a Chainlink VRF random word (requested; the seed exists once fulfilled).
+    uint8 public constant SEED_SOURCE_VRF = 4;
 
     /// @notice EIP-2935 history storage contract (same address on every chain that has it).
     address public constant HISTORY_STORAGE = 0x0000F90827F1C53a10cb7A02335B175320002935;
@@ -81,6 +102,12 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
     uint256 private immutable _maxPerTx;
     uint256 private immutable _maxPerWallet;
     uint256 private immutable _seedDelay;
+    address private immutable _vrfCoordinator;
+    uint256 private immutable _vrfSubscriptionId;
+    bytes32 private immutable _vrfKeyHash;
+    uint16 private immutable _vrfRequestConfirmations;
+    uint32 private immutable _vrfCallbackGasLimit;
+    bool private immutable _vrfNativePayment;
 
     uint256 private _price;
     address private _payee;
@@ -91,8 +118,11 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
     /// @dev Batch start token id => mintBlock | quantity << 64 | seedSource << 96. Zero for ids that
     /// are not the first of a batch.
     mapping(uint256 startTokenId => uint256) private _batches;
-    /// @dev Batch start token id => hash of the batch's mint block, once seeds are committed.
+    /// @dev Batch start token id => hash of the batch's seed block once seeds are committed, or for a
+    /// VRF collection the id of the batch's VRF request (as bytes32).
     mapping(uint256 startTokenId => bytes32) private _batchBlockHash;
+    /// @dev VRF request id => its random word, once fulfilled.
+    mapping(uint256 requestId => uint256) private _vrfWord;
     /// @dev Token id => sha256 of its metadata bytes, once published.
     mapping(uint256 tokenId => bytes32) private _metadataDigest;
     /// @dev Set once by `lockMetadata`; then no published digest can be reopened.
@@ -107,6 +137,11 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
     /// @notice The seed scheme, at deployment: seeds come from the block `seedDelay` blocks after
     /// each mint's block (0: the mint block).
     event SeedDelaySet(uint256 seedDelay);
+    /// @notice The batch `fromTokenId`..`toTokenId` waits for VRF request `requestId`.
+    event SeedsRequested(uint256 indexed requestId, uint256 fromTokenId, uint256 toTokenId);
+    /// @notice The VRF coordinator fulfilled `requestId`: the batches it covers are seeded from
+    /// `randomWord`.
+    event SeedsFulfilled(uint256 indexed requestId, uint256 randomWord);
     /// @notice The collection's generation config and rarity table are frozen under `digest`.
     event ConfigFrozen(bytes32 digest);
     /// @notice ERC-7572: `contractURI()` changed.
@@ -153,6 +188,10 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
     error InvalidMintLimits();
     error NothingToWithdraw();
     error MetadataIsLocked();
+    error InvalidSeedConfig();
+    error OnlyVrfCoordinator(address caller);
+    error VrfAlreadyFulfilled(uint256 requestId);
+    error SeedsComeFromVrf();
 
     /// @param config Name, symbol, price (wei), supply and mint limits, roles, payee, royalty and
     /// placeholder URI. `admin` receives DEFAULT_ADMIN_ROLE and PUBLISHER_ROLE.
@@ -167,6 +206,13 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
         _maxPerTx = config.maxPerTx;
         _maxPerWallet = config.maxPerWallet;
         _seedDelay = config.seedDelay;
+        if (config.vrf.coordinator != address(0) && config.seedDelay != 0) revert InvalidSeedConfig();
+        _vrfCoordinator = config.vrf.coordinator;
+        _vrfSubscriptionId = config.vrf.subscriptionId;
+        _vrfKeyHash = config.vrf.keyHash;
+        _vrfRequestConfirmations = config.vrf.requestConfirmations;
+        _vrfCallbackGasLimit = config.vrf.callbackGasLimit;
+        _vrfNativePayment = config.vrf.nativePayment;
         emit SeedDelaySet(config.seedDelay);
         _payee = config.payee;
         _placeholderURI = config.placeholderURI;
@@ -252,14 +298,43 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
     /// committed (also 0x0 for unknown tokens).
     function seedOf(uint256 tokenId) external view returns (bytes32) {
         if (!_isKnown(tokenId)) return bytes32(0);
-        (uint256 start,) = _batchOf(tokenId);
+        (uint256 start, uint256 packed) = _batchOf(tokenId);
         bytes32 blockHash = _batchBlockHash[start];
         if (blockHash == bytes32(0)) return bytes32(0);
+        if (packed >> _SOURCE_SHIFT == SEED_SOURCE_VRF) {
+            uint256 word = _vrfWord[uint256(blockHash)];
+            return word == 0 ? bytes32(0) : _seed(bytes32(word), tokenId);
+        }
         return _seed(blockHash, tokenId);
     }
 
+    /// @notice The Chainlink VRF coordinator seeds come from (zero: block hashes).
+    function vrfCoordinator() external view returns (address) {
+        return _vrfCoordinator;
+    }
+
+    /// @notice The VRF request that seeds the token and its random word (0 until fulfilled); both
+    /// 0 for a token seeded from a block hash or not requested yet.
+    function vrfRequestOf(uint256 tokenId) external view returns (uint256 requestId, uint256 randomWord) {
+        _requireKnown(tokenId);
+        (uint256 start, uint256 packed) = _batchOf(tokenId);
+        if (packed >> _SOURCE_SHIFT != SEED_SOURCE_VRF) return (0, 0);
+        requestId = uint256(_batchBlockHash[start]);
+        randomWord = _vrfWord[requestId];
+    }
+
+    /// @notice The VRF coordinator's callback with the random word of `requestId`.
+    /// @dev Only the coordinator may call it, once per request; it stores the word (one slot, whatever
+    /// the number of batches the request covers) and emits `SeedsFulfilled`.
+    function rawFulfillRandomWords(uint256 requestId, uint256[] calldata randomWords) external {
+        if (msg.sender != _vrfCoordinator || msg.sender == address(0)) revert OnlyVrfCoordinator(msg.sender);
+        if (_vrfWord[requestId] != 0) revert VrfAlreadyFulfilled(requestId);
+        _vrfWord[requestId] = randomWords[0];
+        emit SeedsFulfilled(requestId, randomWords[0]);
+    }
+
     /// @notice Where the token's seed came from: 0 not committed, 1 `blockhash`, 2 EIP-2935 history,
-    /// 3 late commit by the admin.
+    /// 3 late commit by the admin, 4 Chainlink VRF (requested; `seedOf` is 0x0 until fulfilled).
     function seedSourceOf(uint256 tokenId) external view returns (uint8) {
         _requireKnown(tokenId);
         (, uint256 packed) = _batchOf(tokenId);
@@ -276,6 +351,10 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
     /// `commitLateSeeds`). Anyone may call it: it reads only chain data, so the caller chooses
     /// nothing, and a role would add only the power to let the window pass.
     function commitSeeds(uint256[] calldata tokenIds) external {
+        if (_vrfCoordinator != address(0)) {
+            _requestSeeds(tokenIds);
+            return;
+        }
         uint256 n = tokenIds.length;
         uint256[] memory doneStarts = new uint256[](n);
         uint256 doneCount;
@@ -321,6 +400,7 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
         external
         onlyRole(DEFAULT_ADMIN_ROLE)
     {
+        if (_vrfCoordinator != address(0)) revert SeedsComeFromVrf();
         uint256 n = tokenIds.length;
         if (n != blockHashes.length) revert LengthMismatch();
         uint256[] memory doneStarts = new uint256[](n);
@@ -556,6 +636,41 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
             unchecked {
                 --start;
             }
+        }
+    }
+
+    /// @dev `commitSeeds` of a VRF collection: one request for every batch named that has none yet
+    /// (each needs its mint block finished), then each batch records the request id.
+    function _requestSeeds(uint256[] calldata tokenIds) private {
+        uint256 n = tokenIds.length;
+        uint256[] memory starts = new uint256[](n);
+        uint256[] memory ends = new uint256[](n);
+        uint256 count;
+        for (uint256 i = 0; i < n; ++i) {
+            uint256 tokenId = tokenIds[i];
+            _requireKnown(tokenId);
+            (uint256 start, uint256 packed) = _batchOf(tokenId);
+            if (_contains(starts, count, start)) continue;
+            if (packed >> _SOURCE_SHIFT != SEED_SOURCE_NONE) revert SeedAlreadyCommitted(tokenId);
+            if ((packed & _MINT_BLOCK_MASK) >= block.number) revert MintBlockNotFinished(tokenId);
+            starts[count] = start;
+            ends[count++] = start + ((packed >> _QUANTITY_SHIFT) & _QUANTITY_MASK);
+        }
+        uint256 requestId = IVRFCoordinatorV2Plus(_vrfCoordinator).requestRandomWords(
+            VRFV2PlusClient.RandomWordsRequest({
+                keyHash: _vrfKeyHash,
+                subId: _vrfSubscriptionId,
+                requestConfirmations: _vrfRequestConfirmations,
+                callbackGasLimit: _vrfCallbackGasLimit,
+                numWords: 1,
+                extraArgs: VRFV2PlusClient._argsToBytes(VRFV2PlusClient.ExtraArgsV1({nativePayment: _vrfNativePayment}))
+            })
+        );
+        for (uint256 i = 0; i < count; ++i) {
+            uint256 start = starts[i];
+            _batchBlockHash[start] = bytes32(requestId);
+            _batches[start] |= uint256(SEED_SOURCE_VRF) << _SOURCE_SHIFT;
+            emit SeedsRequested(requestId, start, ends[i] - 1);
         }
     }
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// Compiles contracts/MintOnDemand.sol and contracts/NaiveBaseline.sol (the gas benchmark's baseline)
-// with solc-js (npm `solc`) in one standard-JSON run and writes the artifacts the Python side loads:
+// Compiles contracts/MintOnDemand.sol and contracts/NaiveBaseline.sol (the gas benchmark's baseline),
+// and Chainlink's VRFCoordinatorV2_5Mock from npm `@chainlink/contracts` (the VRF coordinator the
+// local chain runs for collections seeded by VRF), with solc-js (npm `solc`) in one standard-JSON run and writes the artifacts the Python side loads:
 // contracts/build/<Name>.json, and the ABI of each contract in SHIPPED_ABIS to
 // chain/abi/<Name>.abi.json (package data: the verifier binds the contract from an installed wheel).
 // Output is deterministic so the committed files can be checked against a fresh compile.
@@ -16,6 +17,10 @@ const CONTRACTS_DIR = __dirname;
 const REPO_ROOT = path.resolve(CONTRACTS_DIR, "..");
 const NODE_MODULES = path.join(REPO_ROOT, "node_modules");
 const CONTRACT_NAMES = ["MintOnDemand", "NaiveBaseline"];
+// contracts compiled from packages, by unit name (their sources are read from node_modules)
+const PACKAGE_CONTRACTS = {
+  VRFCoordinatorV2_5Mock: "@chainlink/contracts/src/v0.8/vrf/mocks/VRFCoordinatorV2_5Mock.sol",
+};
 const SHIPPED_ABIS = ["MintOnDemand"];
 const ABI_DIR = path.join(REPO_ROOT, "chain", "abi");
 
@@ -64,12 +69,17 @@ function main() {
   for (const name of CONTRACT_NAMES) {
     sources[`${name}.sol`] = { content: fs.readFileSync(path.join(CONTRACTS_DIR, `${name}.sol`), "utf8") };
   }
+  for (const unit of Object.values(PACKAGE_CONTRACTS)) {
+    sources[unit] = { content: fs.readFileSync(path.join(NODE_MODULES, unit), "utf8") };
+  }
   const input = { language: "Solidity", sources, settings: SETTINGS };
   const output = JSON.parse(solc.compile(JSON.stringify(input), { import: findImports }));
 
   const diagnostics = output.errors || [];
   const errors = diagnostics.filter((d) => d.severity === "error");
-  for (const d of diagnostics.filter((d) => d.severity !== "error")) {
+  // warnings in package sources (Chainlink's) are theirs to fix, not ours to read on every build
+  const ours = (d) => !(d.sourceLocation && d.sourceLocation.file.startsWith("@"));
+  for (const d of diagnostics.filter((d) => d.severity !== "error" && ours(d))) {
     process.stderr.write(d.formattedMessage || d.message);
   }
   if (errors.length > 0) {
@@ -79,8 +89,10 @@ function main() {
   }
 
   fs.mkdirSync(out, { recursive: true });
-  for (const name of CONTRACT_NAMES) {
-    const compiled = output.contracts && output.contracts[`${name}.sol`] && output.contracts[`${name}.sol`][name];
+  const units = Object.fromEntries(CONTRACT_NAMES.map((name) => [name, `${name}.sol`]));
+  Object.assign(units, PACKAGE_CONTRACTS);
+  for (const [name, unit] of Object.entries(units)) {
+    const compiled = output.contracts && output.contracts[unit] && output.contracts[unit][name];
     if (!compiled) {
       process.stderr.write(`compile failed: no ${name} in solc output\n`);
       process.exit(1);

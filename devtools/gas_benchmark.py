@@ -28,7 +28,7 @@ from web3.contract import Contract
 from web3.contract.contract import ContractFunction
 
 from chain.anvil import ANVIL_ACCOUNTS, AnvilAccount, find_anvil_binary, start_anvil
-from chain.contract import send_and_wait
+from chain.contract import VrfSettings, send_and_wait
 from devtools.doc_sections import write_head
 
 # contracts/ is in the checkout, beside this package (a benchmark compiles the sources fresh)
@@ -152,6 +152,7 @@ def _init(seed_delay: int) -> tuple[Any, ...]:
         500,
         "ipfs://placeholder",
         seed_delay,
+        VrfSettings().as_tuple(),
     )
 
 

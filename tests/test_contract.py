@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from eth_abi import decode as abi_decode
+from eth_abi import encode as abi_encode
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from multiformats import CID, multihash
@@ -41,6 +42,8 @@ from chain.contract import (
     load_artifact,
     send_and_wait,
 )
+from chain.vrf import LocalVrf, add_consumer, local_coordinator
+from chain.vrf import coordinator as vrf_coordinator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PRICE = Web3.to_wei(0.01, "ether")
@@ -666,6 +669,83 @@ def test_a_future_block_seed_past_the_window_comes_from_history_or_late(
     )
     assert old.functions.seedOf(1).call() == expected_seed(cancun_w3, seed_block, 1)
     assert old.functions.seedSourceOf(1).call() == 3
+
+
+@pytest.fixture(scope="module")
+def local_vrf(w3: Web3) -> LocalVrf:
+    """Chainlink's VRFCoordinatorV2_5Mock (from @chainlink/contracts) with a funded subscription."""
+    return local_coordinator(w3, ADA.private_key)
+
+
+def vrf_collection(w3: Web3, vrf: LocalVrf) -> Contract:
+    contract = deploy(w3, vrf=vrf.settings())
+    add_consumer(w3, ADA.private_key, vrf.settings(), contract.address)
+    return contract
+
+
+def test_a_vrf_collection_seeds_every_batch_from_one_fulfilled_random_word(
+    w3: Web3, local_vrf: LocalVrf
+) -> None:
+    # Given a collection seeded by Chainlink VRF, and two mints (tokens 1-2, then 3)
+    contract = vrf_collection(w3, local_vrf)
+    f = contract.functions
+    assert f.vrfCoordinator().call() == local_vrf.coordinator
+    mint(w3, contract, 2)
+    assert revert_of(f.commitSeeds([1]), MALLORY) == ("MintBlockNotFinished", (1,))
+    mint(w3, contract, 1, DORA)
+    mine(w3)
+
+    # When anyone commits the seeds: one request covers both batches
+    request = transact(w3, f.commitSeeds([3, 1, 2]), MALLORY)
+    mock = vrf_coordinator(w3, local_vrf.coordinator)
+    (asked,) = mock.events.RandomWordsRequested().process_receipt(request, errors=DISCARD)
+    request_id = int(asked.args["requestId"])
+    assert asked.args["sender"] == contract.address and asked.args["numWords"] == 1
+    requested = contract.events.SeedsRequested().process_receipt(request, errors=DISCARD)
+    assert [
+        (e.args["requestId"], e.args["fromTokenId"], e.args["toTokenId"]) for e in requested
+    ] == [
+        (request_id, 3, 3),
+        (request_id, 1, 2),
+    ]
+    # Then nothing is seeded until the coordinator answers, and no one else can answer
+    assert [f.seedOf(i).call() for i in (1, 2, 3)] == [ZERO_HASH] * 3
+    assert [f.seedSourceOf(i).call() for i in (1, 2, 3)] == [4, 4, 4]
+    assert f.vrfRequestOf(2).call() == [request_id, 0]
+    forged = f.rawFulfillRandomWords(request_id, [12345])
+    assert revert_of(forged, MALLORY) == ("OnlyVrfCoordinator", (MALLORY.address.lower(),))
+    assert revert_of(f.commitSeeds([2]), MALLORY) == ("SeedAlreadyCommitted", (2,))
+    assert revert_of(f.commitLateSeeds([2], [os.urandom(32)]), ADA) == ("SeedsComeFromVrf", ())
+
+    # When the coordinator fulfils the request (here the mock, as the Chainlink node would)
+    fulfil = transact(w3, mock.functions.fulfillRandomWords(request_id, contract.address), ADA)
+    (done,) = mock.events.RandomWordsFulfilled().process_receipt(fulfil, errors=DISCARD)
+    assert done.args["success"] is True
+    word = int.from_bytes(Web3.keccak(abi_encode(["uint256", "uint256"], [request_id, 0])), "big")
+    (seeded,) = contract.events.SeedsFulfilled().process_receipt(fulfil, errors=DISCARD)
+    assert (seeded.args["requestId"], seeded.args["randomWord"]) == (request_id, word)
+
+    # Then every token's seed is keccak256(bytes32(word) ‖ id)
+    for token_id in (1, 2, 3):
+        expected = Web3.keccak(word.to_bytes(32, "big") + token_id.to_bytes(32, "big"))
+        assert f.seedOf(token_id).call() == expected
+    assert f.vrfRequestOf(3).call() == [request_id, word]
+    # a second answer to the same request is refused, even from the coordinator
+    with pytest.raises(ContractCustomError) as info:
+        f.rawFulfillRandomWords(request_id, [1]).call({"from": local_vrf.coordinator})
+    assert decode_error(bytes.fromhex(str(info.value.data).removeprefix("0x"))) == (
+        "VrfAlreadyFulfilled",
+        (request_id,),
+    )
+
+
+def test_vrf_and_a_seed_delay_cannot_be_combined(w3: Web3, local_vrf: LocalVrf) -> None:
+    with pytest.raises(ContractCustomError) as info:
+        deploy(w3, frozen=False, vrf=local_vrf.settings(), seed_delay=2)
+    assert decode_error(bytes.fromhex(str(info.value.data).removeprefix("0x"))) == (
+        "InvalidSeedConfig",
+        (),
+    )
 
 
 # ---------------------------------------------------------------- publishing

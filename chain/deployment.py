@@ -14,10 +14,11 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from chain.contract import ARTIFACT_PATH, bind, deploy_contract
+from chain.contract import ARTIFACT_PATH, VrfSettings, bind, deploy_contract
 from chain.freeze import ZERO_DIGEST, on_chain_digest, prepare_freeze, record_freeze
 from chain.models import Chain, Wallet
 from chain.sender import send_transaction
+from chain.vrf import add_consumer, local_coordinator
 from chain.wallets import publisher
 from generation.canonical import canonical_json
 from generation.collection_config import placeholder_metadata
@@ -68,6 +69,11 @@ class CollectionSpec:
     onnx_dir: str = ""
     publish_weights: bool = False  # pin the weights to IPFS, their CIDs frozen with the config
     seed_delay: int = 0  # future-block seeds: the block this many blocks after the mint
+    # Chainlink VRF v2.5 seeds: a coordinator address, or "local" for Chainlink's mock deployed on
+    # the local chain with a funded subscription (chain/vrf.py); "" for block-hash seeds
+    vrf_coordinator: str = ""
+    vrf_subscription_id: int = 0
+    vrf_key_hash: str = ""
 
 
 def reference_world_spec(*, style: str | None = None, **overrides: Any) -> CollectionSpec:
@@ -88,12 +94,44 @@ def reference_world_spec(*, style: str | None = None, **overrides: Any) -> Colle
     return CollectionSpec(**{**fields, **overrides})
 
 
+def vrf_settings(w3: Web3, deployer_key: str, spec: CollectionSpec) -> VrfSettings | None:
+    """The VRF coordinator and subscription ``spec`` asks for: none, Chainlink's mock deployed
+    on the local chain with a funded subscription ("local"), or the ones it names."""
+    if not spec.vrf_coordinator:
+        return None
+    if spec.vrf_coordinator == "local":
+        return local_coordinator(w3, deployer_key).settings()
+    return VrfSettings(
+        coordinator=spec.vrf_coordinator,
+        subscription_id=spec.vrf_subscription_id,
+        key_hash=bytes.fromhex(spec.vrf_key_hash.removeprefix("0x")),
+    )
+
+
+def add_vrf_consumer(w3: Web3, deployer_key: str, vrf: VrfSettings, address: str) -> None:
+    """Add the new contract to the subscription when the deployer owns it; otherwise say who must
+    (a request from a contract the subscription does not list reverts)."""
+    try:
+        add_consumer(w3, deployer_key, vrf, address)
+    except (
+        Exception
+    ) as exc:  # the coordinator refuses a deployer that does not own the subscription
+        log.warning(
+            "could not add %s as a consumer of VRF subscription %d (%s): its owner must add it "
+            "(vrf.chain.link) before the first seed commit",
+            address,
+            vrf.subscription_id,
+            exc,
+        )
+
+
 def deploy_collection(w3: Web3, deployer_key: str, spec: CollectionSpec) -> Collection:
     """Deploy the contract, hand the committer and publisher roles over to this backend's
     accounts (the deployer renounces its own), record the collection, and freeze its generation
     config on-chain so minting can open."""
     chain_id = w3.eth.chain_id
     admin = Account.from_key(deployer_key)
+    vrf = vrf_settings(w3, deployer_key, spec)
     # pinned with the configured backend (IPFS_BACKEND), its CID checked like every other
     placeholder_cid = pinner_from_settings().pin(
         canonical_json(placeholder_metadata(spec.name)), name=f"{spec.slug}-placeholder.json"
@@ -111,7 +149,10 @@ def deploy_collection(w3: Web3, deployer_key: str, spec: CollectionSpec) -> Coll
         royalty_bps=spec.royalty_bps,
         placeholder_uri=f"ipfs://{placeholder_cid}",
         seed_delay=spec.seed_delay,
+        vrf=vrf,
     )
+    if vrf is not None:
+        add_vrf_consumer(w3, deployer_key, vrf, address)
     _hand_over_roles(w3, deployer_key, address, chain_id)
     _register_chain(w3, chain_id, spec.confirmations)
     models_dir = Path(settings.REFERENCE_MODELS_DIR)
@@ -147,6 +188,9 @@ def deploy_collection(w3: Web3, deployer_key: str, spec: CollectionSpec) -> Coll
         onnx_dir=spec.onnx_dir,
         publish_weights=spec.publish_weights,
         seed_delay=spec.seed_delay,
+        vrf_coordinator=vrf.coordinator if vrf else "",
+        vrf_subscription_id=str(vrf.subscription_id) if vrf else "",
+        vrf_key_hash="0x" + vrf.key_hash.hex() if vrf else "",
     )
     send_freeze(w3, admin, collection)
     collection.refresh_from_db()

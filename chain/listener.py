@@ -325,10 +325,10 @@ class Listener:
                 mint_log_index=entry.log_index,
                 mint_block_number=entry.block_number,
                 mint_block_hash=entry.block_hash,
-                # with a seed delay, the seed block is not confirmed yet: the seed committer
-                # derives the seed once it is (chain/seed_commit.py)
+                # with a seed delay the seed block is not confirmed yet, and a VRF word is not
+                # requested yet: the seed committer derives the seed later (chain/seed_commit.py)
                 expected_seed=""
-                if collection.seed_delay
+                if collection.seed_delay or collection.vrf_coordinator
                 else "0x" + derive_seed(bytes.fromhex(entry.block_hash[2:]), token_id).hex(),
                 status=Status.CONFIRMED,
             )
@@ -418,6 +418,7 @@ def _reset_for_reinclusion(token: Token) -> None:
     token.attempt = 0
     token.render_record = {}
     token.clip_scores = {}
+    token.seed_record = {}
     token.publish_block_number = None
     for field in (
         "failure_reason", "seed", "seed_tx_hash", "image_sha256", "image_cid", "metadata_cid",

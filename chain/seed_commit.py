@@ -4,8 +4,11 @@ Called by the ``commit_seeds`` actor with the tokens one listener range confirme
 derives each seed from ``blockhash(seedBlock)``; the backend only triggers it, then accepts a
 seed only if it equals the one derived here from the chain's own block hash.
 
-The seed block is the mint block, or for a collection with a ``seed_delay`` of k the block k
-blocks after it (future-block seeds). Such a token waits, CONFIRMED and saying so, until its
+For a collection seeded by Chainlink VRF, the first delivery requests the random word (its
+``commitSeeds``); the tokens wait, CONFIRMED and saying so, until the coordinator fulfils the
+request, then their expected seed is derived from the word and recorded with the request id and
+the fulfilment transaction. The seed block is the mint block, or for a collection with a
+``seed_delay`` of k the block k blocks after it (future-block seeds). Such a token waits, CONFIRMED and saying so, until its
 seed block has the chain's confirmations; then its expected seed is derived here from that
 block's hash and the commit goes ahead. The actor sends the waiting tokens again after
 ``SEED_BLOCK_POLL`` seconds.
@@ -50,10 +53,13 @@ def commit_seeds(
             pk__in=token_pks, collection=collection, status=Status.CONFIRMED
         ).order_by("token_id")
     )
-    if collection.seed_delay and pending:
+    waiting: list[Token] = []
+    if collection.vrf_coordinator and pending:
+        pending, waiting = _with_vrf_words(w3, collection, pending)
+    elif collection.seed_delay and pending:
         pending, waiting = _with_seed_blocks(w3, collection, pending)
-        if waiting and on_waiting is not None:
-            on_waiting([t.pk for t in waiting])
+    if waiting and on_waiting is not None:
+        on_waiting([t.pk for t in waiting])
     if not pending:
         return 0, 0
     contract = bind(w3, collection.contract_address)
@@ -124,6 +130,64 @@ def _with_seed_blocks(
     if waiting:
         last = max(t.mint_block_number for t in waiting) + collection.seed_delay
         note = f"waiting for seed block {last} to be confirmed (confirmed: block {confirmed})"
+        Token.objects.filter(pk__in=[t.pk for t in waiting], status=Status.CONFIRMED).update(
+            failure_reason=note
+        )
+    return ready, waiting
+
+
+def _with_vrf_words(
+    w3: Web3, collection: Collection, tokens: list[Token]
+) -> tuple[list[Token], list[Token]]:
+    """(tokens whose VRF request is fulfilled, with their expected seed derived from its word;
+    tokens waiting for it). Batches without a request yet get one, in one transaction."""
+    contract = bind(w3, collection.contract_address)
+    requests = call_per_token(w3, contract, "vrfRequestOf", [t.token_id for t in tokens])
+    unrequested = [t.token_id for t in tokens if int(requests[t.token_id][0]) == 0]
+    if unrequested:
+        receipt = send_transaction(
+            w3,
+            wallets.seed_committer(collection.chain_id),
+            contract.functions.commitSeeds(unrequested),
+        )
+        log.info(
+            "%s: VRF requested for tokens %s in %s",
+            collection.slug,
+            unrequested,
+            receipt["transactionHash"].to_0x_hex(),
+        )
+        requests.update(call_per_token(w3, contract, "vrfRequestOf", unrequested))
+    ready: list[Token] = []
+    waiting: list[Token] = []
+    fulfilments: dict[int, str] = {}
+    for token in tokens:
+        request_id, word = (int(v) for v in requests[token.token_id])
+        if word == 0:
+            waiting.append(token)
+            continue
+        if not token.expected_seed:
+            if request_id not in fulfilments:
+                (event,) = contract.events.SeedsFulfilled().get_logs(
+                    argument_filters={"requestId": request_id},
+                    from_block=token.mint_block_number,
+                )
+                fulfilments[request_id] = event["transactionHash"].to_0x_hex()
+            word_bytes = word.to_bytes(32, "big")
+            token.expected_seed = "0x" + derive_seed(word_bytes, token.token_id).hex()
+            token.seed_record = {
+                "request_id": str(request_id),
+                "random_word": "0x" + word_bytes.hex(),
+                "fulfil_tx": fulfilments[request_id],
+            }
+            Token.objects.filter(pk=token.pk, status=Status.CONFIRMED).update(
+                expected_seed=token.expected_seed, seed_record=token.seed_record
+            )
+        ready.append(token)
+    if waiting:
+        pending_ids = sorted({int(requests[t.token_id][0]) for t in waiting})
+        note = (
+            f"waiting for the VRF coordinator to fulfil request {', '.join(map(str, pending_ids))}"
+        )
         Token.objects.filter(pk__in=[t.pk for t in waiting], status=Status.CONFIRMED).update(
             failure_reason=note
         )

@@ -20,9 +20,17 @@ FUTURE_BLOCK_SEED_SCHEME = (
 )
 
 
-def seed_scheme(seed_delay: int) -> str:
-    """The seed scheme in words: the mint block's hash, or the hash of the block ``seed_delay``
-    blocks after it (future-block)."""
+VRF_SEED_SCHEME = (
+    "keccak256(abi.encodePacked(bytes32 randomWord, uint256 tokenId)), randomWord the Chainlink "
+    "VRF v2.5 word that fulfilled the batch's request (vrfRequestOf)"
+)
+
+
+def seed_scheme(seed_delay: int, vrf: bool = False) -> str:
+    """The seed scheme in words: the mint block's hash, the hash of the block ``seed_delay``
+    blocks after it (future-block), or a Chainlink VRF random word."""
+    if vrf:
+        return VRF_SEED_SCHEME
     return FUTURE_BLOCK_SEED_SCHEME if seed_delay else SEED_SCHEME
 
 
@@ -41,7 +49,7 @@ def generation_config(collection: Collection) -> dict[str, Any]:
     """Every collection-level input that shapes a token's image and its acceptance.
 
     ``near_duplicates`` is there only when the collection checks near duplicates, ``seed_delay``
-    only for future-block seeds, ``weights``
+    only for future-block seeds, ``vrf`` only for VRF seeds, ``weights``
     (their CIDs: generation/published_weights.py) only when it publishes its weights, and the
     model block's lever keys (adapters, quantization, runtime, distilled_from) only for the
     levers in use, so the config (and its digest) of a collection without them is what it was
@@ -78,7 +86,7 @@ def generation_config(collection: Collection) -> dict[str, Any]:
         "height": collection.height,
         "max_attempts": collection.max_attempts,
         "max_supply": collection.max_supply,
-        "seed_scheme": seed_scheme(collection.seed_delay),
+        "seed_scheme": seed_scheme(collection.seed_delay, bool(collection.vrf_coordinator)),
         "torch_seed_scheme": TORCH_SEED_SCHEME,
         "trait_scheme": "generation/traits.py (weighted: independent draws keyed by seed and "
         "category; quota: token k draws from what tokens 1..k-1 left)",
@@ -88,6 +96,12 @@ def generation_config(collection: Collection) -> dict[str, Any]:
     }
     if collection.seed_delay:
         config["seed_delay"] = collection.seed_delay
+    if collection.vrf_coordinator:
+        config["vrf"] = {
+            "coordinator": collection.vrf_coordinator,
+            "subscription_id": collection.vrf_subscription_id,
+            "key_hash": collection.vrf_key_hash,
+        }
     if collection.publish_weights:
         from generation.published_weights import weights_record
 

@@ -33,8 +33,10 @@ def software_versions() -> dict[str, str]:
 
 
 def _seed_block(token: Token) -> dict[str, Any]:
-    """Where a future-block seed came from (nothing for a mint-block seed, so those documents
-    are what they were before seed delays existed)."""
+    """Where a future-block or VRF seed came from (nothing for a mint-block seed, so those
+    documents are what they were before other seed sources existed)."""
+    if token.collection.vrf_coordinator:
+        return {"vrf": {"coordinator": token.collection.vrf_coordinator, **token.seed_record}}
     delay = token.collection.seed_delay
     if not delay:
         return {}
@@ -67,7 +69,7 @@ def build_metadata(token: Token, image_cid: str) -> dict[str, Any]:
             "mint_block_hash": token.mint_block_hash,
             **_seed_block(token),
             "seed": token.seed,
-            "seed_scheme": seed_scheme(collection.seed_delay),
+            "seed_scheme": seed_scheme(collection.seed_delay, bool(collection.vrf_coordinator)),
             "attempt": record["attempt"],
             "torch_seed": str(record["torch_seed"]),
             "model": record["model"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,8 @@ FROZEN_FIELDS = (
     "clip_threshold", "steps", "guidance", "width", "height", "max_attempts", "rarity",
     "trait_margin", "uniqueness_threshold", "max_supply", "style_images",
     "style_images_threshold", "near_duplicate_threshold", "lora_adapters", "quantization",
-    "onnx_dir", "seed_delay", "publish_weights",
+    "onnx_dir", "seed_delay", "publish_weights", "vrf_coordinator", "vrf_subscription_id",
+    "vrf_key_hash",
 )  # fmt: skip
 
 
@@ -196,6 +198,20 @@ class Collection(models.Model):
         "block (future-block: a block builder cannot aim a seed at a mint it does not also "
         "produce); 0: the mint block's own hash. Fixed in the contract at deployment",
     )
+    # Chainlink VRF v2.5 seeds (chain/vrf.py): set, the contract requests a random word per
+    # seed commit and seeds from it instead of a block hash. Fixed in the contract at deployment.
+    vrf_coordinator = models.CharField(
+        max_length=42,
+        blank=True,
+        help_text="Chainlink VRF v2.5 coordinator the contract takes its seeds from (no block "
+        "builder can steer them); empty: block-hash seeds",
+    )
+    vrf_subscription_id = models.CharField(
+        max_length=80, blank=True, help_text="The VRF subscription paying for the requests"
+    )
+    vrf_key_hash = models.CharField(
+        max_length=66, blank=True, help_text="The VRF key hash (gas lane) of the requests"
+    )
     publish_weights = models.BooleanField(
         default=False,
         help_text="Pin the model, CLIP, adapters, ONNX export and style images to IPFS before "
@@ -263,6 +279,7 @@ class Collection(models.Model):
                     )
             if template_problems:
                 errors["prompt_template"] = template_problems
+        errors.update(self._check_seed_source())
         outside = self._check_locations()
         errors.update(outside)
         if "style_images" not in outside:
@@ -299,6 +316,21 @@ class Collection(models.Model):
     def config_locked(self) -> bool:
         """Frozen on-chain, or a freeze of this config is prepared for signing."""
         return bool(self.config_digest or self.prepared_config_digest)
+
+    def _check_seed_source(self) -> dict[str, list[str]]:
+        """A VRF coordinator needs its subscription and key hash, and excludes a seed delay."""
+        errors: dict[str, list[str]] = {}
+        if not self.vrf_coordinator:
+            return errors
+        if not re.fullmatch(r"0x[0-9a-fA-F]{40}", self.vrf_coordinator):
+            errors["vrf_coordinator"] = [f"{self.vrf_coordinator!r} is not a 0x address"]
+        if not str(self.vrf_subscription_id).isdigit():
+            errors["vrf_subscription_id"] = ["a VRF coordinator needs the subscription id (digits)"]
+        if not re.fullmatch(r"0x[0-9a-fA-F]{64}", self.vrf_key_hash or ""):
+            errors["vrf_key_hash"] = ["a VRF coordinator needs the key hash (0x + 64 hex digits)"]
+        if self.seed_delay:
+            errors["seed_delay"] = ["seeds come from VRF or from a later block, not both"]
+        return errors
 
     def style_image_paths(self) -> list[Path]:
         return [_resolve(path) for path in self.style_images]
@@ -474,6 +506,11 @@ class Token(models.Model):
         blank=True,
         help_text="keccak256(seed block hash ‖ token id); empty until the seed block is confirmed "
         "for a collection with a seed delay",
+    )
+    seed_record = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="For a VRF seed: the request id, the random word and the fulfilment transaction",
     )
     seed_block_hash = models.CharField(
         max_length=66,

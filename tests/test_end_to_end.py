@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from chain.anvil import ANVIL_ACCOUNTS, Anvil, free_port, start_anvil
 from chain.contract import bind, deploy_contract, freeze_config
 from chain.deployment import CollectionSpec, deploy_collection
 from chain.models import Chain
+from chain.vrf import fulfil_pending
 from generation.models import Collection, Token, TokenEvent
 from tests.conftest import database_url
 
@@ -60,6 +62,7 @@ class Stack:
     good: Collection
     broken: Collection
     future: Collection  # future-block seeds: the block FUTURE_DELAY blocks after the mint
+    vrf: Collection  # Chainlink VRF seeds, the mock coordinator fulfilled by a stand-in node
     stranger: str
     gateway: str
     web_url: str
@@ -120,6 +123,7 @@ def stack(
     anvil = start_anvil(block_time=0.5)
     w3 = Web3(Web3.HTTPProvider(anvil.rpc_url))
     processes: list[subprocess.Popen] = []
+    stopping = threading.Event()
     with django_db_blocker.unblock():
         good = deploy_collection(
             w3, DEPLOYER.private_key, CollectionSpec(slug="e2e", steps=2, price_wei=PRICE)
@@ -137,6 +141,11 @@ def stack(
             w3,
             DEPLOYER.private_key,
             CollectionSpec(slug="e2e-future", steps=2, price_wei=PRICE, seed_delay=FUTURE_DELAY),
+        )
+        vrf = deploy_collection(
+            w3,
+            DEPLOYER.private_key,
+            CollectionSpec(slug="e2e-vrf", steps=2, price_wei=PRICE, vrf_coordinator="local"),
         )
         stranger, _ = deploy_contract(
             w3, DEPLOYER.private_key, name="Stranger", symbol="STR", price_wei=PRICE, max_supply=10
@@ -198,6 +207,7 @@ def stack(
             good=good,
             broken=broken,
             future=future,
+            vrf=vrf,
             stranger=stranger,
             gateway=f"http://127.0.0.1:{web_port}/ipfs",
             web_url=f"http://127.0.0.1:{web_port}",
@@ -210,6 +220,11 @@ def stack(
                 for token_id in range(first, first + quantity):
                     s.mint_blocks[token_id] = block
             s.mint_blocks[-1] = _mint(w3, future.contract_address, 1)
+            _mint(w3, vrf.contract_address, 1)
+            oracle = threading.Thread(
+                target=_stand_in_vrf_node, args=(w3, vrf.vrf_coordinator, stopping), daemon=True
+            )
+            oracle.start()
             _mint(w3, broken.contract_address, 1)
             _mint(w3, stranger, 1)
             good_contract = bind(w3, good.contract_address)
@@ -217,9 +232,10 @@ def stack(
             while time.monotonic() < deadline:
                 # tokenURI names the placeholder until publication: wait for the digests
                 digests = [good_contract.functions.metadataDigestOf(i).call() for i in (1, 2, 3)]
-                digests.append(
-                    bind(w3, future.contract_address).functions.metadataDigestOf(1).call()
-                )
+                for other in (future, vrf):
+                    digests.append(
+                        bind(w3, other.contract_address).functions.metadataDigestOf(1).call()
+                    )
                 broken_row = Token.objects.filter(collection=broken, token_id=1).first()
                 broken_done = broken_row is not None and broken_row.status == Token.Status.FAILED
                 if all(d != bytes(32) for d in digests) and broken_done:
@@ -242,6 +258,7 @@ def stack(
                 s.stages.setdefault(key, []).append(event["status"])
             yield s
         finally:
+            stopping.set()
             for p in processes:
                 p.terminate()
             for p in processes:
@@ -250,7 +267,7 @@ def stack(
                 except subprocess.TimeoutExpired:
                     p.kill()
             anvil.stop()
-            Collection.objects.filter(pk__in=[good.pk, broken.pk, future.pk]).delete()
+            Collection.objects.filter(pk__in=[good.pk, broken.pk, future.pk, vrf.pk]).delete()
             Chain.objects.filter(chain_id=good.chain_id).delete()
 
 
@@ -308,6 +325,26 @@ def test_a_future_block_seed_waits_for_its_block_then_comes_from_its_hash(stack:
     metadata = json.loads(httpx.get(f"{stack.gateway}/{row['metadata_cid']}", timeout=10).content)
     assert metadata["provenance"]["seed_block_number"] == seed_block
     assert metadata["provenance"]["seed_block_hash"] == "0x" + block_hash.hex()
+
+
+def _stand_in_vrf_node(w3: Web3, coordinator: str, stopping: threading.Event) -> None:
+    """What a Chainlink node does for the coordinator: fulfil each request as it comes."""
+    while not stopping.wait(0.5):
+        fulfil_pending(w3, DEPLOYER.private_key, coordinator)
+
+
+def test_a_vrf_seed_is_requested_fulfilled_and_published_by_the_workers(stack: Stack) -> None:
+    contract = bind(stack.w3, stack.vrf.contract_address)
+    request_id, word = contract.functions.vrfRequestOf(1).call()
+    expected = keccak(word.to_bytes(32, "big") + (1).to_bytes(32, "big"))
+    assert request_id > 0 and bytes(contract.functions.seedOf(1).call()) == expected
+    row = stack.rows[("e2e-vrf", 1)]
+    assert row["seed"] == row["expected_seed"] == "0x" + expected.hex()
+    assert stack.stages[("e2e-vrf", 1)][-1] in ("PUBLISHED", "FINAL")
+    metadata = json.loads(httpx.get(f"{stack.gateway}/{row['metadata_cid']}", timeout=10).content)
+    assert metadata["provenance"]["vrf"]["request_id"] == str(request_id)
+    assert metadata["provenance"]["vrf"]["coordinator"] == stack.vrf.vrf_coordinator
+    assert "Chainlink VRF" in metadata["provenance"]["seed_scheme"]
 
 
 def _fetch_metadata(stack: Stack, token_id: int) -> tuple[bytes, dict[str, Any]]:

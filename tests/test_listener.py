@@ -3,6 +3,8 @@ test with ``anvil_mine`` and ``anvil_reorg``)."""
 
 from __future__ import annotations
 
+from io import StringIO
+
 import pytest
 from django.core.management import CommandError, call_command
 from eth_account import Account
@@ -139,6 +141,44 @@ def test_a_future_block_seed_waits_until_its_seed_block_has_the_confirmations(
         assert token.seed == token.expected_seed == seed_of(w3, mint_block + 3, token.token_id)
         assert token.seed != seed_of(w3, mint_block, token.token_id)
         assert token.seed_block_hash == seed_hash
+
+
+def test_a_vrf_seed_is_requested_then_waits_for_the_coordinator(w3: Web3, chain: Chain) -> None:
+    # Given a collection seeded by Chainlink VRF (the mock coordinator on this chain)
+    vrf = deploy_collection(
+        w3, DEPLOYER.private_key, CollectionSpec(slug="listener-vrf", vrf_coordinator="local")
+    )
+    handed = Handed()
+    mint(w3, vrf, 2)
+    mine(w3, 2)
+    Listener(w3, chain, on_confirmed=handed).poll()
+    # When the committer first runs: it requests the word, and the tokens wait for it
+    waiting: list[list[int]] = []
+    assert commit_seeds(w3, vrf, handed.pks, lambda t: None, waiting.append) == (0, 0)
+    (request_id, word) = bind(w3, vrf.contract_address).functions.vrfRequestOf(1).call()
+    assert request_id > 0 and word == 0 and waiting == [handed.pks]
+    token = Token.objects.get(collection=vrf, token_id=2)
+    assert token.status == Status.CONFIRMED
+    assert f"waiting for the VRF coordinator to fulfil request {request_id}" in token.failure_reason
+    # a second run does not request again
+    nonce = w3.eth.get_transaction_count(COMMITTER.address)
+    assert commit_seeds(w3, vrf, handed.pks, lambda t: None, waiting.append) == (0, 0)
+    assert w3.eth.get_transaction_count(COMMITTER.address) == nonce
+    # When the coordinator fulfils the request (the Chainlink node's part, here the mock's)
+    out = StringIO()
+    call_command("fulfil_vrf", "listener-vrf", stdout=out)
+    assert out.getvalue() == f"fulfilled VRF request {request_id}\n"
+    assert commit_seeds(w3, vrf, handed.pks, lambda t: None, waiting.append) == (2, 0)
+    # Then each seed is keccak(word ‖ id), recorded with the request and its fulfilment
+    (_, word) = bind(w3, vrf.contract_address).functions.vrfRequestOf(1).call()
+    for token in Token.objects.filter(collection=vrf).order_by("token_id"):
+        expected = keccak(word.to_bytes(32, "big") + token.token_id.to_bytes(32, "big"))
+        assert token.status == Status.SEED_COMMITTED
+        assert token.seed == token.expected_seed == "0x" + expected.hex()
+        assert token.seed_record["request_id"] == str(request_id)
+        assert token.seed_record["random_word"] == "0x" + word.to_bytes(32, "big").hex()
+        receipt = w3.eth.get_transaction_receipt(token.seed_record["fulfil_tx"])
+        assert receipt["to"] == vrf.vrf_coordinator
 
 
 def test_it_records_each_mint_once_across_polls_and_restarts(

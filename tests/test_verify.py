@@ -40,6 +40,7 @@ from chain.listener import Listener
 from chain.models import Chain
 from chain.seed_commit import commit_seeds
 from chain.seeds import derive_seed
+from chain.vrf import fulfil_pending
 from devtools.rarity_fixtures import QUOTA
 from devtools.rarity_fixtures import WEIGHTED as PALETTE
 from generation import pipeline
@@ -68,6 +69,7 @@ class World:
     single_file_contract: str  # a collection on a single-file checkpoint, token 1 published
     checkpoint: Path  # that checkpoint (its component configs: reference_models/diffusion)
     future_contract: str  # future-block seeds (seed delay 3), token 1 published
+    vrf_contract: str  # Chainlink VRF seeds (the mock coordinator), token 1 published
 
 
 def listen(w3: Web3, collection: Collection) -> list[int]:
@@ -201,6 +203,18 @@ def world(
         pks = listen(w3, future)
         mine(w3, 3)  # the seed block and its 2 confirmations
         through_pipeline(w3, future, pks, lambda token: None)
+        # a collection seeded by Chainlink VRF: the first commit requests, the coordinator fulfils
+        vrf = deploy_collection(
+            w3,
+            DEPLOYER.private_key,
+            CollectionSpec(slug="verify-vrf", rarity=PALETTE, vrf_coordinator="local"),
+        )
+        mint(w3, vrf, 1)
+        mine(w3, 2)
+        pks = listen(w3, vrf)
+        commit_seeds(w3, vrf, pks, lambda token: None)
+        fulfil_pending(w3, DEPLOYER.private_key, vrf.vrf_coordinator)
+        through_pipeline(w3, vrf, pks, lambda token: None)
     yield World(
         anvil.rpc_url,
         collection.contract_address,
@@ -211,6 +225,7 @@ def world(
         single.contract_address,
         checkpoint,
         future.contract_address,
+        vrf.contract_address,
     )
 
 
@@ -491,6 +506,23 @@ def test_a_future_block_token_verifies_against_its_seed_blocks_hash(
     assert f"keccak256(hash of block {mint_block + 3}, token id)" in by_name["seed"].detail
     assert "blockhash(seedBlock)" in by_name["seed"].detail
     assert "block hash, seed block and seed agree" in by_name["provenance"].detail
+    assert by_name["rerender"].detail.startswith("bit-exact")
+
+
+def test_a_vrf_token_verifies_against_the_coordinators_fulfilment(
+    world: World, reference_models: Path
+) -> None:
+    checks = verifier.verify_token(
+        world.rpc_url, world.vrf_contract, 1, world.gateway, reference_models
+    )
+    assert [(c.name, c.status, c.detail) for c in checks if c.status != verifier.PASS] == []
+    by_name = {c.name: c for c in checks}
+    assert (
+        "= keccak256(random word, token id); the word fulfilled VRF request"
+        in by_name["seed"].detail
+    )
+    assert "RandomWordsFulfilled in 0x" in by_name["seed"].detail
+    assert "VRF request and word" in by_name["provenance"].detail
     assert by_name["rerender"].detail.startswith("bit-exact")
 
 

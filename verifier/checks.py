@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from eth_abi import decode as abi_decode
 from web3 import Web3
 
 from chain.seeds import derive_seed
@@ -30,7 +31,15 @@ SEED_SOURCES = {
     1: "on-chain: blockhash(mintBlock)",  # (seedBlock for a seed delay: see check_seed)
     2: "on-chain: EIP-2935 block hash history",
     3: "LATE: block hash supplied by the admin (commitLateSeeds)",
+    4: "Chainlink VRF: a random word the coordinator fulfilled",
 }
+SEED_SOURCE_VRF = 4
+# the VRF v2.5 coordinator's event for a fulfilled request (the same on Chainlink's coordinator
+# and its mock): requestId and subId indexed; outputSeed, payment, nativePayment, success,
+# onlyPremium in the data
+RANDOM_WORDS_FULFILLED = Web3.keccak(
+    text="RandomWordsFulfilled(uint256,uint256,uint256,uint96,bool,bool,bool)"
+)
 
 
 @dataclass
@@ -99,6 +108,8 @@ def check_seed(contract: Any, state: State) -> Check:
     seed = bytes(contract.functions.seedOf(state.token_id).call())
     source = int(contract.functions.seedSourceOf(state.token_id).call())
     how = SEED_SOURCES.get(source, f"unknown source {source}")
+    if source == SEED_SOURCE_VRF:
+        return _check_vrf_seed(contract, state, seed)
     if seed == bytes(32):
         return failed(name, "the contract holds no seed for this token (not committed)")
     state.seed = seed
@@ -116,6 +127,69 @@ def check_seed(contract: Any, state: State) -> Check:
             f"from the chain's block {state.seed_block}; committed {how}",
         )
     return passed(name, f"{_hex(seed)} = keccak256({which}, token id); committed {how}")
+
+
+def _check_vrf_seed(contract: Any, state: State, seed: bytes) -> Check:
+    """A VRF seed: keccak256(word ‖ id), and the word delivered by the collection's coordinator
+    in a successful fulfilment of the batch's request."""
+    name = "seed"
+    request_id, word = (int(v) for v in contract.functions.vrfRequestOf(state.token_id).call())
+    if word == 0 or seed == bytes(32):
+        return failed(name, f"VRF request {request_id} is not fulfilled: the token has no seed")
+    state.seed = seed
+    word_bytes = word.to_bytes(32, "big")
+    expected = derive_seed(word_bytes, state.token_id)
+    if expected != seed:
+        return failed(
+            name,
+            f"contract seed {_hex(seed)} != keccak256(random word {_hex(word_bytes)}, token id) "
+            f"{_hex(expected)}",
+        )
+    coordinator = contract.functions.vrfCoordinator().call()
+    state.extra["vrf"] = {
+        "coordinator": coordinator,
+        "request_id": str(request_id),
+        "random_word": _hex(word_bytes),
+    }
+    try:
+        fulfilled = contract.events.SeedsFulfilled().get_logs(
+            argument_filters={"requestId": request_id}, from_block=state.mint_block or 0
+        )
+    except Exception as exc:  # a public RPC may cap eth_getLogs' block range
+        return passed(
+            name,
+            f"{_hex(seed)} = keccak256(VRF random word, token id), request {request_id}; the "
+            f"fulfilment was not checked: the RPC would not list its events ({exc})",
+        )
+    if len(fulfilled) != 1 or int(fulfilled[0]["args"]["randomWord"]) != word:
+        return failed(name, f"no single SeedsFulfilled event delivers word {_hex(word_bytes)}")
+    tx = fulfilled[0]["transactionHash"]
+    receipt = contract.w3.eth.get_transaction_receipt(tx)
+    answers = [
+        log
+        for log in receipt["logs"]
+        if log["address"] == coordinator
+        and log["topics"]
+        and bytes(log["topics"][0]) == bytes(RANDOM_WORDS_FULFILLED)
+        and int.from_bytes(bytes(log["topics"][1]), "big") == request_id
+    ]
+    if len(answers) != 1:
+        return failed(
+            name,
+            f"the word for request {request_id} was delivered in {tx.to_0x_hex()}, where the "
+            f"coordinator {coordinator} emitted no RandomWordsFulfilled for it",
+        )
+    _, _, _, success, _ = abi_decode(
+        ["uint256", "uint96", "bool", "bool", "bool"], bytes(answers[0]["data"])
+    )
+    if not success:
+        return failed(name, f"the coordinator reports request {request_id}'s callback failed")
+    state.extra["vrf"]["fulfil_tx"] = tx.to_0x_hex()
+    return passed(
+        name,
+        f"{_hex(seed)} = keccak256(random word, token id); the word fulfilled VRF request "
+        f"{request_id} from coordinator {coordinator} (RandomWordsFulfilled in {tx.to_0x_hex()})",
+    )
 
 
 # ------------------------------------------------------------------------------ 2. metadata, image
@@ -228,18 +302,24 @@ def check_provenance(w3: Web3, contract: Any, state: State) -> Check:
         "mint_block_hash": _hex(state.block_hash),
         "seed": _hex(state.seed),
     }
+    for key, value in (state.extra.get("vrf") or {}).items():
+        wanted[f"vrf.{key}"] = value
     if state.seed_block is not None and state.seed_block != state.mint_block:
         wanted["seed_block_number"] = state.seed_block
         wanted["seed_block_hash"] = _hex(state.seed_block_hash)
     wrong = []
     for key, value in wanted.items():
-        got = prov.get(key)
+        if key.startswith("vrf."):
+            got = (prov.get("vrf") or {}).get(key.removeprefix("vrf."))
+        else:
+            got = prov.get(key)
         same = str(got).lower() == str(value).lower() if isinstance(value, str) else got == value
         if not same:
             wrong.append(f"{key}: metadata {got!r}, chain {value!r}")
     if wrong:
         return failed(name, "; ".join(wrong))
     seed_block = ", seed block" if "seed_block_number" in wanted else ""
+    seed_block += ", VRF request and word" if state.extra.get("vrf") else ""
     return passed(
         name, f"chain id, contract, token id, mint block, block hash{seed_block} and seed agree"
     )
@@ -265,6 +345,16 @@ def check_config_digest(contract: Any, gateway: Gateway, state: State) -> Check:
     if got != digest:
         return failed(
             name, f"the generation object hashes to {_hex(got)}, the chain holds {_hex(digest)}"
+        )
+    try:
+        coordinator = str(contract.functions.vrfCoordinator().call())
+    except Exception:  # a contract deployed before VRF seeds existed
+        coordinator = "0x" + "00" * 20
+    frozen_vrf = (config.get("vrf") or {}).get("coordinator") or "0x" + "00" * 20
+    if frozen_vrf.lower() != coordinator.lower():
+        return failed(
+            name,
+            f"the frozen config's VRF coordinator is {frozen_vrf}, the contract's {coordinator}",
         )
     if state.seed_block is not None and state.mint_block is not None:
         delay = state.seed_block - state.mint_block

@@ -140,6 +140,9 @@ class CollectionAdmin(admin.ModelAdmin):
                         "contract_address",
                         "deployment_block",
                         "seed_delay",
+                        "vrf_coordinator",
+                        "vrf_subscription_id",
+                        "vrf_key_hash",
                         "config_digest",
                         "contract_uri",
                         "prepared_config_digest",
@@ -165,7 +168,11 @@ class CollectionAdmin(admin.ModelAdmin):
                 "chain_id",
                 "contract_address",
                 "deployment_block",
-                "seed_delay",  # the contract's, fixed at its deployment
+                # the contract's, fixed at its deployment
+                "seed_delay",
+                "vrf_coordinator",
+                "vrf_subscription_id",
+                "vrf_key_hash",
             ]
         if obj is not None and obj.config_locked:
             readonly += FROZEN_FIELDS

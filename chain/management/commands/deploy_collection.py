@@ -77,6 +77,9 @@ class Command(BaseCommand):
             lora_adapters=spec.lora_adapters, quantization=spec.quantization,
             onnx_dir=spec.onnx_dir, publish_weights=spec.publish_weights,
             seed_delay=spec.seed_delay,
+            vrf_coordinator="0x" + "0" * 40 if spec.vrf_coordinator == "local" else spec.vrf_coordinator,
+            vrf_subscription_id=str(spec.vrf_subscription_id),
+            vrf_key_hash="0x" + "0" * 64 if spec.vrf_coordinator == "local" else spec.vrf_key_hash,
         )  # fmt: skip
         try:
             # Checked before anything is sent, so a typo costs no gas.

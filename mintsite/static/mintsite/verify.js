@@ -11,6 +11,8 @@
   const ABI = [
     "function mintBlockOf(uint256) view returns (uint256)",
     "function seedBlockOf(uint256) view returns (uint256)",
+    "function vrfCoordinator() view returns (address)",
+    "function vrfRequestOf(uint256) view returns (uint256, uint256)",
     "function seedOf(uint256) view returns (bytes32)",
     "function metadataDigestOf(uint256) view returns (bytes32)",
     "function tokenURI(uint256) view returns (string)",
@@ -82,12 +84,21 @@
     const seedBlock = await contract.seedBlockOf(id).catch(() => mintBlock);
     const seedHash = seedBlock === mintBlock ? block.hash : (await provider.getBlock(seedBlock))?.hash;
     const seed = await contract.seedOf(id);
-    const recomputed = seedHash
-      ? window.ethers.solidityPackedKeccak256(["bytes32", "uint256"], [seedHash, id])
-      : "(the seed block is not on the chain yet)";
-    const which = seedBlock === mintBlock ? `mint block ${mintBlock}` : `block ${seedBlock} (mint block ${mintBlock} + ${seedBlock - mintBlock})`;
-    step("seed", seed === recomputed,
-      `keccak256(hash of ${which}, ${id}) = ${recomputed}; the contract holds ${seed}`);
+    // a collection seeded by Chainlink VRF: the seed is keccak256(random word, id)
+    const coordinator = await contract.vrfCoordinator().catch(() => window.ethers.ZeroAddress);
+    if (coordinator !== window.ethers.ZeroAddress) {
+      const [requestId, word] = await contract.vrfRequestOf(id);
+      const fromWord = window.ethers.solidityPackedKeccak256(["uint256", "uint256"], [word, id]);
+      step("seed", word !== 0n && seed === fromWord,
+        `keccak256(random word of VRF request ${requestId} from coordinator ${coordinator}, ${id}) = ${fromWord}; the contract holds ${seed} (mintverify also checks the coordinator's fulfilment event)`);
+    } else {
+      const recomputed = seedHash
+        ? window.ethers.solidityPackedKeccak256(["bytes32", "uint256"], [seedHash, id])
+        : "(the seed block is not on the chain yet)";
+      const which = seedBlock === mintBlock ? `mint block ${mintBlock}` : `block ${seedBlock} (mint block ${mintBlock} + ${seedBlock - mintBlock})`;
+      step("seed", seed === recomputed,
+        `keccak256(hash of ${which}, ${id}) = ${recomputed}; the contract holds ${seed}`);
+    }
 
     const digest = window.ethers.getBytes(await contract.metadataDigestOf(id));
     if (digest.every((b) => b === 0)) {
@@ -105,7 +116,8 @@
     const document_ = JSON.parse(new TextDecoder().decode(metadata.bytes));
     const provenance = document_.provenance || {};
     step("provenance", provenance.seed === seed && Number(provenance.mint_block_number) === Number(mintBlock)
-      && String(provenance.mint_block_hash).toLowerCase() === block.hash.toLowerCase(),
+      && String(provenance.mint_block_hash).toLowerCase() === block.hash.toLowerCase()
+      && (!provenance.seed_block_hash || String(provenance.seed_block_hash).toLowerCase() === String(seedHash).toLowerCase()),
       `the metadata records seed ${provenance.seed}, mint block ${provenance.mint_block_number}`);
 
     const image = await fetchBytes(gateway, String(document_.image || ""));

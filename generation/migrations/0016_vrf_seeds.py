@@ -4,30 +4,41 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('generation', '0015_seed_delay'),
+        ("generation", "0015_seed_delay"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='collection',
-            name='vrf_coordinator',
-            field=models.CharField(blank=True, help_text='Chainlink VRF v2.5 coordinator the contract takes its seeds from (no block builder can steer them); empty: block-hash seeds', max_length=42),
+            model_name="collection",
+            name="vrf_coordinator",
+            field=models.CharField(
+                blank=True,
+                help_text="Chainlink VRF v2.5 coordinator the contract takes its seeds from (no block builder can steer them); empty: block-hash seeds",
+                max_length=42,
+            ),
         ),
         migrations.AddField(
-            model_name='collection',
-            name='vrf_key_hash',
-            field=models.CharField(blank=True, help_text='The VRF key hash (gas lane) of the requests', max_length=66),
+            model_name="collection",
+            name="vrf_key_hash",
+            field=models.CharField(
+                blank=True, help_text="The VRF key hash (gas lane) of the requests", max_length=66
+            ),
         ),
         migrations.AddField(
-            model_name='collection',
-            name='vrf_subscription_id',
-            field=models.CharField(blank=True, help_text='The VRF subscription paying for the requests', max_length=80),
+            model_name="collection",
+            name="vrf_subscription_id",
+            field=models.CharField(
+                blank=True, help_text="The VRF subscription paying for the requests", max_length=80
+            ),
         ),
         migrations.AddField(
-            model_name='token',
-            name='seed_record',
-            field=models.JSONField(blank=True, default=dict, help_text='For a VRF seed: the request id, the random word and the fulfilment transaction'),
+            model_name="token",
+            name="seed_record",
+            field=models.JSONField(
+                blank=True,
+                default=dict,
+                help_text="For a VRF seed: the request id, the random word and the fulfilment transaction",
+            ),
         ),
     ]

@@ -26,6 +26,7 @@ from multiformats import CID, multihash
 from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractFunction
+from web3.logs import DISCARD
 
 from chain.anvil import ANVIL_ACCOUNTS, AnvilAccount, find_anvil_binary, start_anvil
 from chain.contract import VrfSettings, send_and_wait
@@ -76,7 +77,7 @@ def compile_fresh(out: Path) -> dict[str, dict[str, Any]]:
     )
     return {
         name: json.loads((out / f"{name}.json").read_text())
-        for name in ("MintOnDemand", "NaiveBaseline")
+        for name in ("MintOnDemand", "NaiveBaseline", "VRFCoordinatorV2_5Mock")
     }
 
 
@@ -137,7 +138,32 @@ def measure_future_block(w3: Web3, contract: Contract) -> dict[str, float]:
     return per_token
 
 
-def _init(seed_delay: int) -> tuple[Any, ...]:
+def measure_vrf(w3: Web3, contract: Contract, mock: Contract) -> dict[str, float]:
+    """``commitSeeds`` on a deployment seeded by Chainlink VRF (the request, one per call), the
+    same mints and commits as :func:`measure`, and the coordinator's fulfilment of each request
+    (paid by the subscription, not by the committer)."""
+    f = contract.functions
+    first, second, third = COLLECTORS
+    send_and_wait(w3, first.private_key, f.mint(1), PRICE_WEI)
+    send_and_wait(w3, second.private_key, f.mint(10), 10 * PRICE_WEI)
+    for _ in range(5):
+        send_and_wait(w3, third.private_key, f.mint(10), 10 * PRICE_WEI)
+    per_token: dict[str, float] = {}
+    fulfil: dict[str, float] = {}
+    for label, ids in (("1", [1]), ("50 (5x10)", list(range(12, 62)))):
+        receipt = send_and_wait(w3, ADMIN.private_key, f.commitSeeds(ids))
+        per_token[f"commitSeeds {label}, VRF request"] = int(receipt["gasUsed"]) / len(ids)
+        (asked,) = mock.events.RandomWordsRequested().process_receipt(receipt, errors=DISCARD)
+        done = send_and_wait(
+            w3,
+            ADMIN.private_key,
+            mock.functions.fulfillRandomWords(asked.args["requestId"], contract.address),
+        )
+        fulfil[f"VRF fulfilment of {label}"] = int(done["gasUsed"]) / len(ids)
+    return per_token | fulfil
+
+
+def _init(seed_delay: int, vrf: VrfSettings | None = None) -> tuple[Any, ...]:
     """MintOnDemand's InitConfig for the benchmark."""
     return (
         "Bench",
@@ -152,7 +178,7 @@ def _init(seed_delay: int) -> tuple[Any, ...]:
         500,
         "ipfs://placeholder",
         seed_delay,
-        VrfSettings().as_tuple(),
+        (vrf or VrfSettings()).as_tuple(),
     )
 
 
@@ -168,17 +194,32 @@ def run_benchmark() -> tuple[list[Row], list[Target], dict[str, str]]:
         send_and_wait(
             w3, ADMIN.private_key, future.functions.freezeConfig(b"\x01" * 32, "ipfs://c")
         )
+        # Chainlink's VRFCoordinatorV2_5Mock with a funded subscription, and a collection on it
+        mock = _deploy(w3, artifacts["VRFCoordinatorV2_5Mock"], 10**15, 10**9, 4 * 10**15)
+        created = send_and_wait(w3, ADMIN.private_key, mock.functions.createSubscription())
+        (event,) = mock.events.SubscriptionCreated().process_receipt(created, errors=DISCARD)
+        subscription = int(event.args["subId"])
+        send_and_wait(w3, ADMIN.private_key, mock.functions.fundSubscription(subscription, 10**24))
+        vrf = VrfSettings(mock.address, subscription, b"\x00" * 31 + b"\x01")
+        vrf_collection = _deploy(w3, artifacts["MintOnDemand"], _init(0, vrf))
+        send_and_wait(
+            w3, ADMIN.private_key, mock.functions.addConsumer(subscription, vrf_collection.address)
+        )
+        send_and_wait(
+            w3, ADMIN.private_key, vrf_collection.functions.freezeConfig(b"\x01" * 32, "ipfs://c")
+        )
         baseline = _deploy(
             w3, artifacts["NaiveBaseline"], "Bench", "BEN", PRICE_WEI, MAX_SUPPLY, ADMIN.address
         )
         ours_gas = measure(w3, ours, lambda digest: digest)
         baseline_gas = measure(w3, baseline, _cid_uri)
         future_gas = measure_future_block(w3, future)
+        vrf_gas = measure_vrf(w3, vrf_collection, mock)
 
     tokens = {"1": 1, "q=1": 1, "q=10": 10, "50": 50, "(5x10)": 50}
     rows = [Row(op, tokens[op.split()[-1]], ours_gas[op], baseline_gas[op]) for op in ours_gas]
-    for op, gas in future_gas.items():  # against the baseline's (mint-block) seed commit
-        same = op.split(",")[0]
+    for op, gas in (future_gas | vrf_gas).items():  # against the baseline's seed commit
+        same = op.split(",")[0].replace("VRF fulfilment of", "commitSeeds")
         rows.append(Row(op, tokens[same.split()[-1]], gas, baseline_gas[same]))
     by_op = {row.operation: row for row in rows}
     publish50, commit50, mint10 = (
@@ -258,7 +299,12 @@ transactions of ten; `commitSeeds` of token 1, then of tokens 12..61 in one call
 then of tokens 12..61 in one call (random sha256 digests; the baseline stores the matching CID URI).
 The `seed delay 4` rows are a second MintOnDemand deployed with future-block seeds (each token
 seeded from the block 4 after its mint), given the same mints, its seed blocks mined, then the same
-two commits; their ratio is against the baseline's ordinary seed commit.
+two commits; their ratio is against the baseline's ordinary seed commit. The `VRF` rows are a
+third MintOnDemand seeded by Chainlink VRF v2.5 (Chainlink's `VRFCoordinatorV2_5Mock` from
+`@chainlink/contracts`, with a funded subscription): the same mints, then the same two
+`commitSeeds`, each one VRF request, and the mock coordinator's fulfilment of each request (its
+own bookkeeping included; on a public chain the Chainlink node sends that transaction and the
+subscription pays for it, in LINK or native, on top of the committer's gas).
 
 - Date: {today}
 - solc: {env["solc"]}

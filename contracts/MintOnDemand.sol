@@ -82,6 +82,13 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
     uint8 public constant SEED_SOURCE_LATE = 3;
     /// @notice Seed source: a Chainlink VRF random word (requested; the seed exists once fulfilled).
     uint8 public constant SEED_SOURCE_VRF = 4;
+    /// @notice Seed sources of a collection with a seed delay (future-block seeds): the seed
+    /// block's hash from `blockhash`, from the EIP-2935 history, or supplied late by the admin.
+    uint8 public constant SEED_SOURCE_FUTURE_BLOCKHASH = 5;
+    uint8 public constant SEED_SOURCE_FUTURE_HISTORY = 6;
+    uint8 public constant SEED_SOURCE_FUTURE_LATE = 7;
+    /// @dev What a seed delay adds to the block-hash sources 1-3 (giving 5-7).
+    uint8 private constant _FUTURE_OFFSET = 4;
 
     /// @notice EIP-2935 history storage contract (same address on every chain that has it).
     address public constant HISTORY_STORAGE = 0x0000F90827F1C53a10cb7A02335B175320002935;
@@ -334,7 +341,8 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
     }
 
     /// @notice Where the token's seed came from: 0 not committed, 1 `blockhash`, 2 EIP-2935 history,
-    /// 3 late commit by the admin, 4 Chainlink VRF (requested; `seedOf` is 0x0 until fulfilled).
+    /// 3 late commit by the admin, 4 Chainlink VRF (requested; `seedOf` is 0x0 until fulfilled), and
+    /// for a collection with a seed delay 5 `blockhash(seedBlock)`, 6 EIP-2935 history, 7 late.
     function seedSourceOf(uint256 tokenId) external view returns (uint8) {
         _requireKnown(tokenId);
         (, uint256 packed) = _batchOf(tokenId);
@@ -685,6 +693,7 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
     }
 
     function _commitBatch(uint256 start, uint256 end, uint256 packed, bytes32 blockHash, uint8 source) private {
+        if (_seedDelay != 0) source += _FUTURE_OFFSET; // future-block seeds name themselves
         _batchBlockHash[start] = blockHash;
         _batches[start] = packed | (uint256(source) << _SOURCE_SHIFT);
         for (uint256 tokenId = start; tokenId < end; ++tokenId) {

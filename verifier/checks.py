@@ -28,10 +28,13 @@ from verifier.report import Check, failed, passed, skipped
 
 SEED_SOURCES = {
     0: "not committed",
-    1: "on-chain: blockhash(mintBlock)",  # (seedBlock for a seed delay: see check_seed)
+    1: "on-chain: blockhash(mintBlock)",
     2: "on-chain: EIP-2935 block hash history",
     3: "LATE: block hash supplied by the admin (commitLateSeeds)",
     4: "Chainlink VRF: a random word the coordinator fulfilled",
+    5: "on-chain: blockhash(seedBlock), a block after the mint's (future-block seed)",
+    6: "on-chain: EIP-2935 block hash history of the seed block (future-block seed)",
+    7: "LATE: seed block hash supplied by the admin (commitLateSeeds; future-block seed)",
 }
 SEED_SOURCE_VRF = 4
 # the VRF v2.5 coordinator's event for a fulfilled request (the same on Chainlink's coordinator
@@ -118,7 +121,6 @@ def check_seed(contract: Any, state: State) -> Check:
     which = "block hash"
     if state.seed_block != state.mint_block:
         which = f"hash of block {state.seed_block}"
-        how = how.replace("mintBlock", "seedBlock")
     expected = derive_seed(state.seed_block_hash, state.token_id)
     if expected != seed:
         return failed(

@@ -37,6 +37,7 @@ from chain.deployment import CollectionSpec, deploy_collection
 from chain.listener import Listener
 from chain.models import Chain
 from chain.seed_commit import commit_seeds
+from chain.vrf import fulfil_pending
 from devtools.rarity_fixtures import WEIGHTED as PALETTE
 from generation import pipeline
 from generation.models import Collection, Token
@@ -491,6 +492,52 @@ def test_check_it_yourself_recomputes_the_token_from_the_chain_and_a_gateway(
     expect(summary).to_contain_text("1 check(s) failed")
     expect(page.locator('#verify-steps li[data-step="error"]')).to_have_class("bad")
     expect(page.locator("#verify-run")).to_be_enabled()
+
+
+@pytest.mark.parametrize("source", ["future-block", "vrf"])
+def test_check_it_yourself_follows_the_collections_seed_source(
+    w3: Web3, anvil: Anvil, browser: Browser, reference_models: Path, settings, source: str
+) -> None:  # type: ignore[no-untyped-def]
+    # Given a published token of a collection seeded from a later block, or by Chainlink VRF
+    settings.RENDER_BATCH_SIZE = 1
+    spec = {"seed_delay": 2} if source == "future-block" else {"vrf_coordinator": "local"}
+    collection = deploy(w3, f"pages-{source}", rarity=PALETTE, **spec)
+    mint(w3, collection, 1)
+    mine(w3, 2)
+    pks = listen(w3, collection)
+    if source == "vrf":
+        commit_seeds(w3, collection, pks, lambda token: None)  # the request
+        fulfil_pending(w3, DEPLOYER.private_key, collection.vrf_coordinator)
+    else:
+        mine(w3, 2)  # the seed block and its confirmations
+    commit_seeds(w3, collection, pks, lambda token: None)
+    for pk in pks:
+        assert pipeline.run_render(pk) == Status.RENDERED
+        assert pipeline.run_pin(pk) == Status.PINNED
+    assert publishing.publish_batch(collection.pk).published == pks
+    token = Token.objects.get(pk=pks[0])
+    # When the visitor checks it in the browser
+    page = browser.open(f"/c/pages-{source}/tokens/1/", None)
+    expected = (
+        f"Seed block{token.mint_block_number + 2} (mint block + 2), hash {token.seed_block_hash}"
+        if source == "future-block"
+        else f"Seed sourceChainlink VRF {collection.vrf_coordinator}: request "
+        f"{token.seed_record['request_id']}"
+    )
+    expect(page.locator("#provenance-heading + dl")).to_contain_text(expected)
+    page.click("#verify-run")
+    # Then the seed is recomputed from that source, and every step passes
+    expect(page.locator("#verify-summary")).to_have_text(
+        "6 checks passed, from the chain and the gateway alone."
+    )
+    seed = page.locator('#verify-steps li[data-step="seed"]')
+    how = (
+        f"hash of block {token.mint_block_number + 2} (mint block {token.mint_block_number} + 2)"
+        if source == "future-block"
+        else f"random word of VRF request {token.seed_record['request_id']}"
+    )
+    expect(seed).to_contain_text(how)
+    expect(seed).to_contain_text(token.seed)
 
 
 def test_the_pages_say_when_the_rpc_is_down_without_showing_its_url(

@@ -34,7 +34,7 @@ class Command(BaseCommand):
         if not collection.vrf_coordinator:
             raise CommandError(f"{collection.slug} takes its seeds from block hashes, not VRF")
         w3 = web3_for(collection.chain_id)
-        key = wallets.deployer(collection.chain_id).key.to_0x_hex()
+        key = "0x" + bytes(wallets.deployer(collection.chain_id).key).hex()
         while True:
             done = fulfil_pending(
                 w3, key, collection.vrf_coordinator, from_block=collection.deployment_block

@@ -9,10 +9,13 @@ Per collection, a cursor holds the last processed block (number and hash) and th
    and resumes from there; mints that reappear are recorded again, once, with their new block.
    No stored block matching means the reorg is deeper than the finality window:
    ``DeepReorg`` stops the daemon rather than let it go on with wrong data.
-2. Reads ``Transfer`` logs from the zero address in block ranges that halve when the node
-   refuses a range and double while answers stay small; checks each log's ``blockHash`` against
-   the block's own hash (a mismatch means the node answered across a reorg: the range is read
-   again); and records the mints and moves the cursor in one database transaction.
+2. Reads the contract's ``Transfer`` logs in block ranges that halve when the node refuses a
+   range and double while answers stay small; checks each log's ``blockHash`` against the
+   block's own hash (a mismatch means the node answered across a reorg: the range is read
+   again); and records the mints (transfers from the zero address), the later transfers of
+   known tokens (``TokenTransfer``: the token's ``owner`` becomes the latest one's recipient),
+   and moves the cursor, in one database transaction. A reorg also deletes the transfers of the
+   blocks it removed and sets each owner back.
 3. Hands the newly confirmed tokens to ``on_confirmed`` (the daemon enqueues seed commits).
 
 Before that, a collection whose freeze was prepared for an external signer (chain/freeze.py) is
@@ -40,7 +43,7 @@ from web3.exceptions import Web3RPCError
 from chain.errors import ChainError, DeepReorg, LogsAcrossReorg
 from chain.freeze import FreezeRefused, record_freeze
 from chain.heads import confirmed_block
-from chain.models import Chain, ChainCursor
+from chain.models import Chain, ChainCursor, TokenTransfer
 from chain.rpc import check_chain_id
 from chain.seeds import derive_seed
 from foundation.logcontext import log_context, update_context
@@ -83,6 +86,7 @@ class RawLog:
 class PollSummary:
     head: int = 0
     mints: int = 0
+    transfers: int = 0
     reincluded: int = 0
     reorged: int = 0
     finalized: int = 0
@@ -91,6 +95,7 @@ class PollSummary:
     def add(self, other: PollSummary) -> None:
         self.head = max(self.head, other.head)
         self.mints += other.mints
+        self.transfers += other.transfers
         self.reincluded += other.reincluded
         self.reorged += other.reorged
         self.finalized += other.finalized
@@ -98,7 +103,8 @@ class PollSummary:
 
     def __str__(self) -> str:
         return (
-            f"head={self.head} mints={self.mints} reincluded={self.reincluded} "
+            f"head={self.head} mints={self.mints} transfers={self.transfers} "
+            f"reincluded={self.reincluded} "
             f"reorged={self.reorged} finalized={self.finalized} ranges={self.ranges}"
         )
 
@@ -197,10 +203,11 @@ class Listener:
             if cursor is not None and start > 0 and blocks[start - 1] != cursor.block_hash:
                 break  # the chain moved under us since the reorg check; the next poll sees it
             read = time.perf_counter()
-            new, reincluded = self._record(collection, cursor, logs, blocks, start, end)
+            new, reincluded, moved = self._record(collection, cursor, logs, blocks, start, end)
             recorded = time.perf_counter()
             cursor = ChainCursor.objects.get(collection=collection)
             summary.mints += len(new)
+            summary.transfers += moved
             summary.reincluded += len(reincluded)
             summary.ranges += 1
             if new or reincluded:
@@ -268,7 +275,7 @@ class Listener:
                     "address": to_checksum_address(collection.contract_address),
                     "fromBlock": hex(start),
                     "toBlock": hex(end),
-                    "topics": [TRANSFER_TOPIC, ZERO_TOPIC],
+                    "topics": [TRANSFER_TOPIC],
                 }
             ],
         )
@@ -303,15 +310,21 @@ class Listener:
         blocks: dict[int, str],
         start: int,
         end: int,
-    ) -> tuple[list[int], list[int]]:
+    ) -> tuple[list[int], list[int], int]:
+        """Record the range's mints and transfers and move the cursor, in one transaction: the
+        new tokens' pks, the reincluded ones', and how many transfers were recorded."""
         contract = collection.contract_address.lower()
         owners: dict[str, str] = {}  # checksumming costs a keccak: once per owner, not per log
         rows: dict[int, Token] = {}
+        transfers: list[RawLog] = []
         for entry in logs:
             if entry.address != contract:
                 log.warning("ignoring a log from %s while reading %s", entry.address, collection)
                 continue
             if len(entry.topics) != 4 or entry.topics[0] != TRANSFER_TOPIC:
+                continue
+            if entry.topics[1] != ZERO_TOPIC:
+                transfers.append(entry)  # a later transfer: recorded after the mints
                 continue
             token_id = int(entry.topics[3], 16)
             owner = entry.topics[2][-40:]
@@ -365,12 +378,13 @@ class Listener:
                 reincluded.append(old.pk)
             events.record([row.pk for row in new], Status.CONFIRMED, "mint confirmed")
             events.record(reincluded, Status.CONFIRMED, "mint confirmed again after a reorg")
+            moved = _record_transfers(collection, transfers, owners)
             ChainCursor.objects.update_or_create(
                 collection=collection,
                 defaults={"block_number": end, "block_hash": blocks[end], "recent_blocks": recent},
             )
         new_pks = [row.pk for row in new]  # bulk_create returns them (PostgreSQL, SQLite)
-        return new_pks, reincluded
+        return new_pks, reincluded, moved
 
     # -- reorgs ---------------------------------------------------------------------------
     def _follow_reorg(self, collection: Collection, cursor: ChainCursor) -> int:
@@ -400,6 +414,7 @@ class Listener:
                 status=Status.REORGED, failure_reason=reason
             )
             events.record(gone, Status.REORGED, reason)
+            _undo_transfers(collection, ancestor)
             ChainCursor.objects.filter(pk=cursor.pk).update(
                 block_number=ancestor,
                 block_hash=current[ancestor],
@@ -410,6 +425,71 @@ class Listener:
             collection, cursor.block_number, cursor.block_hash, on_chain, ancestor, reorged,
         )  # fmt: skip
         return reorged
+
+
+def _record_transfers(
+    collection: Collection, transfers: list[RawLog], owners: dict[str, str]
+) -> int:
+    """Record the transfers of known tokens (mints come first, so a token minted in the same
+    range is known) and make each token's owner its latest recipient; how many were new.
+    Transfers of tokens this backend does not hold, or holds as REORGED, are skipped."""
+    if not transfers:
+        return 0
+
+    def address(topic: str) -> str:
+        raw = topic[-40:]
+        if raw not in owners:
+            owners[raw] = to_checksum_address("0x" + raw)
+        return owners[raw]
+
+    ids = {int(entry.topics[3], 16) for entry in transfers}
+    tokens = {
+        t.token_id: t
+        for t in Token.objects.select_for_update()
+        .filter(collection=collection, token_id__in=ids)
+        .exclude(status=Status.REORGED)
+    }
+    rows = [
+        TokenTransfer(
+            token=tokens[int(entry.topics[3], 16)],
+            from_address=address(entry.topics[1]),
+            to_address=address(entry.topics[2]),
+            block_number=entry.block_number,
+            block_hash=entry.block_hash,
+            tx_hash=entry.tx_hash,
+            log_index=entry.log_index,
+        )
+        for entry in sorted(transfers, key=lambda e: (e.block_number, e.log_index))
+        if int(entry.topics[3], 16) in tokens
+    ]
+    before = TokenTransfer.objects.filter(token__in=tokens.values()).count()
+    TokenTransfer.objects.bulk_create(rows, ignore_conflicts=True)
+    for token in tokens.values():
+        _set_owner(token)
+    return TokenTransfer.objects.filter(token__in=tokens.values()).count() - before
+
+
+def _set_owner(token: Token, fallback: str | None = None) -> None:
+    """The token's owner from its recorded transfers: the latest one's recipient, else
+    ``fallback`` (the owner before the first transfer), else unchanged."""
+    last = token.transfers.order_by("-block_number", "-log_index").first()
+    owner = last.to_address if last is not None else fallback
+    if owner is not None and owner != token.owner:
+        Token.objects.filter(pk=token.pk).update(owner=owner)
+
+
+def _undo_transfers(collection: Collection, ancestor: int) -> None:
+    """Forget the transfers of blocks after ``ancestor`` (a reorg removed them) and set each
+    owner back: to the latest transfer that stays, or to the sender of the first one removed."""
+    gone = TokenTransfer.objects.filter(
+        token__collection=collection, block_number__gt=ancestor
+    ).order_by("block_number", "log_index")
+    first_sender: dict[int, str] = {}
+    for transfer in gone:
+        first_sender.setdefault(transfer.token_id, transfer.from_address)
+    gone.delete()
+    for token in Token.objects.filter(pk__in=first_sender):
+        _set_owner(token, fallback=first_sender[token.pk])
 
 
 def _reset_for_reinclusion(token: Token) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db import models
 
-from generation.models import Collection
+from generation.models import Collection, Token
 
 
 class Chain(models.Model):
@@ -56,6 +56,34 @@ class ChainCursor(models.Model):
 
     def __str__(self) -> str:
         return f"{self.collection.slug} @ {self.block_number}"
+
+
+class TokenTransfer(models.Model):
+    """A confirmed ``Transfer`` of a minted token (not the mint itself), as the listener read it.
+
+    The token's ``owner`` is the ``to_address`` of its latest transfer; a reorg that removes
+    transfers deletes them and sets the owner back (chain/listener.py)."""
+
+    token = models.ForeignKey(Token, on_delete=models.CASCADE, related_name="transfers")
+    from_address = models.CharField(max_length=42)
+    to_address = models.CharField(max_length=42)
+    block_number = models.PositiveBigIntegerField()
+    block_hash = models.CharField(max_length=66)
+    tx_hash = models.CharField(max_length=66)
+    log_index = models.PositiveIntegerField()
+    recorded_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["block_number", "log_index"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["token", "tx_hash", "log_index"], name="transfer_recorded_once"
+            )
+        ]
+        indexes = [models.Index(fields=["token", "block_number", "log_index"])]
+
+    def __str__(self) -> str:
+        return f"{self.token}: {self.from_address} -> {self.to_address} in {self.block_number}"
 
 
 class Wallet(models.Model):

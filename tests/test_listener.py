@@ -7,13 +7,14 @@ from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.test import Client
 from eth_account import Account
 from eth_utils import keccak
 from hexbytes import HexBytes
 from web3 import Web3
 
 from chain.anvil import ANVIL_ACCOUNTS, start_anvil
-from chain.contract import bind
+from chain.contract import bind, send_and_wait
 from chain.deployment import CollectionSpec, deploy_collection
 from chain.errors import DeepReorg
 from chain.listener import Listener
@@ -22,7 +23,7 @@ from chain.seed_commit import commit_seeds
 from generation.models import Collection, Token
 
 pytestmark = pytest.mark.django_db(transaction=True)
-DEPLOYER, COMMITTER, PUBLISHER, COLLECTOR = ANVIL_ACCOUNTS[:4]
+DEPLOYER, COMMITTER, PUBLISHER, COLLECTOR, BUYER = ANVIL_ACCOUNTS[:5]
 Status = Token.Status
 
 
@@ -333,3 +334,64 @@ def test_it_follows_several_chains_in_one_daemon(
     assert Token.objects.filter(collection=collection).count() == 2
     assert Token.objects.filter(collection=other).count() == 3
     assert set(Chain.objects.values_list("chain_id", flat=True)) == {31337, 4242}
+
+
+def transfer(w3: Web3, collection: Collection, token_id: int, sender, to: str) -> int:  # type: ignore[no-untyped-def]
+    contract = bind(w3, collection.contract_address)
+    fn = contract.functions.transferFrom(sender.address, to, token_id)
+    return int(send_and_wait(w3, sender.private_key, fn)["blockNumber"])
+
+
+def test_it_follows_a_tokens_owner_through_confirmed_transfers_and_reorgs(
+    w3: Web3, collection: Collection, chain: Chain, client: Client
+) -> None:
+    # Given a token minted by the collector, confirmed
+    listener = Listener(w3, chain, on_confirmed=Handed())
+    mint(w3, collection, 2)
+    mine(w3, 2)
+    listener.poll()
+    token = Token.objects.get(collection=collection, token_id=1)
+    assert token.owner == COLLECTOR.address
+    # When the collector sells token 1 on: a transfer not yet confirmed changes nothing
+    first = transfer(w3, collection, 1, COLLECTOR, BUYER.address)
+    assert listener.poll().transfers == 0
+    token.refresh_from_db()
+    assert token.owner == COLLECTOR.address
+    # Then with its confirmations the owner is the buyer, and the transfer is on record
+    mine(w3, 2)
+    assert listener.poll().transfers == 1
+    token.refresh_from_db()
+    assert token.owner == BUYER.address
+    (moved,) = token.transfers.all()
+    assert (moved.from_address, moved.to_address, moved.block_number) == (
+        COLLECTOR.address,
+        BUYER.address,
+        first,
+    )
+    assert Token.objects.get(collection=collection, token_id=2).owner == COLLECTOR.address
+    # as the API and the token page say
+    api = client.get("/api/collections/listener/tokens/1/").json()
+    assert api["owner"] == BUYER.address
+    assert [
+        t["token_id"] for t in client.get(f"/api/tokens/?owner={BUYER.address}").json()["results"]
+    ] == [1]
+    assert BUYER.address in client.get("/c/listener/tokens/1/").content.decode()
+    # And a second transfer, then a reorg that removes it, sets the owner back to the buyer
+    transfer(w3, collection, 1, BUYER, COLLECTOR.address)
+    mine(w3, 2)
+    listener.poll()
+    token.refresh_from_db()
+    assert token.owner == COLLECTOR.address and token.transfers.count() == 2
+    reorg(w3, 3)  # the second transfer's block and the two on top of it
+    mine(w3, 3)
+    listener.poll()
+    token.refresh_from_db()
+    assert token.owner == BUYER.address and token.transfers.count() == 1
+    # and a reorg under the first transfer too sets it back to the minter
+    ancestor = first - 1
+    reorg(w3, w3.eth.block_number - ancestor)
+    mine(w3, 3)
+    listener.poll()
+    token.refresh_from_db()
+    assert token.owner == COLLECTOR.address and token.transfers.count() == 0
+    assert token.status != Status.REORGED  # the mint itself is older than the reorgs

@@ -13,6 +13,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
+from chain.models import TokenTransfer
 from generation import review
 from generation.errors import ReviewRefused
 from generation.models import Token, TokenEvent
@@ -76,6 +77,19 @@ class TokenEventInline(ReadOnly, admin.TabularInline):
         return obj is None or manages(request.user, obj.collection_id)
 
 
+class TokenTransferInline(ReadOnly, admin.TabularInline):
+    model = TokenTransfer
+    fields = ["block_number", "from_address", "to_address", "tx_hash"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    verbose_name = "transfer"
+    verbose_name_plural = "transfers since the mint (confirmed)"
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return obj is None or manages(request.user, obj.collection_id)
+
+
 STATUS_COLOURS = {
     Status.NEEDS_REVIEW: "#b36b00",
     Status.FAILED: "#ba2121",
@@ -103,7 +117,7 @@ class TokenAdmin(ManagedByCollection, admin.ModelAdmin):
     search_fields = ["=token_id", "owner", "mint_tx_hash", "image_cid", "metadata_cid"]
     list_per_page = 50
     actions = ["retry", "approve", "rerender"]
-    inlines = [TokenEventInline]
+    inlines = [TokenEventInline, TokenTransferInline]
     change_form_template = "admin/generation/token/change_form.html"
     fieldsets = [
         (None, {"fields": ["collection", "token_id", "owner", "stage", "failure_reason"]}),

@@ -7,6 +7,9 @@
 //   knownChains  chain ids (hex) wallet_switchEthereumChain accepts; others fail with 4902
 //   reject       methods the "user" rejects with EIP-1193 error 4001
 //   none         true: no window.ethereum at all
+//   announce     wallet names to announce by EIP-6963 (each its own provider over the same
+//                wallet; the name of the one last used is in window.__testWallet.lastUsed)
+//   legacy       false: announce only, no window.ethereum
 // Every request is logged in window.__testWallet.calls for the tests to inspect.
 (() => {
   "use strict";
@@ -80,16 +83,35 @@
     }
   }
 
-  window.ethereum = {
-    isTestWallet: true,
-    request,
-    on(event, fn) {
-      (listeners[event] = listeners[event] || []).push(fn);
-      return this;
-    },
-    removeListener(event, fn) {
-      listeners[event] = (listeners[event] || []).filter((f) => f !== fn);
-      return this;
-    },
+  function provider(name) {
+    return {
+      isTestWallet: true,
+      request(args) {
+        wallet.lastUsed = name;
+        return request(args);
+      },
+      on(event, fn) {
+        (listeners[event] = listeners[event] || []).push(fn);
+        return this;
+      },
+      removeListener(event, fn) {
+        listeners[event] = (listeners[event] || []).filter((f) => f !== fn);
+        return this;
+      },
+    };
+  }
+
+  if (wallet.legacy !== false) window.ethereum = provider("window.ethereum");
+  // EIP-6963: each named wallet announces itself on load and whenever a page asks
+  const announced = (wallet.announce || []).map((name, i) => Object.freeze({
+    info: { uuid: `00000000-0000-4000-8000-00000000000${i}`, name, icon: "data:image/svg+xml,<svg xmlns='http://www.w3.org/2000/svg'/>", rdns: `test.wallet${i}` },
+    provider: provider(name),
+  }));
+  const announce = () => {
+    for (const detail of announced) {
+      window.dispatchEvent(new CustomEvent("eip6963:announceProvider", { detail }));
+    }
   };
+  window.addEventListener("eip6963:requestProvider", announce);
+  announce();
 })();

@@ -299,6 +299,39 @@ def test_without_a_wallet_it_says_so_and_still_shows_price_and_supply(
     expect(page.get_by_role("button", name="Mint")).to_be_disabled()
 
 
+def test_every_wallet_announced_by_eip6963_is_offered_by_name(
+    w3: Web3, anvil: Anvil, browser: Browser
+) -> None:
+    # Given two injected wallets that announce themselves (EIP-6963) and no window.ethereum
+    collection = deploy(w3, "pages-wallets")
+    wallet = wallet_for(anvil, announce=["Alpha Wallet", "Beta Wallet"], legacy=False)
+    page = browser.open("/", wallet)
+    # Then both are offered, by name
+    choice = page.get_by_label("Wallet")
+    expect(choice).to_be_visible()
+    expect(choice.locator("option")).to_have_text(["Alpha Wallet", "Beta Wallet"])
+    # When the collector picks the second, connects and mints
+    choice.select_option(label="Beta Wallet")
+    page.get_by_role("button", name="Connect wallet").click()
+    expect(page.locator("#account")).to_have_text(COLLECTOR.address)
+    page.get_by_role("button", name="Mint").click()
+    expect(page.locator("#tx-status")).to_contain_text("Minted token #1", timeout=STEP)
+    # Then every request went through the wallet chosen
+    assert page.evaluate("window.__testWallet.lastUsed") == "Beta Wallet"
+    assert bind(w3, collection.contract_address).functions.totalSupply().call() == 1
+
+
+def test_a_single_announced_wallet_is_used_without_asking(
+    w3: Web3, anvil: Anvil, browser: Browser
+) -> None:
+    deploy(w3, "pages-one-wallet")
+    page = browser.open("/", wallet_for(anvil, announce=["Only Wallet"], legacy=False))
+    expect(page.get_by_label("Wallet")).to_be_hidden()
+    page.get_by_role("button", name="Connect wallet").click()
+    expect(page.locator("#account")).to_have_text(COLLECTOR.address)
+    assert page.evaluate("window.__testWallet.lastUsed") == "Only Wallet"
+
+
 def test_rejections_in_the_wallet_are_explained(w3: Web3, anvil: Anvil, browser: Browser) -> None:
     collection = deploy(w3, "pages-rejected")
     page = browser.open("/", wallet_for(anvil, reject=["eth_requestAccounts"]))

@@ -1,5 +1,7 @@
 // The mint page: connect an EIP-1193 wallet, mint, then follow each minted token through the
-// pipeline until its image is revealed. ethers v6 (UMD build, vendored at install) talks to the
+// pipeline until its image is revealed. Wallets are discovered with EIP-6963 (every injected
+// wallet announces itself, and the collector picks one by name), falling back to
+// window.ethereum for a wallet that does not announce. ethers v6 (UMD build, vendored at install) talks to the
 // wallet; the backend's status API (and its event stream when there is one) reports progress.
 (() => {
   "use strict";
@@ -8,6 +10,8 @@
   const $ = (id) => document.getElementById(id);
   const ui = {
     connect: $("connect"),
+    walletChoice: $("wallet-choice"),
+    walletChoiceLabel: $("wallet-choice-label"),
     switchChain: $("switch-chain"),
     account: $("account"),
     price: $("price"),
@@ -33,8 +37,20 @@
   const REVEALED = new Set(progress.revealed);
   const TERMINAL = new Set(progress.terminal);
 
+  // EIP-6963: wallets answer "eip6963:requestProvider" with "eip6963:announceProvider"
+  // events carrying {info: {uuid, name, icon, rdns}, provider}; usually at once, some later.
+  const announced = new Map();
+  let started = false; // announcements can come before the page's state exists
+  window.addEventListener("eip6963:announceProvider", (event) => {
+    const detail = event.detail;
+    if (!detail?.info?.uuid || !detail?.provider?.request || announced.has(detail.info.uuid)) return;
+    announced.set(detail.info.uuid, detail);
+    if (started) renderWalletChoice();
+  });
+  window.dispatchEvent(new Event("eip6963:requestProvider"));
+
   const state = {
-    eth: window.ethereum || null,
+    eth: [...announced.values()][0]?.provider || window.ethereum || null,
     account: null,
     chainOk: false,
     provider: null,
@@ -103,6 +119,46 @@
   }
 
   // -- wallet -----------------------------------------------------------------------------
+  function renderWalletChoice() {
+    if (!ui.walletChoice) return;
+    const current = ui.walletChoice.value;
+    ui.walletChoice.replaceChildren(
+      ...[...announced.values()].map(({ info }) => {
+        const option = document.createElement("option");
+        option.value = info.uuid;
+        option.textContent = info.name;
+        return option;
+      }),
+    );
+    if (current && announced.has(current)) ui.walletChoice.value = current;
+    const several = announced.size > 1;
+    ui.walletChoice.hidden = ui.walletChoiceLabel.hidden = !several;
+    if (!state.account && announced.size) {
+      const first = state.eth === null;
+      state.eth = announced.get(ui.walletChoice.value)?.provider || state.eth;
+      if (first) {
+        // a wallet that announced itself after the page looked for one
+        clearMessage("no-wallet");
+        ui.connect.disabled = false;
+        listenToWallet();
+        updateMintButton();
+      }
+    }
+  }
+
+  function chooseWallet() {
+    const chosen = announced.get(ui.walletChoice.value);
+    if (!chosen || chosen.provider === state.eth) return;
+    state.eth = chosen.provider;
+    state.account = null;
+    state.chainOk = false;
+    state.provider = state.contract = null;
+    ui.account.textContent = "not connected";
+    ui.connect.textContent = "Connect wallet";
+    ui.connect.disabled = false;
+    listenToWallet();
+  }
+
   const errorCode = (error) =>
     error?.code ?? error?.info?.error?.code ?? error?.error?.code ?? error?.data?.originalError?.code;
   const isRejected = (error) =>
@@ -547,19 +603,28 @@
   ui.form.addEventListener("submit", mint);
   ui.connect.addEventListener("click", connect);
   ui.switchChain.addEventListener("click", switchChain);
-  if (checkEnvironment()) {
-    state.eth.on?.("chainChanged", () => checkChain());
-    state.eth.on?.("accountsChanged", (accounts) => {
+  ui.walletChoice?.addEventListener("change", chooseWallet);
+
+  function listenToWallet() {
+    const eth = state.eth;
+    // events of a wallet the collector has since switched away from are ignored
+    eth.on?.("chainChanged", () => { if (state.eth === eth) checkChain(); });
+    eth.on?.("accountsChanged", (accounts) => {
+      if (state.eth !== eth) return;
       setAccount(accounts);
       checkChain();
     });
     // Already authorised by the wallet: show the account without a prompt.
-    state.eth.request({ method: "eth_accounts" }).then((accounts) => {
-      if (accounts && accounts.length) {
+    eth.request({ method: "eth_accounts" }).then((accounts) => {
+      if (state.eth === eth && accounts && accounts.length) {
         setAccount(accounts);
         checkChain();
       }
     }).catch(() => {});
   }
+
+  started = true;
+  renderWalletChoice();
+  if (checkEnvironment()) listenToWallet();
   renderFacts();
 })();

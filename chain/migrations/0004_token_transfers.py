@@ -5,30 +5,50 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('chain', '0003_wallet_chain_fingerprint_outgoingtransaction'),
-        ('generation', '0016_vrf_seeds'),
+        ("chain", "0003_wallet_chain_fingerprint_outgoingtransaction"),
+        ("generation", "0016_vrf_seeds"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='TokenTransfer',
+            name="TokenTransfer",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('from_address', models.CharField(max_length=42)),
-                ('to_address', models.CharField(max_length=42)),
-                ('block_number', models.PositiveBigIntegerField()),
-                ('block_hash', models.CharField(max_length=66)),
-                ('tx_hash', models.CharField(max_length=66)),
-                ('log_index', models.PositiveIntegerField()),
-                ('recorded_at', models.DateTimeField(auto_now_add=True)),
-                ('token', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='transfers', to='generation.token')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("from_address", models.CharField(max_length=42)),
+                ("to_address", models.CharField(max_length=42)),
+                ("block_number", models.PositiveBigIntegerField()),
+                ("block_hash", models.CharField(max_length=66)),
+                ("tx_hash", models.CharField(max_length=66)),
+                ("log_index", models.PositiveIntegerField()),
+                ("recorded_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "token",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="transfers",
+                        to="generation.token",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['block_number', 'log_index'],
-                'indexes': [models.Index(fields=['token', 'block_number', 'log_index'], name='chain_token_token_i_777a23_idx')],
-                'constraints': [models.UniqueConstraint(fields=('token', 'tx_hash', 'log_index'), name='transfer_recorded_once')],
+                "ordering": ["block_number", "log_index"],
+                "indexes": [
+                    models.Index(
+                        fields=["token", "block_number", "log_index"],
+                        name="chain_token_token_i_777a23_idx",
+                    )
+                ],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("token", "tx_hash", "log_index"), name="transfer_recorded_once"
+                    )
+                ],
             },
         ),
     ]

@@ -464,18 +464,22 @@ def _record_transfers(
     ]
     before = TokenTransfer.objects.filter(token__in=tokens.values()).count()
     TokenTransfer.objects.bulk_create(rows, ignore_conflicts=True)
-    for token in tokens.values():
-        _set_owner(token)
+    _set_owners(list(tokens.values()))
     return TokenTransfer.objects.filter(token__in=tokens.values()).count() - before
 
 
-def _set_owner(token: Token, fallback: str | None = None) -> None:
-    """The token's owner from its recorded transfers: the latest one's recipient, else
-    ``fallback`` (the owner before the first transfer), else unchanged."""
-    last = token.transfers.order_by("-block_number", "-log_index").first()
-    owner = last.to_address if last is not None else fallback
-    if owner is not None and owner != token.owner:
-        Token.objects.filter(pk=token.pk).update(owner=owner)
+def _set_owners(tokens: list[Token], fallback: dict[int, str] | None = None) -> None:
+    """Each token's owner from its recorded transfers, in one query: the latest one's
+    recipient, else ``fallback[pk]`` (the owner before the first transfer), else unchanged."""
+    latest = dict(
+        TokenTransfer.objects.filter(token__in=tokens)
+        .order_by("token_id", "block_number", "log_index")
+        .values_list("token_id", "to_address")
+    )  # the last row per token wins
+    for token in tokens:
+        owner = latest.get(token.pk, (fallback or {}).get(token.pk))
+        if owner is not None and owner != token.owner:
+            Token.objects.filter(pk=token.pk).update(owner=owner)
 
 
 def _undo_transfers(collection: Collection, ancestor: int) -> None:
@@ -488,8 +492,7 @@ def _undo_transfers(collection: Collection, ancestor: int) -> None:
     for transfer in gone:
         first_sender.setdefault(transfer.token_id, transfer.from_address)
     gone.delete()
-    for token in Token.objects.filter(pk__in=first_sender):
-        _set_owner(token, fallback=first_sender[token.pk])
+    _set_owners(list(Token.objects.filter(pk__in=first_sender)), fallback=first_sender)
 
 
 def _reset_for_reinclusion(token: Token) -> None:

@@ -120,15 +120,22 @@ def measure(w3: Web3, contract: Contract, publish_arg: Callable[[bytes], Any]) -
 FUTURE_DELAY = 4  # the seed block of the future-block deployment: mint block + 4
 
 
-def measure_future_block(w3: Web3, contract: Contract) -> dict[str, float]:
-    """``commitSeeds`` on a deployment with a seed delay, the same mints and commits as
-    :func:`measure` (the seed blocks mined first)."""
+def _mint_workload(w3: Web3, contract: Contract) -> None:
+    """The mints :func:`measure` measures (tokens 1, 2..11, then 12..61 in five transactions),
+    sent unmeasured, for the deployments whose seed commits are compared with them."""
     f = contract.functions
     first, second, third = COLLECTORS
     send_and_wait(w3, first.private_key, f.mint(1), PRICE_WEI)
     send_and_wait(w3, second.private_key, f.mint(10), 10 * PRICE_WEI)
     for _ in range(5):
         send_and_wait(w3, third.private_key, f.mint(10), 10 * PRICE_WEI)
+
+
+def measure_future_block(w3: Web3, contract: Contract) -> dict[str, float]:
+    """``commitSeeds`` on a deployment with a seed delay, the same mints and commits as
+    :func:`measure` (the seed blocks mined first)."""
+    f = contract.functions
+    _mint_workload(w3, contract)
     for _ in range(FUTURE_DELAY + 1):
         w3.provider.make_request("evm_mine", [])
     per_token = {f"commitSeeds 1, seed delay {FUTURE_DELAY}": _gas(w3, f.commitSeeds([1]), ADMIN)}
@@ -143,11 +150,7 @@ def measure_vrf(w3: Web3, contract: Contract, mock: Contract) -> dict[str, float
     same mints and commits as :func:`measure`, and the coordinator's fulfilment of each request
     (paid by the subscription, not by the committer)."""
     f = contract.functions
-    first, second, third = COLLECTORS
-    send_and_wait(w3, first.private_key, f.mint(1), PRICE_WEI)
-    send_and_wait(w3, second.private_key, f.mint(10), 10 * PRICE_WEI)
-    for _ in range(5):
-        send_and_wait(w3, third.private_key, f.mint(10), 10 * PRICE_WEI)
+    _mint_workload(w3, contract)
     per_token: dict[str, float] = {}
     fulfil: dict[str, float] = {}
     for label, ids in (("1", [1]), ("50 (5x10)", list(range(12, 62)))):

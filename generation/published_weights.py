@@ -46,6 +46,20 @@ def _items(collection: Collection) -> list[tuple[str, Path]]:
     return items
 
 
+_trees: dict[tuple[str, tuple[tuple[str, int, int], ...]], Tree] = {}
+
+
+def _tree(path: Path) -> Tree:
+    """``build_tree(path)``, hashed once per process while no file below it changes: the freeze
+    computes the CIDs for the config, then pins the same trees (multi-GB checkpoints)."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    stamp = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    key = (str(path), stamp)
+    if key not in _trees:
+        _trees[key] = build_tree(path)
+    return _trees[key]
+
+
 def _entry(key: str, path: Path, tree: Tree) -> dict[str, Any]:
     from generation.lora import adapter_fingerprint
     from generation.onnx_runtime import onnx_fingerprint
@@ -69,7 +83,7 @@ def weights_record(collection: Collection) -> dict[str, Any]:
     """The config's ``weights`` block (computing every CID; nothing is pinned)."""
     record: dict[str, Any] = {"scheme": TREE_SCHEME}
     for key, path in _items(collection):
-        entry = _entry(key, path, build_tree(path))
+        entry = _entry(key, path, _tree(path))
         if key.endswith("]"):
             record.setdefault(key.split("[")[0], []).append(entry)
         else:
@@ -82,7 +96,7 @@ def pin_weights(collection: Collection, pinner: Pinner) -> list[str]:
     reports is checked against the CID computed here (``CidMismatch`` otherwise)."""
     roots = []
     for key, path in _items(collection):
-        tree = build_tree(path)
+        tree = _tree(path)
         roots.append(pinner.pin_tree(tree, name=f"{collection.slug} {key}"))
         log.info("%s: %s pinned as %s (%d bytes)", collection.slug, key, tree.root, tree.size)
     return roots

@@ -273,12 +273,14 @@ def test_hidden_names_are_left_out_of_a_folder_as_ipfs_add_does(tmp_path: Path) 
     assert tree.tree_cid(with_hidden) == tree.tree_cid(plain)
 
 
-def _lying_fetch(
+def _sources(
     built: tree.Tree,
     *,
     block: Callable[[bytes], bytes] | None = None,
     file: Callable[[bytes], bytes] | None = None,
-) -> tuple[Callable[[str], bytes], Callable[[str], bytes]]:
+) -> dict[str, Any]:
+    """``fetch_tree``'s ``get_block`` and ``get_file`` over ``built``, lying where told: the
+    root's block through ``block``, every file through ``file``."""
     blocks = {str(b.cid): b.data for b in built.directories}
     files = {f.cid: f.source.read_bytes() for f in built.files}
 
@@ -290,11 +292,6 @@ def _lying_fetch(
     def get_file(cid: str) -> bytes:
         return file(files[cid]) if file is not None else files[cid]
 
-    return get_block, get_file
-
-
-def _kw(built: tree.Tree, **lies: Callable[[bytes], bytes]) -> dict[str, Any]:
-    get_block, get_file = _lying_fetch(built, **lies)
     return {"get_block": get_block, "get_file": get_file}
 
 
@@ -302,12 +299,12 @@ def test_a_fetch_refuses_wrong_bytes_and_leaves_nothing_behind(tmp_path: Path) -
     built = tree.build_tree(make_folder(tmp_path / "src"))
     out = tmp_path / "out"
     with pytest.raises(ContentCorrupted, match="give CID"):
-        tree.fetch_tree(built.root, out, **_kw(built, file=lambda d: d + b"\0"))
+        tree.fetch_tree(built.root, out, **_sources(built, file=lambda d: d + b"\0"))
     with pytest.raises(ContentCorrupted, match="does not hash to its CID"):
-        tree.fetch_tree(built.root, out, **_kw(built, block=lambda d: d[:-1] + b"\2"))
+        tree.fetch_tree(built.root, out, **_sources(built, block=lambda d: d[:-1] + b"\2"))
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["src"]
     with pytest.raises(tree.TreeError, match="past its limit of 1000 bytes"):
-        tree.fetch_tree(built.root, out, max_bytes=1000, **_kw(built))
+        tree.fetch_tree(built.root, out, max_bytes=1000, **_sources(built))
     assert not out.exists()
 
 

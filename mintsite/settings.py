@@ -105,6 +105,7 @@ INSTALLED_APPS = [
     "mintsite.apps.MintsiteConfig",
     "generation",
     "chain",
+    "sales",
 ]
 # Benchmarks, the soak and the load test (their management commands): in a checkout only. The
 # product's wheel does not ship devtools, and a deployment must start without it.

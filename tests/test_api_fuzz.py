@@ -24,6 +24,7 @@ from generation import events
 from generation.models import Token
 from mintsite.models import ApiKey, WebhookSubscription
 from mintsite.wsgi import application
+from sales.building import create_allowlist_from_csv
 from tests.test_api import make_collection, make_token, published_token
 
 schema = schemathesis.openapi.from_wsgi("/api/schema/", application)
@@ -35,6 +36,7 @@ CHECKS = [
     response_schema_conformance,
 ]
 Status = Token.Status
+ALLOWLISTED = "0x" + "ab" * 20  # on alpha's allowlist "presale"
 _turns = itertools.count()
 
 
@@ -65,6 +67,7 @@ def real_data(db: None, settings) -> Iterator[str]:  # type: ignore[no-untyped-d
         collection=alpha, url="https://studio.example/hooks", event_types=["token.stage"]
     )
     _, key = ApiKey.issue(alpha, "fuzzer")
+    create_allowlist_from_csv(alpha, "presale", f"{ALLOWLISTED},3".encode())
     try:
         yield key
     finally:
@@ -89,6 +92,10 @@ def test_it_answers_every_generated_request_as_documented(
             params["slug"] = "alpha"
         if "token_id" in params:
             params["token_id"] = 1 + next(_turns) % 4
+        if "allowlist" in params:
+            params["allowlist"] = "presale"
+        if "address" in params and next(_turns) % 2:
+            params["address"] = ALLOWLISTED
         if "id" in params:  # a DELETE example may have removed it: then any id does
             params["id"] = WebhookSubscription.objects.values_list("pk", flat=True).first() or 1
         case.call_and_validate(headers={"Authorization": f"Bearer {real_data}"}, checks=CHECKS)

@@ -1,11 +1,12 @@
 from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from mintsite.api import views
+from mintsite.api import allowlists, views
 from mintsite.api.errors import not_found
 
 TOKEN = "collections/<slug:slug>/tokens/<int:token_id>/"
 WEBHOOK = "collections/<slug:slug>/webhooks/<int:pk>/"
+ALLOWLIST = "collections/<slug:slug>/allowlists/<str:allowlist>/"
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
@@ -33,6 +34,17 @@ urlpatterns = [
     path("collections/<slug:slug>/webhooks/", views.WebhookList.as_view(), name="api-webhooks"),
     path(WEBHOOK, views.WebhookDetail.as_view(), name="api-webhook"),
     path(WEBHOOK + "deliveries/", views.WebhookDeliveries.as_view(), name="api-webhook-deliveries"),
+    path(
+        "collections/<slug:slug>/allowlists/",
+        allowlists.AllowlistList.as_view(),
+        name="api-allowlists",
+    ),
+    path(ALLOWLIST, allowlists.AllowlistDetail.as_view(), name="api-allowlist"),
+    path(
+        ALLOWLIST + "proofs/<str:address>/",
+        allowlists.AllowlistProof.as_view(),
+        name="api-allowlist-proof",
+    ),
     # Anything else under /api/ answers a JSON 404 (not the site's HTML page).
     re_path(r"^", not_found),
 ]

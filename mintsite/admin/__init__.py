@@ -5,9 +5,10 @@ package, and each module registers its models.
 - tokens (+ token_views): tokens, their images and history, and the review actions;
 - integrations: API keys, webhook subscriptions and deliveries;
 - chain: chains, cursors, wallets and transactions, read-only for operators;
+- allowlists: upload an allowlist CSV, its Merkle root, pinned tree and each address's proof;
 - permissions: who may see and run what.
 """
 
-from mintsite.admin import chain, collections, integrations, tokens
+from mintsite.admin import allowlists, chain, collections, integrations, tokens
 
-__all__ = ["chain", "collections", "integrations", "tokens"]
+__all__ = ["allowlists", "chain", "collections", "integrations", "tokens"]

@@ -8,6 +8,7 @@ tests check they match a fresh compile.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -96,8 +97,10 @@ def deploy_contract(
     max_supply: int,
     max_per_tx: int = 20,
     max_per_wallet: int = 0,
+    reserve: int = 0,
     admin: str | None = None,
     payee: str | None = None,
+    splits: Sequence[tuple[str, int]] = (),
     royalty_receiver: str | None = None,
     royalty_bps: int = 500,
     placeholder_uri: str = "",
@@ -111,8 +114,11 @@ def deploy_contract(
     come from that Chainlink VRF v2.5 coordinator and subscription instead (``seed_delay`` 0).
 
     ``admin`` (all three roles), ``payee`` (receives withdrawn proceeds) and ``royalty_receiver``
-    default to the deployer; ``max_per_wallet=0`` means no per-wallet cap. Minting stays closed
-    until the admin calls ``freeze_config``.
+    default to the deployer; ``max_per_wallet=0`` means no per-wallet cap. ``reserve`` tokens are
+    kept out of every sale for the admin's ``airdrop``. ``splits`` (address, basis points; summing
+    to 10,000) deploys a ``PaymentSplit`` first and makes it the payee and, unless
+    ``royalty_receiver`` is given, the royalty receiver. Minting stays closed until the admin calls
+    ``freeze_config``. The ``SaleRules`` library the contract links is deployed first.
 
     Returns the contract's checksum address and the block number that holds the deployment, which
     is where a chain listener starts scanning.
@@ -122,6 +128,12 @@ def deploy_contract(
     def address_or_deployer(value: str | None) -> str:
         return Web3.to_checksum_address(value) if value is not None else deployer.address
 
+    if splits:
+        if payee is not None:
+            raise ValueError("give payee or splits, not both: a split is the payee")
+        payee, _ = deploy_split(w3, deployer_private_key, splits)
+        royalty_receiver = royalty_receiver or payee
+    sale_rules, _ = _deploy(w3, deployer_private_key, "SaleRules")
     config = (
         name,
         symbol,
@@ -129,6 +141,7 @@ def deploy_contract(
         max_supply,
         max_per_tx,
         max_per_wallet,
+        reserve,
         address_or_deployer(admin),
         address_or_deployer(payee),
         address_or_deployer(royalty_receiver),
@@ -137,7 +150,43 @@ def deploy_contract(
         seed_delay,
         (vrf or VrfSettings()).as_tuple(),
     )
-    return _deploy(w3, deployer_private_key, CONTRACT_NAME, config)
+    return _deploy(
+        w3, deployer_private_key, CONTRACT_NAME, config, libraries={"SaleRules": sale_rules}
+    )
+
+
+def deploy_split(
+    w3: Web3, deployer_private_key: str, splits: Sequence[tuple[str, int]]
+) -> tuple[str, int]:
+    """Deploy a ``PaymentSplit`` paying each (address, basis points) its share (the shares sum to
+    10,000); returns its address and deployment block."""
+    payees = [Web3.to_checksum_address(address) for address, _ in splits]
+    shares = [int(bps) for _, bps in splits]
+    return _deploy(w3, deployer_private_key, "PaymentSplit", payees, shares)
+
+
+def bind_split(w3: Web3, address: str) -> Contract:
+    """A web3 contract object for a deployed ``PaymentSplit``."""
+    return w3.eth.contract(
+        address=Web3.to_checksum_address(address), abi=contract_abi("PaymentSplit")
+    )
+
+
+def link_bytecode(artifact: Mapping[str, Any], libraries: Mapping[str, str]) -> str:
+    """The artifact's creation bytecode with each linked library's placeholder replaced by the
+    address in ``libraries`` (by library name); raises ``ContractDeployError`` for one missing."""
+    code = str(artifact["bytecode"]).removeprefix("0x")
+    for unit in artifact.get("linkReferences", {}).values():
+        for name, spots in unit.items():
+            if name not in libraries:
+                raise ContractDeployError(
+                    f"{artifact['contractName']} links {name}: no address given"
+                )
+            address = Web3.to_checksum_address(libraries[name])[2:].lower()
+            for spot in spots:
+                start = 2 * spot["start"]
+                code = code[:start] + address + code[start + 2 * spot["length"] :]
+    return "0x" + code
 
 
 def deploy_artifact(
@@ -148,11 +197,16 @@ def deploy_artifact(
 
 
 def _deploy(
-    w3: Web3, deployer_private_key: str, contract_name: str, *constructor_args: Any
+    w3: Web3,
+    deployer_private_key: str,
+    contract_name: str,
+    *constructor_args: Any,
+    libraries: Mapping[str, str] | None = None,
 ) -> tuple[str, int]:
     deployer = Account.from_key(deployer_private_key)
     artifact = load_artifact(contract_name)
-    factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+    bytecode = link_bytecode(artifact, libraries or {})
+    factory = w3.eth.contract(abi=artifact["abi"], bytecode=bytecode)
     tx = factory.constructor(*constructor_args).build_transaction(
         {
             "from": deployer.address,

@@ -6,8 +6,25 @@ import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {ERC2981} from "@openzeppelin/contracts/token/common/ERC2981.sol";
 import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
 import {Address} from "@openzeppelin/contracts/utils/Address.sol";
+import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {IVRFCoordinatorV2Plus} from "@chainlink/contracts/src/v0.8/vrf/dev/interfaces/IVRFCoordinatorV2Plus.sol";
 import {VRFV2PlusClient} from "@chainlink/contracts/src/v0.8/vrf/dev/libraries/VRFV2PlusClient.sol";
+import {
+    AuctionNotEnded,
+    InvalidPhasePrice,
+    InvalidPhaseTimes,
+    NotAnAuction,
+    NothingToClaim,
+    Phase,
+    PhaseOutOfOrder,
+    PhaseStarted,
+    Purchase,
+    SaleRules,
+    Sales,
+    TooManyPhases,
+    UnknownPhase
+} from "./SaleRules.sol";
 
 /// @title MintOnDemand
 /// @notice ERC-721 collection minted on demand. Each token's seed is derived on-chain from the hash
@@ -41,6 +58,18 @@ import {VRFV2PlusClient} from "@chainlink/contracts/src/v0.8/vrf/dev/libraries/V
 /// request per call, `SeedsRequested` per batch), the coordinator fulfils it through
 /// `rawFulfillRandomWords` (`SeedsFulfilled`), and each token's seed is
 /// keccak256(abi.encodePacked(bytes32(randomWord), tokenId)). `commitLateSeeds` is refused there.
+///
+/// Sales. With no phase scheduled, `mint` sells at `price()` to anyone once the config is frozen.
+/// The admin may schedule up to 16 ordered, non-overlapping phases (`setPhase`), each with its own
+/// times, per-wallet limit and price rule: a fixed price, or a Dutch auction falling from `price`
+/// by `dropPerStep` every `stepSeconds` down to `floorPrice`, settled (every buyer pays the price of
+/// the phase's last sale and claims the difference with `claimRefund`). A phase with a Merkle root
+/// admits only the addresses of its allowlist (`mintAllowlisted`), each up to its allowance; the
+/// leaves are built as OpenZeppelin's StandardMerkleTree (npm merkle-tree) builds ["address",
+/// "uint256"] leaves. A creator reserve (fixed at deployment) is kept out of every sale and minted
+/// by the admin with `airdrop`; those tokens are batches like any other and get seeds the same way.
+/// `withdraw` sends the proceeds (less what auction buyers may still claim back) to `payee()`,
+/// typically a `PaymentSplit` that the ERC-2981 royalties also point at.
 contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
     /// @notice Chainlink VRF v2.5 settings; `coordinator` zero: seeds come from block hashes.
     struct VrfConfig {
@@ -56,18 +85,22 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
     struct InitConfig {
         string name;
         string symbol;
-        uint256 price;
+        uint256 price; // the price while no phase is scheduled
         uint256 maxSupply;
         uint256 maxPerTx;
         uint256 maxPerWallet; // 0 = no cap
+        uint256 reserve; // creator reserve: kept out of every sale, minted by `airdrop`
         address admin;
-        address payee;
+        address payee; // receives withdrawn proceeds (a PaymentSplit, for a split)
         address royaltyReceiver;
         uint96 royaltyBps;
         string placeholderURI;
         uint8 seedDelay; // 0: the mint block's hash; k: the hash of the block k blocks later
         VrfConfig vrf; // coordinator set: seeds from Chainlink VRF (seedDelay must then be 0)
     }
+
+    /// @notice At most this many sale phases.
+    uint256 public constant MAX_PHASES = 16;
 
     /// @notice Role allowed to `publish` metadata digests.
     bytes32 public constant PUBLISHER_ROLE = keccak256("PUBLISHER_ROLE");
@@ -96,9 +129,6 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
     bytes32 private constant _HISTORY_CODEHASH = 0x6e49e66782037c0555897870e29fa5e552daf4719552131a0abce779daec0a5d;
 
     bytes4 private constant _ERC4906_INTERFACE_ID = 0x49064906;
-    /// @dev CIDv1 prefix: version 1, raw codec 0x55, sha2-256 multihash (0x12) of 32 bytes (0x20).
-    bytes4 private constant _CID_PREFIX = 0x01551220;
-    bytes private constant _BASE32_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567";
 
     uint256 private constant _QUANTITY_SHIFT = 64;
     uint256 private constant _SOURCE_SHIFT = 96;
@@ -108,6 +138,7 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
     uint256 private immutable _maxSupply;
     uint256 private immutable _maxPerTx;
     uint256 private immutable _maxPerWallet;
+    uint256 private immutable _reserve;
     uint256 private immutable _seedDelay;
     address private immutable _vrfCoordinator;
     uint256 private immutable _vrfSubscriptionId;
@@ -116,7 +147,9 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
     uint32 private immutable _vrfCallbackGasLimit;
     bool private immutable _vrfNativePayment;
 
-    uint256 private _price;
+    uint128 private _price;
+    uint64 private _phaseCount;
+    uint64 private _reserveMinted;
     address private _payee;
     bytes32 private _configDigest;
     string private _contractURI;
@@ -134,6 +167,10 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
     mapping(uint256 tokenId => bytes32) private _metadataDigest;
     /// @dev Set once by `lockMetadata`; then no published digest can be reopened.
     bool private _metadataLocked;
+
+    mapping(uint256 phaseId => Phase) private _phases;
+    mapping(uint256 phaseId => Sales) private _sales;
+    mapping(uint256 phaseId => mapping(address buyer => Purchase)) private _purchases;
 
     /// @notice Emitted for every token of a batch when the batch's seeds are committed.
     event SeedCommitted(uint256 indexed tokenId, bytes32 seed);
@@ -163,6 +200,15 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
     event MetadataLocked();
     /// @notice The mint price changed.
     event PriceChanged(uint256 oldPrice, uint256 newPrice);
+    /// @notice Sale phase `phaseId` was scheduled or replaced.
+    event PhaseSet(uint256 indexed phaseId, Phase phase);
+    /// @notice The last sale phase, `phaseId`, was removed before it started.
+    event PhaseDropped(uint256 indexed phaseId);
+    /// @notice `buyer` claimed `amount` wei: what it paid in Dutch auction `phaseId` above the
+    /// clearing price.
+    event RefundClaimed(uint256 indexed phaseId, address indexed buyer, uint256 amount);
+    /// @notice The admin minted `quantity` reserved tokens from `fromTokenId` to `to`.
+    event ReserveMinted(address indexed to, uint256 fromTokenId, uint256 quantity);
     /// @notice The account that receives withdrawn proceeds changed.
     event PayeeChanged(address indexed oldPayee, address indexed newPayee);
     /// @notice `amount` wei of proceeds were sent to `payee`.
@@ -193,6 +239,12 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
     error NotPublished(uint256 tokenId);
     error ZeroAddress();
     error InvalidMintLimits();
+    error SaleNotOpen(uint256 nextStart);
+    error AllowlistRequired(uint256 phaseId);
+    error NoAllowlistPhase();
+    error NotAllowlisted(address account, uint256 phaseId);
+    error PhaseCapExceeded(uint256 phaseId, uint256 requested, uint256 remaining);
+    error ReserveExceeded(uint256 requested, uint256 remaining);
     error NothingToWithdraw();
     error MetadataIsLocked();
     error InvalidSeedConfig();
@@ -200,18 +252,22 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
     error VrfAlreadyFulfilled(uint256 requestId);
     error SeedsComeFromVrf();
 
-    /// @param config Name, symbol, price (wei), supply and mint limits, roles, payee, royalty and
-    /// placeholder URI. `admin` receives DEFAULT_ADMIN_ROLE and PUBLISHER_ROLE.
+    /// @param config Name, symbol, price (wei), supply, reserve and mint limits, roles, payee,
+    /// royalty and placeholder URI. `admin` receives DEFAULT_ADMIN_ROLE and PUBLISHER_ROLE.
     constructor(InitConfig memory config) ERC721A(config.name, config.symbol) {
         if (config.admin == address(0) || config.payee == address(0)) revert ZeroAddress();
         // maxPerTx may exceed maxSupply (SoldOut then applies); it must fit the batch record's uint32.
-        if (config.maxSupply == 0 || config.maxPerTx == 0 || config.maxPerTx > _QUANTITY_MASK) {
+        if (
+            config.maxSupply == 0 || config.maxPerTx == 0 || config.maxPerTx > _QUANTITY_MASK
+                || config.reserve > config.maxSupply
+        ) {
             revert InvalidMintLimits();
         }
-        _price = config.price;
+        _price = SafeCast.toUint128(config.price);
         _maxSupply = config.maxSupply;
         _maxPerTx = config.maxPerTx;
         _maxPerWallet = config.maxPerWallet;
+        _reserve = config.reserve;
         _seedDelay = config.seedDelay;
         if (config.vrf.coordinator != address(0) && config.seedDelay != 0) revert InvalidSeedConfig();
         _vrfCoordinator = config.vrf.coordinator;
@@ -230,34 +286,144 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
 
     // ---------------------------------------------------------------- minting
 
-    /// @notice Mints `quantity` tokens to the caller with sequential ids (the first token is 1).
-    /// @dev Requires the frozen config and `msg.value == price() * quantity` exactly: the contract
-    /// never sends ether back during a mint, so there is no refund path to get wrong and no external
-    /// call (hence no reentrancy surface). Tokens go to `msg.sender` with `_mint` (no receiver
-    /// callback). Emits one ERC-721 `Transfer` from address(0) per token. Reverts, in this order:
-    /// `EnforcedPause`, `ConfigNotFrozen`, `ZeroQuantity`, `TooManyPerTransaction`, `SoldOut`,
-    /// `WalletCapExceeded`, `WrongPayment`.
+    /// @notice Mints `quantity` tokens to the caller with sequential ids (the first token is 1), at
+    /// `price()` each: the base price while no phase is scheduled, else the open phase's price.
+    /// @dev Requires the frozen config. A fixed price takes `msg.value == price() * quantity`
+    /// exactly: the contract never sends ether back during a mint (no refund path to get wrong, no
+    /// external call, hence no reentrancy surface). A Dutch auction takes at least that and records
+    /// what was paid; the excess over the clearing price is claimed after the phase with
+    /// `claimRefund`. Tokens go to `msg.sender` with `_mint` (no receiver callback). Emits one
+    /// ERC-721 `Transfer` from address(0) per token. Reverts, in this order: `EnforcedPause`,
+    /// `ConfigNotFrozen`, `SaleNotOpen` (phases are scheduled but none is open; `nextStart` is the
+    /// next one's start, 0 when none is left), `AllowlistRequired` (the open phase is an allowlist:
+    /// use `mintAllowlisted`), `ZeroQuantity`, `TooManyPerTransaction`, `SoldOut` (the reserve is
+    /// not for sale), `WalletCapExceeded`, `PhaseCapExceeded`, `WrongPayment`.
     function mint(uint256 quantity) external payable whenNotPaused {
-        if (_configDigest == bytes32(0)) revert ConfigNotFrozen();
-        if (quantity == 0) revert ZeroQuantity();
-        if (quantity > _maxPerTx) revert TooManyPerTransaction(quantity, _maxPerTx);
-        uint256 remaining = _maxSupply - _totalMinted();
-        if (quantity > remaining) revert SoldOut(quantity, remaining);
-        if (_maxPerWallet != 0) {
-            uint256 minted = _numberMinted(msg.sender);
-            uint256 walletRemaining = minted >= _maxPerWallet ? 0 : _maxPerWallet - minted;
-            if (quantity > walletRemaining) revert WalletCapExceeded(quantity, walletRemaining);
+        (bool phased, uint256 phaseId) = _openPhase();
+        if (!phased) {
+            _checkQuantity(quantity);
+            uint256 expected = uint256(_price) * quantity;
+            if (msg.value != expected) revert WrongPayment(msg.value, expected);
+            _mintBatch(msg.sender, quantity);
+            return;
         }
-        uint256 expected = _price * quantity;
-        if (msg.value != expected) revert WrongPayment(msg.value, expected);
-
-        _batches[_nextTokenId()] = block.number | (quantity << _QUANTITY_SHIFT);
-        _mint(msg.sender, quantity);
+        Phase storage phase = _phases[phaseId];
+        if (phase.merkleRoot != bytes32(0)) revert AllowlistRequired(phaseId);
+        _phaseMint(phaseId, phase, quantity, phase.maxPerWallet == 0 ? type(uint256).max : phase.maxPerWallet);
     }
 
-    /// @notice Price per token in wei.
+    /// @notice Mints in the open allowlist phase: `allowance` and `proof` are the caller's entry
+    /// in the phase's Merkle tree (leaf keccak256(keccak256(abi.encode(msg.sender, allowance))), as
+    /// OpenZeppelin's StandardMerkleTree builds it). The caller mints at most `allowance` tokens in the
+    /// phase (and at most the phase's `maxPerWallet`, when set), at the phase's price.
+    /// @dev Reverts as `mint` does, with `NoAllowlistPhase` (no phase open, or the open one has no
+    /// root) and `NotAllowlisted` (the proof does not prove this address and allowance) in place of
+    /// `SaleNotOpen` and `AllowlistRequired`.
+    function mintAllowlisted(uint256 quantity, uint256 allowance, bytes32[] calldata proof)
+        external
+        payable
+        whenNotPaused
+    {
+        (bool phased, uint256 phaseId) = _openPhase();
+        Phase storage phase = _phases[phaseId];
+        bytes32 root = phase.merkleRoot;
+        if (!phased || root == bytes32(0)) revert NoAllowlistPhase();
+        bytes32 leaf = keccak256(bytes.concat(keccak256(abi.encode(msg.sender, allowance))));
+        if (!MerkleProof.verifyCalldata(proof, root, leaf)) revert NotAllowlisted(msg.sender, phaseId);
+        uint256 cap = phase.maxPerWallet;
+        _phaseMint(phaseId, phase, quantity, cap != 0 && cap < allowance ? cap : allowance);
+    }
+
+    /// @notice Mints reserved tokens to `recipients` (admin only): `quantities[i]` to
+    /// `recipients[i]`, each at most `maxPerTx()`, in all at most what is left of the reserve. The
+    /// tokens are batches like bought ones (seeds, renders and publication the same way).
+    /// @dev Works while minting is paused. Reverts `ConfigNotFrozen`, `LengthMismatch`,
+    /// `ZeroAddress`, `ZeroQuantity`, `TooManyPerTransaction`, `ReserveExceeded`. Emits
+    /// `ReserveMinted` per recipient.
+    function airdrop(address[] calldata recipients, uint256[] calldata quantities)
+        external
+        onlyRole(DEFAULT_ADMIN_ROLE)
+    {
+        if (_configDigest == bytes32(0)) revert ConfigNotFrozen();
+        uint256 n = recipients.length;
+        if (n != quantities.length) revert LengthMismatch();
+        uint256 total;
+        for (uint256 i = 0; i < n; ++i) {
+            uint256 quantity = quantities[i];
+            if (recipients[i] == address(0)) revert ZeroAddress();
+            if (quantity == 0) revert ZeroQuantity();
+            if (quantity > _maxPerTx) revert TooManyPerTransaction(quantity, _maxPerTx);
+            total += quantity;
+        }
+        uint256 left = _reserve - _reserveMinted;
+        if (total > left) revert ReserveExceeded(total, left);
+        _reserveMinted += uint64(total);
+        for (uint256 i = 0; i < n; ++i) {
+            emit ReserveMinted(recipients[i], _nextTokenId(), quantities[i]);
+            _mintBatch(recipients[i], quantities[i]);
+        }
+    }
+
+    /// @notice After Dutch auction `phaseId` has ended (its end time passed, or nothing is left to
+    /// sell), pays the caller what it paid above the clearing price (the price of the phase's last
+    /// sale) for every token it bought in the phase. Pull payment: each buyer claims its own.
+    /// @dev Reverts `NotAnAuction`, `AuctionNotEnded`, `NothingToClaim`. Emits `RefundClaimed`.
+    function claimRefund(uint256 phaseId) external {
+        uint256 due = SaleRules.claimRefund(_phases, _sales, _purchases, phaseId, saleRemaining() == 0);
+        emit RefundClaimed(phaseId, msg.sender, due);
+        Address.sendValue(payable(msg.sender), due);
+    }
+
+    /// @notice What `buyer` paid in Dutch auction `phaseId` above the price of the phase's last sale
+    /// so far (final once the phase has ended), not yet claimed.
+    function refundOf(uint256 phaseId, address buyer) external view returns (uint256) {
+        return SaleRules.refundOf(_sales, _purchases, phaseId, buyer);
+    }
+
+    /// @notice Price per token in wei of a `mint` now: the open phase's (a Dutch auction's current
+    /// step), else the base price.
     function price() external view returns (uint256) {
-        return _price;
+        (uint256 state, uint256 phaseId) = _findPhase();
+        return state == 1 ? _priceAt(_phases[phaseId], block.timestamp) : _price;
+    }
+
+    /// @notice Whether a phase is open now, and which.
+    function currentPhase() external view returns (bool open, uint256 phaseId) {
+        (uint256 state, uint256 id) = _findPhase();
+        return (state == 1, state == 1 ? id : 0);
+    }
+
+    /// @notice Number of scheduled phases (ids 0 .. phaseCount-1, in time order).
+    function phaseCount() external view returns (uint256) {
+        return _phaseCount;
+    }
+
+    /// @notice Phase `phaseId` as scheduled; reverts `UnknownPhase`.
+    function scheduledPhase(uint256 phaseId) external view returns (Phase memory) {
+        return SaleRules.scheduledPhase(_phases, _phaseCount, phaseId);
+    }
+
+    /// @notice Tokens `owner` minted in phase `phaseId` (what its per-wallet limit counts).
+    function mintedInPhase(uint256 phaseId, address owner) external view returns (uint256) {
+        if (_phases[phaseId].stepSeconds != 0) return _purchases[phaseId][owner].bought;
+        uint64 aux = _getAux(owner);
+        return aux >> 32 == phaseId + 1 ? uint32(aux) : 0;
+    }
+
+    /// @notice Dutch auction `phaseId`'s takings: paid, refunded, the last sale's price (the clearing
+    /// price once it ends) and tokens sold.
+    function auctionSales(uint256 phaseId) external view returns (Sales memory) {
+        return _sales[phaseId];
+    }
+
+    /// @notice The creator reserve, and how much of it is minted.
+    function reserve() external view returns (uint256 size, uint256 minted) {
+        return (_reserve, _reserveMinted);
+    }
+
+    /// @notice Tokens a sale can still sell: the supply left, less the unminted reserve.
+    function saleRemaining() public view returns (uint256) {
+        return _maxSupply - _totalMinted() - (_reserve - _reserveMinted);
     }
 
     /// @notice Maximum number of tokens that can ever be minted.
@@ -548,7 +714,7 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
         _requireKnown(tokenId);
         bytes32 digest = _metadataDigest[tokenId];
         if (digest == bytes32(0)) return _placeholderURI;
-        return string.concat("ipfs://", _cidV1Base32(digest));
+        return string.concat("ipfs://", SaleRules.cidV1Base32(digest));
     }
 
     /// @notice URI every unpublished token's `tokenURI` returns.
@@ -575,10 +741,30 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
         _unpause();
     }
 
-    /// @notice Sets the price per token in wei (admin only). Emits `PriceChanged`.
+    /// @notice Sets the base price per token in wei, the price while no phase is scheduled (admin
+    /// only). Emits `PriceChanged`.
     function setPrice(uint256 newPrice) external onlyRole(DEFAULT_ADMIN_ROLE) {
         emit PriceChanged(_price, newPrice);
-        _price = newPrice;
+        _price = SafeCast.toUint128(newPrice);
+    }
+
+    /// @notice Schedules phase `phaseId` (admin only): `phaseCount()` appends one, a lower id
+    /// replaces a phase that has not started. Phases run in id order and do not overlap.
+    /// @dev Reverts `TooManyPhases`, `UnknownPhase` (beyond the next id), `PhaseStarted`,
+    /// `InvalidPhaseTimes` (end not after start, or already past), `InvalidPhasePrice` (a fixed
+    /// price needs `floorPrice == price` and no drop; an auction a floor below its start price and a
+    /// drop), `PhaseOutOfOrder` (overlaps the phase before or after). Emits `PhaseSet`.
+    function setPhase(uint256 phaseId, Phase calldata newPhase) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        _phaseCount = uint64(SaleRules.setPhase(_phases, _phaseCount, phaseId, newPhase));
+        emit PhaseSet(phaseId, newPhase);
+    }
+
+    /// @notice Removes the last phase before it starts (admin only). Reverts `UnknownPhase` when
+    /// there is none, `PhaseStarted`. Emits `PhaseDropped`.
+    function dropLastPhase() external onlyRole(DEFAULT_ADMIN_ROLE) {
+        uint256 phaseId = SaleRules.dropLastPhase(_phases, _phaseCount);
+        _phaseCount = uint64(phaseId);
+        emit PhaseDropped(phaseId);
     }
 
     /// @notice Account that `withdraw` sends proceeds to.
@@ -593,15 +779,23 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
         _payee = newPayee;
     }
 
-    /// @notice Sends the whole balance to `payee()` (admin only) with OpenZeppelin `Address.sendValue`,
+    /// @notice Sends the proceeds to `payee()` (admin only) with OpenZeppelin `Address.sendValue`,
     /// which forwards all gas and reverts (bubbling the payee's reason, else `FailedCall`) on failure.
-    /// @dev Reverts `NothingToWithdraw` on a zero balance. Emits `Withdrawn`.
+    /// The proceeds are the balance less what Dutch auction buyers may still claim back: while an
+    /// auction runs, everything paid above its floor (the clearing price cannot fall below it);
+    /// once it has ended, everything paid above the clearing price and not yet claimed.
+    /// @dev Reverts `NothingToWithdraw` when there is nothing to send. Emits `Withdrawn`.
     function withdraw() external onlyRole(DEFAULT_ADMIN_ROLE) {
-        uint256 amount = address(this).balance;
+        uint256 amount = withdrawable();
         if (amount == 0) revert NothingToWithdraw();
         address to = _payee;
         emit Withdrawn(to, amount);
         Address.sendValue(payable(to), amount);
+    }
+
+    /// @notice What `withdraw` would send now.
+    function withdrawable() public view returns (uint256) {
+        return address(this).balance - _refundsOwed();
     }
 
     /// @notice Sets the ERC-2981 default royalty (admin only); `feeNumerator` is in basis points.
@@ -634,6 +828,96 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
 
     function _requireKnown(uint256 tokenId) private view {
         if (!_isKnown(tokenId)) revert UnknownToken(tokenId);
+    }
+
+    function _mintBatch(address to, uint256 quantity) private {
+        _batches[_nextTokenId()] = block.number | (quantity << _QUANTITY_SHIFT);
+        _mint(to, quantity);
+    }
+
+    /// @dev Quantity, supply (the unminted reserve is not for sale) and the collection-wide wallet cap.
+    function _checkQuantity(uint256 quantity) private view {
+        if (quantity == 0) revert ZeroQuantity();
+        if (quantity > _maxPerTx) revert TooManyPerTransaction(quantity, _maxPerTx);
+        uint256 remaining = saleRemaining();
+        if (quantity > remaining) revert SoldOut(quantity, remaining);
+        if (_maxPerWallet != 0) {
+            uint256 minted = _numberMinted(msg.sender);
+            uint256 walletRemaining = minted >= _maxPerWallet ? 0 : _maxPerWallet - minted;
+            if (quantity > walletRemaining) revert WalletCapExceeded(quantity, walletRemaining);
+        }
+    }
+
+    /// @dev A mint in open phase `phaseId`, the caller limited to `cap` tokens in the phase
+    /// (type(uint256).max: no limit). A fixed-price phase counts the caller's tokens in ERC721A's
+    /// per-owner aux field (phaseId + 1 << 32 | count), which shares the slot the mint writes anyway;
+    /// an auction records the caller's payment for the settlement.
+    function _phaseMint(uint256 phaseId, Phase storage phase, uint256 quantity, uint256 cap) private {
+        _checkQuantity(quantity);
+        uint256 unit = _priceAt(phase, block.timestamp);
+        uint256 expected = unit * quantity;
+        if (phase.stepSeconds == 0) {
+            if (cap != type(uint256).max) {
+                uint64 aux = _getAux(msg.sender);
+                uint256 minted = aux >> 32 == phaseId + 1 ? uint32(aux) : 0;
+                uint256 left = minted >= cap ? 0 : cap - minted;
+                if (quantity > left) revert PhaseCapExceeded(phaseId, quantity, left);
+                _setAux(msg.sender, uint64(((phaseId + 1) << 32) | (minted + quantity)));
+            }
+            if (msg.value != expected) revert WrongPayment(msg.value, expected);
+        } else {
+            Purchase storage purchase = _purchases[phaseId][msg.sender];
+            uint256 bought = purchase.bought;
+            uint256 left = bought >= cap ? 0 : cap - bought;
+            if (quantity > left) revert PhaseCapExceeded(phaseId, quantity, left);
+            if (msg.value < expected) revert WrongPayment(msg.value, expected);
+            purchase.paid += SafeCast.toUint128(msg.value);
+            purchase.bought = uint64(bought + quantity);
+            Sales storage sales = _sales[phaseId];
+            sales.paid += uint128(msg.value);
+            sales.sold += uint64(quantity);
+            sales.clearingPrice = uint128(unit);
+        }
+        _mintBatch(msg.sender, quantity);
+    }
+
+    /// @dev 0: no phase scheduled; 1: phase `phaseId` is open; 2: none open, the next starts at
+    /// `phaseId`'s start (phaseId == count: none left).
+    function _findPhase() private view returns (uint256 state, uint256 phaseId) {
+        uint256 count = _phaseCount;
+        if (count == 0) return (0, 0);
+        for (; phaseId < count; ++phaseId) {
+            Phase storage p = _phases[phaseId];
+            if (block.timestamp < p.start) return (2, phaseId);
+            if (block.timestamp < p.end) return (1, phaseId);
+        }
+        return (2, count);
+    }
+
+    /// @dev The open phase for a mint: (false, 0) when no phase is scheduled (the base price sells);
+    /// reverts `ConfigNotFrozen`, or `SaleNotOpen` when phases are scheduled and none is open.
+    function _openPhase() private view returns (bool phased, uint256 phaseId) {
+        if (_configDigest == bytes32(0)) revert ConfigNotFrozen();
+        uint256 state;
+        (state, phaseId) = _findPhase();
+        if (state == 2) revert SaleNotOpen(phaseId < _phaseCount ? _phases[phaseId].start : 0);
+        return (state == 1, phaseId);
+    }
+
+    /// @dev A phase's price per token at `timestamp`: fixed, or the auction's step at that time.
+    function _priceAt(Phase storage phase, uint256 timestamp) private view returns (uint256) {
+        uint256 start = phase.start;
+        uint256 startPrice = phase.price;
+        if (phase.stepSeconds == 0 || timestamp <= start) return startPrice;
+        uint256 drop = ((timestamp - start) / phase.stepSeconds) * phase.dropPerStep;
+        uint256 floor = phase.floorPrice;
+        return drop >= startPrice - floor ? floor : startPrice - drop;
+    }
+
+    /// @dev What Dutch auction buyers may still claim back (see `withdraw`), so a withdrawal never
+    /// takes wei a buyer is owed.
+    function _refundsOwed() private view returns (uint256) {
+        return SaleRules.refundsOwed(_phases, _sales, _phaseCount, saleRemaining() == 0);
     }
 
     /// @dev The batch holding a known `tokenId`: scans back to the nearest recorded batch start (at
@@ -723,27 +1007,5 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
             let ok := staticcall(gas(), history, 0x00, 0x20, 0x00, 0x20)
             if and(ok, eq(returndatasize(), 0x20)) { blockHash := mload(0x00) }
         }
-    }
-
-    /// @dev Multibase base32 (lowercase RFC 4648, no padding, 'b' prefix) of 0x01551220 ‖ digest.
-    function _cidV1Base32(bytes32 digest) private pure returns (string memory) {
-        bytes memory data = abi.encodePacked(_CID_PREFIX, digest); // 36 bytes = 288 bits
-        bytes memory out = new bytes(1 + (data.length * 8 + 4) / 5); // 'b' + 58 chars
-        out[0] = "b";
-        uint256 buffer;
-        uint256 bits;
-        uint256 j = 1;
-        for (uint256 i = 0; i < data.length; ++i) {
-            buffer = (buffer << 8) | uint8(data[i]);
-            bits += 8;
-            while (bits >= 5) {
-                bits -= 5;
-                out[j++] = _BASE32_ALPHABET[(buffer >> bits) & 31];
-            }
-        }
-        if (bits > 0) {
-            out[j] = _BASE32_ALPHABET[(buffer << (5 - bits)) & 31];
-        }
-        return string(out);
     }
 }

@@ -16,22 +16,30 @@ const solc = require("solc");
 const CONTRACTS_DIR = __dirname;
 const REPO_ROOT = path.resolve(CONTRACTS_DIR, "..");
 const NODE_MODULES = path.join(REPO_ROOT, "node_modules");
-const CONTRACT_NAMES = ["MintOnDemand", "NaiveBaseline"];
+const CONTRACT_NAMES = ["MintOnDemand", "SaleRules", "PaymentSplit", "NaiveBaseline"];
 // contracts compiled from packages, by unit name (their sources are read from node_modules)
 const PACKAGE_CONTRACTS = {
   VRFCoordinatorV2_5Mock: "@chainlink/contracts/src/v0.8/vrf/mocks/VRFCoordinatorV2_5Mock.sol",
 };
-const SHIPPED_ABIS = ["MintOnDemand"];
+const SHIPPED_ABIS = ["MintOnDemand", "PaymentSplit"];
+// MintOnDemand calls SaleRules (a linked library) for its cold sale paths: the errors SaleRules
+// reverts with come out of MintOnDemand's calls, so its ABI carries them for clients to decode.
+const LINKED_ERRORS = { MintOnDemand: ["SaleRules"] };
+// EIP-170: the largest runtime code a chain accepts. A contract over it fails the build here rather
+// than its deployment.
+const MAX_CODE_SIZE = 24576;
 const ABI_DIR = path.join(REPO_ROOT, "chain", "abi");
 
 // evmVersion stays at cancun so the bytecode runs on chains without Prague/Osaka opcodes too (the
 // tests run a `--hardfork cancun` anvil for the no-EIP-2935 path). The optimizer is tuned for calls
-// (runs: 10000): mint, commitSeeds and publish run thousands of times, deployment once.
+// (runs: 1000): mint, commitSeeds and publish run thousands of times, deployment once; 1000 rather
+// than more keeps MintOnDemand, with its sale phases, under EIP-170's size limit (make gas
+// measures what it costs per call).
 const SETTINGS = {
-  optimizer: { enabled: true, runs: 10000 },
+  optimizer: { enabled: true, runs: 1000 },
   evmVersion: "cancun",
   outputSelection: {
-    "*": { "*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"] },
+    "*": { "*": ["abi", "evm.bytecode.object", "evm.bytecode.linkReferences", "evm.deployedBytecode.object"] },
   },
 };
 
@@ -97,11 +105,24 @@ function main() {
       process.stderr.write(`compile failed: no ${name} in solc output\n`);
       process.exit(1);
     }
+    const abi = compiled.abi.slice();
+    for (const library of LINKED_ERRORS[name] || []) {
+      const libraryAbi = output.contracts[`${library}.sol`][library].abi;
+      for (const entry of libraryAbi.filter((e) => e.type === "error")) {
+        if (!abi.some((e) => e.type === "error" && e.name === entry.name)) abi.push(entry);
+      }
+    }
+    const size = compiled.evm.deployedBytecode.object.length / 2;
+    if (size > MAX_CODE_SIZE) {
+      process.stderr.write(`compile failed: ${name} is ${size} bytes, over EIP-170's ${MAX_CODE_SIZE}\n`);
+      process.exit(1);
+    }
     const artifact = {
       contractName: name,
-      abi: compiled.abi,
+      abi,
       bytecode: "0x" + compiled.evm.bytecode.object,
       deployedBytecode: "0x" + compiled.evm.deployedBytecode.object,
+      linkReferences: compiled.evm.bytecode.linkReferences,
       compiler: {
         version: solc.version(),
         settings: { optimizer: SETTINGS.optimizer, evmVersion: SETTINGS.evmVersion },
@@ -113,7 +134,7 @@ function main() {
     if (SHIPPED_ABIS.includes(name)) {
       const abiTarget = path.join(abiOut, `${name}.abi.json`);
       fs.mkdirSync(abiOut, { recursive: true });
-      fs.writeFileSync(abiTarget, JSON.stringify(compiled.abi, null, 2) + "\n");
+      fs.writeFileSync(abiTarget, JSON.stringify(abi, null, 2) + "\n");
       process.stdout.write(`wrote ${path.relative(process.cwd(), abiTarget) || abiTarget}\n`);
     }
   }

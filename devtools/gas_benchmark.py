@@ -29,7 +29,7 @@ from web3.contract.contract import ContractFunction
 from web3.logs import DISCARD
 
 from chain.anvil import ANVIL_ACCOUNTS, AnvilAccount, find_anvil_binary, start_anvil
-from chain.contract import VrfSettings, send_and_wait
+from chain.contract import VrfSettings, link_bytecode, send_and_wait
 from devtools.doc_sections import write_head
 
 # contracts/ is in the checkout, beside this package (a benchmark compiles the sources fresh)
@@ -77,12 +77,15 @@ def compile_fresh(out: Path) -> dict[str, dict[str, Any]]:
     )
     return {
         name: json.loads((out / f"{name}.json").read_text())
-        for name in ("MintOnDemand", "NaiveBaseline", "VRFCoordinatorV2_5Mock")
+        for name in ("MintOnDemand", "SaleRules", "NaiveBaseline", "VRFCoordinatorV2_5Mock")
     }
 
 
-def _deploy(w3: Web3, artifact: dict[str, Any], *args: Any) -> Contract:
-    factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+def _deploy(
+    w3: Web3, artifact: dict[str, Any], *args: Any, libraries: dict[str, str] | None = None
+) -> Contract:
+    bytecode = link_bytecode(artifact, libraries or {})
+    factory = w3.eth.contract(abi=artifact["abi"], bytecode=bytecode)
     receipt = send_and_wait(w3, ADMIN.private_key, factory.constructor(*args))
     return w3.eth.contract(address=receipt["contractAddress"], abi=artifact["abi"])
 
@@ -175,6 +178,7 @@ def _init(seed_delay: int, vrf: VrfSettings | None = None) -> tuple[Any, ...]:
         MAX_SUPPLY,
         20,
         0,
+        0,
         ADMIN.address,
         ADMIN.address,
         ADMIN.address,
@@ -191,9 +195,10 @@ def run_benchmark() -> tuple[list[Row], list[Target], dict[str, str]]:
     with start_anvil() as anvil:
         w3 = Web3(Web3.HTTPProvider(anvil.rpc_url))
         node_info = w3.provider.make_request("anvil_nodeInfo", [])["result"]
-        ours = _deploy(w3, artifacts["MintOnDemand"], _init(0))
+        rules = {"SaleRules": _deploy(w3, artifacts["SaleRules"]).address}
+        ours = _deploy(w3, artifacts["MintOnDemand"], _init(0), libraries=rules)
         send_and_wait(w3, ADMIN.private_key, ours.functions.freezeConfig(b"\x01" * 32, "ipfs://c"))
-        future = _deploy(w3, artifacts["MintOnDemand"], _init(FUTURE_DELAY))
+        future = _deploy(w3, artifacts["MintOnDemand"], _init(FUTURE_DELAY), libraries=rules)
         send_and_wait(
             w3, ADMIN.private_key, future.functions.freezeConfig(b"\x01" * 32, "ipfs://c")
         )
@@ -204,7 +209,7 @@ def run_benchmark() -> tuple[list[Row], list[Target], dict[str, str]]:
         subscription = int(event.args["subId"])
         send_and_wait(w3, ADMIN.private_key, mock.functions.fundSubscription(subscription, 10**24))
         vrf = VrfSettings(mock.address, subscription, b"\x00" * 31 + b"\x01")
-        vrf_collection = _deploy(w3, artifacts["MintOnDemand"], _init(0, vrf))
+        vrf_collection = _deploy(w3, artifacts["MintOnDemand"], _init(0, vrf), libraries=rules)
         send_and_wait(
             w3, ADMIN.private_key, mock.functions.addConsumer(subscription, vrf_collection.address)
         )

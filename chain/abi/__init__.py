@@ -12,7 +12,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-SHIPPED = ("MintOnDemand",)
+SHIPPED = ("MintOnDemand", "PaymentSplit")
 
 
 @cache

@@ -3,8 +3,9 @@
 Every token's metadata must fit in one IPFS chunk (262,144 bytes, ``ipfs.cid.CHUNK_SIZE``): the
 contract names it by the sha256 of its bytes, which only a single raw block has. The metadata
 repeats the config's text — the name, the description, the rendered prompt, the negative
-prompt, each category and option name (in ``attributes``, ``provenance.traits``,
-``provenance.rarity`` and the CLIP scores of verified categories), and, for a token a manager
+prompt, each category and option name (in ``attributes``, the top-level ``rarity`` (category
+names only), ``provenance.traits``, ``provenance.rarity`` and the CLIP scores of verified
+categories), and, for a token a manager
 approved, the gate's reasons, which quote the style prompt and name each verified category's
 assigned and rival options. With only printable characters allowed (plus newline, carriage
 return and tab in the multi-line fields), one character costs at most 4 bytes there, even
@@ -12,13 +13,14 @@ inside a quoted reason (an astral character is 4 bytes of UTF-8; ``"`` and ``\\`
 to 2, a tab in a repr to 3). So the limits below bound the metadata, per category and in all:
 
 - per category, at most 4 x (3 x 64 names, quoted 2 x in scores and thresholds, 1 x in each
-  of attributes, traits, rarity and a reason) plus its fixed keys and numbers: about 3.4 KB;
-  32 categories: about 108 KB;
+  of attributes, traits, rarity and a reason, and the category's name once more in the
+  top-level rarity) plus its fixed keys and numbers: about 3.7 KB; 32 categories: about 117 KB;
 - name 4 x (200 + 80 for " #" and a uint256 token id), description 4 x 5,000, rendered prompt
-  4 x 2,000, negative prompt 4 x 1,000, the style reason 4 x 1,000 plus the fixed provenance:
-  about 39 KB;
+  4 x 2,000, negative prompt 4 x 1,000, the style reason 4 x 1,000 plus the fixed provenance
+  and the token page's URL (``external_url``: the operator's ``WEB_URL``, a slug of at most 50
+  characters and the token id): about 40 KB;
 
-about 147 KB in all, 56 % of the chunk. ``tests/test_config_limits.py`` renders, approves and
+about 157 KB in all, 60 % of the chunk. ``tests/test_config_limits.py`` renders, approves and
 pins a token of a maximal config through the real pipeline and checks the bytes.
 """
 

@@ -1,4 +1,8 @@
-"""Token metadata: ERC-721 / OpenSea fields plus the provenance of every parameter.
+"""Token metadata: OpenSea's metadata standard plus the provenance of every parameter.
+
+``name``, ``description``, ``image``, ``external_url`` (the token's page here) and
+``attributes`` (``trait_type`` and ``value`` only) are what marketplaces read; ``rarity`` (each
+trait's configured probability) and ``provenance`` are ours, beside them.
 
 The bytes are canonical JSON (generation/canonical.py: sorted keys, compact separators, UTF-8), so the on-chain sha256
 digest of the metadata, and hence its CID, can be recomputed by anyone from the same fields.
@@ -49,7 +53,8 @@ def _seed_block(token: Token) -> dict[str, Any]:
 def build_metadata(token: Token, image_cid: str) -> dict[str, Any]:
     """The metadata document of a rendered, verified token whose image is pinned."""
     from generation.collection_config import seed_scheme
-    from generation.traits import attributes, rarity
+    from generation.site_links import token_url
+    from generation.traits import attributes, rarity, trait_rarity
 
     collection = token.collection
     record = token.render_record
@@ -59,7 +64,9 @@ def build_metadata(token: Token, image_cid: str) -> dict[str, Any]:
         "name": f"{collection.name} #{token.token_id}",
         "description": collection.description,
         "image": f"ipfs://{image_cid}",
+        "external_url": token_url(collection.slug, token.token_id),
         "attributes": attributes(traits, table, max_supply=supply) if traits else [],
+        "rarity": trait_rarity(traits, table, max_supply=supply) if traits else {},
         "provenance": {
             "chain_id": collection.chain_id,
             "contract": collection.contract_address,

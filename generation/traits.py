@@ -119,6 +119,7 @@ __all__ = [
     "template_placeholders",
     "token_traits",
     "trait_probabilities",
+    "trait_rarity",
     "uniform_below",
     "validate_rarity",
     "validate_template",
@@ -637,21 +638,30 @@ def rarity(traits: Mapping[str, str], table: dict[str, Any], *, max_supply: int)
 def attributes(
     traits: Mapping[str, str], table: dict[str, Any], *, max_supply: int
 ) -> list[dict[str, Any]]:
-    """OpenSea-style ``[{"trait_type": category, "value": option, "rarity": p}]``, table order.
+    """OpenSea's ``[{"trait_type": category, "value": option}]``, in table order.
 
-    ``rarity`` is the configured probability (see :func:`trait_probabilities`) rounded to 6
-    decimals. Raises ValueError if ``traits`` does not give every category one of its options.
+    Nothing else goes in an attribute: marketplaces read only ``trait_type``, ``value``,
+    ``display_type`` and ``max_value``, and an option is a name, so neither of the last two
+    applies. The figures :func:`trait_rarity` gives sit beside them. Raises ValueError if
+    ``traits`` does not give every category one of its options.
     """
     probabilities = trait_probabilities(table, max_supply=max_supply)
     _checked_traits(traits, probabilities)
-    return [
-        {
-            "trait_type": category,
-            "value": traits[category],
-            "rarity": round(options[traits[category]], 6),
-        }
-        for category, options in probabilities.items()
-    ]
+    return [{"trait_type": category, "value": traits[category]} for category in probabilities]
+
+
+def trait_rarity(
+    traits: Mapping[str, str], table: dict[str, Any], *, max_supply: int
+) -> dict[str, float]:
+    """Each category's configured probability of the token's option (see
+    :func:`trait_probabilities`), rounded to 6 decimals, keyed by ``trait_type``: the
+    metadata's top-level ``rarity``. Raises ValueError like :func:`attributes`.
+    """
+    probabilities = trait_probabilities(table, max_supply=max_supply)
+    _checked_traits(traits, probabilities)
+    return {
+        category: round(options[traits[category]], 6) for category, options in probabilities.items()
+    }
 
 
 # --------------------------------------------------------------------------------------------

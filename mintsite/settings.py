@@ -458,7 +458,15 @@ SWEEP_SECONDS = env_float("SWEEP_SECONDS", 300.0)
 
 # --- IPFS -------------------------------------------------------------------------------------
 IPFS_STORE_DIR = Path(env_str("IPFS_STORE_DIR") or VAR_DIR / "ipfs")
+# The site's public URL. Published documents link to its pages (a token's metadata
+# ``external_url``, the contract metadata's ``external_link``: generation/site_links.py), and
+# those bytes are pinned and hashed on-chain for good, so production must say it.
 WEB_URL = (env_str("WEB_URL") or "http://127.0.0.1:8000").rstrip("/")
+if PRODUCTION and not env_str("WEB_URL"):
+    raise ImproperlyConfigured(
+        "MINT_ENV=production needs WEB_URL, the site's public URL (https://…): every published "
+        "token's metadata links to its page under it, and the on-chain digest fixes that link"
+    )
 IPFS_GATEWAY_URL = (env_str("IPFS_GATEWAY_URL") or f"{WEB_URL}/ipfs").rstrip("/")
 # Where pinned content goes (ipfs/backends/, docs/ipfs.md): "local" (IPFS_STORE_DIR,
 # served by the gateway view), "kubo" (a Kubo node's RPC API) or "pinning-service" (an IPFS

@@ -259,7 +259,8 @@ def test_it_shows_a_rendered_tokens_traits_with_rarity_and_its_stages(
     doc = client.get("/api/collections/alpha/tokens/7/").json()
     assert doc["status"] == "RENDERED" and doc["attempt"] == 1
     assert doc["traits"] == {"palette": "cold"}
-    assert doc["attributes"] == [{"trait_type": "palette", "value": "cold", "rarity": 0.25}]
+    assert doc["attributes"] == [{"trait_type": "palette", "value": "cold"}]  # as published
+    assert doc["rarity"]["traits"]["palette"]["probability"] == 0.25
     assert doc["rarity"]["score"] == pytest.approx(2.0)  # -log2(1/4)
     assert [e["status"] for e in doc["events"]] == ["SEED_COMMITTED", "RENDERING", "RENDERED"]
     assert "token_uri" not in doc  # not published yet

@@ -1,7 +1,9 @@
 """The published metadata of a token stays byte for byte what it was when the golden file was
-written (tests/data/metadata-golden.json, written by the code before the issue-14 restructuring
-from this very test: ``MINT_UPDATE_GOLDEN=1`` rewrites it). A refactoring must not change a
-single byte a collector's wallet or a verifier reads. Taken from this run instead:
+written (tests/data/metadata-golden.json, written from this very test: ``MINT_UPDATE_GOLDEN=1``
+rewrites it; first by the code before the issue-14 restructuring, last for issue 19's
+marketplace format, which added ``external_url`` and moved each attribute's ``rarity`` to a
+top-level ``rarity``). A refactoring must not change a single byte a collector's wallet or a
+verifier reads; a deliberate format change rewrites the file and says so here. Taken from this run instead:
 ``provenance.software`` (the versions of the installed packages), and the values the CPU's float
 kernels decide, the image's CID and the CLIP scores (the same code renders other pixels on an AMD
 EPYC than on the Intel machine that wrote the file; a re-render is bit-exact on one machine, which

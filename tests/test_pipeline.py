@@ -193,9 +193,8 @@ def test_it_draws_traits_from_the_seed_and_puts_them_in_prompt_and_metadata(
     assert token.render_record["render"]["prompt"] == f"an abstract painting {fragment}, token 1"
     metadata = build_metadata(token, "bafkreitest")
     probability = {"warm": 0.75, "cold": 0.25}[expected["palette"]]
-    assert metadata["attributes"] == [
-        {"trait_type": "palette", "value": expected["palette"], "rarity": probability}
-    ]
+    assert metadata["attributes"] == [{"trait_type": "palette", "value": expected["palette"]}]
+    assert metadata["rarity"] == {"palette": probability}
     assert metadata["provenance"]["traits"] == expected
 
 

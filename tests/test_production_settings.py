@@ -30,6 +30,7 @@ def environment(tmp_path: Path, **variables: str | None) -> dict[str, str]:
         DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
         DJANGO_ALLOWED_HOSTS=HOST,
         METRICS_TOKEN=METRICS_TOKEN,
+        WEB_URL=f"https://{HOST}",
     )
     for name, value in variables.items():
         if value is None:
@@ -107,6 +108,7 @@ def test_the_secret_key_may_come_from_a_file(tmp_path: Path) -> None:
             {"METRICS_TOKEN": None},
             "MINT_ENV=production needs METRICS_TOKEN (or METRICS_TOKEN_FILE",
         ),
+        ({"WEB_URL": None}, "MINT_ENV=production needs WEB_URL, the site's public URL"),
     ],
     ids=[
         "no-secret-key",
@@ -115,6 +117,7 @@ def test_the_secret_key_may_come_from_a_file(tmp_path: Path) -> None:
         "debug",
         "unknown-env",
         "no-metrics-token",
+        "no-web-url",
     ],
 )
 def test_a_missing_or_unsafe_setting_stops_the_process_naming_it(
@@ -145,6 +148,7 @@ def test_the_embedded_defaults_still_start_without_any_production_variable(
         DJANGO_SECRET_KEY=None,
         DJANGO_ALLOWED_HOSTS=None,
         METRICS_TOKEN=None,
+        WEB_URL=None,
     )
     result = manage(env, "check")
     assert result.returncode == 0, result.stderr

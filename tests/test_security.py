@@ -161,8 +161,11 @@ def test_the_api_and_the_metadata_keep_untrusted_text_as_plain_json_strings(
     response = Client().get(f"/ipfs/{token.metadata_cid}")
     assert response["Content-Type"] == "application/json"
     metadata = json.loads(response.content)
-    assert set(metadata) == {"name", "description", "image", "attributes", "provenance"}
+    assert set(metadata) == {
+        "name", "description", "image", "external_url", "attributes", "rarity", "provenance"
+    }  # fmt: skip
     assert "image_data" not in metadata and "animation_url" not in metadata
+    assert metadata["external_url"] == f"{settings.WEB_URL}/c/hostile/tokens/1/"
     assert metadata["image"] == f"ipfs://{token.image_cid}"
     assert metadata["name"] == f"{HOSTILE_NAME} #1"
     assert metadata["description"] == HOSTILE_DESCRIPTION

@@ -28,6 +28,7 @@ from generation.traits import (
     template_placeholders,
     token_traits,
     trait_probabilities,
+    trait_rarity,
     uniform_below,
     validate_rarity,
     validate_template,
@@ -513,13 +514,19 @@ def test_it_scores_rarity_in_bits() -> None:
         rarity({"background": "Void"}, table, max_supply=1)
 
 
-def test_it_builds_opensea_attributes_in_table_order() -> None:
+def test_it_builds_opensea_attributes_in_table_order_and_their_rarity_beside_them() -> None:
     table = weighted_table()
     traits = {"eyes": "Red", "hat": "Crown", "background": "Gold"}
+    # only OpenSea's keys in an attribute
     assert attributes(traits, table, max_supply=1) == [
-        {"trait_type": "background", "value": "Gold", "rarity": 0.255},
-        {"trait_type": "hat", "value": "Crown", "rarity": 0.3},
-        {"trait_type": "eyes", "value": "Red", "rarity": 0.03},
+        {"trait_type": "background", "value": "Gold"},
+        {"trait_type": "hat", "value": "Crown"},
+        {"trait_type": "eyes", "value": "Red"},
+    ]
+    assert list(trait_rarity(traits, table, max_supply=1).items()) == [
+        ("background", 0.255),
+        ("hat", 0.3),
+        ("eyes", 0.03),
     ]
     third = {
         "mode": "weighted",
@@ -533,11 +540,11 @@ def test_it_builds_opensea_attributes_in_table_order() -> None:
             }
         ],
     }
-    assert attributes({"c": "a"}, third, max_supply=1) == [
-        {"trait_type": "c", "value": "a", "rarity": 0.333333}
-    ]
+    assert trait_rarity({"c": "a"}, third, max_supply=1) == {"c": 0.333333}
     with pytest.raises(ValueError, match="not an option"):
         attributes({**traits, "eyes": "Blue"}, table, max_supply=1)
+    with pytest.raises(ValueError, match="not an option"):
+        trait_rarity({**traits, "eyes": "Blue"}, table, max_supply=1)
 
 
 # --- properties ------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 DEPLOYER = ANVIL_ACCOUNTS[0]
 Status = Token.Status
 REPO = Path(__file__).resolve().parent.parent
-HONEST, OTHER, FORGED_ATTRIBUTE, FORGED_SEED = 1, 2, 3, 4
+HONEST, OTHER, FORGED_ATTRIBUTE, FORGED_SEED, BEFORE_ISSUE_19 = 1, 2, 3, 4, 5
 
 
 @dataclass
@@ -98,6 +98,23 @@ def forge_attribute(token: Token) -> None:
     attribute["value"] = "cold" if attribute["value"] == "warm" else "warm"
     data = canonical_json(document)
     cid = store.pin(data, name="forged.json")
+    Token.objects.filter(pk=token.pk).update(
+        metadata_cid=cid, metadata_sha256=hashlib.sha256(data).hexdigest()
+    )
+
+
+def as_published_before_issue_19(token: Token) -> None:
+    """The metadata in the shape tokens were published in before issue 19 (each attribute's
+    rarity inside it, no ``external_url``), pinned, and its digest is what goes on-chain: a
+    token published then, which no one can rewrite."""
+    store = pinner_from_settings()
+    document = json.loads(LocalStore(settings_store()).get(token.metadata_cid))
+    figures = document.pop("rarity")
+    del document["external_url"]
+    for attribute in document["attributes"]:
+        attribute["rarity"] = figures[attribute["trait_type"]]
+    data = canonical_json(document)
+    cid = store.pin(data, name="before-issue-19.json")
     Token.objects.filter(pk=token.pk).update(
         metadata_cid=cid, metadata_sha256=hashlib.sha256(data).hexdigest()
     )
@@ -160,6 +177,10 @@ def world(
         through_pipeline(w3, collection, [pk], lambda token: None)
         mine(w3, 2)
         listen(w3, collection)
+        # token 5: honest, published in the metadata format before issue 19
+        mint(w3, collection, 1)
+        mine(w3, 2)
+        through_pipeline(w3, collection, listen(w3, collection), as_published_before_issue_19)
         tokens = {t.token_id: t for t in Token.objects.filter(collection=collection)}
         # a quota collection: token k's trait depends on the seeds of tokens 1..k
         quota = deploy_collection(
@@ -310,6 +331,7 @@ def test_without_weights_the_weight_checks_are_skipped_and_the_verdict_passes(
         OTHER: "PASS (11 checks passed, 3 skipped)",
         FORGED_ATTRIBUTE: "FAIL: traits",
         FORGED_SEED: "FAIL: seed",
+        BEFORE_ISSUE_19: "PASS (11 checks passed, 3 skipped)",
     }
     assert document["verdict"] == "FAIL"
 
@@ -418,6 +440,28 @@ def test_an_attribute_changed_before_publishing_fails_the_traits_check_only(worl
     assert [c.name for c in checks if c.failed] == ["traits"]
     (traits,) = [c for c in checks if c.name == "traits"]
     assert "!= recomputed" in traits.detail
+
+
+def test_a_token_published_before_issue_19_verifies_in_its_own_format(world: World) -> None:
+    # Given token 5, published with each attribute's rarity inside it (the digest on-chain is
+    # of those bytes), and token 1, published in today's format
+    def traits_check(token_id: int) -> verifier.Check:
+        checks = verifier.verify_token(world.rpc_url, world.contract, token_id, world.gateway)
+        assert [c.name for c in checks if c.failed] == []
+        (check,) = [c for c in checks if c.name == "traits"]
+        return check
+
+    # Then both pass, and the traits check says which format it read
+    old, new = traits_check(BEFORE_ISSUE_19), traits_check(HONEST)
+    assert old.status == new.status == verifier.PASS
+    assert old.detail.endswith("metadata format: rarity inside each attribute (before issue 19)")
+    assert new.detail.endswith("metadata format: OpenSea attributes, rarity beside them")
+
+
+def test_an_attribute_changed_before_publishing_says_the_format_it_read(world: World) -> None:
+    checks = verifier.verify_token(world.rpc_url, world.contract, FORGED_ATTRIBUTE, world.gateway)
+    (traits,) = [c for c in checks if c.name == "traits"]
+    assert traits.detail.startswith("metadata format: OpenSea attributes, rarity beside them: ")
 
 
 def test_a_seed_forged_through_the_late_path_fails_the_seed_check_only(world: World) -> None:

@@ -20,7 +20,7 @@ from chain.seeds import derive_seed
 from generation.canonical import canonical_json
 from generation.render_levers import levers_in
 from generation.render_seed import torch_seed_for
-from generation.traits import attributes, rarity, render_prompt, token_traits
+from generation.traits import attributes, rarity, render_prompt, token_traits, trait_rarity
 from ipfs.cid import cid_from_sha256, compute_cid
 from verifier.errors import VerifyError
 from verifier.fetching import Gateway
@@ -389,23 +389,44 @@ def check_traits(contract: Any, state: State) -> Check:
     else:
         seeds = [bytes(32)] * (k - 1) + [state.seed]
     traits = token_traits(k, seeds, table)
-    want_attrs = attributes(traits, table, max_supply=supply) if traits else []
+    fmt, problems = _shown_traits_problems(state.metadata, traits, table, supply)
     prov = state.metadata.get("provenance") or {}
-    problems = []
-    if state.metadata.get("attributes") != want_attrs:
-        problems.append(
-            f"attributes {state.metadata.get('attributes')!r} != recomputed {want_attrs!r}"
-        )
     if prov.get("traits") != traits:
         problems.append(f"provenance traits {prov.get('traits')!r} != recomputed {traits!r}")
     want_rarity = rarity(traits, table, max_supply=supply) if traits else None
     if prov.get("rarity") != want_rarity:
         problems.append(f"provenance rarity {prov.get('rarity')!r} != recomputed {want_rarity!r}")
     if problems:
-        return failed(name, "; ".join(problems))
+        return failed(name, f"{fmt}: " + "; ".join(problems))
     state.traits = traits
     replay = f" (quota replay over tokens 1..{k})" if mode == "quota" else ""
-    return passed(name, f"{mode}: {traits or 'no traits'}{replay}")
+    return passed(name, f"{mode}: {traits or 'no traits'}{replay}; {fmt}")
+
+
+# The two shapes a token's attributes were published in. Published bytes are on chain for good,
+# so a token from before issue 19 still verifies, in the shape it has.
+FORMAT_OPENSEA = "metadata format: OpenSea attributes, rarity beside them"
+FORMAT_RARITY_IN_ATTRIBUTES = "metadata format: rarity inside each attribute (before issue 19)"
+
+
+def _shown_traits_problems(
+    metadata: dict[str, Any], traits: dict[str, str], table: dict[str, Any], supply: int
+) -> tuple[str, list[str]]:
+    """Which format the metadata's ``attributes`` (and ``rarity``) are in, and where they
+    differ from the recomputed traits."""
+    shown = metadata.get("attributes")
+    want = attributes(traits, table, max_supply=supply) if traits else []
+    figures = trait_rarity(traits, table, max_supply=supply) if traits else {}
+    # the top-level rarity came with the format (an empty one for a token without traits)
+    legacy = "rarity" not in metadata
+    problems = []
+    if legacy:
+        want = [{**a, "rarity": figures[a["trait_type"]]} for a in want]
+    elif metadata["rarity"] != figures:
+        problems.append(f"rarity {metadata['rarity']!r} != recomputed {figures!r}")
+    if shown != want:
+        problems.append(f"attributes {shown!r} != recomputed {want!r}")
+    return (FORMAT_RARITY_IN_ATTRIBUTES if legacy else FORMAT_OPENSEA), problems
 
 
 def check_render_params(state: State) -> Check:

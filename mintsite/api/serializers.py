@@ -206,9 +206,11 @@ class RaritySerializer(serializers.Serializer):
 
 
 class AttributeSerializer(serializers.Serializer):
+    """An attribute as the metadata has it (OpenSea's standard); each option's probability is
+    in the token's ``rarity``."""
+
     trait_type = serializers.CharField()
     value = serializers.CharField()
-    rarity = serializers.FloatField(help_text="The option's configured probability")
 
 
 class TokenSerializer(serializers.Serializer):

@@ -358,16 +358,19 @@ def _provenance_api(slug: str, token_id: int) -> str:
 
 
 def _attributes(token: Token) -> list[dict[str, Any]]:
-    """The metadata's attributes (same function that built it), rarity as a percentage."""
-    from generation.traits import attributes
+    """The metadata's attributes and its rarity figures (the functions that built them), each
+    attribute with its option's probability as a percentage."""
+    from generation.traits import attributes, trait_rarity
 
     collection = token.collection
+    table, supply = collection.rarity, collection.max_supply
     try:
-        rows = attributes(token.traits, collection.rarity, max_supply=collection.max_supply)
+        rows = attributes(token.traits, table, max_supply=supply)
+        figures = trait_rarity(token.traits, table, max_supply=supply)
     except ValueError as exc:  # a trait no longer in the table: show it, say so
         log.warning("%s: traits do not match the rarity table: %s", token, exc)
         return [{"trait_type": k, "value": v, "percent": None} for k, v in token.traits.items()]
-    return [{**row, "percent": round(row["rarity"] * 100, 2)} for row in rows]
+    return [{**row, "percent": round(figures[row["trait_type"]] * 100, 2)} for row in rows]
 
 
 def clip_rows(scores: dict[str, float], thresholds: dict[str, float]) -> list[dict[str, Any]]:

@@ -74,6 +74,10 @@ class CollectionSpec:
     vrf_coordinator: str = ""
     vrf_subscription_id: int = 0
     vrf_key_hash: str = ""
+    # the contract metadata's pictures (generation/collection_image.py): paths inside
+    # MODEL_ROOTS; no image: the first style image, or a card with the name
+    image: str = ""
+    banner_image: str = ""
 
 
 def reference_world_spec(*, style: str | None = None, **overrides: Any) -> CollectionSpec:
@@ -191,6 +195,8 @@ def deploy_collection(w3: Web3, deployer_key: str, spec: CollectionSpec) -> Coll
         vrf_coordinator=vrf.coordinator if vrf else "",
         vrf_subscription_id=str(vrf.subscription_id) if vrf else "",
         vrf_key_hash="0x" + vrf.key_hash.hex() if vrf else "",
+        image=spec.image,
+        banner_image=spec.banner_image,
     )
     send_freeze(w3, admin, collection)
     collection.refresh_from_db()
@@ -201,7 +207,7 @@ def deploy_collection(w3: Web3, deployer_key: str, spec: CollectionSpec) -> Coll
 def send_freeze(w3: Web3, admin: LocalAccount, collection: Collection) -> str:
     """Prepare (if needed), send the freeze from ``admin`` and record it; the transaction hash.
     For the command and the local deploy paths, which hold the admin key."""
-    call = prepare_freeze(collection)
+    call = prepare_freeze(collection, w3)
     if on_chain_digest(w3, collection) != ZERO_DIGEST:
         # a signer got there first (or a crash came between the send and the record)
         record_freeze(w3, collection)

@@ -4,8 +4,9 @@ The freeze is ``freezeConfig(digest, contractURI)`` on the collection's contract
 contract admin (``DEFAULT_ADMIN_ROLE``) may send. It happens in two halves:
 
 1. ``prepare_freeze`` (the admin, no key): validate the config, pin the weights where the
-   collection publishes them (generation/published_weights.py), pin its contract metadata,
-   compute the digest, and record them as the collection's *prepared* freeze, which locks what
+   collection publishes them (generation/published_weights.py), pin the collection's pictures
+   (generation/collection_image.py) and its contract metadata, which repeats the royalty the
+   contract pays (ERC-2981, read from the chain), compute the digest, and record them as the collection's *prepared* freeze, which locks what
    shapes the output (the digest is of this config). ``FreezeCall`` is the transaction to sign:
    ``to``, ``data`` and the arguments, for a multisig, a hardware wallet or ``cast``.
 2. Whoever holds the admin key sends it: ``manage.py freeze_collection <slug>``
@@ -29,10 +30,17 @@ from django.db import transaction
 from web3 import Web3
 from web3.types import BlockIdentifier
 
+from chain.chains import web3_for
 from chain.contract import bind
 from chain.errors import ChainError
 from generation.canonical import canonical_json
-from generation.collection_config import config_digest, contract_metadata, generation_config
+from generation.collection_config import (
+    Royalty,
+    config_digest,
+    contract_metadata,
+    generation_config,
+)
+from generation.collection_image import banner_image, collection_image
 from generation.models import Collection
 from generation.published_weights import pin_weights
 from ipfs.backends import pinner_from_settings
@@ -96,9 +104,20 @@ def freeze_call(collection: Collection) -> FreezeCall | None:
     )
 
 
-def prepare_freeze(collection: Collection) -> FreezeCall:
+def royalty_of(w3: Web3, collection: Collection) -> Royalty | None:
+    """The contract's ERC-2981 default royalty (``royaltyInfo`` of a sale of 10,000 wei is the
+    rate in basis points); None when it pays none."""
+    contract = bind(w3, collection.contract_address)
+    receiver, amount = contract.functions.royaltyInfo(1, 10_000).call()
+    if int(receiver, 16) == 0 or not amount:
+        return None
+    return Royalty(recipient=Web3.to_checksum_address(receiver), basis_points=int(amount))
+
+
+def prepare_freeze(collection: Collection, w3: Web3 | None = None) -> FreezeCall:
     """Validate the config (``ValidationError``), pin the contract metadata and record the
-    prepared freeze; the same call again returns it unchanged. Sends nothing."""
+    prepared freeze; the same call again returns it unchanged. Sends nothing; reads the
+    contract's royalty through ``w3`` (default: the collection's chain's endpoints)."""
     collection = Collection.objects.get(pk=collection.pk)
     if collection.config_digest:
         raise FreezeRefused(f"{collection.slug} is already frozen ({collection.config_digest})")
@@ -110,10 +129,15 @@ def prepare_freeze(collection: Collection) -> FreezeCall:
     if collection.publish_weights:
         # pinned before the config that names them, every root checked against its CID
         pin_weights(collection, pinner_from_settings())
-    cid = pinner_from_settings().pin(
-        canonical_json(contract_metadata(collection, config)),
-        name=f"{collection.slug}-contract.json",
+    royalty = royalty_of(w3 or web3_for(collection.chain_id), collection)
+    pinner = pinner_from_settings()
+    image, banner = collection_image(collection), banner_image(collection)
+    image_uri = "ipfs://" + pinner.pin(image.data, name=image.filename)
+    banner_uri = "ipfs://" + pinner.pin(banner.data, name=banner.filename) if banner else None
+    metadata = contract_metadata(
+        collection, config, image=image_uri, banner_image=banner_uri, royalty=royalty
     )
+    cid = pinner.pin(canonical_json(metadata), name=f"{collection.slug}-contract.json")
     digest, uri = "0x" + config_digest(config).hex(), f"ipfs://{cid}"
     with transaction.atomic():
         # conditional: two managers preparing at once record one freeze
@@ -121,7 +145,10 @@ def prepare_freeze(collection: Collection) -> FreezeCall:
             prepared_config_digest=digest, prepared_contract_uri=uri
         )
     collection.refresh_from_db()
-    log.info("%s: freeze prepared, config digest %s, %s", collection.slug, digest, uri)
+    log.info(
+        "%s: freeze prepared, config digest %s, %s (collection image: %s %s)",
+        collection.slug, digest, uri, image.source, image_uri,
+    )  # fmt: skip
     return freeze_call(collection)  # type: ignore[return-value]
 
 

@@ -9,6 +9,7 @@ anyone can fetch ``contractURI``, hash its ``generation`` object and compare it 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Any
 
 from generation.canonical import canonical_json
@@ -118,17 +119,47 @@ def config_digest(config: dict[str, Any]) -> bytes:
     return hashlib.sha256(canonical_json(config)).digest()
 
 
-def contract_metadata(collection: Collection, config: dict[str, Any]) -> dict[str, Any]:
-    """ERC-7572 ``contractURI`` document; ``generation`` is the part the digest covers."""
-    return {
+@dataclass(frozen=True)
+class Royalty:
+    """The contract's ERC-2981 default royalty, which OpenSea's contract metadata repeats."""
+
+    recipient: str  # checksummed address
+    basis_points: int
+
+
+def contract_metadata(
+    collection: Collection,
+    config: dict[str, Any],
+    *,
+    image: str,
+    banner_image: str | None = None,
+    royalty: Royalty | None = None,
+) -> dict[str, Any]:
+    """ERC-7572 ``contractURI`` document; ``generation`` is the part the digest covers.
+
+    ``name``, ``description``, ``image`` and ``banner_image`` (``ipfs://`` URIs of pinned
+    pictures: generation/collection_image.py), ``external_link`` (the collection's page here)
+    and OpenSea's ``seller_fee_basis_points`` and ``fee_recipient`` (the contract's royalty;
+    left out when it pays none) are what marketplaces read.
+    """
+    from generation.site_links import collection_url
+
+    document: dict[str, Any] = {
         "name": collection.name,
         "description": collection.description,
-        "image": "",
+        "image": image,
+        "external_link": collection_url(collection.slug),
         "generation": config,
         "config_digest": "0x" + config_digest(config).hex(),
         "config_digest_scheme": "sha256 of the canonical JSON (sorted keys, compact, UTF-8) "
         "of the generation object",
     }
+    if banner_image:
+        document["banner_image"] = banner_image
+    if royalty is not None:
+        document["seller_fee_basis_points"] = royalty.basis_points
+        document["fee_recipient"] = royalty.recipient
+    return document
 
 
 def placeholder_metadata(name: str) -> dict[str, Any]:

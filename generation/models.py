@@ -219,6 +219,26 @@ class Collection(models.Model):
         "token from public data (mintverify --fetch-weights; docs/provenance.md)",
     )
 
+    # The contract metadata's pictures for marketplaces' collection pages (ERC-7572,
+    # generation/collection_image.py): pinned to IPFS into the contract metadata when the freeze
+    # is prepared. Not part of the generation config: they shape no token.
+    image = models.CharField(
+        "collection image",
+        max_length=config_limits.PATH_MAX,
+        blank=True,
+        validators=[printable_line],
+        help_text="The collection's picture on marketplaces: an image file inside the model "
+        "folders the operator allows; empty: the first style image, or else a card with the "
+        "collection's name. Pinned into the contract metadata when the freeze is prepared",
+    )
+    banner_image = models.CharField(
+        max_length=config_limits.PATH_MAX,
+        blank=True,
+        validators=[printable_line],
+        help_text="A wide banner for marketplaces' collection page (optional; an image file in "
+        "the same folders), pinned with the collection image",
+    )
+
     paused = models.BooleanField(
         default=False,
         help_text="Paused: no token of the collection starts rendering or publishing; mints "
@@ -284,6 +304,7 @@ class Collection(models.Model):
         errors.update(outside)
         if "style_images" not in outside:
             errors.update(self._check_style_images())
+        errors.update(self._check_marketplace_images(outside))
         if not {"model_dir", "model_config_dir"} & set(outside):
             errors.update(self._check_model_reference())
         if not {"model_dir", "model_config_dir", "lora_adapters", "onnx_dir"} & set(errors):
@@ -336,10 +357,17 @@ class Collection(models.Model):
         return [_resolve(path) for path in self.style_images]
 
     def _check_locations(self) -> dict[str, list[str]]:
-        """Every model path (and style image) must be inside MODEL_ROOTS; one message for
+        """Every model path (and style and marketplace image) must be inside MODEL_ROOTS; one message for
         any path outside, whatever is there (generation/model_roots.py)."""
         errors: dict[str, list[str]] = {}
-        for name in ("model_dir", "model_config_dir", "clip_dir", "onnx_dir"):
+        for name in (
+            "model_dir",
+            "model_config_dir",
+            "clip_dir",
+            "onnx_dir",
+            "image",
+            "banner_image",
+        ):
             value = getattr(self, name)
             if value and not model_roots.is_confined(value):
                 errors[name] = [model_roots.outside_message(value)]
@@ -374,6 +402,29 @@ class Collection(models.Model):
         if self.style_images and self.style_images_threshold is None:
             problems.append("reference images need style_images_threshold")
         return {"style_images": problems} if problems else {}
+
+    def _check_marketplace_images(self, outside: dict[str, list[str]]) -> dict[str, list[str]]:
+        """The collection image and banner, when chosen: inside MODEL_ROOTS, and images."""
+        from PIL import Image, UnidentifiedImageError
+
+        errors: dict[str, list[str]] = {}
+        for name in ("image", "banner_image"):
+            value = getattr(self, name)
+            if not value or name in outside:
+                continue
+            try:
+                with Image.open(_resolve(value)) as image:
+                    image.verify()
+            except (OSError, UnidentifiedImageError) as exc:
+                errors[name] = [f"{value}: not a readable image ({exc})"]
+        return errors
+
+    def marketplace_image_paths(self) -> tuple[Path | None, Path | None]:
+        """The chosen collection image and banner (None where none is chosen)."""
+        return (
+            _resolve(self.image) if self.image else None,
+            _resolve(self.banner_image) if self.banner_image else None,
+        )
 
     def _check_model_reference(self) -> dict[str, list[str]]:
         from generation.errors import ModelReferenceError

@@ -1,4 +1,6 @@
-"""``manage.py deploy_collection`` against a real anvil."""
+"""``manage.py deploy_collection`` against a real anvil, and what it publishes for marketplaces:
+the contract metadata (ERC-7572) and a published token's metadata, checked field by field
+against OpenSea's metadata standards."""
 
 from __future__ import annotations
 
@@ -8,14 +10,24 @@ from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.test import Client
 from eth_utils import keccak
 from web3 import Web3
 from web3.exceptions import ContractCustomError
 
+from chain import publishing
 from chain.anvil import ANVIL_ACCOUNTS, Anvil, start_anvil
 from chain.contract import bind
-from generation.models import Collection
+from chain.listener import Listener
+from chain.models import Chain
+from chain.seed_commit import commit_seeds
+from devtools.rarity_fixtures import WEIGHTED as PALETTE
+from generation import pipeline
+from generation.collection_image import name_card
+from generation.models import Collection, Token
+from ipfs.cid import compute_cid
 from ipfs.store import LocalStore
+from tests.test_listener import mine, mint
 
 pytestmark = pytest.mark.django_db(transaction=True)
 UNAUTHORIZED = "0x" + keccak(text="AccessControlUnauthorizedAccount(address,bytes32)")[:4].hex()
@@ -159,3 +171,174 @@ def test_a_deployer_that_is_also_the_publisher_keeps_that_role(anvil: Anvil, set
     )
     deployer = ANVIL_ACCOUNTS[0].address
     assert contract.functions.hasRole(contract.functions.PUBLISHER_ROLE().call(), deployer).call()
+
+
+# OpenSea's metadata standards (docs.opensea.io/docs/metadata-standards and contract-level
+# metadata, which ERC-7572's schema follows): the keys a marketplace reads, and ours beside them.
+OPENSEA_TOKEN_KEYS = {
+    "name", "description", "image", "image_data", "external_url", "animation_url",
+    "youtube_url", "background_color", "attributes",
+}  # fmt: skip
+OUR_TOKEN_KEYS = {"rarity", "provenance"}
+ATTRIBUTE_KEYS = {"trait_type", "value", "display_type", "max_value"}
+DISPLAY_TYPES = {"number", "boost_number", "boost_percentage", "date"}
+CONTRACT_KEYS = {
+    "name", "description", "image", "banner_image", "featured_image", "external_link",
+    "collaborators", "seller_fee_basis_points", "fee_recipient",
+}  # fmt: skip
+OUR_CONTRACT_KEYS = {"generation", "config_digest", "config_digest_scheme"}
+
+
+def pinned(client: Client, uri: str) -> bytes:
+    """The bytes an ``ipfs://`` URI names, as this site's gateway serves them, checked against
+    the CID."""
+    assert isinstance(uri, str) and uri.startswith("ipfs://"), uri
+    cid = uri.removeprefix("ipfs://")
+    response = client.get(f"/ipfs/{cid}")
+    assert response.status_code == 200, uri
+    data = b"".join(response.streaming_content) if response.streaming else response.content
+    assert compute_cid(data) == cid
+    return data
+
+
+def page_at(client: Client, url: str) -> str:
+    """The page a published link names: under WEB_URL, served by this site."""
+    from django.conf import settings
+
+    assert url.startswith(settings.WEB_URL + "/"), url
+    response = client.get(url.removeprefix(settings.WEB_URL))
+    assert response.status_code == 200, url
+    return response.content.decode()
+
+
+def published_token(w3: Web3, collection: Collection) -> Token:
+    """One token minted by a collector and taken through every stage, as in production."""
+    mint(w3, collection, 1)
+    mine(w3, 2)
+    handed: list[int] = []
+    chain = Chain.objects.get(chain_id=collection.chain_id)
+    Listener(w3, chain, on_confirmed=lambda c, pks: handed.extend(pks)).poll()
+    commit_seeds(w3, collection, handed, lambda token: None)
+    (pk,) = handed
+    assert pipeline.run_render(pk) == Token.Status.RENDERED
+    assert pipeline.run_pin(pk) == Token.Status.PINNED
+    assert publishing.publish_batch(collection.pk).published == [pk]
+    return Token.objects.get(pk=pk)
+
+
+@pytest.fixture
+def pictures(settings, tmp_path: Path) -> dict[str, Path]:  # type: ignore[no-untyped-def]
+    """A collection image and a banner in a folder the operator allows."""
+    from PIL import Image
+
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    settings.MODEL_ROOTS = [*settings.MODEL_ROOTS, str(folder)]
+    found = {}
+    for name, size, colour in (("image", (350, 350), "teal"), ("banner", (1400, 350), "navy")):
+        path = folder / f"{name}.png"
+        Image.new("RGB", size, colour).save(path)
+        found[name] = path
+    return found
+
+
+def test_a_published_token_and_the_contract_metadata_follow_the_marketplace_standards(
+    anvil: Anvil, client: Client, pictures: dict[str, Path], settings
+) -> None:  # type: ignore[no-untyped-def]
+    # Given a collection deployed with a chosen image and banner, and a 7.5 % royalty
+    call_command("deploy_collection", "--rpc-url", anvil.rpc_url, "--slug", "market",
+                 "--rarity", json.dumps(PALETTE), "--prompt-template", "a painting {palette}",
+                 "--royalty-bps", "750", "--image", str(pictures["image"]),
+                 "--banner-image", str(pictures["banner"]))  # fmt: skip
+    collection = Collection.objects.get(slug="market")
+    w3 = Web3(Web3.HTTPProvider(anvil.rpc_url))
+    contract = bind(w3, collection.contract_address)
+    # When a collector's token is published
+    token = published_token(w3, collection)
+    store = LocalStore(settings.IPFS_STORE_DIR)
+
+    # Then its metadata has the standard's keys only, and ours beside them
+    metadata = json.loads(pinned(client, contract.functions.tokenURI(1).call()))
+    assert set(metadata) <= OPENSEA_TOKEN_KEYS | OUR_TOKEN_KEYS
+    assert set(metadata) == {
+        "name", "description", "image", "external_url", "attributes", "rarity", "provenance"
+    }  # fmt: skip
+    assert metadata["name"] == f"{collection.name} #1"
+    assert metadata["description"] == collection.description
+    # image: an ipfs:// URI of the pinned PNG
+    assert metadata["image"] == f"ipfs://{token.image_cid}"
+    assert pinned(client, metadata["image"]).startswith(b"\x89PNG")
+    assert store.has(token.image_cid)
+    # external_url: the token's own page on this site
+    page = page_at(client, metadata["external_url"])
+    assert f"{collection.name} #1</h1>" in page and token.image_cid in page
+    # attributes: trait_type and value, nothing else (display_type and max_value are for
+    # numbers; an option is a name)
+    assert metadata["attributes"] == [{"trait_type": "palette", "value": token.traits["palette"]}]
+    for attribute in metadata["attributes"]:
+        assert set(attribute) <= ATTRIBUTE_KEYS
+        assert isinstance(attribute["trait_type"], str)
+        assert isinstance(attribute["value"], str | int | float)
+        assert attribute.get("display_type", "number") in DISPLAY_TYPES
+        assert isinstance(attribute.get("max_value", 0), int | float)
+    # the rarity figures beside them, keyed by trait_type
+    assert metadata["rarity"] == {"palette": {"warm": 0.75, "cold": 0.25}[token.traits["palette"]]}
+    assert metadata["provenance"]["traits"] == token.traits
+
+    # And the contract metadata has ERC-7572's keys (OpenSea's royalty fields among them)
+    document = json.loads(pinned(client, contract.functions.contractURI().call()))
+    assert set(document) <= CONTRACT_KEYS | OUR_CONTRACT_KEYS
+    assert set(document) - OUR_CONTRACT_KEYS == {
+        "name", "description", "image", "banner_image", "external_link",
+        "seller_fee_basis_points", "fee_recipient",
+    }  # fmt: skip
+    assert (document["name"], document["description"]) == (
+        collection.name,
+        collection.description,
+    )
+    # the chosen pictures, pinned as they are
+    assert pinned(client, document["image"]) == pictures["image"].read_bytes()
+    assert pinned(client, document["banner_image"]) == pictures["banner"].read_bytes()
+    # external_link: the collection's page on this site
+    assert f"<h1>{collection.name}</h1>" in page_at(client, document["external_link"])
+    # the royalty the contract pays (ERC-2981)
+    receiver, amount = contract.functions.royaltyInfo(1, 10_000).call()
+    assert document["seller_fee_basis_points"] == amount == 750
+    assert document["fee_recipient"] == receiver == ANVIL_ACCOUNTS[0].address
+
+
+def test_with_no_image_chosen_the_collection_image_is_the_first_style_image_or_a_name_card(
+    anvil: Anvil, client: Client, pictures: dict[str, Path]
+) -> None:
+    def image_of(slug: str) -> bytes:
+        collection = Collection.objects.get(slug=slug)
+        document = json.loads(pinned(client, collection.contract_uri))
+        assert "banner_image" not in document  # only ever chosen
+        return pinned(client, document["image"])
+
+    # a collection with style images: the first of them
+    call_command("deploy_collection", "--rpc-url", anvil.rpc_url, "--slug", "styled",
+                 "--style-images", json.dumps([str(pictures["banner"]), str(pictures["image"])]),
+                 "--style-images-threshold", "-1")  # fmt: skip
+    assert image_of("styled") == pictures["banner"].read_bytes()
+    # one without: a card with its name, rendered at the freeze
+    call_command("deploy_collection", "--rpc-url", anvil.rpc_url, "--slug", "plain",
+                 "--name", "Plain Shapes")  # fmt: skip
+    assert image_of("plain") == name_card("Plain Shapes", "plain")
+
+
+def test_it_refuses_a_collection_image_it_cannot_read_before_sending_anything(
+    anvil: Anvil, pictures: dict[str, Path]
+) -> None:
+    not_an_image = pictures["image"].with_name("notes.txt")
+    not_an_image.write_text("not a picture")
+    w3 = Web3(Web3.HTTPProvider(anvil.rpc_url))
+    nonce = w3.eth.get_transaction_count(ANVIL_ACCOUNTS[0].address)
+    with pytest.raises(CommandError, match="not a readable image"):
+        call_command("deploy_collection", "--rpc-url", anvil.rpc_url,
+                     "--image", str(not_an_image))  # fmt: skip
+    with pytest.raises(CommandError, match="outside the folders models may be loaded from"):
+        call_command(
+            "deploy_collection", "--rpc-url", anvil.rpc_url, "--banner-image", "/etc/hosts"
+        )
+    assert w3.eth.get_transaction_count(ANVIL_ACCOUNTS[0].address) == nonce

@@ -133,6 +133,15 @@ class CollectionAdmin(admin.ModelAdmin):
             ),
             ("Supply", {"fields": ["max_supply"]}),
             (
+                "Marketplaces",
+                {
+                    "fields": ["image", "banner_image"],
+                    "description": "The contract metadata's pictures (ERC-7572), pinned to "
+                    "IPFS with it when the freeze is prepared; its link to the collection's "
+                    "page and its royalty (read from the contract) are added then too.",
+                },
+            ),
+            (
                 "Chain",
                 {
                     "fields": [
@@ -175,7 +184,8 @@ class CollectionAdmin(admin.ModelAdmin):
                 "vrf_key_hash",
             ]
         if obj is not None and obj.config_locked:
-            readonly += FROZEN_FIELDS
+            # the pictures too: they are in the contract metadata the prepared freeze names
+            readonly += [*FROZEN_FIELDS, "image", "banner_image"]
         return readonly
 
     def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
@@ -292,6 +302,7 @@ class CollectionAdmin(admin.ModelAdmin):
     freeze.allowed_permissions = ("change",)
 
     def _prepare_one(self, request: HttpRequest, collection: Collection) -> bool:
+        from chain.errors import ChainError
         from chain.freeze import FreezeRefused, prepare_freeze
 
         label = collection.slug
@@ -310,7 +321,7 @@ class CollectionAdmin(admin.ModelAdmin):
                 messages.ERROR,
             )
             return False
-        except (ImproperlyConfigured, OSError) as exc:  # the pinning backend
+        except (ImproperlyConfigured, OSError, ChainError) as exc:  # pinning, the royalty read
             self.message_user(
                 request, f"{label}: not prepared: {type(exc).__name__}: {exc}", messages.ERROR
             )

@@ -30,7 +30,7 @@ def _parser_for(name: str, default: Any) -> Any:
     if isinstance(default, dict | list):
         # --rarity '{"mode": "weighted", "categories": [...]}', --lora-adapters '[{...}]'
         return json.loads
-    if name in ("uniqueness_threshold", "near_duplicate_threshold"):
+    if name in ("uniqueness_threshold", "near_duplicate_threshold", "style_images_threshold"):
         return float
     return type(default)
 
@@ -80,6 +80,8 @@ class Command(BaseCommand):
             vrf_coordinator="0x" + "0" * 40 if spec.vrf_coordinator == "local" else spec.vrf_coordinator,
             vrf_subscription_id=str(spec.vrf_subscription_id),
             vrf_key_hash="0x" + "0" * 64 if spec.vrf_coordinator == "local" else spec.vrf_key_hash,
+            style_images=spec.style_images, style_images_threshold=spec.style_images_threshold,
+            image=spec.image, banner_image=spec.banner_image,
         )  # fmt: skip
         try:
             # Checked before anything is sent, so a typo costs no gas.

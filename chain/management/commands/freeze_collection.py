@@ -43,14 +43,14 @@ class Command(BaseCommand):
         if collection is None:
             raise CommandError(f"no collection with the slug {options['slug']!r}")
         try:
-            if options["print_only"]:
-                call = prepare_freeze(collection)
-                self.stdout.write(json.dumps(call.as_dict(), indent=2))
-                return
             url = options["rpc_url"]
             w3 = (
                 connect(url, chain_id=collection.chain_id) if url else web3_for(collection.chain_id)
             )
+            if options["print_only"]:
+                call = prepare_freeze(collection, w3)
+                self.stdout.write(json.dumps(call.as_dict(), indent=2))
+                return
             tx_hash = send_freeze(w3, wallets.deployer(collection.chain_id), collection)
         except ValidationError as exc:
             raise CommandError(f"not frozen, the config is invalid: {exc.message_dict}") from exc

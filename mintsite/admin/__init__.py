@@ -6,9 +6,10 @@ package, and each module registers its models.
 - integrations: API keys, webhook subscriptions and deliveries;
 - chain: chains, cursors, wallets and transactions, read-only for operators;
 - allowlists: upload an allowlist CSV, its Merkle root, pinned tree and each address's proof;
+- sales: sale phases, each collection's sale page and the on-chain actions it queues;
 - permissions: who may see and run what.
 """
 
-from mintsite.admin import allowlists, chain, collections, integrations, tokens
+from mintsite.admin import allowlists, chain, collections, integrations, sales, tokens
 
-__all__ = ["allowlists", "chain", "collections", "integrations", "tokens"]
+__all__ = ["allowlists", "chain", "collections", "integrations", "sales", "tokens"]

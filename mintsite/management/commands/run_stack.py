@@ -34,7 +34,7 @@ from chain.errors import AnvilError
 from chain.rpc import connect
 from chain.wallets import deployer
 from generation.models import Collection
-from generation.stages import IO_QUEUE, RENDER_QUEUE, WEBHOOK_QUEUE
+from generation.stages import ADMIN_QUEUE, IO_QUEUE, RENDER_QUEUE, WEBHOOK_QUEUE
 from mintsite.embedded_redis import EmbeddedRedisError, port_is_free, start_embedded_redis
 
 EMBEDDED_RPC_PORT = 8545
@@ -150,6 +150,13 @@ class Command(BaseCommand):
             [*manage, "rundramatiq", "--processes", "1",
              "--threads", str(options["webhook_threads"]),
              "--queues", WEBHOOK_QUEUE, "--worker-shutdown-timeout", shutdown_ms],
+            env,
+        )  # fmt: skip
+        # the sale's on-chain controls, on the one worker that holds the contract admin's key
+        self._spawn(
+            "admin-worker",
+            [*manage, "rundramatiq", "--processes", "1", "--threads", "1",
+             "--queues", ADMIN_QUEUE, "--worker-shutdown-timeout", shutdown_ms],
             env,
         )  # fmt: skip
         self.stdout.write(json.dumps(info, indent=2))

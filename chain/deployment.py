@@ -78,6 +78,40 @@ class CollectionSpec:
     # MODEL_ROOTS; no image: the first style image, or a card with the name
     image: str = ""
     banner_image: str = ""
+    # the sale (docs/contract.md#sales): tokens kept out of every sale for the admin's airdrops;
+    # who withdrawn proceeds go to ("" for the deployer), or a payment split of [address, basis
+    # points] pairs summing to 10,000, deployed as a PaymentSplit that also takes the royalties
+    reserve: int = 0
+    payee: str = ""
+    splits: list = field(default_factory=list)
+
+
+def sale_spec_problems(spec: CollectionSpec) -> list[str]:
+    """What is wrong with ``spec``'s sale settings, checked before anything is sent."""
+    from eth_utils import is_address
+
+    problems = []
+    if not 0 <= spec.reserve <= spec.max_supply:
+        problems.append(f"reserve {spec.reserve} must be from 0 to max_supply ({spec.max_supply})")
+    if spec.payee and not is_address(spec.payee):
+        problems.append(f"payee {spec.payee!r} is not an Ethereum address")
+    if spec.splits:
+        if spec.payee:
+            problems.append("give payee or splits, not both: a split is the payee")
+        pairs = [p for p in spec.splits if isinstance(p, list | tuple) and len(p) == 2]
+        if len(pairs) != len(spec.splits):
+            problems.append('splits must be [["0xADDRESS", basis points], ...]')
+        for address, bps in pairs:
+            if not is_address(address):
+                problems.append(f"split payee {address!r} is not an Ethereum address")
+            if not isinstance(bps, int) or bps <= 0:
+                problems.append(f"split share {bps!r} of {address} must be a positive whole number")
+        total = sum(b for _, b in pairs if isinstance(b, int))
+        if total != 10_000:
+            problems.append(f"split shares sum to {total}, not 10,000 basis points")
+        if len({str(a).lower() for a, _ in pairs}) != len(pairs):
+            problems.append("a split names one payee twice")
+    return problems
 
 
 def reference_world_spec(*, style: str | None = None, **overrides: Any) -> CollectionSpec:
@@ -150,6 +184,9 @@ def deploy_collection(w3: Web3, deployer_key: str, spec: CollectionSpec) -> Coll
         max_per_tx=spec.max_per_tx,
         max_per_wallet=spec.max_per_wallet,
         admin=admin.address,
+        reserve=spec.reserve,
+        payee=spec.payee or None,
+        splits=[(address, int(bps)) for address, bps in spec.splits],
         royalty_bps=spec.royalty_bps,
         placeholder_uri=f"ipfs://{placeholder_cid}",
         seed_delay=spec.seed_delay,

@@ -89,6 +89,43 @@ def test_it_refuses_a_config_past_the_managers_limits_before_sending_anything(
     assert w3.eth.get_transaction_count(ANVIL_ACCOUNTS[0].address) == nonce
 
 
+def test_it_deploys_a_reserve_and_a_payment_split_that_takes_proceeds_and_royalties(
+    anvil: Anvil,
+) -> None:
+    from chain.contract import bind_split
+
+    paula, dora = ANVIL_ACCOUNTS[3].address, ANVIL_ACCOUNTS[4].address
+    call_command("deploy_collection", "--rpc-url", anvil.rpc_url, "--slug", "split",
+                 "--max-supply", "9", "--reserve", "4",
+                 "--splits", json.dumps([[paula, 7_000], [dora, 3_000]]))  # fmt: skip
+    w3 = Web3(Web3.HTTPProvider(anvil.rpc_url))
+    f = bind(w3, Collection.objects.get(slug="split").contract_address).functions
+    assert f.reserve().call() == [4, 0]
+    split = bind_split(w3, f.payee().call())
+    assert split.functions.split().call() == [[paula, dora], [7_000, 3_000]]
+    assert f.royaltyInfo(1, 10_000).call() == [split.address, 500]
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        (["--reserve", "8", "--max-supply", "7"], "reserve 8 must be from 0 to max_supply"),
+        (["--splits", '[["0xnope", 10000]]'], "is not an Ethereum address"),
+        (["--splits", json.dumps([[ANVIL_ACCOUNTS[3].address, 9_999]])], "sum to 9999"),
+        (["--splits", json.dumps([[ANVIL_ACCOUNTS[3].address, 10_000]]),
+          "--payee", ANVIL_ACCOUNTS[4].address], "give payee or splits, not both"),
+    ],
+)  # fmt: skip
+def test_it_refuses_bad_sale_settings_before_sending_anything(
+    anvil: Anvil, options: list[str], problem: str
+) -> None:
+    w3 = Web3(Web3.HTTPProvider(anvil.rpc_url))
+    nonce = w3.eth.get_transaction_count(ANVIL_ACCOUNTS[0].address)
+    with pytest.raises(CommandError, match=problem):
+        call_command("deploy_collection", "--rpc-url", anvil.rpc_url, *options)
+    assert w3.eth.get_transaction_count(ANVIL_ACCOUNTS[0].address) == nonce
+
+
 def test_freezing_checks_the_config_whoever_calls(anvil: Anvil) -> None:
     from django.core.exceptions import ValidationError
     from eth_account import Account

@@ -107,6 +107,31 @@ def test_it_records_nothing_before_the_mint_has_its_confirmations(
         assert token.seed == seed_of(w3, mint_block, token.token_id) == token.expected_seed
 
 
+def test_an_airdrop_from_the_reserve_is_recorded_and_seeded_like_a_bought_mint(
+    w3: Web3,
+) -> None:
+    # Given a collection with a reserve, and the admin airdropping two tokens to the buyer
+    reserved = deploy_collection(
+        w3, DEPLOYER.private_key, CollectionSpec(slug="reserved", reserve=3)
+    )
+    listener = Listener(w3, Chain.objects.get(chain_id=reserved.chain_id), on_confirmed=Handed())
+    contract = bind(w3, reserved.contract_address)
+    receipt = send_and_wait(
+        w3, DEPLOYER.private_key, contract.functions.airdrop([BUYER.address], [2])
+    )
+    mine(w3, 2)
+    # When the listener sees it confirmed
+    assert listener.poll().mints == 2
+    # Then the tokens are the buyer's and get their seeds exactly as bought ones do
+    tokens = list(Token.objects.filter(collection=reserved).order_by("token_id"))
+    assert [(t.token_id, t.owner) for t in tokens] == [(1, BUYER.address), (2, BUYER.address)]
+    assert commit_seeds(w3, reserved, [t.pk for t in tokens], lambda token: None) == (2, 0)
+    for token in tokens:
+        token.refresh_from_db()
+        assert token.status == Status.SEED_COMMITTED
+        assert token.seed == seed_of(w3, receipt["blockNumber"], token.token_id)
+
+
 def test_a_future_block_seed_waits_until_its_seed_block_has_the_confirmations(
     w3: Web3, chain: Chain
 ) -> None:

@@ -18,7 +18,12 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from chain import wallets
-from chain.deployment import CollectionSpec, deploy_collection, write_deployment_file
+from chain.deployment import (
+    CollectionSpec,
+    deploy_collection,
+    sale_spec_problems,
+    write_deployment_file,
+)
 from chain.errors import MissingKey
 from chain.rpc import connect
 from generation.models import Collection
@@ -88,6 +93,9 @@ class Command(BaseCommand):
             probe.full_clean(validate_unique=False, validate_constraints=False)
         except ValidationError as exc:
             raise CommandError(f"invalid collection: {exc.message_dict}") from exc
+        problems = sale_spec_problems(spec)
+        if problems:
+            raise CommandError("invalid sale settings: " + "; ".join(problems))
         w3 = connect(options["rpc_url"])
         if not w3.is_connected():
             raise CommandError(f"no chain answers at {w3.provider.endpoint_uri}")

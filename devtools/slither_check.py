@@ -5,10 +5,12 @@ solc-standard-json.js``, which answers ``solc --version`` and compiles ``--stand
 the project's solc-js and settings. One compile is exported (crytic-compile's standard format)
 and every tool reads it:
 
-1. the exported MintOnDemand bytecode is compared with ``contracts/build/MintOnDemand.json``:
-   Slither analyses the bytes that are deployed, byte for byte;
-2. ``slither`` with every detector, ``node_modules`` (OpenZeppelin, ERC721A) and the gas
-   benchmark's ``NaiveBaseline`` filtered out;
+1. the exported bytecode of every deployed contract (``DEPLOYED``: MintOnDemand, the SaleRules
+   library it links, PaymentSplit) is compared with its ``contracts/build/<name>.json``: Slither
+   analyses the bytes that are deployed, byte for byte (MintOnDemand's with SaleRules' link
+   placeholders in both, as solc leaves them);
+2. ``slither`` with every detector over all of contracts/, ``node_modules`` (OpenZeppelin,
+   ERC721A) and the gas benchmark's ``NaiveBaseline`` filtered out;
 3. ``slither-check-erc`` for ERC-721 and ERC-165 on MintOnDemand.
 
 Each finding is keyed by its detector and its first line without the source location (so a
@@ -37,6 +39,12 @@ CONTRACTS = REPO / "contracts"
 TRIAGE = CONTRACTS / "slither-triage.json"
 WRAPPER = "./solc-standard-json.js"
 FILTER = "node_modules|NaiveBaseline"
+# every contract a deployment sends to a chain, by source unit
+DEPLOYED = {
+    "MintOnDemand": "MintOnDemand.sol",
+    "SaleRules": "SaleRules.sol",
+    "PaymentSplit": "PaymentSplit.sol",
+}
 ERCS = ("erc721", "erc165")
 _LOCATION = re.compile(r"\s*\([^()]*\.sol#[0-9-]+\)")
 
@@ -79,15 +87,20 @@ def export(venv: Path, dest: Path) -> Path:
     return written.rename(dest / "contracts_export.json")
 
 
-def same_bytecode(exported: Path) -> bool:
+def different_bytecode(exported: Path) -> list[str]:
+    """The contracts of ``DEPLOYED`` whose exported bytecode is not their build artifact's."""
     units = json.loads(exported.read_text())["compilation_units"]
     (unit,) = units.values()
-    compiled = unit["source_units"]["MintOnDemand.sol"]["contracts"]["MintOnDemand"]
-    built = json.loads((CONTRACTS / "build" / "MintOnDemand.json").read_text())
-    return bool(
-        compiled["bin"] == built["bytecode"][2:]
-        and compiled["bin-runtime"] == built["deployedBytecode"][2:]
-    )
+    different = []
+    for name, source in DEPLOYED.items():
+        compiled = unit["source_units"][source]["contracts"][name]
+        built = json.loads((CONTRACTS / "build" / f"{name}.json").read_text())
+        if (
+            compiled["bin"] != built["bytecode"][2:]
+            or compiled["bin-runtime"] != built["deployedBytecode"][2:]
+        ):
+            different.append(name)
+    return different
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,10 +113,16 @@ def main(argv: list[str] | None = None) -> int:
     accepted = {entry["finding"]: entry["why"] for entry in triage["findings"]}
     with tempfile.TemporaryDirectory() as tmp:
         exported = export(args.venv, Path(tmp))
-        if not same_bytecode(exported):
-            print("the bytecode Slither analyses is not contracts/build's: run `make contracts`")
+        different = different_bytecode(exported)
+        if different:
+            names = ", ".join(different)
+            print(
+                f"the bytecode Slither analyses is not contracts/build's ({names}): run `make contracts`"
+            )
             return 1
-        print("Slither analyses contracts/build's MintOnDemand bytecode, byte for byte")
+        print(
+            f"Slither analyses contracts/build's bytecode of {', '.join(DEPLOYED)}, byte for byte"
+        )
         report = json.loads(
             _run(
                 [_tool(args.venv, "slither"), str(exported), "--filter-paths", FILTER,

@@ -15,11 +15,12 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from chain.contract import ARTIFACT_PATH, VrfSettings, bind, deploy_contract
+from chain.errors import MissingKey
 from chain.freeze import ZERO_DIGEST, on_chain_digest, prepare_freeze, record_freeze
 from chain.models import Chain, Wallet
 from chain.sender import send_transaction
 from chain.vrf import add_consumer, local_coordinator
-from chain.wallets import publisher
+from chain.wallets import publisher, sales_manager
 from generation.canonical import canonical_json
 from generation.collection_config import placeholder_metadata
 from generation.models import Collection
@@ -271,9 +272,11 @@ def _register_chain(w3: Web3, chain_id: int, confirmations: int) -> Chain:
 
 
 def _hand_over_roles(w3: Web3, deployer_key: str, address: str, chain_id: int) -> None:
-    """Grant the publisher role to this backend's account, then renounce the deployer's own
-    (the constructor gives the admin both roles): the admin key then cannot publish, and the
-    publisher key can do nothing else. ``commitSeeds`` needs no role (anyone may call it: it
+    """Grant the publisher and sales roles to this backend's accounts, then renounce the
+    deployer's own (the constructor gives the admin every role): the admin key then cannot
+    publish or run the sale, the publisher key can do nothing but publish, and the sales key
+    nothing but the sale's controls (phases, price, pause, airdrops, withdrawals to the payee the
+    admin chose). ``commitSeeds`` needs no role (anyone may call it: it
     reads only chain data); the backend's committer account sends it from a key of its own.
 
     When a role's configured account is the deployer itself, the deployer keeps that role: there
@@ -281,7 +284,17 @@ def _hand_over_roles(w3: Web3, deployer_key: str, address: str, chain_id: int) -
     """
     contract = bind(w3, address)
     admin = Account.from_key(deployer_key)
-    for role_name, account in (("PUBLISHER_ROLE", publisher(chain_id)),):
+    holders = [("PUBLISHER_ROLE", publisher(chain_id))]
+    try:
+        holders.append(("SALES_ROLE", sales_manager(chain_id)))
+    except MissingKey:
+        # a collection whose sale is run by the admin's multisig, not by this backend
+        log.warning(
+            "%s: no SALES_MANAGER key: the deployer keeps SALES_ROLE, and the admin's sale page "
+            "cannot send until that role is granted to a key the sale worker holds",
+            address,
+        )
+    for role_name, account in holders:
         role = getattr(contract.functions, role_name)().call()
         if not contract.functions.hasRole(role, account.address).call():
             send_transaction(w3, admin, contract.functions.grantRole(role, account.address))

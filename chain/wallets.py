@@ -1,12 +1,13 @@
 """Which key signs for which role, and where the key comes from.
 
-Each role (``DEPLOYER``, ``SEED_COMMITTER``, ``PUBLISHER``) takes its key from, in this order:
+Each role (``DEPLOYER``, ``SEED_COMMITTER``, ``PUBLISHER``, ``SALES_MANAGER``) takes its key
+from, in this order:
 
 - ``<ROLE>_KEY``, a raw private key, or ``<ROLE>_KEY_FILE``, a file holding one;
 - ``<ROLE>_KEYSTORE``, an encrypted JSON keystore file, unlocked by ``<ROLE>_KEYSTORE_PASSWORD``
   or ``<ROLE>_KEYSTORE_PASSWORD_FILE``;
 - on the embedded chain (anvil, chain id 31337) only, anvil's well-known test accounts: #0 deploys
-  and administers, #1 commits seeds, #2 publishes.
+  and administers, #1 commits seeds, #2 publishes, #5 runs the sale.
 
 Setting both a key and a keystore for one role is an error, not a silent choice. Keys live in
 this process's memory only: never in the database, and no message or log line names one.
@@ -30,6 +31,8 @@ from chain.errors import MissingKey
 ANVIL_KEYS = [account.private_key for account in ANVIL_ACCOUNTS]
 
 DEPLOYER, SEED_COMMITTER, PUBLISHER = 0, 1, 2
+# not #3 or #4: the tests' collectors and payees are those
+SALES_MANAGER = 5
 
 
 def deployer(chain_id: int) -> LocalAccount:
@@ -46,6 +49,11 @@ def seed_committer(chain_id: int) -> LocalAccount:
 def publisher(chain_id: int) -> LocalAccount:
     """The account holding ``PUBLISHER_ROLE`` on ``chain_id``."""
     return _account("PUBLISHER", PUBLISHER, chain_id)
+
+
+def sales_manager(chain_id: int) -> LocalAccount:
+    """The account holding ``SALES_ROLE`` on ``chain_id``: the sale worker's (sales/tasks.py)."""
+    return _account("SALES_MANAGER", SALES_MANAGER, chain_id)
 
 
 def account_from_keystore(path: Path, password: str) -> LocalAccount:

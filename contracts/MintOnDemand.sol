@@ -104,6 +104,10 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
 
     /// @notice Role allowed to `publish` metadata digests.
     bytes32 public constant PUBLISHER_ROLE = keccak256("PUBLISHER_ROLE");
+    /// @notice Role that runs the sale: phases, the base price, pausing, airdrops from the reserve
+    /// and withdrawals to the payee (whom only the admin can change). A backend's sale worker holds
+    /// it while the admin role stays with a multisig.
+    bytes32 public constant SALES_ROLE = keccak256("SALES_ROLE");
 
     /// @notice Seed source: not committed yet.
     uint8 public constant SEED_SOURCE_NONE = 0;
@@ -253,7 +257,7 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
     error SeedsComeFromVrf();
 
     /// @param config Name, symbol, price (wei), supply, reserve and mint limits, roles, payee,
-    /// royalty and placeholder URI. `admin` receives DEFAULT_ADMIN_ROLE and PUBLISHER_ROLE.
+    /// royalty and placeholder URI. `admin` receives DEFAULT_ADMIN_ROLE, PUBLISHER_ROLE and SALES_ROLE.
     constructor(InitConfig memory config) ERC721A(config.name, config.symbol) {
         if (config.admin == address(0) || config.payee == address(0)) revert ZeroAddress();
         // maxPerTx may exceed maxSupply (SoldOut then applies); it must fit the batch record's uint32.
@@ -282,6 +286,7 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
         _setDefaultRoyalty(config.royaltyReceiver, config.royaltyBps);
         _grantRole(DEFAULT_ADMIN_ROLE, config.admin);
         _grantRole(PUBLISHER_ROLE, config.admin);
+        _grantRole(SALES_ROLE, config.admin);
     }
 
     // ---------------------------------------------------------------- minting
@@ -334,7 +339,7 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
         _phaseMint(phaseId, phase, quantity, cap != 0 && cap < allowance ? cap : allowance);
     }
 
-    /// @notice Mints reserved tokens to `recipients` (admin only): `quantities[i]` to
+    /// @notice Mints reserved tokens to `recipients` (SALES_ROLE): `quantities[i]` to
     /// `recipients[i]`, each at most `maxPerTx()`, in all at most what is left of the reserve. The
     /// tokens are batches like bought ones (seeds, renders and publication the same way).
     /// @dev Works while minting is paused. Reverts `ConfigNotFrozen`, `LengthMismatch`,
@@ -342,7 +347,7 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
     /// `ReserveMinted` per recipient.
     function airdrop(address[] calldata recipients, uint256[] calldata quantities)
         external
-        onlyRole(DEFAULT_ADMIN_ROLE)
+        onlyRole(SALES_ROLE)
     {
         if (_configDigest == bytes32(0)) revert ConfigNotFrozen();
         uint256 n = recipients.length;
@@ -731,37 +736,37 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
 
     // ---------------------------------------------------------------- admin
 
-    /// @notice Stops minting (admin only). Emits `Paused`.
-    function pause() external onlyRole(DEFAULT_ADMIN_ROLE) {
+    /// @notice Stops minting (SALES_ROLE). Emits `Paused`.
+    function pause() external onlyRole(SALES_ROLE) {
         _pause();
     }
 
-    /// @notice Reopens minting (admin only). Emits `Unpaused`.
-    function unpause() external onlyRole(DEFAULT_ADMIN_ROLE) {
+    /// @notice Reopens minting (SALES_ROLE). Emits `Unpaused`.
+    function unpause() external onlyRole(SALES_ROLE) {
         _unpause();
     }
 
-    /// @notice Sets the base price per token in wei, the price while no phase is scheduled (admin
-    /// only). Emits `PriceChanged`.
-    function setPrice(uint256 newPrice) external onlyRole(DEFAULT_ADMIN_ROLE) {
+    /// @notice Sets the base price per token in wei, the price while no phase is scheduled
+    /// (SALES_ROLE). Emits `PriceChanged`.
+    function setPrice(uint256 newPrice) external onlyRole(SALES_ROLE) {
         emit PriceChanged(_price, newPrice);
         _price = SafeCast.toUint128(newPrice);
     }
 
-    /// @notice Schedules phase `phaseId` (admin only): `phaseCount()` appends one, a lower id
+    /// @notice Schedules phase `phaseId` (SALES_ROLE): `phaseCount()` appends one, a lower id
     /// replaces a phase that has not started. Phases run in id order and do not overlap.
     /// @dev Reverts `TooManyPhases`, `UnknownPhase` (beyond the next id), `PhaseStarted`,
     /// `InvalidPhaseTimes` (end not after start, or already past), `InvalidPhasePrice` (a fixed
     /// price needs `floorPrice == price` and no drop; an auction a floor below its start price and a
     /// drop), `PhaseOutOfOrder` (overlaps the phase before or after). Emits `PhaseSet`.
-    function setPhase(uint256 phaseId, Phase calldata newPhase) external onlyRole(DEFAULT_ADMIN_ROLE) {
+    function setPhase(uint256 phaseId, Phase calldata newPhase) external onlyRole(SALES_ROLE) {
         _phaseCount = uint64(SaleRules.setPhase(_phases, _phaseCount, phaseId, newPhase));
         emit PhaseSet(phaseId, newPhase);
     }
 
-    /// @notice Removes the last phase before it starts (admin only). Reverts `UnknownPhase` when
+    /// @notice Removes the last phase before it starts (SALES_ROLE). Reverts `UnknownPhase` when
     /// there is none, `PhaseStarted`. Emits `PhaseDropped`.
-    function dropLastPhase() external onlyRole(DEFAULT_ADMIN_ROLE) {
+    function dropLastPhase() external onlyRole(SALES_ROLE) {
         uint256 phaseId = SaleRules.dropLastPhase(_phases, _phaseCount);
         _phaseCount = uint64(phaseId);
         emit PhaseDropped(phaseId);
@@ -779,13 +784,13 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
         _payee = newPayee;
     }
 
-    /// @notice Sends the proceeds to `payee()` (admin only) with OpenZeppelin `Address.sendValue`,
+    /// @notice Sends the proceeds to `payee()` (SALES_ROLE; only the admin chooses the payee) with OpenZeppelin `Address.sendValue`,
     /// which forwards all gas and reverts (bubbling the payee's reason, else `FailedCall`) on failure.
     /// The proceeds are the balance less what Dutch auction buyers may still claim back: while an
     /// auction runs, everything paid above its floor (the clearing price cannot fall below it);
     /// once it has ended, everything paid above the clearing price and not yet claimed.
     /// @dev Reverts `NothingToWithdraw` when there is nothing to send. Emits `Withdrawn`.
-    function withdraw() external onlyRole(DEFAULT_ADMIN_ROLE) {
+    function withdraw() external onlyRole(SALES_ROLE) {
         uint256 amount = withdrawable();
         if (amount == 0) revert NothingToWithdraw();
         address to = _payee;

@@ -45,11 +45,11 @@ IO_QUEUE = "io"  # chain, IPFS and bookkeeping
 # Webhook deliveries, on their own worker: a slow receiver holds only webhook threads, never
 # the seed commits, pins and publishes of the io queue. Not a stage (no token waits on it).
 WEBHOOK_QUEUE = "webhooks"
-# The sale's on-chain controls (sales/tasks.py), on the one worker that holds the contract
-# admin's key. Not a stage either.
-ADMIN_QUEUE = "chain-admin"
+# The sale's on-chain controls (sales/tasks.py), on the one worker that holds the sales key
+# (SALES_ROLE). Not a stage either.
+SALES_QUEUE = "sales"
 PIPELINE_QUEUES = (RENDER_QUEUE, IO_QUEUE)  # the stages' (redrive looks here)
-QUEUES = (*PIPELINE_QUEUES, WEBHOOK_QUEUE, ADMIN_QUEUE)  # every queue a worker serves (metrics, tests)
+QUEUES = (*PIPELINE_QUEUES, WEBHOOK_QUEUE, SALES_QUEUE)  # every queue a worker serves
 
 # Options presets (Dramatiq's defaults are 20 retries over up to 7 days and a 10-minute limit;
 # every actor states its own). No pipeline stage has a ``max_age``: Dramatiq drops a message

@@ -384,6 +384,8 @@ CHAIN_POLL_INTERVAL = env_float("CHAIN_POLL_INTERVAL", 1.0)
 DEPLOYER_KEY = env_str("DEPLOYER_KEY")
 SEED_COMMITTER_KEY = env_str("SEED_COMMITTER_KEY")
 PUBLISHER_KEY = env_str("PUBLISHER_KEY")
+# The sale worker's key (SALES_ROLE: phases, price, pause, airdrops, withdrawals; sales/tasks.py)
+SALES_MANAGER_KEY = env_str("SALES_MANAGER_KEY")
 # The committer's and publisher's addresses, for the web tier's wallet-balance metrics: the web
 # tier holds no key (docs/security.md), so without these it watches no wallet. Public, not secret.
 SEED_COMMITTER_ADDRESS = env_str("SEED_COMMITTER_ADDRESS")
@@ -406,6 +408,8 @@ SEED_COMMITTER_KEYSTORE = env_str("SEED_COMMITTER_KEYSTORE")
 SEED_COMMITTER_KEYSTORE_PASSWORD = env_str("SEED_COMMITTER_KEYSTORE_PASSWORD")
 PUBLISHER_KEYSTORE = env_str("PUBLISHER_KEYSTORE")
 PUBLISHER_KEYSTORE_PASSWORD = env_str("PUBLISHER_KEYSTORE_PASSWORD")
+SALES_MANAGER_KEYSTORE = env_str("SALES_MANAGER_KEYSTORE")
+SALES_MANAGER_KEYSTORE_PASSWORD = env_str("SALES_MANAGER_KEYSTORE_PASSWORD")
 # Fault injection for the crash tests only: the sender SIGKILLs its own process at the named
 # point ("after_commit": signed and committed, not broadcast; "after_broadcast": broadcast, not
 # yet recorded). Never set it anywhere else.

@@ -1,8 +1,9 @@
 """Asking for the sale's on-chain controls, from the admin, with no key.
 
 Each function checks what a manager asked for, records it as a :class:`SaleAction` (QUEUED) and,
-once that row is committed, sends it by name to the admin-key worker's queue (``chain-admin``):
-sales/tasks.py signs and sends it there with the contract admin's key through the sender. This
+once that row is committed, sends it by name to the sale worker's queue (``sales``):
+sales/tasks.py signs and sends it there with the sales key (the contract's ``SALES_ROLE``)
+through the sender. This
 module holds no key and sends no transaction, so the web tier may import it (an import-linter
 contract keeps the web tier away from ``chain.wallets``, ``chain.sender`` and ``sales.tasks``).
 
@@ -22,7 +23,7 @@ from django.utils import timezone
 from eth_utils import is_address, to_checksum_address
 
 from generation.models import Collection
-from generation.stages import ADMIN_QUEUE, send_by_name
+from generation.stages import SALES_QUEUE, send_by_name
 from sales.errors import SalesError
 from sales.models import MAX_WEI, SaleAction, SalePhase
 
@@ -46,13 +47,13 @@ def request(
     phase: SalePhase | None = None,
     by: str = "",
 ) -> SaleAction:
-    """Record the action and send it to the admin-key worker once the row is committed."""
+    """Record the action and send it to the sale worker once the row is committed."""
     if not collection.contract_address:
         raise SaleActionRefused(f"{collection.slug} has no contract yet: deploy it first")
     action = SaleAction.objects.create(
         collection=collection, kind=kind, params=params or {}, phase=phase, requested_by=by
     )
-    transaction.on_commit(lambda: send_by_name(RUN_ACTOR, ADMIN_QUEUE, (action.pk,)))
+    transaction.on_commit(lambda: send_by_name(RUN_ACTOR, SALES_QUEUE, (action.pk,)))
     return action
 
 

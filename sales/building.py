@@ -2,7 +2,7 @@
 proof, and pin the tree's dump to IPFS.
 
 Nothing here sends a transaction: committing ``Allowlist.root`` to the contract is the sale
-phase's part (a worker holding the admin key), which reads the root from the row.
+phase's part (the sale worker), which reads the root from the row.
 """
 
 from __future__ import annotations

@@ -11,8 +11,9 @@ sales/building.py creates them; nothing here changes once created.
 A :class:`SalePhase` is what the contract's ``setPhase`` is given, in the manager's units (times,
 wei, an allowlist). A :class:`SaleAction` is one on-chain control a manager asked for (schedule a
 phase, pause or unpause minting, set the base price, airdrop from the reserve, withdraw): the
-admin records it, a worker on its own queue holding the contract admin's key sends it through the
-sender (sales/tasks.py), and the row keeps its transaction and outcome.
+admin records it, a worker on its own queue holding the sales key (the contract's
+``SALES_ROLE``) sends it through the sender (sales/tasks.py), and the row keeps its transaction
+and outcome.
 """
 
 from __future__ import annotations
@@ -195,7 +196,7 @@ class SalePhase(models.Model):
 
 
 class SaleAction(models.Model):
-    """An on-chain control of the sale, asked for by a manager and sent by the admin-key worker.
+    """An on-chain control of the sale, asked for by a manager and sent by the sale worker.
 
     ``params`` holds what the call needs, in JSON (addresses as checksummed text, wei as decimal
     text). ``state``: QUEUED when asked, SENDING while the worker has it, then DONE with its

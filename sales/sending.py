@@ -1,11 +1,12 @@
-"""Sending the sale's on-chain controls with the contract admin's key (the admin-key worker).
+"""Sending the sale's on-chain controls with the sales key: the sale worker's side.
 
 :func:`send_action` takes a :class:`SaleAction` a manager asked for (sales/actions.py), builds
-the contract call from what was recorded, and sends it from the contract admin's account
-(``chain.wallets.deployer``) through the sender, which never sends a transaction twice: a retried
-message whose first run died after signing waits for that transaction instead. The row then
+the contract call from what was recorded, and sends it from the account holding the contract's
+``SALES_ROLE`` (``chain.wallets.sales_manager``) through the sender, which never sends a
+transaction twice: a retried message whose first run died after signing waits for that
+transaction instead. The row then
 holds the transaction and DONE, or FAILED and why (a revert names the contract's custom error).
-Only the worker on the ``chain-admin`` queue runs this; the web tier cannot import it.
+Only the worker on the ``sales`` queue runs this; the web tier cannot import it.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from chain.errors import (
     WalletCannotPay,
 )
 from chain.sender import send_transaction
-from chain.wallets import deployer
+from chain.wallets import sales_manager
 from sales.models import SaleAction
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ def send_action(action_pk: int) -> SaleAction | None:
         call = build_call(bind(w3, collection.contract_address), action)
         receipt = send_transaction(
             w3,
-            deployer(collection.chain_id),
+            sales_manager(collection.chain_id),
             call,
             purpose=f"{action.kind} {collection.slug}",
         )

@@ -1,5 +1,6 @@
-"""The admin-key worker's actor: the sale's on-chain controls (sales/sending.py), on the
-``chain-admin`` queue, which only the worker holding the contract admin's key serves."""
+"""The sale worker's actor: the sale's on-chain controls (sales/sending.py), on the
+``sales`` queue, which only the worker holding the sales key (the contract's ``SALES_ROLE``)
+serves."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ import dramatiq
 
 from chain.tasks import CHAIN_KINDS
 from generation import failures, stages
-from generation.stages import ADMIN_QUEUE
+from generation.stages import SALES_QUEUE
 from sales.actions import RUN_ACTOR
 from sales.models import SaleAction
 from sales.sending import finish, send_action
 
 
-@dramatiq.actor(queue_name=ADMIN_QUEUE, **stages.BOOKKEEPING)
+@dramatiq.actor(queue_name=SALES_QUEUE, **stages.BOOKKEEPING)
 def record_sale_action_failure(message_data: dict[str, Any], retry_data: dict[str, Any]) -> None:
     """``run_sale_action`` used up its retries (the chain unreachable for minutes): the action is
     FAILED with why; the manager asks again once the chain answers."""
@@ -28,7 +29,7 @@ def record_sale_action_failure(message_data: dict[str, Any], retry_data: dict[st
 
 @dramatiq.actor(
     actor_name=RUN_ACTOR,
-    queue_name=ADMIN_QUEUE,
+    queue_name=SALES_QUEUE,
     max_retries=5,
     min_backoff=2_000,
     max_backoff=60_000,

@@ -260,7 +260,7 @@ def test_a_slither_finding_is_keyed_without_its_source_lines() -> None:
 
 def test_it_deploys_with_the_admin_holding_every_role(w3: Web3) -> None:
     contract = deploy(w3, frozen=False, max_per_wallet=7)
-    for name in ("DEFAULT_ADMIN_ROLE", "PUBLISHER_ROLE"):
+    for name in ("DEFAULT_ADMIN_ROLE", "PUBLISHER_ROLE", "SALES_ROLE"):
         assert contract.functions.hasRole(role(contract, name), ADA.address).call()
         assert not contract.functions.hasRole(role(contract, name), MALLORY.address).call()
     f = contract.functions
@@ -905,13 +905,16 @@ ROLE_GUARDED: list[tuple[str, Callable[[Any], ContractFunction], str]] = [
     ("freezeConfig", lambda f: f.freezeConfig(b"\x01" * 32, "x"), "DEFAULT_ADMIN_ROLE"),
     ("setContractURI", lambda f: f.setContractURI("x"), "DEFAULT_ADMIN_ROLE"),
     ("setPlaceholderURI", lambda f: f.setPlaceholderURI("x"), "DEFAULT_ADMIN_ROLE"),
-    ("pause", lambda f: f.pause(), "DEFAULT_ADMIN_ROLE"),
-    ("unpause", lambda f: f.unpause(), "DEFAULT_ADMIN_ROLE"),
-    ("setPrice", lambda f: f.setPrice(1), "DEFAULT_ADMIN_ROLE"),
+    ("pause", lambda f: f.pause(), "SALES_ROLE"),
+    ("unpause", lambda f: f.unpause(), "SALES_ROLE"),
+    ("setPrice", lambda f: f.setPrice(1), "SALES_ROLE"),
     ("setPayee", lambda f: f.setPayee(MALLORY.address), "DEFAULT_ADMIN_ROLE"),
-    ("withdraw", lambda f: f.withdraw(), "DEFAULT_ADMIN_ROLE"),
+    ("withdraw", lambda f: f.withdraw(), "SALES_ROLE"),
     ("setDefaultRoyalty", lambda f: f.setDefaultRoyalty(MALLORY.address, 1), "DEFAULT_ADMIN_ROLE"),
     ("grantRole", lambda f: f.grantRole(b"\x00" * 32, MALLORY.address), "DEFAULT_ADMIN_ROLE"),
+    ("airdrop", lambda f: f.airdrop([MALLORY.address], [1]), "SALES_ROLE"),
+    ("setPhase", lambda f: f.setPhase(0, (1, 2, 0, 0, 1, 1, 0, b"\x00" * 32)), "SALES_ROLE"),
+    ("dropLastPhase", lambda f: f.dropLastPhase(), "SALES_ROLE"),
 ]
 
 

@@ -55,6 +55,10 @@ def test_it_deploys_registers_and_grants_the_backend_its_roles(
     assert not contract.functions.hasRole(
         contract.functions.PUBLISHER_ROLE().call(), deployer
     ).call()
+    # the sale's controls go to the sale worker's account (anvil #5), and only there
+    sales_role = contract.functions.SALES_ROLE().call()
+    assert contract.functions.hasRole(sales_role, ANVIL_ACCOUNTS[5].address).call()
+    assert not contract.functions.hasRole(sales_role, deployer).call()
     info = json.loads(deployment_file.read_text())
     assert info["contract_address"] == collection.contract_address
     assert {"rpc_url", "chain_id", "web_url", "abi_path"} <= set(info)

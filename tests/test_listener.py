@@ -116,8 +116,9 @@ def test_an_airdrop_from_the_reserve_is_recorded_and_seeded_like_a_bought_mint(
     )
     listener = Listener(w3, Chain.objects.get(chain_id=reserved.chain_id), on_confirmed=Handed())
     contract = bind(w3, reserved.contract_address)
+    seller = ANVIL_ACCOUNTS[5]  # the sale worker's account: deploy_collection gave it SALES_ROLE
     receipt = send_and_wait(
-        w3, DEPLOYER.private_key, contract.functions.airdrop([BUYER.address], [2])
+        w3, seller.private_key, contract.functions.airdrop([BUYER.address], [2])
     )
     mine(w3, 2)
     # When the listener sees it confirmed

@@ -1,9 +1,9 @@
 """Running a sale from the admin: a manager schedules phases (an allowlist among them), pauses
 and unpauses minting, sets the base price, airdrops from the reserve and withdraws, and the
-admin-key worker sends each transaction through the sender on its own queue.
+sale worker sends each transaction through the sender on its own queue.
 
 Real components: anvil, PostgreSQL, the Redis broker and a real Dramatiq worker in this process
-serving only the ``chain-admin`` queue; the web process (the test client) holds no key.
+serving only the ``sales`` queue; the web process (the test client) holds no key.
 Personas: Ada manages Aurora, Bob manages Borealis; Colin collects; Paula is the payee.
 """
 
@@ -21,12 +21,12 @@ from django.utils import timezone
 from dramatiq import Worker
 from web3 import Web3
 
-import sales.tasks  # noqa: F401  (declares the admin-key worker's actor on the broker)
+import sales.tasks  # noqa: F401  (declares the sale worker's actor on the broker)
 from chain.anvil import ANVIL_ACCOUNTS, Anvil
 from chain.contract import bind, deploy_contract, freeze_config, send_and_wait
 from chain.models import Chain
 from generation.models import Collection
-from generation.stages import ADMIN_QUEUE
+from generation.stages import SALES_QUEUE
 from ipfs.store import LocalStore
 from sales.allowlist import Entry
 from sales.building import create_allowlist
@@ -35,7 +35,7 @@ from tests.test_admin import as_user, make_collection, notes, staff
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-DEPLOYER, COLIN, _, PAULA, DORA = ANVIL_ACCOUNTS[:5]
+DEPLOYER, COLIN, _, PAULA, DORA, SALES = ANVIL_ACCOUNTS[:6]
 PRICE = 10**16
 ACTIONS = "/admin/sales/saleaction/"
 PHASES = "/admin/sales/salephase/"
@@ -44,9 +44,9 @@ PHASES = "/admin/sales/salephase/"
 @pytest.fixture
 def broker(redis_url: str) -> Iterator[dramatiq.Broker]:
     broker = dramatiq.get_broker()
-    broker.flush(ADMIN_QUEUE)
+    broker.flush(SALES_QUEUE)
     yield broker
-    broker.flush(ADMIN_QUEUE)
+    broker.flush(SALES_QUEUE)
 
 
 @pytest.fixture
@@ -67,6 +67,10 @@ def aurora(w3: Web3, anvil: Anvil, reference_models: Path, ada: User) -> Collect
         reserve=3, payee=PAULA.address,
     )  # fmt: skip
     freeze_config(w3, DEPLOYER.private_key, address, b"\x01" * 32, "ipfs://aurora")
+    # the sale worker's account (anvil #5 on the embedded chain) holds SALES_ROLE, nothing more
+    contract = bind(w3, address)
+    sales_role = contract.functions.SALES_ROLE().call()
+    send_and_wait(w3, DEPLOYER.private_key, contract.functions.grantRole(sales_role, SALES.address))
     Chain.objects.update_or_create(chain_id=31337, defaults={"rpc_urls": anvil.rpc_url})
     return make_collection(
         reference_models, "aurora", [ada], contract_address=address, deployment_block=block
@@ -80,13 +84,13 @@ def borealis(reference_models: Path, bob: User) -> Collection:
 
 def run_admin_worker(broker: dramatiq.Broker, timeout: float = 120) -> None:
     """A real worker on the admin queue until no action is waiting or under way."""
-    worker = Worker(broker, queues={ADMIN_QUEUE}, worker_threads=1, worker_timeout=100)
+    worker = Worker(broker, queues={SALES_QUEUE}, worker_threads=1, worker_timeout=100)
     worker.start()
     try:
         deadline = time.monotonic() + timeout
         unfinished = (SaleAction.State.QUEUED, SaleAction.State.SENDING)
         while SaleAction.objects.filter(state__in=unfinished).exists():
-            assert time.monotonic() < deadline, "the admin-key worker did not finish in time"
+            assert time.monotonic() < deadline, "the sale worker did not finish in time"
             time.sleep(0.2)
     finally:
         worker.stop()
@@ -120,7 +124,7 @@ def test_a_manager_schedules_an_allowlist_and_a_public_phase_that_the_worker_sen
         {"action": "schedule", "_selected_action": [first.pk, second.pk]},
         follow=True,
     )
-    assert sum("queued for the admin-key worker" in m for m in notes(response)) == 2
+    assert sum("queued for the sale worker" in m for m in notes(response)) == 2
     run_admin_worker(broker)
 
     # Then the contract holds both phases exactly, and each action shows its transaction

@@ -7,7 +7,7 @@
   price, paused, sold, reserve, what a withdrawal would send) and asks for pause, unpause, the
   base price, an airdrop from the reserve, a withdrawal, or removing the last phase.
 
-The web process holds no key: each control is recorded and sent to the admin-key worker's queue
+The web process holds no key: each control is recorded and sent to the sale worker's queue
 (sales/actions.py), which signs and sends it (sales/sending.py). docs/admin.md#running-a-sale.
 """
 
@@ -106,7 +106,7 @@ class SalePhaseAdmin(ManagedByCollection):
                 self.message_user(request, f"not scheduled: {exc}", messages.ERROR)
                 continue
             self.message_user(
-                request, f"{phase}: queued for the admin-key worker ({_action_link(action)})"
+                request, f"{phase}: queued for the sale worker ({_action_link(action)})"
             )
 
 
@@ -249,7 +249,7 @@ class SaleActionAdmin(ReadOnly, ManagedByCollection):
             return price_form, airdrop_form, False
         self.message_user(
             request,
-            f"{collection.slug}: {action.summary()} — queued for the admin-key worker; its "
+            f"{collection.slug}: {action.summary()} — queued for the sale worker; its "
             "transaction and outcome show below",
         )
         return price_form, airdrop_form, True

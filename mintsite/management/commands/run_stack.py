@@ -34,7 +34,7 @@ from chain.errors import AnvilError
 from chain.rpc import connect
 from chain.wallets import deployer
 from generation.models import Collection
-from generation.stages import ADMIN_QUEUE, IO_QUEUE, RENDER_QUEUE, WEBHOOK_QUEUE
+from generation.stages import IO_QUEUE, RENDER_QUEUE, SALES_QUEUE, WEBHOOK_QUEUE
 from mintsite.embedded_redis import EmbeddedRedisError, port_is_free, start_embedded_redis
 
 EMBEDDED_RPC_PORT = 8545
@@ -152,11 +152,11 @@ class Command(BaseCommand):
              "--queues", WEBHOOK_QUEUE, "--worker-shutdown-timeout", shutdown_ms],
             env,
         )  # fmt: skip
-        # the sale's on-chain controls, on the one worker that holds the contract admin's key
+        # the sale's on-chain controls, on the one worker holding the sales key (SALES_ROLE)
         self._spawn(
             "admin-worker",
             [*manage, "rundramatiq", "--processes", "1", "--threads", "1",
-             "--queues", ADMIN_QUEUE, "--worker-shutdown-timeout", shutdown_ms],
+             "--queues", SALES_QUEUE, "--worker-shutdown-timeout", shutdown_ms],
             env,
         )  # fmt: skip
         self.stdout.write(json.dumps(info, indent=2))

@@ -434,7 +434,8 @@ def test_a_paused_contract_says_minting_is_paused(w3: Web3, anvil: Anvil, browse
     collection = deploy(w3, "pages-paused")
     contract = bind(w3, collection.contract_address)
     w3.eth.wait_for_transaction_receipt(
-        contract.functions.pause().transact({"from": DEPLOYER.address})
+        # the sale worker's account holds SALES_ROLE (deploy_collection hands it over)
+        contract.functions.pause().transact({"from": ANVIL_ACCOUNTS[5].address})
     )
     page = browser.open("/", wallet_for(anvil))
     expect(message(page, "paused")).to_contain_text("Minting is paused")

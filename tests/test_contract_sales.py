@@ -235,7 +235,9 @@ def test_the_admin_schedules_phases_only_in_order_and_before_they_start(w3: Web3
     receipt = transact(w3, f.setPhase(0, tuple(first._replace(price=5, floor_price=5))), ADA)
     (event,) = contract.events.PhaseSet().process_receipt(receipt, errors=DISCARD)
     assert event.args["phaseId"] == 0 and event.args["phase"]["price"] == 5
-    transact(w3, f.dropLastPhase(), ADA)
+    receipt = transact(w3, f.dropLastPhase(), ADA)
+    (dropped,) = contract.events.PhaseDropped().process_receipt(receipt, errors=DISCARD)
+    assert dropped.args["phaseId"] == 1
     assert f.phaseCount().call() == 1
     at(w3, t0)
     assert refused(0, first) == ("PhaseStarted", (0,))
@@ -397,7 +399,18 @@ def test_proceeds_and_royalties_are_split_and_each_payee_pulls_its_share(w3: Web
 
     buy(w3, contract, 3, COLIN, 3 * PRICE)
     transact(w3, f.withdraw(), ADA)
-    w3.eth.send_transaction({"from": MALLORY.address, "to": split.address, "value": PRICE})
+    royalty = w3.eth.send_transaction(
+        {"from": MALLORY.address, "to": split.address, "value": PRICE}
+    )
+    (received,) = split.events.PaymentReceived().process_receipt(
+        w3.eth.wait_for_transaction_receipt(royalty), errors=DISCARD
+    )
+    assert dict(received.args) == {"from": MALLORY.address, "amount": PRICE}
+    (created,) = split.events.SplitCreated().get_logs(from_block=0)
+    assert [list(created.args["payees"]), list(created.args["shares"])] == [
+        [PAULA.address, DORA.address],
+        [7_000, 3_000],
+    ]
     s = split.functions
     assert s.releasable(PAULA.address).call() == 4 * PRICE * 7 // 10
     before = balance(w3, DORA.address)

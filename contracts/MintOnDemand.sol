@@ -321,9 +321,10 @@ contract MintOnDemand is ERC721A, ERC2981, AccessControl, Pausable {
     /// in the phase's Merkle tree (leaf keccak256(keccak256(abi.encode(msg.sender, allowance))), as
     /// OpenZeppelin's StandardMerkleTree builds it). The caller mints at most `allowance` tokens in the
     /// phase (and at most the phase's `maxPerWallet`, when set), at the phase's price.
-    /// @dev Reverts as `mint` does, with `NoAllowlistPhase` (no phase open, or the open one has no
-    /// root) and `NotAllowlisted` (the proof does not prove this address and allowance) in place of
-    /// `SaleNotOpen` and `AllowlistRequired`.
+    /// @dev Reverts as `mint` does (`SaleNotOpen` while phases are scheduled and none is open),
+    /// with `NoAllowlistPhase` (no phase scheduled, or the open one has no root) in place of
+    /// `AllowlistRequired`, and `NotAllowlisted` (the proof does not prove this address and
+    /// allowance).
     function mintAllowlisted(uint256 quantity, uint256 allowance, bytes32[] calldata proof)
         external
         payable

@@ -28,16 +28,35 @@ from chain.errors import ChainError
 from chain.models import Chain
 from generation.models import Collection, Token
 from mintsite.pages.progress import progress_document
+from mintsite.pages.sale import Sale, read_sale
 
 log = logging.getLogger(__name__)
 Status = Token.Status
 
 PUBLISHED = (Status.PUBLISHED, Status.FINAL)
 GALLERY_PAGE_SIZE = 24
-# What the mint page calls: reads, mint, the Transfer event it takes the token ids from, and
-# the errors a mint can revert with, so ethers can name them.
+# What the mint page calls: reads, the sale's phases and a wallet's standing in them, the two
+# mints and the refund claim, the Transfer event it takes the token ids from, and the errors a
+# mint or a claim can revert with, so ethers can name them.
 MINT_ABI_NAMES = {
-    "function": {"mint", "price", "maxSupply", "totalSupply", "paused", "maxPerTx", "tokenURI"},
+    "function": {
+        "mint",
+        "mintAllowlisted",
+        "claimRefund",
+        "price",
+        "maxSupply",
+        "totalSupply",
+        "saleRemaining",
+        "paused",
+        "maxPerTx",
+        "maxPerWallet",
+        "numberMinted",
+        "phaseCount",
+        "scheduledPhase",
+        "mintedInPhase",
+        "refundOf",
+        "tokenURI",
+    },
     "event": {"Transfer"},
     "error": {
         "SoldOut",
@@ -47,6 +66,15 @@ MINT_ABI_NAMES = {
         "EnforcedPause",
         "ConfigNotFrozen",
         "ZeroQuantity",
+        "SaleNotOpen",
+        "AllowlistRequired",
+        "NoAllowlistPhase",
+        "NotAllowlisted",
+        "PhaseCapExceeded",
+        "NotAnAuction",
+        "AuctionNotEnded",
+        "NothingToClaim",
+        "FailedCall",
     },
 }
 # Chain names and public RPC endpoints the wallet can add when it does not know the chain
@@ -73,6 +101,7 @@ class ContractState:
     total_supply: int | None = None
     paused: bool = False
     max_per_tx: int | None = None
+    sale: Sale | None = None  # the scheduled phases (pages/sale.py)
     error: str = ""
 
     @property
@@ -118,6 +147,7 @@ def read_contract_state(collection: Collection) -> ContractState:
             total_supply=contract.functions.totalSupply().call(),
             max_per_tx=contract.functions.maxPerTx().call(),
         )
+        state.sale = read_sale(contract.w3, contract)
     except (ChainError, Web3Exception, ConnectionError, ValueError) as exc:
         return ContractState(error=_rpc_problem(collection, exc))
     try:
@@ -191,8 +221,12 @@ def mint_page_config(collection: Collection, state: ContractState) -> dict[str, 
         "chain": _chain_info(collection.chain_id),
         "contract": collection.contract_address,
         "abi": _mint_abi(),
-        # the status document is {token_api}{id}/, its event stream {token_api}{id}/stream/
+        # the status document is {token_api}{id}/, its event stream {token_api}{id}/stream/;
+        # {token_api}?owner=0x… lists a wallet's tokens
         "token_api": token_api,
+        # the lists' roots, and {allowlists_api}{id}/proofs/{address}/ an address's proof
+        "allowlists_api": reverse("api-allowlists", kwargs={"slug": collection.slug}),
+        "sale": state.sale.document() if state.sale is not None else None,
         "token_page": token_page,
         "price_wei": str(state.price_wei) if state.price_wei is not None else None,
         "max_supply": state.max_supply,
@@ -241,10 +275,23 @@ def _mint_page(request: HttpRequest, collection: Collection) -> HttpResponse:
             "nav": "mint",
             "state": state,
             "price_eth": format_ether(state.price_wei),
+            "sale": state.sale,
+            "phase_cap": _phase_cap(state.sale),
             "config": mint_page_config(collection, state),
             "recent": [_card(token) for token in recent],
         },
     )
+
+
+def _phase_cap(sale: Sale | None) -> str:
+    """The open phase's per-wallet limit in words (mint.js's ``capText`` says the same)."""
+    phase = sale.open_phase if sale is not None else None
+    if phase is None:
+        return ""
+    cap = phase.max_per_wallet
+    if phase.allowlist:
+        return f"each wallet's allowance, at most {cap}" if cap else "each wallet's allowance"
+    return f"{cap} per wallet" if cap else "no limit"
 
 
 def _card(token: Token) -> dict[str, Any]:

@@ -1,5 +1,8 @@
 // The mint page: connect an EIP-1193 wallet, mint, then follow each minted token through the
-// pipeline until its image is revealed. Wallets are discovered with EIP-6963 (every injected
+// pipeline until its image is revealed. With sale phases (issue 19) it names the open phase and
+// its price (a Dutch auction's, live), tells the connected wallet whether it is on the phase's
+// allowlist (fetching its proof from the API) and how many it may still mint, offers auction
+// refunds, and lists the wallet's tokens. Wallets are discovered with EIP-6963 (every injected
 // wallet announces itself, and the collector picks one by name), falling back to
 // window.ethereum for a wallet that does not announce. ethers v6 (UMD build, vendored at install) talks to the
 // wallet; the backend's status API (and its event stream when there is one) reports progress.
@@ -14,7 +17,17 @@
     walletChoiceLabel: $("wallet-choice-label"),
     switchChain: $("switch-chain"),
     account: $("account"),
+    phase: $("phase"),
     price: $("price"),
+    priceDetail: $("price-detail"),
+    phaseCap: $("phase-cap"),
+    eligibility: $("eligibility"),
+    auctionNote: $("auction-note"),
+    refunds: $("refunds"),
+    refundList: $("refund-list"),
+    owned: $("owned"),
+    ownedList: $("owned-list"),
+    ownedEmpty: $("owned-empty"),
     supply: $("supply"),
     quantity: $("quantity"),
     total: $("total-value"),
@@ -61,6 +74,15 @@
     paused: config.paused,
     maxPerTx: config.max_per_tx,
     busy: false,
+    // the sale: the scheduled phases, and the chain's clock as an offset from this computer's
+    // (the latest block's time when last read, plus the seconds since)
+    phases: (config.sale?.phases || []).map(phaseFromConfig),
+    clockOffset: config.sale ? config.sale.chain_time - Date.now() / 1000 : 0,
+    saleRemaining: null,
+    maxPerWallet: 0, // the contract-wide cap on what one wallet mints (0: none)
+    standing: null, // the connected wallet in the sale as it stood when read (refreshWallet)
+    refunds: [], // [{phase, wei, ended}]: auctions where it paid above the clearing price
+    shownPhase: undefined, // the sale state the page shows, to notice a phase opening or closing
   };
 
   // -- messages ---------------------------------------------------------------------------
@@ -91,12 +113,159 @@
   const supplyLeft = () =>
     state.maxSupply === null || state.totalSupply === null ? null : Math.max(state.maxSupply - state.totalSupply, 0);
 
+  // -- the sale: phases, their prices, the wallet's standing -----------------------------
+  // The rules are the contract's (_findPhase, _priceAt), so the page can say every second what
+  // price() would answer without asking the chain that often.
+  const ZERO_ROOT = `0x${"0".repeat(64)}`;
+  function phaseFromConfig(p) {
+    return {
+      id: p.id, start: p.start, end: p.end, stepSeconds: p.step_seconds, maxPerWallet: p.max_per_wallet,
+      price: BigInt(p.price), floorPrice: BigInt(p.floor_price), dropPerStep: BigInt(p.drop_per_step),
+      merkleRoot: p.merkle_root.toLowerCase(),
+    };
+  }
+  function phaseFromChain(id, p) {
+    return {
+      id, start: Number(p.start), end: Number(p.end), stepSeconds: Number(p.stepSeconds), maxPerWallet: Number(p.maxPerWallet),
+      price: BigInt(p.price), floorPrice: BigInt(p.floorPrice), dropPerStep: BigInt(p.dropPerStep),
+      merkleRoot: String(p.merkleRoot).toLowerCase(),
+    };
+  }
+  const isAllowlist = (phase) => phase.merkleRoot !== ZERO_ROOT;
+  const isAuction = (phase) => phase.stepSeconds !== 0;
+  // the same names as mintsite/pages/sale.py's Phase.name
+  const phaseName = (phase) =>
+    isAllowlist(phase) ? (isAuction(phase) ? "Allowlist Dutch auction" : "Allowlist") : isAuction(phase) ? "Dutch auction" : "Public";
+  const chainNow = () => Math.floor(Date.now() / 1000 + state.clockOffset);
+  const localTime = (seconds) => new Date(seconds * 1000).toLocaleString();
+  const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+
+  // {state: "unphased" | "open" | "upcoming" | "over", phase}: the open phase, or the next one
+  function findPhase(t = chainNow()) {
+    if (!state.phases.length) return { state: "unphased", phase: null };
+    for (const phase of state.phases) {
+      if (t < phase.start) return { state: "upcoming", phase };
+      if (t < phase.end) return { state: "open", phase };
+    }
+    return { state: "over", phase: null };
+  }
+  const saleKey = ({ state: s, phase }) => `${s}:${phase ? phase.id : ""}`;
+
+  function priceAt(phase, t) {
+    if (!isAuction(phase) || t <= phase.start) return phase.price;
+    const drop = BigInt(Math.floor((t - phase.start) / phase.stepSeconds)) * phase.dropPerStep;
+    return drop >= phase.price - phase.floorPrice ? phase.floorPrice : phase.price - drop;
+  }
+
+  function duration(seconds) {
+    const s = Math.max(0, Math.ceil(seconds));
+    const h = Math.floor(s / 3600);
+    const m = Math.floor((s % 3600) / 60);
+    const pad = (n) => String(n).padStart(2, "0");
+    return h ? `${h}:${pad(m)}:${pad(s % 60)}` : `${m}:${pad(s % 60)}`;
+  }
+
+  // What a mint costs per token now: the open phase's price, the next phase's opening price,
+  // none once the sale is over, or the base price when no phase is scheduled.
+  function currentPrice(sale, now) {
+    if (sale.state === "open") return priceAt(sale.phase, now);
+    if (sale.state === "upcoming") return sale.phase.price;
+    if (sale.state === "over") return null;
+    return state.priceWei;
+  }
+
+  function priceDetail(sale, now) {
+    const phase = sale.phase;
+    if (sale.state === "upcoming") return `from ${localTime(phase.start)}`;
+    if (sale.state !== "open") return "";
+    if (!isAuction(phase)) return `until ${localTime(phase.end)}`;
+    const price = priceAt(phase, now);
+    const next = phase.start + phase.stepSeconds * (Math.floor(Math.max(now - phase.start, 0) / phase.stepSeconds) + 1);
+    if (price <= phase.floorPrice || next >= phase.end) {
+      return `stays at ${formatEther(price)} ETH${price <= phase.floorPrice ? " (the floor)" : ""} until the auction ends at ${localTime(phase.end)}`;
+    }
+    return `falls to ${formatEther(priceAt(phase, next))} ETH in ${duration(next - now)}; floor ${formatEther(phase.floorPrice)} ETH`;
+  }
+
+  // the open phase's per-wallet limit in words (as the view's _phase_cap)
+  function capText(phase) {
+    const cap = phase.maxPerWallet;
+    if (isAllowlist(phase)) return cap ? `each wallet's allowance, at most ${cap}` : "each wallet's allowance";
+    return cap ? `${cap} per wallet` : "no limit";
+  }
+
+  // How many more the connected wallet may mint now (Infinity: no limit), or null when its
+  // standing has not been read for the sale's present state.
+  function walletRemaining() {
+    const standing = state.standing;
+    const sale = findPhase();
+    if (!standing || standing.account !== state.account || standing.key !== saleKey(sale)) return null;
+    let left = Infinity;
+    if (sale.state === "open") {
+      let cap = sale.phase.maxPerWallet || Infinity;
+      if (isAllowlist(sale.phase)) {
+        if (standing.allowlist?.status !== "listed") return 0;
+        cap = Math.min(cap, standing.allowlist.allowance);
+      }
+      left = Math.max(cap - standing.minted, 0);
+    }
+    if (state.maxPerWallet) left = Math.min(left, Math.max(state.maxPerWallet - standing.numberMinted, 0));
+    return left;
+  }
+
+  function eligibilityText(sale) {
+    const standing = state.standing;
+    const left = walletRemaining();
+    if (left === null) return standing?.error ? `What this wallet may mint could not be read: ${standing.error}` : "Checking…";
+    if (sale.state === "upcoming") return `The sale has not opened yet; it opens at ${localTime(sale.phase.start)}.`;
+    if (sale.state === "over") return "The sale is over.";
+    const listed = standing.allowlist;
+    if (sale.state === "open" && isAllowlist(sale.phase)) {
+      if (listed.status === "absent") return "This wallet is not on the allowlist for this phase.";
+      if (listed.status === "unpublished") {
+        return "This phase's allowlist is not published on this site, so this wallet's proof cannot be found here.";
+      }
+      const on = `On the allowlist “${listed.list}” (allowance ${listed.allowance})`;
+      return left ? `${on}: may mint ${left} more in this phase.` : `${on}: it has minted all it may in this phase.`;
+    }
+    if (left === Infinity) return sale.state === "open" ? "No limit per wallet in this phase." : "No limit per wallet.";
+    if (!left) return sale.state === "open" ? "This wallet has minted all it may in this phase." : "This wallet has minted all it may.";
+    return `May mint ${left} more${sale.state === "open" ? " in this phase" : ""}.`;
+  }
+
+  // Everything that moves with the clock; run every second.
+  function renderSale() {
+    const now = chainNow();
+    const sale = findPhase(now);
+    const phase = sale.phase;
+    ui.phase.dataset.state = sale.state;
+    ui.phase.textContent =
+      sale.state === "open" ? phaseName(phase)
+        : sale.state === "upcoming" ? `Sale not open — opens ${localTime(phase.start)}`
+          : sale.state === "over" ? "Sale over" : "Public";
+    const price = currentPrice(sale, now);
+    ui.price.textContent = price === null ? "—" : `${formatEther(price)} ETH`;
+    const detail = priceDetail(sale, now);
+    ui.priceDetail.textContent = detail;
+    ui.priceDetail.hidden = !detail;
+    const open = sale.state === "open" ? phase : null;
+    ui.phaseCap.textContent = open ? capText(open) : "";
+    ui.phaseCap.parentElement.hidden = !open;
+    ui.auctionNote.hidden = !(open && isAuction(open));
+    ui.eligibility.textContent = state.account ? eligibilityText(sale) : "";
+    ui.eligibility.parentElement.hidden = !state.account;
+    const quantity = Number.parseInt(ui.quantity.value, 10);
+    ui.total.textContent = price !== null && quantity > 0 ? formatEther(price * BigInt(quantity)) : "?";
+    updateMintButton();
+    const key = saleKey(sale);
+    if (state.shownPhase !== undefined && key !== state.shownPhase) refreshWallet(); // a phase opened or closed
+    state.shownPhase = key;
+  }
+
   function renderFacts() {
-    ui.price.textContent = `${formatEther(state.priceWei)} ETH`;
+    renderSale();
     const left = supplyLeft();
     ui.supply.textContent = left === null ? "?" : `${left} of ${state.maxSupply}`;
-    const quantity = Number.parseInt(ui.quantity.value, 10);
-    ui.total.textContent = state.priceWei !== null && quantity > 0 ? formatEther(state.priceWei * BigInt(quantity)) : "?";
     if (left === 0) {
       showMessage("sold-out", `Sold out: all ${state.maxSupply} tokens have been minted.`, "warn");
     } else {
@@ -114,8 +283,12 @@
 
   function updateMintButton() {
     const left = supplyLeft();
-    ui.mint.disabled = state.busy || left === 0 || state.paused || !state.eth || !window.ethers;
-    ui.mint.textContent = left === 0 ? "Sold out" : state.paused ? "Paused" : state.busy ? "Minting…" : "Mint";
+    const sale = findPhase().state;
+    const closed = sale === "upcoming" || sale === "over";
+    ui.mint.disabled = state.busy || left === 0 || state.paused || closed || !state.eth || !window.ethers;
+    ui.mint.textContent =
+      left === 0 ? "Sold out" : state.paused ? "Paused" : sale === "upcoming" ? "Not open yet"
+        : sale === "over" ? "Sale over" : state.busy ? "Minting…" : "Mint";
   }
 
   // -- wallet -----------------------------------------------------------------------------
@@ -206,6 +379,11 @@
     ui.account.classList.toggle("mono", Boolean(state.account));
     ui.connect.textContent = state.account ? "Connected" : "Connect wallet";
     ui.connect.disabled = Boolean(state.account);
+    state.standing = null;
+    state.refunds = [];
+    renderRefunds();
+    if (!state.account) ui.owned.hidden = true;
+    renderSale();
   }
 
   async function checkChain() {
@@ -286,21 +464,215 @@
       } catch {
         state.paused = false; // a contract without paused()
       }
+      await readSale();
       clearMessage("rpc");
     } catch (error) {
       showMessage("rpc", `The contract could not be read through your wallet: ${error?.shortMessage || error?.message || error}`);
     }
     renderFacts();
+    await refreshWallet();
+  }
+
+  // The phases, the chain's clock and the sale's limits, through the wallet.
+  async function readSale() {
+    const block = await state.provider.getBlock("latest");
+    state.clockOffset = Number(block.timestamp) - Date.now() / 1000;
+    let count;
+    try {
+      count = Number(await state.contract.phaseCount());
+    } catch {
+      return; // a contract from before sale phases: it sells at price() to anyone
+    }
+    const ids = [...Array(count).keys()];
+    const [phases, saleRemaining, maxPerWallet] = await Promise.all([
+      Promise.all(ids.map((id) => state.contract.scheduledPhase(id))),
+      state.contract.saleRemaining(),
+      state.contract.maxPerWallet(),
+    ]);
+    state.phases = phases.map((p, id) => phaseFromChain(id, p));
+    state.saleRemaining = Number(saleRemaining);
+    state.maxPerWallet = Number(maxPerWallet);
+  }
+
+  // The connected wallet's standing in the sale as it is now: what it minted in the open phase,
+  // its allowlist entry and proof (from the API), its auction refunds; then its tokens.
+  async function refreshWallet() {
+    const account = state.account;
+    if (!state.contract || !account) return;
+    const sale = findPhase();
+    const standing = { account, key: saleKey(sale), minted: 0, numberMinted: 0, allowlist: null, error: "" };
+    let refunds = state.refunds;
+    try {
+      if (sale.state === "open") {
+        standing.minted = Number(await state.contract.mintedInPhase(sale.phase.id, account));
+        if (isAllowlist(sale.phase)) standing.allowlist = await findProof(sale.phase, account);
+      }
+      if (state.maxPerWallet) standing.numberMinted = Number(await state.contract.numberMinted(account));
+      refunds = await readRefunds(account);
+    } catch (error) {
+      standing.key = null;
+      standing.error = error?.shortMessage || error?.message || String(error);
+    }
+    if (state.account !== account) return; // the wallet changed accounts meanwhile
+    state.standing = standing;
+    state.refunds = refunds;
+    renderRefunds();
+    renderFacts();
+    refreshOwned();
+  }
+
+  // The allowlist whose root is the phase's, found among the collection's published lists
+  // (GET allowlists/), then this address's entry and proof in it.
+  async function findProof(phase, account) {
+    let list = null;
+    for (let url = `${config.allowlists_api}?page_size=200`; url && !list;) {
+      const response = await fetch(url, { headers: { Accept: "application/json" }, cache: "no-store" });
+      if (!response.ok) throw new Error(`the allowlist API answered HTTP ${response.status}`);
+      const page = await response.json();
+      list = page.results.find((a) => a.root.toLowerCase() === phase.merkleRoot) || null;
+      url = page.next;
+    }
+    if (!list) return { status: "unpublished" };
+    const response = await fetch(`${config.allowlists_api}${list.id}/proofs/${account}/`, {
+      headers: { Accept: "application/json" },
+      cache: "no-store",
+    });
+    if (response.status === 404) {
+      const body = await response.json().catch(() => null);
+      if (body?.error?.code === "not_on_allowlist") return { status: "absent", list: list.name };
+    }
+    if (!response.ok) throw new Error(`the allowlist API answered HTTP ${response.status}`);
+    const entry = await response.json();
+    return { status: "listed", list: entry.allowlist, allowance: Number(entry.allowance), proof: entry.proof };
+  }
+
+  // Every started Dutch auction in which this wallet paid above the clearing price so far.
+  async function readRefunds(account) {
+    const now = chainNow();
+    const auctions = state.phases.filter((p) => isAuction(p) && p.start <= now);
+    const owed = await Promise.all(auctions.map((p) => state.contract.refundOf(p.id, account)));
+    return auctions
+      .map((phase, i) => ({ phase, wei: owed[i], ended: now >= phase.end || state.saleRemaining === 0 }))
+      .filter((r) => r.wei > 0n);
+  }
+
+  function renderRefunds() {
+    ui.refundList.replaceChildren(
+      ...state.refunds.map(({ phase, wei, ended }) => {
+        const li = document.createElement("li");
+        li.id = `refund-${phase.id}`;
+        const text = document.createElement("span");
+        if (ended) {
+          text.textContent = `The Dutch auction (phase ${phase.id}) has ended: you paid ${formatEther(wei)} ETH above its clearing price.`;
+          const button = document.createElement("button");
+          button.type = "button";
+          button.className = "secondary";
+          button.textContent = "Claim refund";
+          button.addEventListener("click", () => claimRefund(phase, wei, button));
+          li.append(text, button);
+        } else {
+          text.textContent = `So far you paid ${formatEther(wei)} ETH above the auction's latest price; it can be claimed once the auction ends (${localTime(phase.end)}).`;
+          li.append(text);
+        }
+        return li;
+      }),
+    );
+    ui.refunds.hidden = state.refunds.length === 0;
+  }
+
+  async function claimRefund(phase, wei, button) {
+    clearMessage(...ERROR_KINDS);
+    button.disabled = true;
+    try {
+      setTxStatus("Confirm the refund claim in your wallet…");
+      const tx = await state.contract.claimRefund(phase.id);
+      setTxStatus(`Refund claim ${tx.hash} sent; waiting for it to be mined…`);
+      const receipt = await tx.wait();
+      if (!receipt || receipt.status !== 1) {
+        showMessage("refund-failed", `The refund claim ${tx.hash} reverted.`);
+        return;
+      }
+      setTxStatus(`Refund of ${formatEther(wei)} ETH claimed in block ${receipt.blockNumber}.`);
+    } catch (error) {
+      const [kind, text, level] = describeMintError(error);
+      showMessage(kind, text, level);
+      setTxStatus("");
+    } finally {
+      await refreshWallet();
+    }
+  }
+
+  // The wallet's tokens of this collection, as the backend has recorded them (current owners:
+  // the listener follows transfers).
+  async function refreshOwned() {
+    const account = state.account;
+    if (!account) return;
+    let page;
+    try {
+      const response = await fetch(`${config.token_api}?owner=${account}&page_size=200`, {
+        headers: { Accept: "application/json" },
+        cache: "no-store",
+      });
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      page = await response.json();
+    } catch (error) {
+      if (state.account !== account) return;
+      ui.ownedList.replaceChildren();
+      ui.ownedEmpty.textContent = `This wallet's tokens could not be listed: ${error.message}.`;
+      ui.ownedEmpty.hidden = ui.owned.hidden = false;
+      return;
+    }
+    if (state.account !== account) return;
+    ui.ownedList.replaceChildren(
+      ...page.results.map((token) => {
+        const li = document.createElement("li");
+        li.id = `owned-${token.token_id}`;
+        if (token.image_url) {
+          const img = document.createElement("img");
+          img.src = token.image_url;
+          img.alt = `${config.name} #${token.token_id}`;
+          img.loading = "lazy";
+          li.append(img);
+        }
+        const link = document.createElement("a");
+        link.href = `${config.token_page}${token.token_id}/`;
+        link.textContent = `${config.name} #${token.token_id}`;
+        const badge = document.createElement("span");
+        badge.className = "badge";
+        badge.textContent = (STATUS_STAGE[token.status] || [0, 0, String(token.status).replace("_", " ").toLowerCase()])[2];
+        li.append(link, badge);
+        return li;
+      }),
+    );
+    const more = page.count - page.results.length;
+    ui.ownedEmpty.hidden = page.results.length > 0 && more <= 0;
+    if (more > 0) ui.ownedEmpty.textContent = `… and ${plural(more, "more token")} (the API lists them all).`;
+    ui.owned.hidden = false;
   }
 
   // -- minting ----------------------------------------------------------------------------
+  // The contract's custom error a call reverted with, {name, args}: ethers names it only when
+  // the contract itself made the call (a static call); a sent transaction's gas estimate fails
+  // in the provider, which does not know the ABI, so the revert data is decoded here.
+  function revertOf(error) {
+    if (error?.revert) return error.revert;
+    const data = error?.data ?? error?.info?.error?.data ?? error?.error?.data;
+    if (typeof data !== "string" || !data.startsWith("0x") || data.length < 10 || !state.contract) return null;
+    try {
+      const parsed = state.contract.interface.parseError(data);
+      return parsed ? { name: parsed.name, args: [...parsed.args] } : null;
+    } catch {
+      return null;
+    }
+  }
+
   function describeMintError(error) {
     if (isRejected(error)) return ["rejected", "You rejected the transaction in your wallet; nothing was sent and nothing was charged.", "warn"];
     const text = `${error?.shortMessage || ""} ${error?.message || ""} ${error?.info?.error?.message || ""}`;
     if (error?.code === "INSUFFICIENT_FUNDS" || /insufficient funds/i.test(text)) {
       return ["insufficient-funds", "Insufficient funds: your account cannot pay for this mint and its gas. Add ETH to it or mint fewer tokens.", "error"];
     }
-    const revert = error?.revert;
+    const revert = revertOf(error);
     if (revert) {
       const args = (revert.args || []).map(String);
       switch (revert.name) {
@@ -317,7 +689,34 @@
         case "ConfigNotFrozen":
           return ["not-open", "Minting has not opened yet: the collection's config is not frozen on-chain.", "warn"];
         case "WrongPayment":
-          return ["wrong-payment", "The price changed while you were minting; reload the page and try again.", "warn"];
+          return [
+            "wrong-payment",
+            `The price changed while you were minting: ${formatEther(BigInt(args[0]))} ETH was sent and the contract asked for ${formatEther(BigInt(args[1]))} ETH. Nothing was charged; try again.`,
+            "warn",
+          ];
+        case "ZeroQuantity":
+          return ["quantity", "Choose at least 1 token.", "warn"];
+        case "SaleNotOpen":
+          return args[0] === "0"
+            ? ["sale-over", "The sale is over: every phase has ended.", "warn"]
+            : ["not-open", `The sale is not open yet: it opens at ${localTime(Number(args[0]))}.`, "warn"];
+        case "AllowlistRequired":
+        case "NotAllowlisted":
+          return ["not-allowlisted", "This wallet is not on the allowlist for this phase, so it cannot mint until a public phase opens.", "warn"];
+        case "NoAllowlistPhase":
+          return ["not-open", "No allowlist phase is open now: the phase has changed. The page now shows the current one; try again.", "warn"];
+        case "PhaseCapExceeded":
+          return args[2] === "0"
+            ? ["phase-cap", "This wallet has minted all it may in this phase.", "warn"]
+            : ["phase-cap", `This wallet may mint ${args[2]} more in this phase; you asked for ${args[1]}.`, "warn"];
+        case "NotAnAuction":
+          return ["refund-failed", `Phase ${args[0]} is not a Dutch auction: there is nothing to claim back.`, "warn"];
+        case "AuctionNotEnded":
+          return ["refund-failed", `The auction has not ended yet: refunds can be claimed from ${localTime(Number(args[1]))}.`, "warn"];
+        case "NothingToClaim":
+          return ["refund-failed", "This wallet has no refund to claim from this auction (already claimed, or it paid the clearing price).", "warn"];
+        case "FailedCall":
+          return ["refund-failed", "The refund could not be sent to this wallet: it refused the ether.", "error"];
         default:
           return ["reverted", `The contract refused the mint: ${revert.name}(${args.join(", ")}).`, "error"];
       }
@@ -325,9 +724,15 @@
     return ["mint-failed", `The mint failed: ${error?.shortMessage || error?.message || error}`, "error"];
   }
 
+  // the messages a mint or a claim may leave; each new attempt clears them
+  const ERROR_KINDS = [
+    "rejected", "insufficient-funds", "too-many", "wallet-cap", "not-open", "sale-over", "not-allowlisted",
+    "phase-cap", "wrong-payment", "reverted", "mint-failed", "refund-failed", "quantity",
+  ];
+
   async function mint(event) {
     event.preventDefault();
-    for (const kind of ["rejected", "insufficient-funds", "too-many", "wallet-cap", "not-open", "wrong-payment", "reverted", "mint-failed", "quantity"]) clearMessage(kind);
+    clearMessage(...ERROR_KINDS);
     if (!state.account) {
       await connect();
       if (!state.account) return;
@@ -347,10 +752,46 @@
       ui.quantity.focus();
       return;
     }
-    const value = state.priceWei * BigInt(quantity);
+    // The sale as the page knows it: a mint the contract would refuse is not sent.
+    const sale = findPhase();
+    if (sale.state === "upcoming") {
+      showMessage("not-open", `The sale is not open yet: it opens at ${localTime(sale.phase.start)}.`, "warn");
+      return;
+    }
+    if (sale.state === "over") {
+      showMessage("sale-over", "The sale is over: every phase has ended.", "warn");
+      return;
+    }
+    if (walletRemaining() === null) await refreshWallet();
+    const listed = sale.state === "open" && isAllowlist(sale.phase) ? state.standing?.allowlist : null;
+    if (listed && listed.status !== "listed") {
+      showMessage(
+        "not-allowlisted",
+        listed.status === "absent"
+          ? "This wallet is not on the allowlist for this phase, so it cannot mint until a public phase opens. Nothing was sent."
+          : "This phase is for an allowlist this site does not publish, so this wallet's proof cannot be found here. Nothing was sent.",
+        "warn",
+      );
+      return;
+    }
+    const left = walletRemaining();
+    if (left !== null && quantity > left) {
+      showMessage(
+        "phase-cap",
+        left === 0
+          ? `This wallet has minted all it may in this ${sale.state === "open" ? "phase" : "sale"}. Nothing was sent.`
+          : `This wallet may mint ${left} more${sale.state === "open" ? " in this phase" : ""}; you asked for ${quantity}. Nothing was sent.`,
+        "warn",
+      );
+      return;
+    }
     state.busy = true;
     updateMintButton();
     try {
+      // price() now, as the contract's next block will see it or lower: an auction only falls,
+      // and takes any excess back after it ends (claimRefund)
+      const unit = await state.contract.price();
+      const value = unit * BigInt(quantity);
       const balance = await state.provider.getBalance(state.account);
       if (balance < value) {
         showMessage(
@@ -359,8 +800,10 @@
         );
         return;
       }
-      setTxStatus("Confirm the transaction in your wallet…");
-      const tx = await state.contract.mint(quantity, { value });
+      setTxStatus(`Confirm the transaction in your wallet: ${formatEther(value)} ETH for ${plural(quantity, "token")}…`);
+      const tx = listed
+        ? await state.contract.mintAllowlisted(quantity, listed.allowance, listed.proof, { value })
+        : await state.contract.mint(quantity, { value });
       setTxStatus(`Transaction ${tx.hash} sent; waiting for it to be mined…`);
       const receipt = await tx.wait();
       if (!receipt || receipt.status !== 1) {
@@ -526,6 +969,10 @@
         card.status = undefined;
       }
       if (doc) {
+        if (!card.recorded) {
+          card.recorded = true; // the backend has it now: the wallet's list can show it
+          refreshOwned();
+        }
         showStatus(card, doc);
         if (TERMINAL.has(doc.status)) return;
         if (stream !== "unavailable") {
@@ -631,4 +1078,5 @@
   renderWalletChoice();
   if (checkEnvironment()) listenToWallet();
   renderFacts();
+  setInterval(renderSale, 1000); // a Dutch auction's price and the phases move with the clock
 })();

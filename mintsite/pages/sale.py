@@ -1,0 +1,143 @@
+"""The sale as the mint page shows it (issue 19): the contract's scheduled phases, which one is
+open at the chain's time, and what a token costs in it.
+
+mint.js computes the same from the same phases every second (a Dutch auction's price moves);
+the view renders the first state from here, so the page names the phase and its price before a
+wallet is connected. The rules are the contract's (contracts/MintOnDemand.sol ``_findPhase``
+and ``_priceAt``): a phase is open from ``start`` (inclusive) to ``end`` (exclusive), phases run
+in id order, and an auction's price is ``max(floor, price - dropPerStep * steps elapsed)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from web3 import Web3
+from web3.contract import Contract
+from web3.exceptions import ContractLogicError
+
+ZERO_ROOT = "0x" + "00" * 32
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One scheduled phase, the contract's ``Phase`` struct with its id."""
+
+    id: int
+    start: int
+    end: int
+    step_seconds: int
+    max_per_wallet: int  # 0: no cap in the phase
+    price: int
+    floor_price: int
+    drop_per_step: int
+    merkle_root: str  # 0x hex; ZERO_ROOT: anyone may mint
+
+    @classmethod
+    def from_struct(cls, phase_id: int, fields: tuple[Any, ...]) -> Phase:
+        start, end, step, cap, price, floor, drop, root = fields
+        return cls(phase_id, start, end, step, cap, price, floor, drop, "0x" + bytes(root).hex())
+
+    @property
+    def allowlist(self) -> bool:
+        return self.merkle_root != ZERO_ROOT
+
+    @property
+    def auction(self) -> bool:
+        return self.step_seconds != 0
+
+    @property
+    def name(self) -> str:
+        """What the page calls it; mint.js's ``phaseName`` says the same."""
+        if self.allowlist:
+            return "Allowlist Dutch auction" if self.auction else "Allowlist"
+        return "Dutch auction" if self.auction else "Public"
+
+    def price_at(self, timestamp: int) -> int:
+        if not self.auction or timestamp <= self.start:
+            return self.price
+        drop = (timestamp - self.start) // self.step_seconds * self.drop_per_step
+        return self.floor_price if drop >= self.price - self.floor_price else self.price - drop
+
+    def document(self) -> dict[str, Any]:
+        """For the page's script: amounts in wei as strings (JSON numbers lose them)."""
+        return {
+            "id": self.id,
+            "start": self.start,
+            "end": self.end,
+            "step_seconds": self.step_seconds,
+            "max_per_wallet": self.max_per_wallet,
+            "price": str(self.price),
+            "floor_price": str(self.floor_price),
+            "drop_per_step": str(self.drop_per_step),
+            "merkle_root": self.merkle_root,
+        }
+
+
+@dataclass(frozen=True)
+class Sale:
+    """The scheduled phases and the chain's time when they were read (the latest block's)."""
+
+    phases: tuple[Phase, ...]
+    chain_time: int
+
+    def _find(self) -> tuple[str, Phase | None]:
+        """As the contract's ``_findPhase``: ("unphased", None), ("open", the phase),
+        ("upcoming", the next phase) or ("over", None)."""
+        if not self.phases:
+            return "unphased", None
+        for phase in self.phases:
+            if self.chain_time < phase.start:
+                return "upcoming", phase
+            if self.chain_time < phase.end:
+                return "open", phase
+        return "over", None
+
+    @property
+    def state(self) -> str:
+        return self._find()[0]
+
+    @property
+    def open_phase(self) -> Phase | None:
+        state, phase = self._find()
+        return phase if state == "open" else None
+
+    @property
+    def next_phase(self) -> Phase | None:
+        state, phase = self._find()
+        return phase if state == "upcoming" else None
+
+    @property
+    def headline(self) -> str:
+        """The phase line before the script runs; the script shows opening times in the
+        visitor's own time zone (this says UTC)."""
+        state, phase = self._find()
+        if state == "unphased":
+            return "Public"
+        if state == "over":
+            return "Sale over"
+        assert phase is not None
+        if state == "upcoming":
+            opens = datetime.fromtimestamp(phase.start, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+            return f"Sale not open — opens {opens}"
+        return phase.name
+
+    def document(self) -> dict[str, Any]:
+        return {"phases": [p.document() for p in self.phases], "chain_time": self.chain_time}
+
+
+def read_sale(w3: Web3, contract: Contract) -> Sale:
+    """Every scheduled phase of ``contract`` and the latest block's time. A contract from before
+    sale phases (no ``phaseCount``) has none: it sells at its price to anyone."""
+    chain_time = int(w3.eth.get_block("latest")["timestamp"])
+    try:
+        count = contract.functions.phaseCount().call()
+    except ContractLogicError:
+        return Sale((), chain_time)
+    phases = tuple(
+        Phase.from_struct(i, tuple(contract.functions.scheduledPhase(i).call()))
+        for i in range(count)
+    )
+    return Sale(phases, chain_time)

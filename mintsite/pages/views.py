@@ -47,6 +47,7 @@ MINT_ABI_NAMES = {
         "maxSupply",
         "totalSupply",
         "saleRemaining",
+        "reserve",
         "paused",
         "maxPerTx",
         "maxPerWallet",
@@ -101,14 +102,25 @@ class ContractState:
     total_supply: int | None = None
     paused: bool = False
     max_per_tx: int | None = None
+    reserved_left: int = 0  # the creator's reserve not yet airdropped: never for sale
     sale: Sale | None = None  # the scheduled phases (pages/sale.py)
     error: str = ""
 
     @property
     def supply_left(self) -> int | None:
+        """Tokens a collector can still buy (the contract's ``saleRemaining``)."""
         if self.max_supply is None or self.total_supply is None:
             return None
-        return max(self.max_supply - self.total_supply, 0)
+        return max(self.max_supply - self.total_supply - self.reserved_left, 0)
+
+    @property
+    def sold_out_message(self) -> str:
+        if self.reserved_left:
+            return (
+                "Sold out: every token for sale has been minted "
+                f"({self.reserved_left} kept in the creator's reserve)."
+            )
+        return f"Sold out: all {self.max_supply} tokens have been minted."
 
     @property
     def sold_out(self) -> bool:
@@ -148,6 +160,13 @@ def read_contract_state(collection: Collection) -> ContractState:
             max_per_tx=contract.functions.maxPerTx().call(),
         )
         state.sale = read_sale(contract.w3, contract)
+    except (ChainError, Web3Exception, ConnectionError, ValueError) as exc:
+        return ContractState(error=_rpc_problem(collection, exc))
+    try:
+        size, minted = contract.functions.reserve().call()
+        state.reserved_left = max(int(size) - int(minted), 0)
+    except ContractLogicError:
+        pass  # a contract deployed before the creator reserve
     except (ChainError, Web3Exception, ConnectionError, ValueError) as exc:
         return ContractState(error=_rpc_problem(collection, exc))
     try:
@@ -231,6 +250,7 @@ def mint_page_config(collection: Collection, state: ContractState) -> dict[str, 
         "price_wei": str(state.price_wei) if state.price_wei is not None else None,
         "max_supply": state.max_supply,
         "total_supply": state.total_supply,
+        "reserved_left": state.reserved_left,
         "max_per_tx": state.max_per_tx,
         "paused": state.paused,
         "generation_paused": collection.paused,

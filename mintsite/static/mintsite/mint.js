@@ -71,6 +71,7 @@
     priceWei: config.price_wei === null ? null : BigInt(config.price_wei),
     maxSupply: config.max_supply,
     totalSupply: config.total_supply,
+    reservedLeft: config.reserved_left || 0, // the creator's reserve not yet airdropped: not for sale
     paused: config.paused,
     maxPerTx: config.max_per_tx,
     busy: false,
@@ -110,8 +111,15 @@
     if (wei === null || wei === undefined) return "?";
     return window.ethers ? window.ethers.formatEther(wei).replace(/\.0$/, "") : String(wei);
   }
+  // what a collector can still buy: the contract's saleRemaining()
   const supplyLeft = () =>
-    state.maxSupply === null || state.totalSupply === null ? null : Math.max(state.maxSupply - state.totalSupply, 0);
+    state.maxSupply === null || state.totalSupply === null
+      ? null
+      : Math.max(state.maxSupply - state.totalSupply - state.reservedLeft, 0);
+  const soldOutText = () =>
+    state.reservedLeft
+      ? `Sold out: every token for sale has been minted (${state.reservedLeft} kept in the creator's reserve).`
+      : `Sold out: all ${state.maxSupply ?? ""} tokens have been minted.`.replace("all  ", "all ");
 
   // -- the sale: phases, their prices, the wallet's standing -----------------------------
   // The rules are the contract's (_findPhase, _priceAt), so the page can say every second what
@@ -267,7 +275,7 @@
     const left = supplyLeft();
     ui.supply.textContent = left === null ? "?" : `${left} of ${state.maxSupply}`;
     if (left === 0) {
-      showMessage("sold-out", `Sold out: all ${state.maxSupply} tokens have been minted.`, "warn");
+      showMessage("sold-out", soldOutText(), "warn");
     } else {
       clearMessage("sold-out");
     }
@@ -459,6 +467,12 @@
       state.maxSupply = Number(maxSupply);
       state.totalSupply = Number(totalSupply);
       ui.supply.dataset.source = "chain"; // until now it showed the server's figure from page load
+      try {
+        const [size, minted] = await state.contract.reserve();
+        state.reservedLeft = Math.max(Number(size) - Number(minted), 0);
+      } catch {
+        state.reservedLeft = 0; // a contract deployed before the creator reserve
+      }
       try {
         state.paused = await state.contract.paused();
       } catch {
@@ -678,7 +692,7 @@
       switch (revert.name) {
         case "SoldOut":
           return args[1] === "0"
-            ? ["sold-out", `Sold out: all ${state.maxSupply ?? ""} tokens have been minted.`.replace("all  ", "all "), "warn"]
+            ? ["sold-out", soldOutText(), "warn"]
             : ["sold-out", `Only ${args[1]} token${args[1] === "1" ? " is" : "s are"} left; you asked for ${args[0]}.`, "warn"];
         case "EnforcedPause":
           return ["paused", "Minting is paused by the collection's admin.", "warn"];

@@ -7,6 +7,7 @@ delivery needs it (as with Stripe's endpoint secrets).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
@@ -82,7 +83,19 @@ class EventType(models.TextChoices):
 
 
 def new_webhook_secret() -> str:
-    return WEBHOOK_SECRET_PREFIX + secrets.token_urlsafe(32)
+    """``whsec_`` and the base64 (standard alphabet, padded) of 32 random bytes: the form the
+    Standard Webhooks libraries decode into their key in every language, so the same secret
+    serves either scheme (``Mint-Signature`` keys its HMAC with the whole string). Secrets made
+    before the ``standard`` scheme existed are URL-safe base64; their subscriptions are ``mint``
+    ones, and a subscription's scheme is chosen once, when it is created."""
+    return WEBHOOK_SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+class WebhookScheme(models.TextChoices):
+    """How a subscription's deliveries are signed (docs/webhooks.md)."""
+
+    MINT = "mint", "Mint-Signature (t=…,v1=<hex>)"
+    STANDARD = "standard", "Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature)"
 
 
 class WebhookSubscription(models.Model):
@@ -96,7 +109,13 @@ class WebhookSubscription(models.Model):
         max_length=100,
         default=new_webhook_secret,
         editable=False,
-        help_text="Signs each delivery (Mint-Signature header); shown once, at creation",
+        help_text="Signs each delivery (the scheme's headers); shown once, at creation",
+    )
+    scheme = models.CharField(
+        max_length=16,
+        choices=WebhookScheme.choices,
+        default=WebhookScheme.MINT,
+        help_text="How deliveries are signed; chosen when the subscription is created",
     )
     event_types = models.JSONField(
         default=list, help_text="Any of: " + ", ".join(t.value for t in EventType)

@@ -305,6 +305,7 @@ SPECTACULAR_SETTINGS = {
         "TokenStatusEnum": "generation.models.Token.Status",
         "DeliveryStatusEnum": "mintsite.models.WebhookDelivery.Status",
         "EventTypeEnum": "mintsite.models.EventType",
+        "WebhookSchemeEnum": "mintsite.models.WebhookScheme",
     },
 }
 

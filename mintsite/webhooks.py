@@ -7,14 +7,16 @@ The pipeline step that caused the event is never held up: the subscriber runs af
 and a failure here is logged and leaves the delivery pending (``enqueue_overdue`` sends it later).
 
 :func:`attempt_delivery` makes one try: it claims the try with a conditional UPDATE (so a
-duplicate message never sends twice at once), signs the body with a fresh timestamp
-(``Mint-Signature: t=…,v1=…``, see mintsite/webhook_signature.py), POSTs it, logs the answer as a
-:class:`WebhookAttempt`, and either marks the delivery delivered (any 2xx), schedules the next
-try ``WEBHOOK_RETRY_BASE × 2^(tries-1)`` seconds later (capped at ``WEBHOOK_RETRY_MAX``), or
-marks it failed after ``WEBHOOK_MAX_ATTEMPTS`` tries. The POST goes through
-mintsite/egress.py (public addresses and allowed ports only, checked at connect time, the whole
-try ended by ``WEBHOOK_TIMEOUT``); only the status code and the timing are kept, never the body,
-and a failure is recorded in our own words (the detail goes to the worker's log).
+duplicate message never sends twice at once), signs the body with a fresh timestamp in the
+subscription's scheme (``Mint-Signature: t=…,v1=…``, see mintsite/webhook_signature.py; or
+Standard Webhooks' ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature``, signed by
+the ``standardwebhooks`` library, the delivery's id as ``webhook-id``), POSTs it, logs the
+answer as a :class:`WebhookAttempt`, and either marks the delivery delivered (any 2xx),
+schedules the next try ``WEBHOOK_RETRY_BASE × 2^(tries-1)`` seconds later (capped at
+``WEBHOOK_RETRY_MAX``), or marks it failed after ``WEBHOOK_MAX_ATTEMPTS`` tries. The POST goes
+through mintsite/egress.py (public addresses and allowed ports only, checked at connect time,
+the whole try ended by ``WEBHOOK_TIMEOUT``); only the status code and the timing are kept, never
+the body, and a failure is recorded in our own words (the detail goes to the worker's log).
 
 The circuit breaker: each failed try extends the subscription's streak, a success ends it; once
 ``WEBHOOK_BREAKER_FAILURES`` tries in a row have failed over at least ``WEBHOOK_BREAKER_SECONDS``
@@ -34,6 +36,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
+import standardwebhooks
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
@@ -43,7 +46,13 @@ from django.utils import timezone
 from generation.models import Token, TokenEvent
 from generation.stages import WEBHOOK_QUEUE, send_by_name
 from mintsite import egress, webhook_signature
-from mintsite.models import EventType, WebhookAttempt, WebhookDelivery, WebhookSubscription
+from mintsite.models import (
+    EventType,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookScheme,
+    WebhookSubscription,
+)
 
 log = logging.getLogger(__name__)
 Status = Token.Status
@@ -234,11 +243,38 @@ def _failure(exc: Exception) -> str:
     return f"the request failed ({type(exc).__name__})"
 
 
-def headers_for(delivery: WebhookDelivery, number: int, body: bytes, secret: str) -> dict[str, str]:
+def message_id(delivery: WebhookDelivery) -> str:
+    """The Standard Webhooks ``webhook-id``: the delivery's, so every try and replay of one
+    delivery carries the same id (receivers dedupe on it) and two subscriptions never share one."""
+    return f"msg_{delivery.pk}"
+
+
+def standard_signature_headers(
+    message: str, body: bytes, secret: str, at: datetime | None = None
+) -> dict[str, str]:
+    """The Standard Webhooks headers of ``body`` sent as ``message`` at ``at`` (default: now),
+    signed by the reference library: ``v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">``
+    keyed with the base64-decoded ``whsec_`` secret."""
+    at = at or timezone.now()
+    return {
+        "webhook-id": message,
+        "webhook-timestamp": str(int(at.timestamp())),
+        "webhook-signature": standardwebhooks.Webhook(secret).sign(message, at, body),
+    }
+
+
+def headers_for(
+    delivery: WebhookDelivery, number: int, body: bytes, subscription: WebhookSubscription
+) -> dict[str, str]:
+    """The headers of one try, signed anew (a fresh timestamp) in the subscription's scheme."""
+    if subscription.scheme == WebhookScheme.STANDARD:
+        signed = standard_signature_headers(message_id(delivery), body, subscription.secret)
+    else:
+        signed = {webhook_signature.HEADER: webhook_signature.sign(body, subscription.secret)}
     return {
         "Content-Type": "application/json",
         "User-Agent": "mint-on-demand-webhooks/1",
-        webhook_signature.HEADER: webhook_signature.sign(body, secret),
+        **signed,
         "Mint-Event-Id": delivery.event_id,
         "Mint-Event-Type": delivery.event_type,
         "Mint-Delivery-Id": str(delivery.pk),
@@ -272,9 +308,7 @@ def attempt_delivery(delivery_pk: int, *, now: datetime | None = None) -> Webhoo
         outcome = Outcome(None, "not sent: the subscription is inactive", 0)
     else:
         body = bytes(delivery.payload)
-        outcome = _post(
-            subscription.url, body, headers_for(delivery, number, body, subscription.secret)
-        )
+        outcome = _post(subscription.url, body, headers_for(delivery, number, body, subscription))
     WebhookAttempt.objects.create(
         delivery=delivery,
         number=number,

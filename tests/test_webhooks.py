@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -10,21 +11,34 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import dramatiq
 import httpx
 import pytest
+import standardwebhooks
 from django.contrib.auth.models import Permission, User
 from django.test import Client
+from django.utils import timezone
+from dramatiq import Worker
+from standardwebhooks import WebhookVerificationError
 
 from chain.anvil import free_port
 from generation import events
 from generation.models import Collection, Token
+from generation.stages import WEBHOOK_QUEUE
 from mintsite import webhook_signature, webhooks
-from mintsite.models import EventType, WebhookDelivery, WebhookSubscription
+from mintsite.models import (
+    EventType,
+    WebhookDelivery,
+    WebhookScheme,
+    WebhookSubscription,
+    new_webhook_secret,
+)
 from mintsite.tasks import deliver_webhook
 from mintsite.webhook_signature import (
     BadSignature,
@@ -691,3 +705,261 @@ def test_the_circuit_breaker_disables_an_endpoint_that_keeps_failing_until_a_man
     subscription.refresh_from_db()
     assert subscription.state == "active" and subscription.failure_streak == 0
     assert client.get(url, **bearer(key)).json()["state"] == "active"
+
+
+# --- Standard Webhooks, chosen per subscription (issue 20) -----------------------------------
+
+
+def lowered(headers: dict[str, str]) -> dict[str, str]:
+    return {name.lower(): value for name, value in headers.items()}
+
+
+@pytest.fixture
+def webhook_worker(redis_url: str) -> Iterator[Callable[[Callable[[], bool]], None]]:
+    """A real Dramatiq worker in this process, on the webhooks queue, run until a condition
+    holds (the queue emptied before and after)."""
+    broker = dramatiq.get_broker()
+    broker.flush(WEBHOOK_QUEUE)
+
+    def run(until: Callable[[], bool]) -> None:
+        worker = Worker(broker, queues={WEBHOOK_QUEUE}, worker_threads=1, worker_timeout=100)
+        worker.start()
+        try:
+            deadline = time.monotonic() + 60
+            while not until():
+                assert time.monotonic() < deadline, "the webhook worker did not finish in time"
+                time.sleep(0.1)
+        finally:
+            worker.stop()
+
+    yield run
+    broker.flush(WEBHOOK_QUEUE)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_standard_subscription_is_verified_by_the_standard_webhooks_library_through_the_worker(
+    alpha: Collection, receiver, settings, webhook_worker
+) -> None:  # type: ignore[no-untyped-def]
+    # Given Stella's standard subscription, whose receiver fails once, and Mo's mint one
+    settings.WEBHOOK_RETRY_BASE = 0  # the retry is due at once
+    stella_endpoint, mo_endpoint = receiver(500, 200), receiver(200)
+    stella = subscribe(alpha, stella_endpoint.url, EventType.STAGE, scheme=WebhookScheme.STANDARD)
+    mo = subscribe(alpha, mo_endpoint.url, EventType.STAGE)
+    token = make_token(alpha, 7, Status.RENDERING)
+
+    # When a token enters a stage (the subscriber runs after the commit and queues the
+    # deliveries) and the webhook worker serves its queue
+    events.record([token.pk], Status.RENDERING, "attempt 0")
+    delivery = stella.deliveries.get()
+    webhook_worker(
+        lambda: set(WebhookDelivery.objects.values_list("status", flat=True)) == {"delivered"}
+    )
+
+    # Then both of Stella's tries pass the library's own verifier, with one webhook-id
+    assert WebhookDelivery.objects.get(pk=delivery.pk).attempts == 2
+    wh = standardwebhooks.Webhook(stella.secret)
+    tries = [(lowered(headers), body) for headers, body in stella_endpoint.received]
+    for headers, body in tries:
+        event = wh.verify(body, headers)
+        assert event["id"] == delivery.event_id and event["type"] == "token.stage"
+        assert event["data"]["event"]["status"] == "RENDERING"
+        assert "mint-signature" not in headers
+    assert [h["webhook-id"] for h, _ in tries] == [f"msg_{delivery.pk}"] * 2
+    assert [h["mint-delivery-attempt"] for h, _ in tries] == ["1", "2"]
+    assert int(tries[1][0]["webhook-timestamp"]) >= int(tries[0][0]["webhook-timestamp"])
+
+    # and what an attacker might try fails the library's verification
+    headers, body = tries[1]
+    with pytest.raises(WebhookVerificationError, match="No matching signature"):
+        wh.verify(body.replace(b"RENDERING", b"PUBLISHED"), headers)
+    with pytest.raises(WebhookVerificationError, match="No matching signature"):
+        standardwebhooks.Webhook(new_webhook_secret()).verify(body, headers)
+    with pytest.raises(WebhookVerificationError, match="No matching signature"):
+        wh.verify(body, {**headers, "webhook-id": f"msg_{delivery.pk + 1}"})
+    with pytest.raises(WebhookVerificationError, match="too old"):
+        wh.verify(body, {**headers, "webhook-timestamp": str(int(time.time()) - 600)})
+    ten_minutes_ago = timezone.now() - timedelta(minutes=10)
+    captured = webhooks.standard_signature_headers(
+        headers["webhook-id"], body, stella.secret, at=ten_minutes_ago
+    )
+    with pytest.raises(WebhookVerificationError, match="too old"):
+        wh.verify(body, captured)  # a genuine delivery replayed by someone ten minutes later
+
+    # A replay is the same delivery: the same webhook-id, a fresh signature
+    webhooks.replay(delivery.pk)
+    webhook_worker(lambda: WebhookDelivery.objects.get(pk=delivery.pk).attempts == 3)
+    replayed_headers, replayed_body = stella_endpoint.received[2]
+    assert wh.verify(replayed_body, replayed_headers)["id"] == delivery.event_id
+    assert lowered(replayed_headers)["webhook-id"] == f"msg_{delivery.pk}"
+
+    # Mo's mint subscription is signed as before, with no Standard Webhooks header
+    ((mo_headers, mo_body),) = mo_endpoint.received
+    verify(mo_body, mo_headers["Mint-Signature"], mo.secret)
+    assert not {"webhook-id", "webhook-timestamp", "webhook-signature"} & set(lowered(mo_headers))
+    assert mo_body == body  # the same document, signed another way
+
+
+def test_it_is_verified_by_the_documented_standard_webhooks_receiver(
+    alpha: Collection, tmp_path: Path, settings
+) -> None:  # type: ignore[no-untyped-def]
+    docs = (Path(__file__).parent.parent / "docs" / "webhooks.md").read_text()
+    (source,) = re.findall(r'```python\n("""standard_receiver\.py.*?)```', docs, flags=re.S)
+    (tmp_path / "standard_receiver.py").write_text(source)
+    port = free_port()
+    allow_local(settings, port)
+    url = f"http://127.0.0.1:{port}/hooks"
+    subscription = subscribe(alpha, url, EventType.STAGE, scheme=WebhookScheme.STANDARD)
+    process = subprocess.Popen(
+        [sys.executable, str(tmp_path / "standard_receiver.py"), str(port)],
+        env={**os.environ, "MINT_WEBHOOK_SECRET": subscription.secret},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the example receiver did not start"
+                time.sleep(0.05)
+        pk = delivery_for(subscription)
+        delivery = webhooks.attempt_delivery(pk)
+        assert delivery is not None and delivery.status == Delivery.DELIVERED
+        assert delivery.last_status_code == 204
+
+        body = bytes(delivery.payload)
+        fresh = webhooks.standard_signature_headers(f"msg_{pk}", body, subscription.secret)
+        tampered = httpx.post(url, content=body + b" ", headers=fresh)
+        assert (tampered.status_code, tampered.text) == (400, "No matching signature found")
+        old = webhooks.standard_signature_headers(
+            f"msg_{pk}", body, subscription.secret, at=timezone.now() - timedelta(hours=1)
+        )
+        stale = httpx.post(url, content=body, headers=old)
+        assert (stale.status_code, stale.text) == (400, "Message timestamp too old")
+        unsigned = httpx.post(url, content=body, headers={"Mint-Signature": "t=1,v1=abc"})
+        assert (unsigned.status_code, unsigned.text) == (400, "Missing required headers")
+    finally:
+        process.terminate()
+        out, _ = process.communicate(timeout=10)
+    assert out.splitlines() == [f"msg_{pk} token.stage RENDERING"]
+
+
+def test_a_new_secret_is_the_base64_key_the_standard_webhooks_libraries_decode() -> None:
+    secret = new_webhook_secret()
+    assert secret.startswith("whsec_")
+    key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)  # padded, + and /
+    assert len(key) == 32
+    assert len({new_webhook_secret() for _ in range(20)}) == 20
+
+
+def test_the_scheme_is_chosen_when_subscribing_through_the_api_and_kept(
+    alpha: Collection, client: Client
+) -> None:
+    from mintsite.models import ApiKey
+    from tests.test_api import bearer, error_of
+
+    _, key = ApiKey.issue(alpha, "studio site")
+    url = "/api/collections/alpha/webhooks/"
+    body = {"url": "https://hooks.example/mint", "event_types": ["token.stage"]}
+
+    def create(**fields: Any) -> Any:
+        return client.post(url, {**body, **fields}, content_type="application/json", **bearer(key))
+
+    # Without a scheme a subscription is a mint one, as before
+    plain = create()
+    assert plain.status_code == 201 and plain.json()["scheme"] == "mint"
+    # A standard one says so, and its secret is shown once, in the form the libraries take
+    created = create(scheme="standard")
+    assert created.status_code == 201
+    shown = created.json()
+    assert shown["scheme"] == "standard"
+    subscription = WebhookSubscription.objects.get(pk=shown["id"])
+    assert subscription.scheme == WebhookScheme.STANDARD and shown["secret"] == subscription.secret
+    standardwebhooks.Webhook(shown["secret"])  # accepted as is
+    detail = f"{url}{subscription.pk}/"
+    read = client.get(detail, **bearer(key)).json()
+    assert read["scheme"] == "standard" and "secret" not in read
+    assert [s["scheme"] for s in client.get(url, **bearer(key)).json()["results"]] == [
+        "mint",
+        "standard",
+    ]
+    # An unknown scheme is refused
+    unknown = create(scheme="svix")
+    assert unknown.status_code == 400 and "scheme" in error_of(unknown)["fields"]
+
+    # It cannot be changed afterwards: the receiver verifies with it
+    changed = client.patch(
+        detail, {"scheme": "mint"}, content_type="application/json", **bearer(key)
+    )
+    assert changed.status_code == 400
+    assert "cannot be changed" in error_of(changed)["fields"]["scheme"][0]
+    # A PUT without it, or repeating it, keeps it
+    replaced = client.put(
+        detail,
+        {"url": "https://hooks.example/other", "event_types": ["token.failed"]},
+        content_type="application/json",
+        **bearer(key),
+    )
+    assert replaced.status_code == 200 and replaced.json()["scheme"] == "standard"
+    same = client.patch(
+        detail, {"scheme": "standard"}, content_type="application/json", **bearer(key)
+    )
+    assert same.status_code == 200
+    subscription.refresh_from_db()
+    assert subscription.scheme == WebhookScheme.STANDARD
+    assert subscription.url == "https://hooks.example/other"
+
+    # The schema documents it
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    field = schema["components"]["schemas"]["WebhookSubscription"]["properties"]["scheme"]
+    enum = schema["components"]["schemas"][field["allOf"][0]["$ref"].rsplit("/", 1)[1]]["enum"]
+    assert enum == ["mint", "standard"]
+
+
+def test_a_manager_chooses_the_scheme_in_the_admin_and_sees_it(
+    alpha: Collection, client: Client
+) -> None:
+    subscribe(alpha, "https://mo.example/hooks", EventType.STAGE)  # a mint one, made before
+    client.force_login(manager("maria", alpha))
+    form = client.get("/admin/mintsite/webhooksubscription/add/").content.decode()
+    assert 'name="scheme"' in form and "Standard Webhooks" in form
+    response = client.post(
+        "/admin/mintsite/webhooksubscription/add/",
+        {
+            "collection": alpha.pk,
+            "url": "https://studio.example/hooks",
+            "scheme": "standard",
+            "event_types": ["token.published"],
+            "active": "on",
+        },
+        follow=True,
+    )
+    subscription = WebhookSubscription.objects.get(url="https://studio.example/hooks")
+    assert subscription.scheme == WebhookScheme.STANDARD
+    assert f"<code>{subscription.secret}</code>" in response.content.decode()
+    # The list shows each one's scheme, and filters by it
+    listing = client.get("/admin/mintsite/webhooksubscription/").content.decode()
+    assert "Standard Webhooks (webhook-id" in listing and "Mint-Signature (t=" in listing
+    filtered = client.get("/admin/mintsite/webhooksubscription/?scheme__exact=standard")
+    assert "studio.example" in filtered.content.decode()
+    assert "mo.example" not in filtered.content.decode()
+    # On its page the scheme is shown, not editable; a post cannot change it
+    page = client.get(f"/admin/mintsite/webhooksubscription/{subscription.pk}/change/")
+    assert 'name="scheme"' not in page.content.decode()
+    assert "Standard Webhooks (webhook-id" in page.content.decode()
+    saved = client.post(
+        f"/admin/mintsite/webhooksubscription/{subscription.pk}/change/",
+        {
+            "url": "https://studio.example/hooks",
+            "scheme": "mint",
+            "event_types": ["token.published"],
+            "description": "the studio's site",
+            "active": "on",
+        },
+    )
+    assert saved.status_code == 302
+    subscription.refresh_from_db()
+    assert subscription.description == "the studio's site"
+    assert subscription.scheme == WebhookScheme.STANDARD

@@ -178,10 +178,16 @@ class WebhookSubscriptionForm(forms.ModelForm):
 
     class Meta:
         model = WebhookSubscription
-        fields = ["collection", "url", "event_types", "description", "active"]
+        fields = ["collection", "url", "scheme", "event_types", "description", "active"]
         # the model's URLField would build a default form field (and warn about Django 6's
         # https default) before the declared one above replaces it
         formfield_callback = _https_urls
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if "scheme" in self.fields:  # only when adding: it is read-only afterwards
+            # a form posted without it (not the admin's own page) keeps the default, mint
+            self.fields["scheme"].required = False
 
     def clean_url(self) -> str:
         url: str = self.cleaned_data["url"]
@@ -204,8 +210,16 @@ class WebhookSubscriptionForm(forms.ModelForm):
 class WebhookSubscriptionAdmin(ManagedByCollection):
     manager_may = frozenset({"view", "add", "change", "delete"})
     form = WebhookSubscriptionForm
-    list_display = ["url", "collection", "event_list", "state", "disabled_reason", "created_at"]
-    list_filter = [ManagedCollectionFilter, "active", DisabledFilter]
+    list_display = [
+        "url",
+        "collection",
+        "scheme",
+        "event_list",
+        "state",
+        "disabled_reason",
+        "created_at",
+    ]
+    list_filter = [ManagedCollectionFilter, "scheme", "active", DisabledFilter]
     search_fields = ["url", "description"]
     actions = ["reenable"]
 
@@ -218,7 +232,7 @@ class WebhookSubscriptionAdmin(ManagedByCollection):
         return obj.state
 
     def get_fields(self, request: HttpRequest, obj: WebhookSubscription | None = None) -> list[str]:
-        fields = ["collection", "url", "event_types", "description", "active"]
+        fields = ["collection", "url", "scheme", "event_types", "description", "active"]
         if obj is None:
             return fields
         return [*fields, "state", "disabled_at", "disabled_reason", "failure_streak"]
@@ -228,7 +242,8 @@ class WebhookSubscriptionAdmin(ManagedByCollection):
     ) -> list[str]:
         if obj is None:
             return []
-        return ["collection", "state", "disabled_at", "disabled_reason", "failure_streak"]
+        # the scheme is the receiver's verifying code: another one is another subscription
+        return ["collection", "scheme", "state", "disabled_at", "disabled_reason", "failure_streak"]
 
     @admin.action(description="Re-enable (the circuit breaker) and send the skipped deliveries")
     def reenable(self, request: HttpRequest, queryset: QuerySet[WebhookSubscription]) -> None:

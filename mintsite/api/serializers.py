@@ -16,7 +16,7 @@ from rest_framework import serializers
 
 from generation.models import Token
 from mintsite import egress
-from mintsite.models import EventType, WebhookDelivery, WebhookSubscription
+from mintsite.models import EventType, WebhookDelivery, WebhookScheme, WebhookSubscription
 
 ADDRESS = r"^0x[0-9a-fA-F]{40}$"
 STATUSES = ", ".join(Token.Status.values)
@@ -109,6 +109,14 @@ class WebhookSubscriptionSerializer(serializers.ModelSerializer):
         max_length=len(EventType.choices),
         help_text="Any of: " + ", ".join(f"{t.value} ({t.label})" for t in EventType),
     )
+    scheme = serializers.ChoiceField(
+        choices=WebhookScheme.choices,
+        # no serializer default: a PUT without it would reset a standard subscription to mint
+        required=False,
+        help_text="How deliveries are signed: `mint` (the Mint-Signature header; the default) "
+        "or `standard` (Standard Webhooks: webhook-id, webhook-timestamp, webhook-signature). "
+        "Set when creating; it cannot be changed afterwards",
+    )
 
     state = serializers.ChoiceField(
         choices=["active", "paused", "disabled"],
@@ -122,6 +130,7 @@ class WebhookSubscriptionSerializer(serializers.ModelSerializer):
         fields = [
             "id",
             "url",
+            "scheme",
             "event_types",
             "description",
             "active",
@@ -138,11 +147,20 @@ class WebhookSubscriptionSerializer(serializers.ModelSerializer):
             raise serializers.ValidationError("lists an event type twice")
         return value
 
+    def validate_scheme(self, value: str) -> str:
+        if self.instance is not None and value != self.instance.scheme:
+            raise serializers.ValidationError(
+                "cannot be changed: the receiver verifies with it; create a new subscription "
+                "(with its own secret) for the other scheme"
+            )
+        return value
+
 
 class WebhookSubscriptionCreatedSerializer(WebhookSubscriptionSerializer):
     secret = serializers.CharField(
         read_only=True,
-        help_text="Verifies the Mint-Signature of each delivery; shown only in this response",
+        help_text="Verifies the signature of each delivery (`whsec_` and base64, the form the "
+        "Standard Webhooks libraries take); shown only in this response",
     )
 
     class Meta(WebhookSubscriptionSerializer.Meta):

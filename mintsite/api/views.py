@@ -660,7 +660,8 @@ class WebhookList(APIView):
         tags=["webhooks"],
         summary="Subscribe an endpoint to some of the collection's token events",
         description="The response carries the subscription's `secret`, once: keep it to "
-        "verify the Mint-Signature header of each delivery (docs/webhooks.md).",
+        "verify each delivery's signature: the Mint-Signature header, or the Standard Webhooks "
+        "headers of a `standard` subscription (docs/webhooks.md).",
         request=s.WebhookSubscriptionSerializer,
         auth=KEY_AUTH,
         responses={

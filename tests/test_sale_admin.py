@@ -107,7 +107,7 @@ def test_a_manager_schedules_an_allowlist_and_a_public_phase_that_the_worker_sen
     allowlist = create_allowlist(aurora, "early", [Entry(COLIN.address, 2, 1)])
     start = timezone.now() + timedelta(hours=1)
     first = SalePhase.objects.create(
-        collection=aurora, position=0, name="Allowlist", starts_at=start,
+        collection=aurora, position=0, name="Early access", starts_at=start,
         ends_at=start + timedelta(hours=1), price_wei=PRICE, allowlist=allowlist,
     )  # fmt: skip
     second = SalePhase.objects.create(
@@ -138,6 +138,9 @@ def test_a_manager_schedules_an_allowlist_and_a_public_phase_that_the_worker_sen
     assert all(a.tx_hash in listed for a in done)
     # and the phase list says each is on chain
     assert client.get(PHASES).content.decode().count("Done (") == 2
+    # and once it opens, the mint page calls the phase by the manager's name
+    w3.provider.make_request("evm_mine", [first.as_struct()[0]])  # type: ignore[list-item]
+    assert "Early access (Allowlist)" in client.get(f"/c/{aurora.slug}/").content.decode()
 
 
 def test_a_phase_that_cannot_be_scheduled_is_refused_with_the_reason(

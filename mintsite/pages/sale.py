@@ -10,7 +10,7 @@ in id order, and an auction's price is ``max(floor, price - dropPerStep * steps 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,6 +34,7 @@ class Phase:
     floor_price: int
     drop_per_step: int
     merkle_root: str  # 0x hex; ZERO_ROOT: anyone may mint
+    label: str = ""  # the manager's name for it (sales.SalePhase), when the chain holds that phase
 
     @classmethod
     def from_struct(cls, phase_id: int, fields: tuple[Any, ...]) -> Phase:
@@ -55,6 +56,21 @@ class Phase:
             return "Allowlist Dutch auction" if self.auction else "Allowlist"
         return "Dutch auction" if self.auction else "Public"
 
+    @property
+    def title(self) -> str:
+        """The manager's name with the kind (``Early access (Allowlist)``), or the kind alone;
+        mint.js's ``phaseTitle`` says the same."""
+        return (
+            f"{self.label} ({self.name})" if self.label and self.label != self.name else self.name
+        )
+
+    def struct(self) -> tuple[Any, ...]:
+        """The contract's ``Phase`` tuple, as ``sales.SalePhase.as_struct`` gives it."""
+        return (
+            self.start, self.end, self.step_seconds, self.max_per_wallet, self.price,
+            self.floor_price, self.drop_per_step, bytes.fromhex(self.merkle_root[2:]),
+        )  # fmt: skip
+
     def price_at(self, timestamp: int) -> int:
         if not self.auction or timestamp <= self.start:
             return self.price
@@ -73,6 +89,7 @@ class Phase:
             "floor_price": str(self.floor_price),
             "drop_per_step": str(self.drop_per_step),
             "merkle_root": self.merkle_root,
+            "label": self.label,
         }
 
 
@@ -122,7 +139,7 @@ class Sale:
         if state == "upcoming":
             opens = datetime.fromtimestamp(phase.start, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
             return f"Sale not open — opens {opens}"
-        return phase.name
+        return phase.title
 
     def document(self) -> dict[str, Any]:
         return {"phases": [p.document() for p in self.phases], "chain_time": self.chain_time}
@@ -141,3 +158,16 @@ def read_sale(w3: Web3, contract: Contract) -> Sale:
         for i in range(count)
     )
     return Sale(phases, chain_time)
+
+
+def labelled(sale: Sale, names: dict[int, tuple[tuple[Any, ...], str]]) -> Sale:
+    """``sale`` with each phase named as the manager named it (``names``: phase id → (the struct
+    the manager scheduled, its name)), where the chain holds exactly that struct: a phase edited
+    in the admin but not scheduled again keeps its kind alone."""
+    phases = tuple(
+        replace(phase, label=names[phase.id][1])
+        if phase.id in names and names[phase.id][0] == phase.struct()
+        else phase
+        for phase in sale.phases
+    )
+    return replace(sale, phases=phases)

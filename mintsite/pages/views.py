@@ -28,7 +28,7 @@ from chain.errors import ChainError
 from chain.models import Chain
 from generation.models import Collection, Token
 from mintsite.pages.progress import progress_document
-from mintsite.pages.sale import Sale, read_sale
+from mintsite.pages.sale import Sale, labelled, read_sale
 
 log = logging.getLogger(__name__)
 Status = Token.Status
@@ -149,6 +149,16 @@ def _rpc_problem(collection: Collection, exc: Exception) -> str:
     )
 
 
+def _phase_names(collection: Collection) -> dict[int, tuple[tuple[Any, ...], str]]:
+    """The manager's phase names (sales.SalePhase), by position, with the struct each stands for."""
+    from sales.models import SalePhase
+
+    return {
+        phase.position: (phase.as_struct(), phase.name)
+        for phase in SalePhase.objects.filter(collection=collection).select_related("allowlist")
+    }
+
+
 def read_contract_state(collection: Collection) -> ContractState:
     """Price, supply and pause state from the collection's contract, or the error."""
     try:
@@ -159,7 +169,7 @@ def read_contract_state(collection: Collection) -> ContractState:
             total_supply=contract.functions.totalSupply().call(),
             max_per_tx=contract.functions.maxPerTx().call(),
         )
-        state.sale = read_sale(contract.w3, contract)
+        state.sale = labelled(read_sale(contract.w3, contract), _phase_names(collection))
     except (ChainError, Web3Exception, ConnectionError, ValueError) as exc:
         return ContractState(error=_rpc_problem(collection, exc))
     try:

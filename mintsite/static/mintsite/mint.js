@@ -129,21 +129,30 @@
     return {
       id: p.id, start: p.start, end: p.end, stepSeconds: p.step_seconds, maxPerWallet: p.max_per_wallet,
       price: BigInt(p.price), floorPrice: BigInt(p.floor_price), dropPerStep: BigInt(p.drop_per_step),
-      merkleRoot: p.merkle_root.toLowerCase(),
+      merkleRoot: p.merkle_root.toLowerCase(), label: p.label || "",
     };
   }
+  // the manager's names, from the server, for the phases exactly as it saw them on-chain
+  const sameFields = (a, b) =>
+    a.start === b.start && a.end === b.end && a.stepSeconds === b.stepSeconds && a.maxPerWallet === b.maxPerWallet &&
+    a.price === b.price && a.floorPrice === b.floorPrice && a.dropPerStep === b.dropPerStep && a.merkleRoot === b.merkleRoot;
+  const namedPhases = (config.sale?.phases || []).map(phaseFromConfig).filter((p) => p.label);
   function phaseFromChain(id, p) {
-    return {
+    const phase = {
       id, start: Number(p.start), end: Number(p.end), stepSeconds: Number(p.stepSeconds), maxPerWallet: Number(p.maxPerWallet),
       price: BigInt(p.price), floorPrice: BigInt(p.floorPrice), dropPerStep: BigInt(p.dropPerStep),
-      merkleRoot: String(p.merkleRoot).toLowerCase(),
+      merkleRoot: String(p.merkleRoot).toLowerCase(), label: "",
     };
+    const named = namedPhases.find((n) => n.id === id && sameFields(n, phase));
+    return named ? { ...phase, label: named.label } : phase;
   }
   const isAllowlist = (phase) => phase.merkleRoot !== ZERO_ROOT;
   const isAuction = (phase) => phase.stepSeconds !== 0;
   // the same names as mintsite/pages/sale.py's Phase.name
   const phaseName = (phase) =>
     isAllowlist(phase) ? (isAuction(phase) ? "Allowlist Dutch auction" : "Allowlist") : isAuction(phase) ? "Dutch auction" : "Public";
+  // the same as mintsite/pages/sale.py's Phase.title
+  const phaseTitle = (phase) => (phase.label && phase.label !== phaseName(phase) ? `${phase.label} (${phaseName(phase)})` : phaseName(phase));
   const chainNow = () => Math.floor(Date.now() / 1000 + state.clockOffset);
   const localTime = (seconds) => new Date(seconds * 1000).toLocaleString();
   const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
@@ -248,7 +257,7 @@
     const phase = sale.phase;
     ui.phase.dataset.state = sale.state;
     ui.phase.textContent =
-      sale.state === "open" ? phaseName(phase)
+      sale.state === "open" ? phaseTitle(phase)
         : sale.state === "upcoming" ? `Sale not open — opens ${localTime(phase.start)}`
           : sale.state === "over" ? "Sale over" : "Public";
     const price = currentPrice(sale, now);

@@ -7,12 +7,12 @@ SLITHER_VERSION := 0.11.6
 SLITHER_VENV := var/slither-venv
 SLITHER_STAMP := $(SLITHER_VENV)/.installed-$(SLITHER_VERSION)
 
-.PHONY: run test demo gas bench bench-accuracy bench-latency bench-listener bench-publish bench-load bench-load-sse soak install models lint slither format contracts clean
+.PHONY: run test browser demo gas bench bench-accuracy bench-latency bench-listener bench-publish bench-load bench-load-sse soak install models lint slither format contracts clean
 
 run: install models
 	$(PY) manage.py run_stack
 
-test: install models
+test: install models browser
 	$(PY) -m tests.with_broker $(PY) -m pytest
 
 demo: install
@@ -71,7 +71,10 @@ soak: install models
 ETHERS_JS := mintsite/static/mintsite/vendor/ethers.umd.min.js
 
 install: $(STAMP) $(NPM_STAMP) $(ETHERS_JS)
-	@# the browser tests drive Debian's chromium (Playwright never downloads one)
+
+# Only the browser tests need a browser (`make run` does not): they drive Debian's chromium
+# (Playwright never downloads one).
+browser:
 	@command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium) \
 		|| { echo "chromium is missing and could not be installed: run 'apt-get install -y chromium' as root" >&2; exit 1; }
 

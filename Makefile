@@ -7,7 +7,7 @@ SLITHER_VERSION := 0.11.6
 SLITHER_VENV := var/slither-venv
 SLITHER_STAMP := $(SLITHER_VENV)/.installed-$(SLITHER_VERSION)
 
-.PHONY: run test browser demo gas bench bench-accuracy bench-latency bench-listener bench-publish bench-load bench-load-sse soak install models lint slither format contracts clean
+.PHONY: run test browser demo gas bench bench-accuracy bench-latency bench-listener bench-publish bench-load bench-load-sse soak install models lint alerts slither format contracts clean
 
 run: install models
 	$(PY) manage.py run_stack
@@ -98,12 +98,21 @@ models: install
 contracts: $(NPM_STAMP)
 	node contracts/compile.js
 
-lint: install $(SLITHER_STAMP)
+lint: install alerts $(SLITHER_STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 	$(PY) -m devtools.slither_check --venv $(SLITHER_VENV)
+
+# The Prometheus alerting rules (docs/alerts.yml): promtool checks them, then runs each rule's
+# unit test (tests/alerts_test.yml). promtool comes with Debian's prometheus package, installed
+# without its recommends; no Prometheus server is started.
+alerts:
+	@command -v promtool >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus) \
+		|| { echo "promtool is missing and could not be installed: run 'apt-get install -y prometheus' as root" >&2; exit 1; }
+	promtool check rules docs/alerts.yml
+	promtool test rules tests/alerts_test.yml
 
 # Slither and slither-check-erc over contracts/ against contracts/slither-triage.json (a new
 # finding fails); in a venv of its own, its pinned dependencies apart from the project's.

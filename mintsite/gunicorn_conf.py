@@ -31,6 +31,10 @@ keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
 # 2.5 min at 130 polls/s.
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "200000"))
 max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "20000"))
+# With no proxy in front, gunicorn terminates TLS itself: the certificate (its chain) and its
+# key, PEM files (docs/deploy.md). Static files need no proxy either: WhiteNoise serves them.
+certfile = os.environ.get("GUNICORN_CERTFILE") or None
+keyfile = os.environ.get("GUNICORN_KEYFILE") or None
 # The reverse proxy's address: only it may set X-Forwarded-* (see DJANGO_BEHIND_TLS_PROXY).
 forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1")
 accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-")

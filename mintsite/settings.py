@@ -12,6 +12,7 @@ import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -96,6 +97,8 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    # before staticfiles: its `runserver` leaves static files to WhiteNoise (below), as gunicorn does
+    "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
@@ -114,6 +117,8 @@ if importlib.util.find_spec("devtools") is not None:
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # static files from STATIC_ROOT, before any other middleware spends time on them (below)
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -197,8 +202,18 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+# Static files (the admin's, the API docs', the mint page's script) are served by the web
+# process itself through WhiteNoise, so no proxy is needed in front (docs/deploy.md):
+# `collectstatic` writes each file under a name with its content hash, with .gz and .br copies
+# beside it, and a manifest the `{% static %}` tag reads; WhiteNoise answers those names with
+# the compressed copy the client accepts and a cache lifetime of ten years (a changed file gets
+# a new name). `make run` collects at start; production runs `collectstatic` once per release.
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
 
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
@@ -517,3 +532,16 @@ METRICS_CHAIN_CACHE_SECONDS = env_float("METRICS_CHAIN_CACHE_SECONDS", 10.0)
 WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0, minimum=0)
 WORKER_METRICS_HOST = env_str("WORKER_METRICS_HOST") or "127.0.0.1"
 HEALTH_CHECK_TIMEOUT = env_float("HEALTH_CHECK_TIMEOUT", 2.0)  # seconds per /readyz check
+# Error reports (docs/observability.md): off unless SENTRY_DSN (or SENTRY_DSN_FILE) is set; then
+# every process that loads these settings (web, workers, listener, commands) reports its
+# failures with the Django and Dramatiq integrations, scrubbed of keys, passwords and tokens
+# (mintsite/observability/error_reports.py). Started here, before the broker is created.
+SENTRY_DSN = env_str("SENTRY_DSN")
+if SENTRY_DSN:
+    from mintsite.observability import error_reports
+
+    error_reports.start(
+        SENTRY_DSN,
+        environment=MINT_ENV,
+        own_hosts=[*ALLOWED_HOSTS, urlsplit(WEB_URL).hostname or ""],
+    )

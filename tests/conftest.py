@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.test import override_settings
 from web3 import Web3
 
 from chain.anvil import Anvil, start_anvil
@@ -38,6 +39,22 @@ def isolated_storage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]
     settings.IPFS_STORE_DIR, settings.RENDER_CACHE_DIR = root / "ipfs", root / "renders"
     yield root
     settings.IPFS_STORE_DIR, settings.RENDER_CACHE_DIR = saved
+
+
+@pytest.fixture(scope="session", autouse=True)
+def static_files_by_plain_names(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Pages link static files by their plain names, served from the apps' folders.
+
+    The hashed, compressed names need a `collectstatic` (most of a minute: the API docs'
+    bundles), and pages without it would fail; tests/test_static_files.py runs one and tests
+    that configuration as production serves it. STATIC_ROOT is an empty folder, so WhiteNoise
+    serves nothing left over in var/static."""
+    plain = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+    with override_settings(STORAGES=plain, STATIC_ROOT=tmp_path_factory.mktemp("static")):
+        yield
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ all it started. The embedded collection is the reference world's (chain.deployme
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -77,7 +78,7 @@ class Command(BaseCommand):
         env = dict(os.environ)
         call_command("build_reference_models", verbosity=0)
         call_command("migrate", interactive=False, verbosity=0)
-        call_command("collectstatic", interactive=False, verbosity=0)
+        _collect_static()
 
         if not os.environ.get("REDIS_URL"):
             port = settings.EMBEDDED_REDIS_PORT
@@ -130,8 +131,8 @@ class Command(BaseCommand):
         manage = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py")]
         shutdown_ms = "10000"
         self._spawn(
-            "web", [*manage, "runserver", options["web_addr"], "--noreload", "--insecure"], env
-        )
+            "web", [*manage, "runserver", options["web_addr"], "--noreload"], env
+        )  # static files: WhiteNoise serves what _collect_static() collected, as in production
         self._spawn("listener", [*manage, "listen_chain"], env)
         self._spawn(
             "render-worker",
@@ -187,6 +188,31 @@ class Command(BaseCommand):
         if self.anvil is not None:
             self.anvil.stop()
         self.stdout.write(f"stopped {len(self.children) + bool(self.anvil)} processes")
+
+
+def _collect_static() -> None:
+    """``collectstatic``, unless the files it would collect are the ones collected last time.
+
+    The web server serves static files the way production does (WhiteNoise, hashed and
+    compressed names), so they must be collected; compressing them (the API docs' bundles
+    above all) takes most of a minute, redone in full on every run, and a restart of the stack
+    should not wait for it when nothing changed. Any file added, removed or touched collects
+    again."""
+    from django.contrib.staticfiles.finders import get_finders
+
+    root = Path(settings.STATIC_ROOT)
+    seen = hashlib.sha256(json.dumps([str(root), settings.STORAGES["staticfiles"]]).encode())
+    for finder in get_finders():
+        for path, storage in finder.list(["CVS", ".*", "*~"]):  # collectstatic's own ignores
+            stat = os.stat(storage.path(path))
+            seen.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    stamp = Path(settings.RUN_DIR) / "static-collected"  # not in STATIC_ROOT: it is all served
+    collected = (root / "staticfiles.json").is_file() and stamp.is_file()
+    if collected and stamp.read_text() == seen.hexdigest():
+        return
+    call_command("collectstatic", interactive=False, verbosity=0)
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(seen.hexdigest())
 
 
 def _check_world_models(root: Path) -> None:

@@ -130,14 +130,20 @@ def prepare_freeze(collection: Collection, w3: Web3 | None = None) -> FreezeCall
         # pinned before the config that names them, every root checked against its CID
         pin_weights(collection, pinner_from_settings())
     royalty = royalty_of(w3 or web3_for(collection.chain_id), collection)
-    pinner = pinner_from_settings()
+    pinner, profile = pinner_from_settings(), collection.ipfs_profile()
     image, banner = collection_image(collection), banner_image(collection)
-    image_uri = "ipfs://" + pinner.pin(image.data, name=image.filename)
-    banner_uri = "ipfs://" + pinner.pin(banner.data, name=banner.filename) if banner else None
+    image_uri = "ipfs://" + pinner.pin(image.data, name=image.filename, profile=profile)
+    banner_uri = (
+        "ipfs://" + pinner.pin(banner.data, name=banner.filename, profile=profile)
+        if banner
+        else None
+    )
     metadata = contract_metadata(
         collection, config, image=image_uri, banner_image=banner_uri, royalty=royalty
     )
-    cid = pinner.pin(canonical_json(metadata), name=f"{collection.slug}-contract.json")
+    cid = pinner.pin(
+        canonical_json(metadata), name=f"{collection.slug}-contract.json", profile=profile
+    )
     digest, uri = "0x" + config_digest(config).hex(), f"ipfs://{cid}"
     with transaction.atomic():
         # conditional: two managers preparing at once record one freeze

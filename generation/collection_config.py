@@ -49,7 +49,10 @@ NEAR_DUPLICATE_SCHEME = (
 def generation_config(collection: Collection) -> dict[str, Any]:
     """Every collection-level input that shapes a token's image and its acceptance.
 
-    ``near_duplicates`` is there only when the collection checks near duplicates, ``seed_delay``
+    ``cid_profile`` (ipfs/profiles.py: how its images, metadata and weights are named on IPFS)
+    is there unless it is ``legacy``, the only profile before profiles existed, which a
+    verifier assumes when the key is absent; ``near_duplicates`` is there only when the
+    collection checks near duplicates, ``seed_delay``
     only for future-block seeds, ``vrf`` only for VRF seeds, ``weights``
     (their CIDs: generation/published_weights.py) only when it publishes its weights, and the
     model block's lever keys (adapters, quantization, runtime, distilled_from) only for the
@@ -95,6 +98,9 @@ def generation_config(collection: Collection) -> dict[str, Any]:
         "trait_margin": collection.trait_margin,
         "uniqueness_threshold": collection.uniqueness_threshold,
     }
+    profile = collection.ipfs_profile()
+    if profile.name != "legacy":
+        config["cid_profile"] = profile.record()
     if collection.seed_delay:
         config["seed_delay"] = collection.seed_delay
     if collection.vrf_coordinator:

@@ -55,8 +55,16 @@ FROZEN_FIELDS = (
     "trait_margin", "uniqueness_threshold", "max_supply", "style_images",
     "style_images_threshold", "near_duplicate_threshold", "lora_adapters", "quantization",
     "onnx_dir", "seed_delay", "publish_weights", "vrf_coordinator", "vrf_subscription_id",
-    "vrf_key_hash",
+    "vrf_key_hash", "cid_profile",
 )  # fmt: skip
+
+# How the collection's content is named on IPFS (ipfs/profiles.py); the keys are
+# ipfs.profiles.PROFILES' names. Collections made before profiles existed keep "legacy"
+# (migration 0018): their published CIDs were made that way.
+CID_PROFILE_CHOICES = [
+    ("unixfs-v1-2025", "unixfs-v1-2025 (IPIP-499: 1 MiB chunks, 1024 links per node)"),
+    ("legacy", "legacy (Kubo's classic defaults: 256 KiB chunks, 174 links per node)"),
+]
 
 
 class Collection(models.Model):
@@ -211,6 +219,15 @@ class Collection(models.Model):
     )
     vrf_key_hash = models.CharField(
         max_length=66, blank=True, help_text="The VRF key hash (gas lane) of the requests"
+    )
+    cid_profile = models.CharField(
+        "CID profile",
+        max_length=20,
+        choices=CID_PROFILE_CHOICES,
+        default="unixfs-v1-2025",
+        help_text="How images, metadata and weights are chunked into IPFS CIDs (frozen with "
+        "the config, so a verifier rebuilds the same CIDs): unixfs-v1-2025 is what new Kubo "
+        "nodes, Helia and ipfs-car produce; legacy is Kubo's classic ipfs add --cid-version=1",
     )
     publish_weights = models.BooleanField(
         default=False,
@@ -458,6 +475,12 @@ class Collection(models.Model):
         except ModelReferenceError as exc:
             return {exc.field: [str(exc)]}
         return {}
+
+    def ipfs_profile(self) -> Any:
+        """The :class:`ipfs.profiles.CidProfile` its content is pinned and checked with."""
+        from ipfs.profiles import profile_named
+
+        return profile_named(self.cid_profile)
 
     def levers(self) -> Any:
         """The collection's latency levers as a ``render_levers.Levers``."""

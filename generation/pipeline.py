@@ -641,8 +641,9 @@ def render_record(
 
 def run_pin(token_pk: int) -> str | None:
     """Pin the image, then the metadata naming it, with the configured IPFS backend
-    (``IPFS_BACKEND``); every CID a backend returns is checked against the one computed here
-    from the bytes, and a mismatch fails the token: nothing is published for it."""
+    (``IPFS_BACKEND``) under the collection's CID profile; every CID a backend returns is
+    checked against the one computed here from the bytes, and a mismatch fails the token:
+    nothing is published for it."""
 
     token = (
         Token.objects.select_related("collection")
@@ -667,11 +668,12 @@ def run_pin(token_pk: int) -> str | None:
     name = f"{token.collection.slug}-{token.token_id}"
     try:
         pinner = pinner_from_settings()
-        image_cid = pinner.pin(data, name=f"{name}.png")
+        profile = token.collection.ipfs_profile()
+        image_cid = pinner.pin(data, name=f"{name}.png", profile=profile)
         metadata = canonical_json(build_metadata(token, image_cid))
         # tokenURI names the metadata by the sha256 the contract stores: one raw block only
         compute_raw_cid(metadata)
-        metadata_cid = pinner.pin(metadata, name=f"{name}.json")
+        metadata_cid = pinner.pin(metadata, name=f"{name}.json", profile=profile)
     except ContentTooLarge as exc:
         raise PinFailed(f"the metadata is too large for one IPFS block: {exc}") from exc
     except PinningError as exc:

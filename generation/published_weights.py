@@ -9,8 +9,9 @@ beside each fingerprint the config already holds, the CID of the files it finger
 - ``adapters``: each LoRA adapter file, in the config's order; ``onnx``: the ONNX export folder;
 - ``style_images``: each style reference image, in the config's order.
 
-CIDs are those of ``ipfs add -r --cid-version=1 --raw-leaves`` (:data:`ipfs.tree.TREE_SCHEME`),
-so anyone can pin the same files and get the same CIDs. A single file also records its
+CIDs are those of ``ipfs add -r --cid-version=1 --raw-leaves`` under the collection's CID
+profile (``scheme``: :func:`ipfs.tree.tree_scheme`), so anyone can pin the same files and get
+the same CIDs. A single file also records its
 ``name``: a loader picks the format by the file's suffix. :func:`pin_weights` pins every item
 before the freeze with the configured backend, each root checked against the config's CID;
 ``mintverify --fetch-weights`` fetches them by CID from any gateway (verifier/weights_cache.py).
@@ -25,7 +26,8 @@ from typing import Any
 
 from generation.models import Collection
 from ipfs.backends.pinner import Pinner
-from ipfs.tree import TREE_SCHEME, Tree, build_tree
+from ipfs.profiles import CidProfile
+from ipfs.tree import Tree, build_tree, tree_scheme
 
 log = logging.getLogger(__name__)
 
@@ -46,17 +48,18 @@ def _items(collection: Collection) -> list[tuple[str, Path]]:
     return items
 
 
-_trees: dict[tuple[str, tuple[tuple[str, int, int], ...]], Tree] = {}
+_trees: dict[tuple[str, str, tuple[tuple[str, int, int], ...]], Tree] = {}
 
 
-def _tree(path: Path) -> Tree:
-    """``build_tree(path)``, hashed once per process while no file below it changes: the freeze
-    computes the CIDs for the config, then pins the same trees (multi-GB checkpoints)."""
+def _tree(path: Path, profile: CidProfile) -> Tree:
+    """``build_tree(path)`` under ``profile``, hashed once per process while no file below it
+    changes: the freeze computes the CIDs for the config, then pins the same trees (multi-GB
+    checkpoints)."""
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     stamp = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
-    key = (str(path), stamp)
+    key = (str(path), profile.name, stamp)
     if key not in _trees:
-        _trees[key] = build_tree(path)
+        _trees[key] = build_tree(path, profile=profile)
     return _trees[key]
 
 
@@ -81,9 +84,10 @@ def _entry(key: str, path: Path, tree: Tree) -> dict[str, Any]:
 
 def weights_record(collection: Collection) -> dict[str, Any]:
     """The config's ``weights`` block (computing every CID; nothing is pinned)."""
-    record: dict[str, Any] = {"scheme": TREE_SCHEME}
+    profile = collection.ipfs_profile()
+    record: dict[str, Any] = {"scheme": tree_scheme(profile)}
     for key, path in _items(collection):
-        entry = _entry(key, path, _tree(path))
+        entry = _entry(key, path, _tree(path, profile))
         if key.endswith("]"):
             record.setdefault(key.split("[")[0], []).append(entry)
         else:
@@ -96,7 +100,7 @@ def pin_weights(collection: Collection, pinner: Pinner) -> list[str]:
     reports is checked against the CID computed here (``CidMismatch`` otherwise)."""
     roots = []
     for key, path in _items(collection):
-        tree = _tree(path)
+        tree = _tree(path, collection.ipfs_profile())
         roots.append(pinner.pin_tree(tree, name=f"{collection.slug} {key}"))
         log.info("%s: %s pinned as %s (%d bytes)", collection.slug, key, tree.root, tree.size)
     return roots

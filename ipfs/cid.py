@@ -1,10 +1,12 @@
 """CIDs for token metadata and images, computed without a node.
 
-Every CID here is what ``ipfs add --cid-version=1 --raw-leaves`` gives the same bytes with
-Kubo's defaults (chunker ``size-262144``, balanced layout, 174 links per node, sha2-256; the
-DAG is built in :mod:`ipfs.unixfs`):
+Every CID here is what ``ipfs add --cid-version=1 --raw-leaves`` gives the same bytes under a
+CID profile (:mod:`ipfs.profiles`): by default ``legacy``, Kubo's classic chunker
+``size-262144`` with 174 links per node; ``unixfs-v1-2025`` (IPIP-499) cuts 1 MiB chunks with
+1024 links per node. Both use a balanced layout and sha2-256; the DAG is built in
+:mod:`ipfs.unixfs`:
 
-- content of at most one chunk (262144 bytes) is a single raw block, so its CID (CIDv1, ``raw``
+- content of at most one chunk (262144 bytes under either profile) is a single raw block, so its CID (CIDv1, ``raw``
   codec, ``bafkrei…``) is a plain sha256 of the bytes. Token metadata must be of this kind: the
   contract stores the sha256 digest of the metadata bytes and ``tokenURI`` rebuilds
   ``ipfs://<CIDv1 raw sha2-256>`` from it (:func:`cid_from_sha256`, :func:`sha256_from_cid`,
@@ -24,6 +26,7 @@ from multiformats import CID, multihash
 
 from ipfs import unixfs
 from ipfs.errors import ContentTooLarge, InvalidCID
+from ipfs.profiles import LEGACY, PROFILES, CidProfile
 
 __all__ = [
     "CHUNK_SIZE",
@@ -31,12 +34,14 @@ __all__ = [
     "cid_from_sha256",
     "compute_cid",
     "compute_raw_cid",
+    "matches_cid",
     "parse_cid",
     "sha256_from_cid",
 ]
 
-#: Kubo's default chunker (``size-262144``): content up to this many bytes is a single block.
-CHUNK_SIZE = unixfs.CHUNK_SIZE
+#: The smallest chunk of any profile (``legacy``'s ``size-262144``): content up to this many
+#: bytes is a single raw block whatever the profile, so its CID is the sha256 of the bytes.
+CHUNK_SIZE = min(p.chunk_size for p in PROFILES.values())
 
 _RAW_CODEC = "raw"  # multicodec 0x55: a single-chunk file, or a leaf
 _DAG_PB_CODEC = "dag-pb"  # multicodec 0x70: the root of a multi-chunk UnixFS file
@@ -49,15 +54,32 @@ def _cid_for_digest(digest: bytes) -> str:
     return str(CID(_BASE, 1, _RAW_CODEC, multihash.wrap(digest, _HASH)))
 
 
-def compute_cid(data: bytes) -> str:
-    """Return the CID Kubo gives ``data`` with ``add --cid-version=1 --raw-leaves``.
+def compute_cid(data: bytes, profile: CidProfile = LEGACY) -> str:
+    """Return the CID Kubo gives ``data`` with ``add --cid-version=1 --raw-leaves`` under
+    ``profile``.
 
     At most one chunk: the raw CID (sha256 of the bytes). More: the dag-pb root of the
     UnixFS file, built as Kubo builds it (see :mod:`ipfs.unixfs`).
     """
-    if len(data) <= CHUNK_SIZE:  # the common case, without building a DAG
+    if len(data) <= profile.chunk_size:  # the common case, without building a DAG
         return _cid_for_digest(hashlib.sha256(data).digest())
-    return str(unixfs.file_cid(data))
+    return str(unixfs.file_cid(data, chunk_size=profile.chunk_size, max_links=profile.max_links))
+
+
+def matches_cid(data: bytes, cid: str) -> CidProfile | None:
+    """The profile under which ``data`` gives ``cid`` (any multibase), or None.
+
+    For readers that hold a CID and not the profile it was made with (the local store, the
+    gateway, a backend's read-back): the CID commits to the bytes under whichever profile
+    built it, so finding one profile that rebuilds it checks the bytes.
+    """
+    wanted = canonical_cid(cid)
+    if len(data) <= CHUNK_SIZE:  # one raw block in every profile
+        return LEGACY if compute_cid(data) == wanted else None
+    for profile in PROFILES.values():
+        if compute_cid(data, profile) == wanted:
+            return profile
+    return None
 
 
 def compute_raw_cid(data: bytes) -> str:

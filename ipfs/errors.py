@@ -17,6 +17,7 @@ __all__ = [
     "ContentCorrupted",
     "ContentNotFound",
     "ContentTooLarge",
+    "IncompatibleNode",
     "InvalidCID",
     "IpfsError",
     "PinTimeout",
@@ -88,13 +89,20 @@ class CidMismatch(PinningError, ValueError):
 
     retryable = False
 
-    def __init__(self, *, expected: str, got: str, backend: str) -> None:
+    def __init__(self, *, expected: str, got: str, backend: str, profile: str = "") -> None:
         self.expected, self.got, self.backend = expected, got, backend
         super().__init__(
-            f"{backend} answered CID {got} for content whose CID is {expected} (CIDv1, raw "
-            "leaves, sha2-256, chunker size-262144); nothing is pinned or published under "
-            f"{got}. Check the node's import settings and software version."
+            f"{backend} answered CID {got} for content whose CID is {expected} under the CID "
+            f"profile {profile or 'legacy'}; nothing is pinned or published under {got}. "
+            "Check the node's import settings and software version."
         )
+
+
+class IncompatibleNode(PinningError):
+    """A node that cannot build a CID profile's DAG: too old for an option, or configured so
+    that its import settings override the request's (``/readyz`` says which)."""
+
+    retryable = False
 
 
 class BackendUnavailable(PinningError, ConnectionError):

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from foundation.files import write_atomically
 from ipfs import unixfs
-from ipfs.cid import canonical_cid, compute_cid, parse_cid
+from ipfs.cid import canonical_cid, compute_cid, matches_cid, parse_cid
 from ipfs.errors import ContentCorrupted, ContentNotFound
+from ipfs.profiles import LEGACY, CidProfile
 
 __all__ = ["LocalStore"]
 
@@ -19,8 +20,10 @@ class LocalStore:
     The embedded IPFS backend (served by the gateway view), and the staging area for renders
     and metadata. Files are stored whole under the CID Kubo would give them (raw or dag-pb
     root) and every read recomputes that CID, so a corrupted or tampered file is never served.
-    Layout: ``root/<last 2 chars of cid>/<cid>``. The last characters fan out evenly
-    (the leading ``bafkrei``/``bafybei`` prefix is the same for every CID of a kind).
+    A file is named under the CID profile it was added with (:mod:`ipfs.profiles`); a read
+    checks the bytes against the CID under each profile until one rebuilds it.
+    Layout: ``root/<last 2 chars of cid>/<cid>``. The last characters fan out evenly (the
+    leading ``bafkrei``/``bafybei`` prefix is the same for every CID of a kind).
 
     Directory nodes (published model folders, :mod:`ipfs.tree`) are blocks, not files: they
     live under ``root/blocks/`` by their dag-pb CID, checked against its sha256 on every read.
@@ -35,11 +38,12 @@ class LocalStore:
         canonical = canonical_cid(cid)
         return self.root / canonical[-2:] / canonical
 
-    def add(self, data: bytes) -> str:
-        """Store ``data`` and return its CID; writes atomically and is idempotent."""
-        cid = compute_cid(data)
+    def add(self, data: bytes, profile: CidProfile = LEGACY) -> str:
+        """Store ``data`` and return its CID under ``profile``; writes atomically and is
+        idempotent."""
+        cid = compute_cid(data, profile)
         path = self.path_for(cid)
-        if path.is_file() and compute_cid(path.read_bytes()) == cid:
+        if path.is_file() and compute_cid(path.read_bytes(), profile) == cid:
             return cid
         write_atomically(path, data, durable=True)
         return cid
@@ -51,9 +55,11 @@ class LocalStore:
             data = path.read_bytes()
         except FileNotFoundError:
             raise ContentNotFound(f"no content for CID {cid} in {self.root}") from None
-        actual = compute_cid(data)
-        if actual != canonical_cid(cid):
-            raise ContentCorrupted(f"content at {path} gives CID {actual}, not {cid}")
+        if matches_cid(data, cid) is None:
+            raise ContentCorrupted(
+                f"content at {path} gives CID {compute_cid(data)} (legacy profile), not {cid} "
+                "under any profile"
+            )
         return data
 
     def has(self, cid: str) -> bool:
@@ -85,13 +91,17 @@ class LocalStore:
             if hashlib.sha256(data).digest() != bytes(parse_cid(cid).raw_digest):
                 raise ContentCorrupted(f"the stored block {path} does not hash to {cid}")
             return data
-        return self.root_block(self.get(cid))
+        data = self.get(cid)
+        return self.root_block(data, matches_cid(data, cid) or LEGACY)
 
     @staticmethod
-    def root_block(data: bytes) -> bytes:
-        """The root block of ``data``'s UnixFS DAG (the bytes themselves for one chunk)."""
+    def root_block(data: bytes, profile: CidProfile = LEGACY) -> bytes:
+        """The root block of ``data``'s UnixFS DAG under ``profile`` (the bytes themselves
+        for one chunk)."""
         blocks: list[unixfs.Block] = []
-        unixfs.file_cid(data, on_block=blocks.append)
+        unixfs.file_cid(
+            data, chunk_size=profile.chunk_size, max_links=profile.max_links, on_block=blocks.append
+        )
         return blocks[-1].data
 
     def has_block(self, cid: str) -> bool:

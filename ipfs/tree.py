@@ -1,8 +1,9 @@
 """A model folder (or a single file) as IPFS names it, and read back from IPFS by its CID alone.
 
 :func:`build_tree` gives a path the CID ``ipfs add -r --cid-version=1 --raw-leaves`` gives it
-with Kubo's legacy defaults (:mod:`ipfs.unixfs`): each file a UnixFS file (its
-:func:`~ipfs.cid.compute_cid`), each folder a plain UnixFS directory of its entries. As
+under a CID profile (:mod:`ipfs.profiles`; ``legacy``, Kubo's classic defaults, unless told):
+each file a UnixFS file (its :func:`~ipfs.cid.compute_cid`), each folder a plain UnixFS
+directory of its entries. As
 ``ipfs add -r`` does without ``--hidden``, names starting with ``.`` are left out; unlike it, a
 symbolic link is followed (a Hugging Face cache folder is made of links to blobs, and what is
 published is the content), so the CID is that of ``ipfs add -r --dereference-symlinks``.
@@ -29,15 +30,40 @@ from multiformats import CID
 from ipfs import unixfs
 from ipfs.cid import canonical_cid, compute_cid, parse_cid
 from ipfs.errors import ContentCorrupted, IpfsError
+from ipfs.profiles import LEGACY, CidProfile
 
-__all__ = ["TREE_SCHEME", "Tree", "TreeFile", "build_tree", "fetch_tree", "tree_cid"]
+__all__ = [
+    "TREE_SCHEME",
+    "Tree",
+    "TreeFile",
+    "build_tree",
+    "fetch_tree",
+    "tree_cid",
+    "tree_scheme",
+]
 
-#: How the CIDs are made, in words, for the frozen config.
+#: How the CIDs are made under the legacy profile, in words, for the frozen config.
 TREE_SCHEME = (
     "ipfs add -r --cid-version=1 --raw-leaves --dereference-symlinks with Kubo's legacy "
     "defaults (size-262144 chunks, balanced layout, 174 links per node, sha2-256, plain "
     "directories); names starting with '.' left out"
 )
+
+
+def tree_scheme(profile: CidProfile = LEGACY) -> str:
+    """How :func:`build_tree` makes CIDs under ``profile``, in words (the legacy profile's
+    words are those frozen before profiles existed, so its configs keep their digests)."""
+    if profile == LEGACY:
+        return TREE_SCHEME
+    return (
+        f"ipfs add -r --cid-version=1 --raw-leaves --dereference-symlinks with the "
+        f"{profile.name} CID profile ({profile.chunker} chunks, balanced layout, "
+        f"{profile.max_links} links per node, sha2-256, plain directories of at most "
+        f"{profile.hamt_threshold} bytes by {profile.hamt_estimation}); names starting with "
+        "'.' left out"
+    )
+
+
 MAX_DEPTH = 32  # folders below folders a fetched tree may hold
 
 
@@ -57,19 +83,28 @@ class TreeFile:
 
 @dataclass(frozen=True)
 class Tree:
-    """A path's CID, its files, and its directory nodes (children before parents)."""
+    """A path's CID, its files, and its directory nodes (children before parents), under
+    ``profile``."""
 
     root: str
     files: tuple[TreeFile, ...]
     directories: tuple[unixfs.Block, ...]
+    profile: CidProfile = LEGACY
 
     @property
     def size(self) -> int:
         return sum(f.size for f in self.files)
 
 
-def build_tree(path: Path, *, raw_leaves: bool = True, cid_version: int = 1) -> Tree:
-    """The tree of the file or folder at ``path`` (read whole, one file at a time).
+def build_tree(
+    path: Path,
+    *,
+    profile: CidProfile = LEGACY,
+    raw_leaves: bool = True,
+    cid_version: int = 1,
+) -> Tree:
+    """The tree of the file or folder at ``path`` under ``profile`` (read whole, one file at
+    a time).
 
     ``raw_leaves=False, cid_version=0`` builds plain ``ipfs add -r`` instead (what the Kubo
     the tests can run produces, to compare with)."""
@@ -79,7 +114,13 @@ def build_tree(path: Path, *, raw_leaves: bool = True, cid_version: int = 1) -> 
 
     def add_file(source: Path, relative: str) -> tuple[CID, int]:
         data = source.read_bytes()
-        cid, tsize = unixfs.file_root(data, raw_leaves=raw_leaves, cid_version=cid_version)
+        cid, tsize = unixfs.file_root(
+            data,
+            raw_leaves=raw_leaves,
+            cid_version=cid_version,
+            chunk_size=profile.chunk_size,
+            max_links=profile.max_links,
+        )
         files.append(TreeFile(relative, source, str(cid), len(data)))
         return cid, tsize
 
@@ -96,7 +137,9 @@ def build_tree(path: Path, *, raw_leaves: bool = True, cid_version: int = 1) -> 
             else:
                 raise TreeError(f"{child} is neither a file nor a folder (a broken link?)")
             entries.append((child.name, cid, tsize))
-        block = unixfs.directory_block(entries, cid_version=cid_version)
+        block = unixfs.directory_block(
+            entries, cid_version=cid_version, hamt_estimation=profile.hamt_estimation
+        )
         directories.append(block)
         return block.cid, len(block.data) + sum(tsize for _, _, tsize in entries)
 
@@ -106,12 +149,12 @@ def build_tree(path: Path, *, raw_leaves: bool = True, cid_version: int = 1) -> 
         root, _ = add_file(path, "")
     else:
         raise TreeError(f"nothing to publish at {path}")
-    return Tree(str(root), tuple(files), tuple(directories))
+    return Tree(str(root), tuple(files), tuple(directories), profile)
 
 
-def tree_cid(path: Path) -> str:
-    """The CID of the file or folder at ``path`` (:func:`build_tree`'s root)."""
-    return build_tree(path).root
+def tree_cid(path: Path, profile: CidProfile = LEGACY) -> str:
+    """The CID of the file or folder at ``path`` under ``profile`` (:func:`build_tree`'s root)."""
+    return build_tree(path, profile=profile).root
 
 
 def fetch_tree(
@@ -121,9 +164,11 @@ def fetch_tree(
     get_block: Callable[[str], bytes],
     get_file: Callable[[str], bytes],
     max_bytes: int | None = None,
+    profile: CidProfile = LEGACY,
 ) -> Path:
     """Write the file or folder named ``cid`` at ``dest`` (which must not exist), every byte
-    checked against the CIDs; returns ``dest``. On any error nothing is left at ``dest``.
+    checked against the CIDs under ``profile``; returns ``dest``. On any error nothing is left
+    at ``dest``.
 
     ``max_bytes`` bounds the files' total size (a hostile directory could name terabytes).
     """
@@ -144,7 +189,7 @@ def fetch_tree(
     def fetch_file(cid: str, out: Path) -> None:
         data = get_file(cid)
         take(len(data), f"file {out.name} ({cid})")
-        actual = compute_cid(data)
+        actual = compute_cid(data, profile)
         if actual != canonical_cid(cid):
             raise ContentCorrupted(f"the bytes served for {cid} ({out.name}) give CID {actual}")
         out.write_bytes(data)

@@ -355,27 +355,38 @@ def file_root(
     return root.cid, root.tsize
 
 
-def directory_block(entries: list[tuple[str, CID, int]], *, cid_version: int = 1) -> Block:
+def directory_block(
+    entries: list[tuple[str, CID, int]],
+    *,
+    cid_version: int = 1,
+    hamt_estimation: str = "links-bytes",
+) -> Block:
     """The dag-pb node of a plain (unsharded) UnixFS directory, as Kubo's ``ipfs add -r``
     writes it: one link per ``(name, cid, tsize)`` entry, sorted by the names' UTF-8 bytes
     (dag-pb's canonical order), and ``Data`` holding only ``Type = Directory``.
 
-    Kubo shards a directory into a HAMT once its links would pass 256 KiB (thousands of
-    entries); no model folder comes near that, and :class:`ValueError` refuses one that would.
+    Kubo shards a directory into a HAMT once its estimated size passes 256 KiB (thousands of
+    entries): ``links-bytes`` (the legacy profile) counts each link's name and binary CID,
+    ``block-bytes`` (IPIP-499's ``unixfs-v1-2025``) the whole encoded block. No model folder
+    comes near that, and :class:`ValueError` refuses one that would be sharded.
     """
     names = [name for name, _, _ in entries]
     if len(set(names)) != len(names):
         raise ValueError("a directory cannot hold two entries of the same name")
-    links = tuple(
-        encode_pb_link(cid, tsize, name)
-        for name, cid, tsize in sorted(entries, key=lambda e: e[0].encode("utf-8"))
-    )
-    if sum(len(link) for link in links) > HAMT_THRESHOLD:
-        raise ValueError(
-            f"a directory of {len(links)} entries would be sharded (HAMT) by Kubo; "
-            "sharded directories are not built here"
-        )
+    ordered = sorted(entries, key=lambda e: e[0].encode("utf-8"))
+    links = tuple(encode_pb_link(cid, tsize, name) for name, cid, tsize in ordered)
     block = encode_pb_node(encode_unixfs_directory(), links)
+    if hamt_estimation == "links-bytes":
+        size = sum(len(name.encode("utf-8")) + len(bytes(cid)) for name, cid, _ in ordered)
+    elif hamt_estimation == "block-bytes":
+        size = len(block)
+    else:
+        raise ValueError(f"unknown HAMT size estimation {hamt_estimation!r}")
+    if size > HAMT_THRESHOLD:
+        raise ValueError(
+            f"a directory of {len(links)} entries ({size} bytes by {hamt_estimation}) would be "
+            "sharded (HAMT) by Kubo; sharded directories are not built here"
+        )
     digest = multihash.wrap(hashlib.sha256(block).digest(), "sha2-256")
     version = 1 if cid_version == 1 else 0
     return Block(CID("base32" if version == 1 else "base58btc", version, "dag-pb", digest), block)

@@ -74,6 +74,7 @@ def pin_allowlist(allowlist: Allowlist, *, pinner: Pinner | None = None) -> str:
     cid = pinner.pin(
         allowlist.tree_json.encode(),
         name=f"{allowlist.collection.slug}-allowlist-{allowlist.name}.json",
+        profile=allowlist.collection.ipfs_profile(),
     )
     if allowlist.cid != cid:
         Allowlist.objects.filter(pk=allowlist.pk).update(cid=cid)

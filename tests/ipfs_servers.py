@@ -30,7 +30,7 @@ from ipfs.backends.kubo import KuboPinner
 from ipfs.backends.pinning_service import PinningServicePinner
 from ipfs.unixfs import decode_pb_node, file_cid
 
-KUBO_VERSION = "0.29.0"
+KUBO_VERSION = "0.39.0"
 PEER_ID = "12D3KooWEmu1atedKuboNodeForTheTestSuite"
 #: Reported by ``id``: only the DNS one is public, so only it may go into ``origins``.
 KUBO_ADDRESSES = [
@@ -106,13 +106,16 @@ class KuboRpcServer:
     """A Kubo RPC endpoint (``/api/v0``) with a chosen behaviour.
 
     ``pins``: adds, pins and serves content correctly. ``wrong-cid``: like a node that ignores
-    ``raw-leaves`` (its add answers a dag-pb CID). ``times-out``: the first ``hang_first``
+    ``raw-leaves`` (its add answers a dag-pb CID). ``ignores-chunker``: like a node whose
+    config overrides the request's ``chunker`` with ``import_config``'s ``UnixFSChunker``. ``times-out``: the first ``hang_first``
     requests (every request when None) get no answer within any test timeout, later ones are
     served correctly. ``corrupts``: stores and pins correctly but ``cat`` returns altered bytes.
     """
 
     behaviour: str = "pins"
     hang_first: int | None = None
+    version: str = KUBO_VERSION
+    import_config: dict[str, Any] = field(default_factory=dict)  # what `config Import` shows
     files: dict[str, bytes] = field(default_factory=dict)  # CID -> content, added or not pinned
     blocks: dict[str, bytes] = field(default_factory=dict)  # CID -> directory node (block/put)
     pins: set[str] = field(default_factory=set)
@@ -163,8 +166,26 @@ class _KuboHandler(_Handler):
         raw_leaves = params.get("raw-leaves", "true" if version == 1 else "false") == "true"
         if kubo.behaviour == "wrong-cid":
             raw_leaves = False
-        chunk_size = int(params.get("chunker", "size-262144").removeprefix("size-"))
-        cid = str(file_cid(data, raw_leaves=raw_leaves, cid_version=version, chunk_size=chunk_size))
+        chunker = params.get("chunker", "size-262144")
+        if kubo.behaviour == "ignores-chunker":
+            chunker = kubo.import_config.get("UnixFSChunker") or chunker
+        chunk_size = int(chunker.removeprefix("size-"))
+        # Kubo before 0.35 has no max-file-links and ignores it (unknown options are dropped)
+        max_links = int(params.get("max-file-links", "174"))
+        if tuple(int(p) for p in kubo.version.split(".")[:2]) < (0, 35):
+            max_links = 174
+        cid = str(
+            file_cid(
+                data,
+                raw_leaves=raw_leaves,
+                cid_version=version,
+                chunk_size=chunk_size,
+                max_links=max_links,
+            )
+        )
+        if params.get("only-hash") == "true":
+            self._send(200, json.dumps({"Name": "blob", "Hash": cid}).encode())
+            return
         with kubo.lock:
             kubo.files[cid] = data
             if params.get("pin", "true") == "true":
@@ -230,8 +251,14 @@ class _KuboHandler(_Handler):
 
     def _version(self, kubo: KuboRpcServer, params: dict[str, str], body: bytes) -> None:
         self._json(
-            200, {"Version": KUBO_VERSION, "Commit": "", "Repo": "15", "System": "amd64/linux"}
+            200, {"Version": kubo.version, "Commit": "", "Repo": "15", "System": "amd64/linux"}
         )
+
+    def _config(self, kubo: KuboRpcServer, params: dict[str, str], body: bytes) -> None:
+        if params.get("arg") != "Import":
+            self._error(500, f"failed to get config value: {params.get('arg')!r}")
+            return
+        self._json(200, {"Key": "Import", "Value": kubo.import_config})
 
     def _id(self, kubo: KuboRpcServer, params: dict[str, str], body: bytes) -> None:
         self._json(200, {"ID": PEER_ID, "Addresses": KUBO_ADDRESSES})

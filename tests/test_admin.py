@@ -276,6 +276,7 @@ def form_data(collection: Collection, **overrides: Any) -> dict[str, Any]:
             "chain_id",
             "contract_address",
             "deployment_block",
+            "cid_profile",
         )
     }
     data["uniqueness_threshold"] = collection.uniqueness_threshold or ""

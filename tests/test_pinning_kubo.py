@@ -16,7 +16,14 @@ import pytest
 
 from ipfs.backends.kubo import KuboPinner
 from ipfs.cid import CHUNK_SIZE, compute_cid
-from ipfs.errors import BackendUnavailable, CidMismatch, ContentCorrupted, RemotePinFailed
+from ipfs.errors import (
+    BackendUnavailable,
+    CidMismatch,
+    ContentCorrupted,
+    IncompatibleNode,
+    RemotePinFailed,
+)
+from ipfs.profiles import PROFILES, CidProfile
 from ipfs.tree import build_tree
 from tests.ipfs_servers import BACKOFF, KUBO_VERSION, TIMEOUT, KuboRpcServer, kubo_pinner
 from tests.test_ipfs import make_folder
@@ -110,9 +117,57 @@ def test_it_passes_on_what_kubo_says_went_wrong(kubo: KuboRpcServer) -> None:
         kubo_pinner(kubo).get(missing)
 
 
-def test_it_is_ready_when_the_node_answers(kubo: KuboRpcServer) -> None:
-    assert kubo_pinner(kubo).check(timeout=1) == f"kubo {KUBO_VERSION} at {kubo.url}"
-    assert [name for name, _ in kubo.calls] == ["version"]
+def test_it_is_ready_when_the_node_builds_every_profile(kubo: KuboRpcServer) -> None:
+    pinner = kubo_pinner(kubo)
+    assert pinner.check(timeout=1) == (
+        f"kubo {KUBO_VERSION} at {kubo.url}, import settings Kubo's defaults "
+        "(each add states its collection's profile)"
+    )
+    # the version, the node's Import config, then one hash-only probe per profile
+    assert [name for name, _ in kubo.calls] == ["version", "config", "add", "add"]
+    probes = [params for name, params in kubo.calls if name == "add"]
+    assert [p["chunker"] for p in probes] == [p.chunker for p in PROFILES.values()]
+    assert all(p["only-hash"] == "true" for p in probes) and not kubo.files
+    # the probe runs again only when the version or the Import config changes
+    pinner.check(timeout=1)
+    assert [name for name, _ in kubo.calls[4:]] == ["version", "config"]
+
+
+def test_it_names_a_node_configured_with_the_new_profile() -> None:
+    config = {"CidVersion": 1, "UnixFSRawLeaves": True, "UnixFSChunker": "size-1048576"}
+    config |= {"UnixFSFileMaxLinks": 1024, "HashFunction": None}
+    with KuboRpcServer(import_config=config).running() as kubo:
+        assert "import settings unixfs-v1-2025" in kubo_pinner(kubo).check(timeout=1)
+
+
+def test_a_node_whose_config_overrides_the_chunker_is_not_ready() -> None:
+    config = {"UnixFSChunker": "size-1048576"}
+    with KuboRpcServer(behaviour="ignores-chunker", import_config=config).running() as kubo:
+        with pytest.raises(IncompatibleNode, match="UnixFSChunker=size-1048576") as excinfo:
+            kubo_pinner(kubo).check(timeout=1)
+        assert "legacy" in str(excinfo.value)
+        assert not excinfo.value.retryable
+
+
+def test_a_kubo_older_than_max_file_links_is_not_ready() -> None:
+    with (
+        KuboRpcServer(version="0.34.1").running() as kubo,
+        pytest.raises(IncompatibleNode, match=r"Kubo 0\.34\.1 ignores max-file-links"),
+    ):
+        kubo_pinner(kubo).check(timeout=1)
+
+
+@pytest.mark.parametrize("profile", list(PROFILES.values()), ids=list(PROFILES))
+def test_it_asks_kubo_to_import_with_the_profile(kubo: KuboRpcServer, profile: CidProfile) -> None:
+    # 1 MiB + 1: four legacy chunks, two unixfs-v1-2025 chunks; a dag-pb root either way
+    data = bytes(range(256)) * 4096 + b"!"
+    cid = kubo_pinner(kubo).pin(data, profile=profile)
+
+    assert cid == compute_cid(data, profile) and kubo.pins == {cid}
+    add = kubo.calls[0][1]
+    assert add["chunker"] == profile.chunker
+    assert add["max-file-links"] == str(profile.max_links)
+    assert (add["cid-version"], add["raw-leaves"], add["trickle"]) == ("1", "true", "false")
 
 
 def test_it_asks_a_silent_node_once_when_checking_readiness() -> None:

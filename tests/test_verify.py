@@ -47,6 +47,7 @@ from generation import pipeline
 from generation.canonical import canonical_json
 from generation.models import Collection, Token
 from ipfs.backends import pinner_from_settings
+from ipfs.profiles import UNIXFS_V1_2025
 from ipfs.store import LocalStore
 from ipfs.tree import build_tree, tree_cid
 from tests.test_listener import mine, mint
@@ -581,8 +582,10 @@ def test_the_frozen_config_names_each_published_weight_by_cid_beside_its_fingerp
     document = json.loads(gateway.fetch(contract_uri.functions.contractURI().call()))
     config = document["generation"]
     published = config["weights"]
+    # a collection made now names its content under unixfs-v1-2025, and says so
+    assert config["cid_profile"] == UNIXFS_V1_2025.record()
     assert published["diffusion"] == {
-        "cid": tree_cid(reference_models / "diffusion"),
+        "cid": tree_cid(reference_models / "diffusion", UNIXFS_V1_2025),
         "fingerprint": config["model"]["fingerprint"],
     }
     assert published["clip"]["fingerprint"] == config["clip"]["fingerprint"]
@@ -591,8 +594,10 @@ def test_the_frozen_config_names_each_published_weight_by_cid_beside_its_fingerp
     single = bind(Web3(Web3.HTTPProvider(world.rpc_url)), world.single_file_contract)
     other = json.loads(gateway.fetch(single.functions.contractURI().call()))["generation"]
     assert other["weights"]["diffusion"]["name"] == "model.safetensors"
-    assert other["weights"]["diffusion"]["cid"] == tree_cid(world.checkpoint)
-    assert other["weights"]["diffusion_configs"]["cid"] == tree_cid(reference_models / "diffusion")
+    assert other["weights"]["diffusion"]["cid"] == tree_cid(world.checkpoint, UNIXFS_V1_2025)
+    assert other["weights"]["diffusion_configs"]["cid"] == tree_cid(
+        reference_models / "diffusion", UNIXFS_V1_2025
+    )
 
 
 def test_fetch_weights_re_renders_a_token_from_ipfs_alone(world: World, tmp_path: Path) -> None:
@@ -626,7 +631,7 @@ def test_fetch_weights_re_renders_a_token_from_ipfs_alone(world: World, tmp_path
 def test_fetch_weights_refuses_weights_a_gateway_altered(
     world: World, liar: LyingGateway, reference_models: Path, tmp_path: Path
 ) -> None:
-    clip = build_tree(reference_models / "clip")
+    clip = build_tree(reference_models / "clip", profile=UNIXFS_V1_2025)
     (weights_file,) = [f for f in clip.files if f.path.endswith(".safetensors")]
     data = bytearray(weights_file.source.read_bytes())
     data[-1] ^= 1

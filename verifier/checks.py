@@ -21,7 +21,9 @@ from generation.canonical import canonical_json
 from generation.render_levers import levers_in
 from generation.render_seed import torch_seed_for
 from generation.traits import attributes, rarity, render_prompt, token_traits, trait_rarity
-from ipfs.cid import cid_from_sha256, compute_cid
+from ipfs.cid import canonical_cid, cid_from_sha256, compute_cid, matches_cid
+from ipfs.errors import InvalidCID
+from ipfs.profiles import LEGACY, PROFILES, CidProfile
 from verifier.errors import VerifyError
 from verifier.fetching import Gateway
 from verifier.report import Check, failed, passed, skipped
@@ -272,7 +274,22 @@ def check_metadata_canonical(state: State) -> Check:
     return passed(name, "sorted keys, compact separators, UTF-8")
 
 
+def config_profile(config: dict[str, Any]) -> CidProfile:
+    """The CID profile a frozen config names (``cid_profile``; absent: ``legacy``, the only
+    one before profiles existed); ``VerifyError`` for one this verifier does not know."""
+    record = config.get("cid_profile")
+    if record is None:
+        return LEGACY
+    name = record.get("name") if isinstance(record, dict) else None
+    profile = PROFILES.get(str(name))
+    if profile is None or profile.record() != record:
+        raise VerifyError(f"the frozen config names an unknown CID profile: {record!r}")
+    return profile
+
+
 def check_image(gateway: Gateway, state: State) -> Check:
+    """The image's bytes rebuild its CID under the collection's frozen CID profile (under any
+    known profile, said so, when the config could not be verified)."""
     name = "image"
     if state.metadata is None:
         return skipped(name, "the metadata was not verified")
@@ -281,14 +298,36 @@ def check_image(gateway: Gateway, state: State) -> Check:
         return failed(name, f"image {uri!r} is not an ipfs:// URI")
     cid = uri.removeprefix("ipfs://")
     try:
+        canonical_cid(cid)
+    except InvalidCID as exc:
+        return failed(name, str(exc))
+    try:
+        profile = config_profile(state.config) if state.config is not None else None
         data = gateway.fetch(uri)
     except VerifyError as exc:
         return failed(name, str(exc))
-    got = compute_cid(data)
-    if got != cid:
-        return failed(name, f"the gateway's {len(data)} bytes have CID {got}, metadata names {cid}")
+    if profile is None:
+        found = matches_cid(data, cid)
+        if found is None:
+            got = compute_cid(data)
+            return failed(name, f"the gateway's {len(data)} bytes have CID {got}, not {cid}")
+        state.image = data
+        return passed(
+            name,
+            f"{len(data)} bytes hash to {cid} under the {found.name} CID profile (the frozen "
+            "config, which names the collection's profile, was not verified)",
+        )
+    got = compute_cid(data, profile)
+    if got != canonical_cid(cid):
+        other = matches_cid(data, cid)
+        why = f" (that is its CID under the {other.name} profile)" if other else ""
+        return failed(
+            name,
+            f"the gateway's {len(data)} bytes have CID {got} under the collection's "
+            f"{profile.name} CID profile, metadata names {cid}{why}",
+        )
     state.image = data
-    return passed(name, f"{len(data)} bytes hash to {cid}")
+    return passed(name, f"{len(data)} bytes hash to {cid} ({profile.name} CID profile)")
 
 
 def check_provenance(w3: Web3, contract: Any, state: State) -> Check:

@@ -73,9 +73,13 @@ def verify_token(
         public.check_metadata_digest(bound, gateway, state),
         public.check_metadata_record(bound, state),
         public.check_metadata_canonical(state),
+    ]
+    # run before the image's check, which rebuilds the image CID with the frozen CID profile
+    config_digest = public.check_config_digest(bound, gateway, state)
+    checks += [
         public.check_image(gateway, state),
         public.check_provenance(w3, bound, state),
-        public.check_config_digest(bound, gateway, state),
+        config_digest,
         public.check_traits(bound, state),
         public.check_render_params(state),
         public.check_clip_thresholds(state),

@@ -11,6 +11,7 @@ with the token's record and the frozen config.
 The cache (``--weights-cache``, default ``$MINTVERIFY_CACHE`` or ``~/.cache/mintverify``) holds
 ``ipfs/<cid>`` (a folder) or ``ipfs/<cid>/<name>`` (a single file). An entry is used only if
 its files still give its CID, so a cache edited by hand or cut short by a crash is fetched again.
+Every CID is rebuilt under the CID profile the frozen config names (``cid_profile``).
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from typing import Any
 
 from ipfs.cid import canonical_cid
 from ipfs.errors import IpfsError
+from ipfs.profiles import LEGACY, CidProfile
 from ipfs.tree import build_tree, fetch_tree
-from verifier.checks import State
+from verifier.checks import State, config_profile
 from verifier.errors import VerifyError
 from verifier.fetching import Gateway
 from verifier.report import Check, failed, passed, skipped
@@ -51,12 +53,19 @@ class FetchWeights:
 
 
 class WeightsCache:
-    """Published items by CID, fetched from ``gateway`` into ``root/ipfs``."""
+    """Published items by CID (under ``profile``), fetched from ``gateway`` into ``root/ipfs``."""
 
-    def __init__(self, root: Path, gateway: Gateway, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(
+        self,
+        root: Path,
+        gateway: Gateway,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        profile: CidProfile = LEGACY,
+    ) -> None:
         self.root = Path(root) / "ipfs"
         self.gateway = gateway
         self.max_bytes = max_bytes
+        self.profile = profile
         self.fetched: list[str] = []  # CIDs fetched in this run (the others came from the cache)
 
     def get(self, entry: dict[str, Any]) -> Path:
@@ -69,7 +78,7 @@ class WeightsCache:
         path = home / name if name else home
         if path.exists():
             try:
-                if build_tree(path).root == cid:
+                if build_tree(path, profile=self.profile).root == cid:
                     return path
             except (OSError, IpfsError):
                 pass
@@ -80,6 +89,7 @@ class WeightsCache:
             get_block=self.gateway.fetch_block,
             get_file=self.gateway.fetch,
             max_bytes=self.max_bytes,
+            profile=self.profile,
         )
         self.fetched.append(cid)
         return path
@@ -95,7 +105,11 @@ def check_published_weights(
     published = state.config.get("weights")
     if not isinstance(published, dict):
         return skipped(name, "the collection does not publish its weights"), None
-    cache = WeightsCache(fetch.cache_dir or default_cache_dir(), gateway, fetch.max_bytes)
+    try:
+        profile = config_profile(state.config)
+    except VerifyError as exc:
+        return failed(name, str(exc)), None
+    cache = WeightsCache(fetch.cache_dir or default_cache_dir(), gateway, fetch.max_bytes, profile)
     try:
         diffusion = cache.get(published["diffusion"])
         configs = published.get("diffusion_configs")

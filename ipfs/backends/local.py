@@ -11,6 +11,7 @@ from pathlib import Path
 from ipfs.backends.config import PinningConfig
 from ipfs.backends.pinner import Pinner
 from ipfs.errors import StoreNotWritable
+from ipfs.profiles import CidProfile
 from ipfs.store import LocalStore
 from ipfs.unixfs import Block
 
@@ -32,13 +33,13 @@ class LocalPinner(Pinner):
     def __str__(self) -> str:
         return f"local store {self.store.root}"
 
-    def _pin(self, data: bytes, cid: str, name: str) -> str:
-        stored = self.store.add(data)
+    def _pin(self, data: bytes, cid: str, name: str, profile: CidProfile) -> str:
+        stored = self.store.add(data, profile)
         self.store.get(stored)  # read back: recomputes the CID of the bytes now on disk
         return stored
 
-    def _store_file(self, data: bytes, cid: str) -> str:
-        return self._pin(data, cid, cid)
+    def _store_file(self, data: bytes, cid: str, profile: CidProfile) -> str:
+        return self._pin(data, cid, cid, profile)
 
     def _store_block(self, block: Block) -> str:
         return self.store.add_block(block)

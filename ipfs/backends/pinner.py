@@ -1,7 +1,8 @@
 """The interface every pinning backend implements, and the CID checks they all share.
 
-``pin`` computes the CID of the bytes here, lets the backend store them, and refuses any CID
-the backend answers with other than that one (:class:`~ipfs.errors.CidMismatch`); ``get``
+``pin`` computes the CID of the bytes here under the caller's CID profile (the collection's:
+:mod:`ipfs.profiles`), lets the backend store them with that profile, and refuses any CID the
+backend answers with other than that one (:class:`~ipfs.errors.CidMismatch`); ``get``
 recomputes the CID of what comes back (:class:`~ipfs.errors.ContentCorrupted`).
 """
 
@@ -12,8 +13,9 @@ from abc import ABC, abstractmethod
 from typing import ClassVar
 
 from ipfs.backends.config import PinningConfig
-from ipfs.cid import canonical_cid, compute_cid
+from ipfs.cid import canonical_cid, compute_cid, matches_cid
 from ipfs.errors import CidMismatch, ContentCorrupted, InvalidCID
+from ipfs.profiles import LEGACY, CidProfile
 from ipfs.tree import Tree
 from ipfs.unixfs import Block
 
@@ -42,16 +44,17 @@ class Pinner(ABC):
         """Build the backend from ``config``; :class:`~ipfs.errors.BackendMisconfigured` names
         the setting that is missing or wrong."""
 
-    def pin(self, data: bytes, *, name: str | None = None) -> str:
-        """Pin ``data`` and return its CID, verified against the CID computed from ``data``.
+    def pin(self, data: bytes, *, name: str | None = None, profile: CidProfile = LEGACY) -> str:
+        """Pin ``data`` and return its CID under ``profile``, verified against the CID computed
+        here from ``data``.
 
         ``name`` labels the pin where the backend keeps labels (pinning services); it defaults
         to the CID. Raises :class:`~ipfs.errors.CidMismatch` when the backend names the bytes
         differently.
         """
-        expected = compute_cid(data)
-        returned = self._pin(data, expected, name or expected)
-        self._check(expected, returned)
+        expected = compute_cid(data, profile)
+        returned = self._pin(data, expected, name or expected, profile)
+        self._check(expected, returned, profile)
         logger.info("pinned %s (%d bytes) with %s", expected, len(data), self)
         return expected
 
@@ -64,19 +67,19 @@ class Pinner(ABC):
         label = name or tree.root
         if not tree.directories:  # a single file
             (only,) = tree.files
-            return self.pin(only.source.read_bytes(), name=label)
+            return self.pin(only.source.read_bytes(), name=label, profile=tree.profile)
         for f in tree.files:
             data = f.source.read_bytes()
-            self._check(f.cid, self._store_file(data, f.cid))
+            self._check(f.cid, self._store_file(data, f.cid, tree.profile), tree.profile)
         for block in tree.directories:
-            self._check(str(block.cid), self._store_block(block))
-        self._check(tree.root, self._pin_root(tree.root, label))
+            self._check(str(block.cid), self._store_block(block), tree.profile)
+        self._check(tree.root, self._pin_root(tree.root, label), tree.profile)
         logger.info(
             "pinned %s (%d files, %d bytes) with %s", tree.root, len(tree.files), tree.size, self
         )
         return tree.root
 
-    def _store_file(self, data: bytes, cid: str) -> str:
+    def _store_file(self, data: bytes, cid: str, profile: CidProfile) -> str:
         """Store one file of a tree without pinning it on its own; the CID reported."""
         raise NotImplementedError(f"{self} cannot pin folders")
 
@@ -89,8 +92,9 @@ class Pinner(ABC):
         raise NotImplementedError(f"{self} cannot pin folders")
 
     @abstractmethod
-    def _pin(self, data: bytes, cid: str, name: str) -> str:
-        """Store ``data`` (whose CID is ``cid``) and return the CID the backend reports."""
+    def _pin(self, data: bytes, cid: str, name: str, profile: CidProfile) -> str:
+        """Store ``data`` (whose CID under ``profile`` is ``cid``) and return the CID the
+        backend reports."""
 
     @abstractmethod
     def has(self, cid: str) -> bool:
@@ -111,14 +115,19 @@ class Pinner(ABC):
     def close(self) -> None:  # noqa: B027  (optional hook: only HTTP backends hold connections)
         """Release connections; the pinner must not be used afterwards."""
 
-    def _check(self, expected: str, got: str | None) -> None:
+    def _check(self, expected: str, got: str | None, profile: CidProfile = LEGACY) -> None:
         """Raise :class:`~ipfs.errors.CidMismatch` unless ``got`` is ``expected``."""
         if got is None or not same_cid(expected, got):
-            raise CidMismatch(expected=expected, got=str(got), backend=str(self))
+            raise CidMismatch(
+                expected=expected, got=str(got), backend=str(self), profile=str(profile)
+            )
 
     @staticmethod
     def _verified(cid: str, data: bytes, source: str) -> bytes:
-        actual = compute_cid(data)
-        if actual != canonical_cid(cid):
-            raise ContentCorrupted(f"{source} returned bytes whose CID is {actual}, not {cid}")
+        """``data`` if it gives ``cid`` under some profile, else ``ContentCorrupted``."""
+        if matches_cid(data, cid) is None:
+            raise ContentCorrupted(
+                f"{source} returned bytes whose CID is {compute_cid(data)} (legacy profile), "
+                f"not {cid} under any profile"
+            )
         return data

@@ -35,6 +35,7 @@ from ipfs.errors import (
     PinTimeout,
     RemotePinFailed,
 )
+from ipfs.profiles import CidProfile
 from ipfs.tree import Tree
 
 __all__ = ["PinStatus", "PinningServicePinner"]
@@ -148,8 +149,9 @@ class PinningServicePinner(Pinner):
         self._check(cid, status.cid)
         return status
 
-    def _pin(self, data: bytes, cid: str, name: str) -> str:
-        self.provider.pin(data, name=name)  # the bytes reach the network first (verified CID)
+    def _pin(self, data: bytes, cid: str, name: str, profile: CidProfile) -> str:
+        # the bytes reach the network first (the CID verified under the same profile)
+        self.provider.pin(data, name=name, profile=profile)
         return self.pin_cid(cid, name=name).cid
 
     def pin_tree(self, tree: Tree, *, name: str | None = None) -> str:

@@ -108,6 +108,7 @@ class CollectionAdmin(admin.ModelAdmin):
                         "quantization",
                         "onnx_dir",
                         "publish_weights",
+                        "cid_profile",
                     ]
                 },
             ),

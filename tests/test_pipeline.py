@@ -34,7 +34,7 @@ def make_token(
     **collection_fields: object,
 ) -> Token:
     collection, _ = Collection.objects.get_or_create(
-        slug=slug or f"pipeline-{threshold}",
+        slug=slug or f"pipeline-{threshold}".replace(".", "-"),  # a valid slug: its page has a URL
         defaults={
             "name": "Pipeline",
             "chain_id": 31337,

@@ -3,12 +3,15 @@
 A ``Fleet`` starts the listener and Dramatiq workers as subprocesses (``manage.py
 listen_chain``, ``manage.py rundramatiq``) with one environment, keeps each one's log, and
 kills or stops them. ``PersistentRedis`` is a redis-server of its own (never a shared one) that
-keeps an append-only file, so it can be restarted with its messages, as a production broker is.
+keeps an append-only file, so it can be restarted with its messages, as a production broker is;
+``PrivateRabbitmq`` is a RabbitMQ node of its own, for the same (a shared server is never
+restarted: others' queues live there).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -57,6 +60,9 @@ class PersistentRedis:
         time.sleep(down_seconds)
         self.start()
 
+    def snapshot(self, namespace: str) -> dict[str, int]:
+        return queue_snapshot(self.client(), namespace)
+
 
 def queue_snapshot(client: redis.Redis, namespace: str) -> dict[str, int]:
     """Messages in the broker by where they are, over both queues: queued (waiting in a
@@ -69,22 +75,153 @@ def queue_snapshot(client: redis.Redis, namespace: str) -> dict[str, int]:
     return {name: sum(d[state] for d in depths) for name, state in states.items()}
 
 
+def rabbitmq_bin_dir() -> Path:
+    """The folder of RabbitMQ's own scripts (Debian: /usr/lib/rabbitmq/bin; its
+    /usr/sbin/rabbitmq-server runs them as the rabbitmq user, whose files are the system
+    node's)."""
+    configured = os.environ.get("RABBITMQ_BIN_DIR")
+    if configured:
+        return Path(configured)
+    debian = Path("/usr/lib/rabbitmq/bin")
+    if (debian / "rabbitmq-server").exists():
+        return debian
+    found = shutil.which("rabbitmq-server")
+    if found is None:
+        raise RuntimeError(
+            "rabbitmq-server is not installed (Debian: apt-get install rabbitmq-server)"
+        )
+    return Path(found).resolve().parent
+
+
+@dataclass
+class PrivateRabbitmq:
+    """A RabbitMQ node of its own on 127.0.0.1:``port``: its own node name, data, logs and
+    Erlang cookie under ``workdir``, none of the system node's configuration. Its queues are
+    durable and the broker's messages persistent, so a restart keeps every message; the ones
+    workers held come back to their queues when their connections drop."""
+
+    port: int
+    workdir: Path
+    dist_port: int = 0
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    @property
+    def node(self) -> str:
+        return f"mint-{self.port}@localhost"
+
+    def _env(self) -> dict[str, str]:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "rabbitmq.conf"
+        config.write_text(f"listeners.tcp.local = 127.0.0.1:{self.port}\n")
+        (self.workdir / "enabled_plugins").write_text("[].\n")
+        return {
+            **os.environ,
+            "HOME": str(self.workdir),  # the Erlang cookie, this node's alone
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_CONF_ENV_FILE": "/dev/null",  # not the system node's rabbitmq-env.conf
+            "RABBITMQ_CONFIG_FILE": str(config),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(self.workdir / "advanced.config"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.workdir / "enabled_plugins"),
+            "RABBITMQ_MNESIA_BASE": str(self.workdir / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.workdir / "log"),
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+        }
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the node and return once it takes an AMQP connection."""
+        import pika
+        import pika.exceptions
+
+        from foundation.broker_contents import rabbitmq_parameters
+
+        if not self.dist_port:
+            from chain.anvil import free_port
+
+            self.dist_port = free_port()
+        with (self.workdir.parent / f"rabbitmq-{self.port}.log").open("ab") as out:
+            self.process = subprocess.Popen(
+                [str(rabbitmq_bin_dir() / "rabbitmq-server")],
+                env=self._env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its Erlang processes in a group of their own
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"rabbitmq-server exited with status {self.process.returncode}")
+            try:
+                pika.BlockingConnection(rabbitmq_parameters(self.url, 2.0)).close()
+                return
+            except pika.exceptions.AMQPError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"RabbitMQ did not answer on port {self.port} within {timeout} s")
+
+    def stop(self) -> None:
+        """SIGTERM: RabbitMQ closes its connections, writes out its queues and exits."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.process = None
+
+    def restart(self, down_seconds: float = 2.0) -> None:
+        self.stop()
+        time.sleep(down_seconds)
+        self.start()
+
+    def snapshot(self, namespace: str = "") -> dict[str, int]:
+        """As :func:`queue_snapshot`, from the node itself (``rabbitmqctl list_queues``), which
+        counts the messages workers hold too (AMQP cannot: foundation/broker_contents.py)."""
+        done = subprocess.run(
+            [str(rabbitmq_bin_dir() / "rabbitmqctl"), "-n", self.node, "list_queues", "-q",
+             "--no-table-headers", "name", "messages_ready", "messages_unacknowledged"],
+            env=self._env(), capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        counts = {"queued": 0, "delayed": 0, "in_flight": 0, "dead": 0}
+        for line in done.stdout.splitlines():
+            name, ready, held = line.split()
+            if name.endswith(".XQ"):
+                counts["dead"] += int(ready)
+            elif name.endswith(".DQ"):
+                counts["delayed"] += int(ready) + int(held)
+            else:
+                counts["queued"] += int(ready)
+                counts["in_flight"] += int(held)
+        return counts
+
+
 def stack_env(
     *,
     database_url: str,
     redis_url: str,
+    broker_url: str | None = None,
     namespace: str,
     rpc_url: str,
     ipfs_dir: Path,
     render_cache_dir: Path,
     **extra: str,
 ) -> dict[str, str]:
-    """The environment of every process of one stack."""
+    """The environment of every process of one stack: its queues on ``broker_url`` (RabbitMQ
+    or Redis), else on ``redis_url``, which holds the caches either way."""
     return {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "mintsite.settings",
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
+        "BROKER_URL": broker_url or redis_url,
         "DRAMATIQ_NAMESPACE": namespace,
         "RPC_URL": rpc_url,
         "IPFS_STORE_DIR": str(ipfs_dir),

@@ -15,7 +15,7 @@ from devtools.errors import BenchmarkError
 def bench_namespace() -> str:
     """The broker namespace, refused when it is the stack's own: a running stack's workers
     would take the benchmark's messages."""
-    namespace: str = settings.DRAMATIQ_BROKER["OPTIONS"]["namespace"]
+    namespace: str = settings.DRAMATIQ_NAMESPACE
     if namespace == "mint":
         raise BenchmarkError("set DRAMATIQ_NAMESPACE (e.g. mint-bench) so a running stack's "
                              "workers do not take the benchmark's messages")  # fmt: skip

@@ -1,11 +1,14 @@
-"""The soak: many mints through the whole pipeline while a worker is killed and Redis restarts.
+"""The soak: many mints through the whole pipeline while a worker is killed and the broker
+restarts.
 
 ``run_soak`` starts a fresh anvil (a block every 0.5 s), a redis-server of its own with an
-append-only file, the listener, two render workers and an IO worker (``devtools.fleet``);
-deploys a collection rendering at the reference models' smallest cost (16x16, one step); mints
-``mints`` tokens; SIGKILLs a render worker once ``kill_at`` of them are rendered (and starts a
-replacement), restarts Redis once ``restart_at`` are (counting what it held: queued, delayed,
-in flight); and waits until every token is FINAL, or nothing moved for ``stall_seconds``.
+append-only file, on RabbitMQ (``BROKER_URL=amqp://...``: the settings' ``BROKER_KIND``) also a
+RabbitMQ node of its own (a shared server is never restarted), the listener, two render workers
+and an IO worker (``devtools.fleet``); deploys a collection rendering at the reference models'
+smallest cost (16x16, one step); mints ``mints`` tokens; SIGKILLs a render worker once
+``kill_at`` of them are rendered (and starts a replacement), restarts the broker once
+``restart_at`` are (counting what it held: queued, delayed, in flight); and waits until every
+token is FINAL, or nothing moved for ``stall_seconds``.
 It reports what a collector would count: minted, published (the digest on-chain and the
 token FINAL), lost (minted and not published), and the tokens pinned or published twice.
 
@@ -33,7 +36,7 @@ from web3 import Web3
 from chain.anvil import ANVIL_ACCOUNTS, free_port, start_anvil
 from chain.contract import bind, call_per_token
 from chain.deployment import CollectionSpec, deploy_collection
-from devtools.fleet import Fleet, PersistentRedis, queue_snapshot, stack_env
+from devtools.fleet import Fleet, PersistentRedis, PrivateRabbitmq, stack_env
 from devtools.preflight import throwaway_database
 from generation.models import Token, TokenEvent
 from mintsite.database_url import current_database_url
@@ -43,6 +46,7 @@ PRICE = 10**15
 PER_TX = 20
 Status = Token.Status
 PAST_RENDER = [Status.RENDERED, Status.PINNED, Status.PUBLISHING, Status.PUBLISHED, Status.FINAL]
+BROKER_NAMES = {"redis": "Redis", "rabbitmq": "RabbitMQ"}
 
 
 @dataclass
@@ -57,6 +61,7 @@ class SoakReport:
     killed_while_rendering: int = 0  # tokens RENDERING when the worker was killed
     at_restart: dict[str, int] = field(default_factory=dict)  # broker contents before restart
     logs: Path | None = None
+    broker: str = "redis"
 
     def lines(self) -> list[str]:
         return [
@@ -65,8 +70,8 @@ class SoakReport:
             f"lost {self.lost}",
             f"failed {self.failed}, pinned twice {self.pinned_twice}, "
             f"published twice {self.published_twice}",
-            f"worker SIGKILLed with {self.killed_while_rendering} token(s) rendering; Redis "
-            f"restarted holding {self.at_restart}",
+            f"worker SIGKILLed with {self.killed_while_rendering} token(s) rendering; "
+            f"{BROKER_NAMES[self.broker]} restarted holding {self.at_restart}",
             f"wall time {self.seconds:.0f} s; logs in {self.logs}",
         ]
 
@@ -99,19 +104,30 @@ def run_soak(
     stall_seconds: float = 180.0,
     size: int = 16,
     steps: int = 1,
+    broker_kind: str | None = None,
     say: Callable[[str], None] = print,
 ) -> SoakReport:
     started = time.monotonic()
     workdir = workdir or Path(tempfile.mkdtemp(prefix="mint-soak-"))
-    report = SoakReport(logs=workdir / "logs")
-    broker = PersistentRedis(free_port(), workdir / "redis")
-    broker.start()
+    kind = broker_kind or settings.BROKER_KIND
+    report = SoakReport(logs=workdir / "logs", broker=kind)
+    redis_server = PersistentRedis(free_port(), workdir / "redis")
+    redis_server.start()
+    broker: PersistentRedis | PrivateRabbitmq = redis_server
+    if kind == "rabbitmq":
+        broker = PrivateRabbitmq(free_port(), workdir / "rabbitmq")
+        try:
+            broker.start()
+        except BaseException:
+            redis_server.stop()
+            raise
     anvil = start_anvil(block_time=0.5)
     namespace = f"mint-soak-{os.getpid()}"
     fleet = Fleet(
         stack_env(
             database_url=current_database_url(),
-            redis_url=broker.url,
+            redis_url=redis_server.url,
+            broker_url=broker.url,
             namespace=namespace,
             rpc_url=anvil.rpc_url,
             ipfs_dir=Path(settings.IPFS_STORE_DIR),
@@ -140,7 +156,10 @@ def run_soak(
         fleet.start_worker("render-1", "render", 4)
         fleet.start_worker("render-2", "render", 4)
         fleet.start_worker("io", "io", 4)
-        say(f"soak: minting {mints} tokens on {collection.contract_address}")
+        say(
+            f"soak: minting {mints} tokens on {collection.contract_address}, "
+            f"queues on {BROKER_NAMES[kind]} ({broker.url})"
+        )
         mint(w3, collection.contract_address, mints)
         tokens = Token.objects.filter(collection=collection)
         killed = restarted = False
@@ -168,10 +187,14 @@ def run_soak(
                         f"token(s) ({past} rendered)"
                     )
             if killed and not restarted and past >= restart_at * mints:
-                report.at_restart = queue_snapshot(broker.client(), namespace)
+                report.at_restart = broker.snapshot(namespace)
+                down = time.monotonic()
                 broker.restart(down_seconds=2.0)
                 restarted = True
-                say(f"soak: Redis restarted ({past} rendered), it held {report.at_restart}")
+                say(
+                    f"soak: {BROKER_NAMES[kind]} restarted ({past} rendered; away "
+                    f"{time.monotonic() - down:.1f} s), it held {report.at_restart}"
+                )
             if final + counts.get(Status.FAILED, 0) + counts.get(Status.NEEDS_REVIEW, 0) >= mints:
                 break
             if (past, final) != progress:
@@ -186,6 +209,7 @@ def run_soak(
         fleet.stop()
         anvil.stop()
         broker.stop()
+        redis_server.stop()
     report.seconds = time.monotonic() - started
     return report
 

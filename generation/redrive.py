@@ -11,7 +11,11 @@ redelivered message mends the first case on its own (generation/tasks.py hands o
   PINNED or a stale PUBLISHING claim (publishing of the collection);
 - untouched for ``older_than`` seconds, of a collection that is not paused;
 - with no message for them anywhere in the broker: waiting, delayed, or taken by a worker
-  (Dramatiq keeps every unacknowledged message in ``<ns>:<queue>.msgs`` and ``.DQ.msgs``);
+  (on Redis, Dramatiq keeps every unacknowledged message in ``<ns>:<queue>.msgs`` and
+  ``.DQ.msgs``). RabbitMQ lets no one read a message a live worker holds (prefetched, running,
+  or delayed in its memory): those are not seen, and a token untouched for ``older_than``
+  whose message a worker holds gets a second one, which its stage ignores
+  (foundation/broker_contents.py says why no other reading does better);
 
 and sends that message. A backlog is left alone (its tokens have their messages queued), so a
 sweep during a drop of 10,000 mints re-sends nothing that is merely waiting its turn. Every
@@ -25,18 +29,17 @@ NEEDS_REVIEW, saying so, for the manager to ask again.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-import dramatiq
 from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
+from foundation import broker_contents
 from generation import events, stages
 from generation.models import Token
 from generation.pipeline import lease_free
@@ -44,6 +47,7 @@ from generation.pipeline import lease_free
 log = logging.getLogger(__name__)
 Status = Token.Status
 LOST_RERENDER = "the re-render's message was lost (its worker or the broker); ask again"
+READ_TIMEOUT = 30.0  # seconds, each broker round trip (a 10,000-message backlog is many)
 
 
 @dataclass
@@ -66,16 +70,14 @@ class Redriven:
 
 
 def broker_messages() -> Iterator[dict[str, Any]]:
-    """Every message the broker holds for the pipeline's queues and has not acknowledged."""
-    broker = dramatiq.get_broker()
-    client, namespace = broker.client, broker.namespace  # type: ignore[attr-defined]
-    for queue in stages.PIPELINE_QUEUES:
-        for key in (f"{namespace}:{queue}.msgs", f"{namespace}:{queue}.DQ.msgs"):
-            for _, data in client.hscan_iter(key, count=1000):
-                try:
-                    yield json.loads(data)
-                except ValueError:
-                    log.warning("%s holds a message that is not JSON", key)
+    """Every message the broker holds for the pipeline's queues that it can read: on Redis
+    every one not acknowledged; on RabbitMQ those no live worker holds (foundation/
+    broker_contents.py)."""
+    reader = broker_contents.contents(timeout=READ_TIMEOUT)
+    try:
+        yield from reader.messages(stages.PIPELINE_QUEUES)
+    finally:
+        reader.close()
 
 
 def waiting_for_messages() -> tuple[set[int], set[int]]:

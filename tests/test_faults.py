@@ -3,7 +3,8 @@
 Real worker processes (``manage.py rundramatiq``) on the real broker, a real anvil, the listener
 and the reference models: a render worker SIGKILLed mid-render, two renders of one token at
 once, a worker's database connections terminated by PostgreSQL, and a poison message that ends
-in the dead-letter set. Redis restarted under load: tests/test_soak.py.
+in the dead-letter set. The broker restarted under load: tests/test_soak.py. The tests marked
+``rabbitmq`` run on RabbitMQ too (``make test-rabbitmq``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +34,7 @@ from chain.contract import bind
 from chain.deployment import CollectionSpec, deploy_collection
 from chain.models import Chain, OutgoingTransaction
 from devtools.fleet import Fleet, stack_env
+from foundation import broker_contents
 from generation import errors, pipeline, redrive
 from generation.models import Collection, Token, TokenEvent
 from generation.rendering import png_bytes
@@ -265,8 +266,9 @@ def stack(
         stack_env(
             database_url=database_url(),
             redis_url=redis_url,
+            broker_url=settings.BROKER_URL,  # RabbitMQ in make test-rabbitmq
             # the test process's own namespace: the admin's retry here reaches these workers
-            namespace=settings.DRAMATIQ_BROKER["OPTIONS"]["namespace"],
+            namespace=settings.DRAMATIQ_NAMESPACE,
             rpc_url=anvil.rpc_url,
             ipfs_dir=Path(settings.IPFS_STORE_DIR),
             render_cache_dir=render_cache,
@@ -312,6 +314,7 @@ def uninterrupted_cid(token: Token) -> str:
     return compute_raw_cid(png_bytes(image))
 
 
+@pytest.mark.rabbitmq
 @pytest.mark.django_db(transaction=True)
 def test_a_render_worker_killed_mid_render_leaves_one_image_pinned_and_published_once(
     stack: Stack, django_db_blocker: Any
@@ -386,11 +389,14 @@ def test_a_worker_whose_database_connection_was_killed_reconnects_for_its_next_j
 
 
 def dead_letters(queue: str) -> list[dict[str, Any]]:
-    broker = dramatiq.get_broker()
-    raw = broker.client.hvals(f"{broker.namespace}:{queue}.XQ.msgs")  # type: ignore[attr-defined]
-    return [json.loads(r) for r in raw]
+    reader = broker_contents.contents(timeout=10)
+    try:
+        return reader.dead_messages(queue)
+    finally:
+        reader.close()
 
 
+@pytest.mark.rabbitmq
 @pytest.mark.django_db(transaction=True)
 def test_a_poison_message_is_dead_lettered_shown_in_the_admin_and_retried_once_fixed(
     stack: Stack, django_db_blocker: Any
@@ -407,7 +413,7 @@ def test_a_poison_message_is_dead_lettered_shown_in_the_admin_and_retried_once_f
         assert token.failure_reason == (
             "the render gave up after 2 retries: an unexpected FileExistsError"
         )
-        # the message sits in the render queue's dead-letter set, after 2 retries
+        # the message sits in the render queue's dead letters, after 2 retries
         dead = [
             m
             for m in dead_letters("render")
@@ -492,8 +498,8 @@ def test_a_token_whose_message_was_lost_is_sent_again_by_the_listeners_sweep(
 ) -> None:
     with django_db_blocker.unblock():
         token = seed_committed_with_no_render_worker(stack)
-        # Given its render message lost (the render queue emptied, as a Redis restart without
-        # its append-only file would)
+        # Given its render message lost (the render queue emptied, as a broker restarted
+        # without its messages on disk would)
         dramatiq.get_broker().flush("render")
         time.sleep(1.5)  # untouched for longer than the sweep's age below
         # When a listener sweeping every second leads, and a render worker runs

@@ -14,6 +14,7 @@ from django.test import Client, override_settings
 
 from chain.anvil import Anvil, free_port
 from chain.models import Chain
+from foundation.broker_contents import broker_kind
 
 pytestmark = pytest.mark.django_db
 
@@ -23,9 +24,8 @@ def closed_url(scheme: str = "http") -> str:
 
 
 def broker_at(url: str) -> dict[str, Any]:
-    """Settings that point the broker at ``url`` (whichever of the two the broker reads)."""
-    options = {**settings.DRAMATIQ_BROKER["OPTIONS"], "url": url}
-    return {"REDIS_URL": url, "DRAMATIQ_BROKER": {**settings.DRAMATIQ_BROKER, "OPTIONS": options}}
+    """Settings that point the broker's checks at ``url`` (Redis or RabbitMQ, by its scheme)."""
+    return {"BROKER_URL": url, "BROKER_KIND": broker_kind(url)}
 
 
 @pytest.fixture
@@ -53,6 +53,7 @@ def test_it_says_the_process_is_up_without_touching_anything() -> None:
     assert response["Cache-Control"].startswith("max-age=0")
 
 
+@pytest.mark.rabbitmq
 def test_it_is_ready_when_database_broker_chain_and_ipfs_answer(anvil: Anvil) -> None:
     Chain.objects.create(chain_id=31337, rpc_urls=anvil.rpc_url)
     status, checks = readyz()
@@ -61,11 +62,13 @@ def test_it_is_ready_when_database_broker_chain_and_ipfs_answer(anvil: Anvil) ->
     assert all(check["ok"] for check in checks.values()), checks
     assert checks["chain:31337"]["detail"].startswith("chain 31337 at block ")
     assert checks["ipfs"]["detail"] == f"local store {settings.IPFS_STORE_DIR}"
+    assert checks["broker"]["detail"].startswith(settings.BROKER_KIND)  # redis or rabbitmq
 
 
-def test_it_is_not_ready_with_the_broker_and_the_chain_down_and_names_both() -> None:
+@pytest.mark.parametrize("broker", ["redis", "amqp"])
+def test_it_is_not_ready_with_the_broker_and_the_chain_down_and_names_both(broker: str) -> None:
     rpc = closed_url()
-    with override_settings(RPC_URL=rpc, **broker_at(closed_url("redis"))):
+    with override_settings(RPC_URL=rpc, **broker_at(closed_url(broker))):
         status, checks = readyz()
     assert status == 503
     assert checks["database"]["ok"] and checks["ipfs"]["ok"]

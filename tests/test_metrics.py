@@ -14,6 +14,7 @@ from pathlib import Path
 import dramatiq
 import httpx
 import pytest
+from django.conf import settings
 from django.test import Client, override_settings
 from dramatiq import Worker
 from eth_account import Account
@@ -28,6 +29,7 @@ from chain.models import Chain, ChainCursor
 from chain.sender import SendPolicy, TxIntent, recover, send_transaction
 from chain.tasks import publish_pending
 from devtools.fleet import Fleet
+from foundation import broker_contents
 from generation.models import Token
 from generation.stages import IO_QUEUE, RENDER_QUEUE
 from generation.tasks import pin_token, render_token
@@ -70,8 +72,11 @@ def value(samples: Samples, name: str, **labels: object) -> float:
 
 @pytest.fixture
 def broker() -> Iterator[dramatiq.Broker]:
-    """The real broker of this run's namespace, its queues emptied after each test."""
+    """The real broker of this run's namespace, its queues emptied before and after each test
+    (a test before this one may have left messages)."""
     broker = dramatiq.get_broker()
+    for queue in (RENDER_QUEUE, IO_QUEUE, TEST_QUEUE):
+        broker.flush(queue)
     yield broker
     for queue in (RENDER_QUEUE, IO_QUEUE, TEST_QUEUE):
         broker.flush(queue)
@@ -97,6 +102,15 @@ def run_worker(broker: dramatiq.Broker, queue: str, until, timeout: float = 300)
         worker.stop()
 
 
+def dead_in(queue: str) -> int:
+    reader = broker_contents.contents(timeout=5)
+    try:
+        return reader.depths([queue])[queue]["dead"]
+    finally:
+        reader.close()
+
+
+@pytest.mark.rabbitmq
 def test_it_counts_the_messages_in_each_queue_as_the_broker_holds_them(
     broker: dramatiq.Broker,
 ) -> None:
@@ -109,7 +123,7 @@ def test_it_counts_the_messages_in_each_queue_as_the_broker_holds_them(
     run_worker(
         broker,
         TEST_QUEUE,
-        until=lambda: broker.client.zcard(f"{broker.namespace}:{TEST_QUEUE}.XQ") == 1,
+        until=lambda: dead_in(TEST_QUEUE) == 1,
     )
 
     # When /metrics is scraped
@@ -118,6 +132,9 @@ def test_it_counts_the_messages_in_each_queue_as_the_broker_holds_them(
     # Then the depths are what was enqueued
     assert value(samples, "mint_queue_messages", queue="render", state="ready") == 3
     assert value(samples, "mint_queue_messages", queue="render", state="in_flight") == 0
+    # which RabbitMQ cannot count (foundation/broker_contents.py): left out, not reported as 0
+    in_flight = ("mint_queue_messages", frozenset({("queue", "render"), ("state", "in_flight")}))
+    assert (in_flight in samples) == (settings.BROKER_KIND == "redis")
     assert value(samples, "mint_queue_messages", queue="io", state="delayed") == 1
     assert value(samples, "mint_queue_messages", queue="io", state="ready") == 0
     assert value(samples, "mint_queue_messages", queue=TEST_QUEUE, state="dead") == 1

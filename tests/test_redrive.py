@@ -1,7 +1,8 @@
 """Sending again the messages stuck tokens wait for (generation/redrive.py), on the real broker.
 
-No worker runs here: each test reads what the broker holds after ``redrive``. The listener's
-sweep and a token carried to FINAL by it, with real workers: tests/test_faults.py.
+No worker runs here: each test reads what the broker holds after ``redrive`` (on Redis, and on
+RabbitMQ with ``make test-rabbitmq``). The listener's sweep and a token carried to FINAL by it,
+with real workers: tests/test_faults.py.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from generation.redrive import LOST_RERENDER, broker_messages, redrive
 from generation.tasks import render_token
 from tests.test_pipeline import make_token
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.rabbitmq]
 Status = Token.Status
 AGE = 600.0  # how long the stuck tokens here have been untouched
 
@@ -44,6 +45,18 @@ def at(token: Token, status: str, *, age: float = AGE, **fields: object) -> Toke
     )
     token.refresh_from_db()
     return token
+
+
+def test_reading_what_the_broker_holds_takes_nothing_from_it() -> None:
+    # Given renders waiting and one delayed (on RabbitMQ reading takes each message and gives
+    # it back: foundation/broker_contents.py)
+    for pk in (10**9, 10**9 + 1, 10**9 + 2):
+        render_token.send(pk)
+    render_token.send_with_options(args=(10**9 + 3,), delay=60_000)
+    # When they are read twice, then both readings find all four, in the same order
+    first = [m["args"][0] for m in broker_messages()]
+    assert sorted(first) == [10**9, 10**9 + 1, 10**9 + 2, 10**9 + 3]
+    assert [m["args"][0] for m in broker_messages()] == first
 
 
 def test_each_stuck_token_gets_the_message_its_next_stage_waits_for(

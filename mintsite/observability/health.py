@@ -25,11 +25,12 @@ from django.views.decorators.http import require_GET
 
 from chain.errors import ChainMismatch
 from chain.rpc import redact_url
+from foundation import broker_contents
 from ipfs.backends import pinner_from_settings
 from ipfs.errors import BackendUnavailable, IpfsError
 from mintsite.errors import ChainReadError, CheckFailed
 from mintsite.observability.access import has_metrics_access
-from mintsite.observability.metrics import broker_redis, chain_targets, rpc_batch
+from mintsite.observability.metrics import chain_targets, rpc_batch
 
 
 @require_GET
@@ -104,15 +105,13 @@ def check_database() -> str:
 
 
 def check_broker(timeout: float) -> str:
+    """Redis answers PING, or RabbitMQ opens a connection and a channel (and so has taken
+    the credentials and the vhost)."""
+    reader = broker_contents.contents(timeout)
     try:
-        client, namespace = broker_redis(timeout)
-    except ValueError as exc:  # not a Redis broker: nothing here to check it with
-        return str(exc)
-    try:
-        client.ping()
+        return reader.describe()
     finally:
-        client.close()
-    return f"redis, namespace {namespace}"
+        reader.close()
 
 
 def check_chain(chain_id: int | None, urls: list[str], timeout: float) -> str:

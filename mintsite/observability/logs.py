@@ -90,6 +90,13 @@ def logging_config(log_format: str, level: str) -> dict[str, Any]:
         },
         "root": {"handlers": ["console"], "level": level},
         # one line per HTTP request is noise in the daemons and the demo; django-axes logs
-        # every login at INFO, and its failures and lockouts (the part worth reading) at WARNING
-        "loggers": {"httpx": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
+        # every login at INFO, and its failures and lockouts (the part worth reading) at WARNING;
+        # pika (RabbitMQ) logs every connection and channel opened and closed at INFO, and each
+        # failed connection in half a dozen ERROR lines and a traceback, while the same failure
+        # reaches its caller as an exception that Dramatiq or the caller reports
+        "loggers": {
+            "httpx": {"level": "WARNING"},
+            "axes": {"level": "WARNING"},
+            "pika": {"level": "CRITICAL"},
+        },
     }

@@ -10,8 +10,8 @@ Two kinds, because the facts live in two places:
   host writes its values there, the web tier's ``/metrics`` adds up that directory, and a
   worker host without a web tier serves it on ``WORKER_METRICS_PORT``.
 - Read at scrape time by the web tier (:class:`ScrapeCollector`): queue depths from the
-  broker's Redis, tokens per status and pending transactions from the database (aggregate
-  queries only), the chain head, wallet balances and listener lag from the RPC (short timeout,
+  broker (Redis or RabbitMQ), tokens per status and pending transactions from the database
+  (aggregate queries only), the chain head, wallet balances and listener lag from the RPC (short timeout,
   cached, so a slow node never hangs a scrape). Each source reports ``mint_source_up``.
 
 docs/observability.md lists every metric with its labels and a PromQL example.
@@ -45,6 +45,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from chain.rpc import redact_url, scrub
+from foundation import broker_contents
 from mintsite.errors import ChainReadError
 from mintsite.observability.access import has_metrics_access
 
@@ -165,18 +166,18 @@ def count_events(events: Sequence[Any]) -> None:
 # --- read at scrape time --------------------------------------------------------------------
 def broker_redis(timeout: float) -> tuple[Any, str]:
     """A Redis client for the broker's server (short socket timeouts) and the key namespace;
-    ``ValueError`` when the configured broker is not Dramatiq's Redis broker."""
+    ``ValueError`` when the configured broker is not Redis."""
     import redis
 
-    config = settings.DRAMATIQ_BROKER
-    if not config["BROKER"].endswith("RedisBroker"):
-        raise ValueError(f"the broker is {config['BROKER']}, not Redis: queue depths not read")
-    options = config.get("OPTIONS", {})
-    url = options.get("url") or settings.REDIS_URL
+    if settings.BROKER_KIND != "redis":
+        raise ValueError(f"the broker is {settings.BROKER_KIND}, not Redis")
     client = redis.Redis.from_url(
-        url, socket_timeout=timeout, socket_connect_timeout=timeout, retry_on_timeout=False
+        settings.BROKER_URL,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry_on_timeout=False,
     )
-    return client, options.get("namespace", "dramatiq")
+    return client, settings.DRAMATIQ_NAMESPACE
 
 
 def queue_names() -> list[str]:
@@ -191,30 +192,8 @@ def queue_names() -> list[str]:
 
 
 def queue_depths(client: Any, namespace: str, queues: Iterable[str]) -> dict[str, dict[str, int]]:
-    """Messages per queue and state, read the way Dramatiq's Redis broker keeps them
-    (dramatiq/brokers/redis/dispatch.lua): ``<ns>:<q>`` lists the ids waiting to be fetched,
-    ``<ns>:<q>.msgs`` holds every message not yet acknowledged (waiting, or taken by a worker),
-    ``<ns>:<q>.DQ.msgs`` the delayed ones (retries with backoff, scheduled sends) and the
-    sorted set ``<ns>:<q>.XQ`` the dead-lettered ones. One MULTI, so the states add up."""
-    queues = list(queues)
-    pipe = client.pipeline(transaction=True)
-    for queue in queues:
-        key = f"{namespace}:{queue}"
-        pipe.llen(key)
-        pipe.hlen(f"{key}.msgs")
-        pipe.hlen(f"{key}.DQ.msgs")
-        pipe.zcard(f"{key}.XQ")
-    answers = pipe.execute()
-    depths = {}
-    for i, queue in enumerate(queues):
-        ready, unacked, delayed, dead = answers[4 * i : 4 * i + 4]
-        depths[queue] = {
-            "ready": ready,
-            "in_flight": max(0, unacked - ready),
-            "delayed": delayed,
-            "dead": dead,
-        }
-    return depths
+    """Messages per queue and state in a Redis broker (foundation/broker_contents.py)."""
+    return broker_contents.redis_queue_depths(client, namespace, queues)
 
 
 @dataclass(frozen=True)
@@ -417,16 +396,17 @@ class ScrapeCollector(Collector):
         yield oldest
 
     def _broker(self) -> Iterator[Metric]:
-        client, namespace = broker_redis(settings.METRICS_RPC_TIMEOUT)
+        reader = broker_contents.contents(settings.METRICS_RPC_TIMEOUT)
         try:
-            depths = queue_depths(client, namespace, queue_names())
+            depths = reader.depths(queue_names())
         finally:
-            client.close()
+            reader.close()
         family = GaugeMetricFamily(
             "mint_queue_messages",
             "Messages in the broker per queue and state (ready: waiting for a worker; "
-            "in_flight: taken by a worker, not yet acknowledged; delayed: retries and "
-            "scheduled sends; dead: dead-lettered)",
+            "in_flight: taken by a worker, not yet acknowledged (Redis only); delayed: retries "
+            "and scheduled sends (on RabbitMQ only those no worker holds yet); dead: "
+            "dead-lettered)",
             labels=["queue", "state"],
         )
         for queue, states in depths.items():

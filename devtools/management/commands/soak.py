@@ -1,6 +1,7 @@
 """``manage.py soak`` (what ``make soak`` runs): mints through the whole pipeline while a
-worker is SIGKILLed and Redis restarts (see devtools/soak.py); prints minted, published and
-lost, and exits non-zero when a token was lost. It runs on a throwaway database."""
+worker is SIGKILLed and the broker restarts (devtools/soak.py; ``BROKER_URL=amqp://...`` runs
+it on a RabbitMQ node of its own); prints minted, published and lost, and exits non-zero when
+a token was lost. It runs on a throwaway database."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from devtools.soak import soak_in_test_database
 
 
 class Command(BaseCommand):
-    help = "Mint N tokens through the whole pipeline with a worker killed and Redis restarted."
+    help = "Mint N tokens through the whole pipeline with a worker killed and the broker restarted."
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--mints", type=int, default=1000)

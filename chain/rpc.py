@@ -20,8 +20,6 @@ from urllib.parse import urlsplit
 import requests
 from django.conf import settings
 from web3 import Web3
-from web3._utils.batching import sort_batch_response_by_response_ids
-from web3._utils.caching import handle_request_caching
 from web3.providers.rpc import HTTPProvider
 from web3.types import RPCEndpoint, RPCResponse
 
@@ -72,6 +70,15 @@ def scrub(text: str, urls: Iterable[str]) -> str:
     return text
 
 
+def _in_request_order(responses: list[Any]) -> list[RPCResponse]:
+    """A batch's answers in the order of its requests: a node may answer in any order (JSON-RPC
+    2.0), and the request ids web3 gives a batch rise with each request. Answers without an
+    integer id (an error about the batch itself) are left as they came."""
+    if all(isinstance(r, dict) and isinstance(r.get("id"), int) for r in responses):
+        return cast(list[RPCResponse], sorted(responses, key=lambda r: r["id"]))
+    return cast(list[RPCResponse], responses)
+
+
 class FailoverHTTPProvider(HTTPProvider):
     """An ``HTTPProvider`` over several URLs that fails over and backs off on transport failures.
 
@@ -81,9 +88,10 @@ class FailoverHTTPProvider(HTTPProvider):
     every URL has failed the same request, the provider sleeps ``backoff * 2**round`` (capped at
     ``max_backoff``) and starts another round; after ``retries`` extra rounds it raises
     ``RpcUnavailable`` naming each URL and its last error. web3's own per-URL retry is switched
-    off: this class does the retrying.
+    off: this class does the retrying. web3's request cache (``cache_allowed_requests``, off by
+    default) is not used here: every request goes to a node.
 
-    Single requests and JSON-RPC batches (web3 7 calls ``make_batch_request`` on the provider
+    Single requests and JSON-RPC batches (web3 calls ``make_batch_request`` on the provider
     for ``w3.batch_requests()``) take the same path; a batch is one HTTP request and is resent
     whole.
 
@@ -126,7 +134,6 @@ class FailoverHTTPProvider(HTTPProvider):
         shown = ", ".join(redact_url(u) for u in self.endpoint_uris)
         return f"RPC connection {shown} (current {redact_url(str(self.endpoint_uri))})"
 
-    @handle_request_caching
     def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
         response = self._post_with_failover(self.encode_rpc_request(method, params), method)
         return cast(RPCResponse, response)
@@ -137,7 +144,7 @@ class FailoverHTTPProvider(HTTPProvider):
         response = self._post_with_failover(self.encode_batch_rpc_request(batch_requests), "batch")
         if not isinstance(response, list):
             return cast(RPCResponse, response)  # one error object for the whole batch
-        return cast(list[RPCResponse], sort_batch_response_by_response_ids(response))
+        return _in_request_order(response)
 
     def _post_with_failover(self, request_data: bytes, what: str) -> Any:
         """POST to the current URL, then the others in turn, for up to ``1 + retries`` rounds."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +27,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client
+from dramatiq import Worker
 from eth_account import Account
 from web3 import Web3
 
@@ -396,7 +398,48 @@ def dead_letters(queue: str) -> list[dict[str, Any]]:
         reader.close()
 
 
+# --- retries with backoff, then the dead letters: the broker's own part, in this process ----------
+# (the whole story with a real worker fleet, the token FAILED and retried from the admin, is the
+# next test; this one is the part each broker does its own way, quick enough for both)
+
+RETRIES_QUEUE = "faults-retries"
+tries: list[float] = []
+
+
+@dramatiq.actor(
+    queue_name=RETRIES_QUEUE, max_retries=2, min_backoff=200, max_backoff=400, time_limit=10_000
+)
+def fails_every_time() -> None:
+    tries.append(time.monotonic())
+    raise RuntimeError("this message is poison")
+
+
 @pytest.mark.rabbitmq
+@pytest.mark.django_db(transaction=True)
+def test_a_failing_message_is_retried_after_its_backoff_then_dead_lettered() -> None:
+    broker = dramatiq.get_broker()
+    broker.flush(RETRIES_QUEUE)
+    tries.clear()
+    # Given a message that fails every time, and a worker
+    sent = fails_every_time.send()
+    worker = Worker(broker, queues={RETRIES_QUEUE}, worker_threads=1, worker_timeout=100)
+    worker.start()
+    try:
+        # When it has been tried, then it ends among the queue's dead letters, once
+        dead = wait_for(
+            "the dead letter",
+            lambda: [m for m in dead_letters(RETRIES_QUEUE) if m["message_id"] == sent.message_id],
+            timeout=60,
+        )
+    finally:
+        worker.stop()
+        broker.flush(RETRIES_QUEUE)
+    # after its first try and 2 retries, each sent again after a backoff (a delayed message)
+    assert len(dead) == 1 and dead[0]["options"]["retries"] == 2
+    assert len(tries) == 3
+    assert all(later - earlier >= 0.1 for earlier, later in itertools.pairwise(tries)), tries
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_poison_message_is_dead_lettered_shown_in_the_admin_and_retried_once_fixed(
     stack: Stack, django_db_blocker: Any

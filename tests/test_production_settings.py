@@ -109,6 +109,11 @@ def test_the_secret_key_may_come_from_a_file(tmp_path: Path) -> None:
             "MINT_ENV=production needs METRICS_TOKEN (or METRICS_TOKEN_FILE",
         ),
         ({"WEB_URL": None}, "MINT_ENV=production needs WEB_URL, the site's public URL"),
+        (
+            {"BROKER_URL": "http://mq.internal:5672/"},
+            "BROKER_URL must be a redis://, rediss:// or unix:// URL (Redis) or an amqp:// or "
+            "amqps:// URL (RabbitMQ), not http://",
+        ),
     ],
     ids=[
         "no-secret-key",
@@ -118,6 +123,7 @@ def test_the_secret_key_may_come_from_a_file(tmp_path: Path) -> None:
         "unknown-env",
         "no-metrics-token",
         "no-web-url",
+        "unknown-broker",
     ],
 )
 def test_a_missing_or_unsafe_setting_stops_the_process_naming_it(

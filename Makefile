@@ -7,13 +7,20 @@ SLITHER_VERSION := 0.11.6
 SLITHER_VENV := var/slither-venv
 SLITHER_STAMP := $(SLITHER_VENV)/.installed-$(SLITHER_VERSION)
 
-.PHONY: run test browser demo gas bench bench-accuracy bench-latency bench-listener bench-publish bench-load bench-load-sse soak install models lint alerts slither format contracts clean
+.PHONY: run test test-rabbitmq browser demo gas bench bench-accuracy bench-latency bench-listener bench-publish bench-load bench-load-sse soak install models lint alerts slither format contracts clean
 
 run: install models
 	$(PY) manage.py run_stack
 
 test: install models browser
 	$(PY) -m tests.with_broker $(PY) -m pytest
+
+# The tests marked `rabbitmq` (the end-to-end test, the fault tests that depend on the broker,
+# redrive, metrics, /readyz and a 16-mint soak with a broker restart) again with every queue on
+# RabbitMQ, in a vhost of the run's own (tests/with_broker.py). CI runs it after `test`.
+RABBITMQ_TEST_URL ?= amqp://guest:guest@127.0.0.1:5672/
+test-rabbitmq: install models
+	BROKER_URL=$(RABBITMQ_TEST_URL) $(PY) -m tests.with_broker $(PY) -m pytest -m rabbitmq
 
 demo: install
 	$(PY) manage.py demo_mint
@@ -62,8 +69,9 @@ bench-load: install models
 bench-load-sse: install
 	DRAMATIQ_NAMESPACE=mint-bench $(PY) -m tests.with_broker $(PY) manage.py bench_load --sse-only --threads 16 --sse-max 40 --write docs/benchmarks.md
 
-# 1,000 mints through the whole pipeline, a render worker SIGKILLed and Redis restarted partway
-# (docs/faults.md); prints minted, published, lost, and fails when lost > 0. SOAK_MINTS=40 for less.
+# 1,000 mints through the whole pipeline, a render worker SIGKILLed and the broker restarted
+# partway (docs/faults.md); prints minted, published, lost, and fails when lost > 0.
+# SOAK_MINTS=40 for less; BROKER_URL=amqp://... soaks on a RabbitMQ node of its own.
 soak: install models
 	$(PY) manage.py soak --mints $(or $(SOAK_MINTS),1000)
 

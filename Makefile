@@ -15,8 +15,8 @@ run: install models
 test: install models browser
 	$(PY) -m tests.with_broker $(PY) -m pytest
 
-# The tests marked `rabbitmq` (the end-to-end test, the fault tests that depend on the broker,
-# redrive, metrics, /readyz and a 16-mint soak with a broker restart) again with every queue on
+# The tests marked `rabbitmq` (the end-to-end test, the broker fault tests (retries, dead letters,
+# a restart), redrive, metrics, /readyz and a 16-mint soak that SIGKILLs a worker and restarts the broker) again with every queue on
 # RabbitMQ, in a vhost of the run's own (tests/with_broker.py). CI runs it after `test`.
 RABBITMQ_TEST_URL ?= amqp://guest:guest@127.0.0.1:5672/
 test-rabbitmq: install models

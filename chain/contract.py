@@ -236,13 +236,20 @@ def freeze_config(
     send_and_wait(w3, admin_private_key, fn)
 
 
+# State can change between the estimate and the block that includes the transaction (a sale
+# phase's first second prices on a shorter path than the next): the sender's margin too.
+GAS_MARGIN_PERCENT = 20
+
+
 def send_and_wait(w3: Web3, private_key: str, fn: ContractFunction, value: int = 0) -> TxReceipt:
     """Sign ``fn`` with ``private_key``, send it, wait, and raise if it reverted."""
     account = Account.from_key(private_key)
+    gas = fn.estimate_gas({"from": account.address, "value": value})
     tx = fn.build_transaction(
         {
             "from": account.address,
             "value": value,
+            "gas": gas + gas * GAS_MARGIN_PERCENT // 100,
             "nonce": w3.eth.get_transaction_count(account.address, "pending"),
             "chainId": w3.eth.chain_id,
         }

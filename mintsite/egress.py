@@ -102,8 +102,12 @@ def _kind(address: IPAddress) -> str | None:
 
 
 def resolve(host: str, port: int) -> list[IPAddress]:
-    """Every address ``host`` resolves to (a literal address is itself); OSError if none."""
-    infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
+    """Every address ``host`` resolves to (a literal address is itself); OSError if none, or if
+    the name cannot be a DNS name (a label over 63 characters fails IDNA encoding)."""
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
+    except UnicodeError as exc:
+        raise OSError(f"{host!r} is not a valid DNS name: {exc}") from exc
     # scope ids (fe80::1%eth0) are not part of the address
     return list(dict.fromkeys(ipaddress.ip_address(str(i[4][0]).split("%")[0]) for i in infos))
 
@@ -119,6 +123,20 @@ def check_addresses(host: str, addresses: Iterable[IPAddress], policy: Policy) -
         raise EgressRefused(f"{host} resolves to a {kind} address; webhooks go to public ones")
 
 
+def dns_name_problem(host: str) -> str | None:
+    """Why ``host`` can never be looked up (None if it can): each dot-separated label is 1 to 63
+    characters once IDNA-encoded, the whole name at most 253."""
+    if host.startswith("["):
+        return None  # an IPv6 literal
+    try:
+        encoded = host.rstrip(".").encode("idna")
+    except UnicodeError:
+        return "is not a valid DNS name: each label must be 1 to 63 characters"
+    if len(encoded) > 253:
+        return "is not a valid DNS name: it is longer than 253 characters"
+    return None
+
+
 def url_problem(url: str, policy: Policy, *, resolve_host: bool = True) -> str | None:
     """Why a webhook may not be sent to ``url`` (None if it may). A name that does not resolve
     now is accepted: each delivery resolves it again and checks what it connects to."""
@@ -132,6 +150,8 @@ def url_problem(url: str, policy: Policy, *, resolve_host: bool = True) -> str |
         return "the URL must not carry credentials (user:password@); receivers check the signature"
     if not parsed.host:
         return "the URL has no host"
+    if dns_name_problem(parsed.host):
+        return f"the URL's host {dns_name_problem(parsed.host)}"
     port = parsed.port or DEFAULT_PORTS[parsed.scheme]
     problem = policy.port_problem(port)
     if problem:

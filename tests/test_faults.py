@@ -316,7 +316,8 @@ def uninterrupted_cid(token: Token) -> str:
     return compute_raw_cid(png_bytes(image))
 
 
-@pytest.mark.rabbitmq
+# On RabbitMQ, the soak (tests/test_soak.py, marked rabbitmq) SIGKILLs a render worker mid-render
+# too, which keeps `make test-rabbitmq` inside CI's time budget.
 @pytest.mark.django_db(transaction=True)
 def test_a_render_worker_killed_mid_render_leaves_one_image_pinned_and_published_once(
     stack: Stack, django_db_blocker: Any

@@ -24,7 +24,8 @@ from chain.wallets import publisher, sales_manager
 from generation.canonical import canonical_json
 from generation.collection_config import placeholder_metadata
 from generation.models import Collection
-from ipfs.backends import pinner_from_settings
+from generation.pin_ledger import pin_bytes
+from ipfs.profiles import LEGACY
 
 log = logging.getLogger(__name__)
 
@@ -171,9 +172,11 @@ def deploy_collection(w3: Web3, deployer_key: str, spec: CollectionSpec) -> Coll
     chain_id = w3.eth.chain_id
     admin = Account.from_key(deployer_key)
     vrf = vrf_settings(w3, deployer_key, spec)
-    # pinned with the configured backend (IPFS_BACKEND), its CID checked like every other
-    placeholder_cid = pinner_from_settings().pin(
-        canonical_json(placeholder_metadata(spec.name)), name=f"{spec.slug}-placeholder.json"
+    # pinned on each IPFS target and recorded in the ledger, its CID checked like every other
+    placeholder_cid = pin_bytes(
+        canonical_json(placeholder_metadata(spec.name)),
+        name=f"{spec.slug}-placeholder.json",
+        profile=LEGACY,
     )
     address, block = deploy_contract(
         w3,

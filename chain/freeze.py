@@ -42,8 +42,8 @@ from generation.collection_config import (
 )
 from generation.collection_image import banner_image, collection_image
 from generation.models import Collection
+from generation.pin_ledger import pin_bytes
 from generation.published_weights import pin_weights
-from ipfs.backends import pinner_from_settings
 
 log = logging.getLogger(__name__)
 
@@ -128,22 +128,20 @@ def prepare_freeze(collection: Collection, w3: Web3 | None = None) -> FreezeCall
     config = generation_config(collection)
     if collection.publish_weights:
         # pinned before the config that names them, every root checked against its CID
-        pin_weights(collection, pinner_from_settings())
+        pin_weights(collection)
     royalty = royalty_of(w3 or web3_for(collection.chain_id), collection)
-    pinner, profile = pinner_from_settings(), collection.ipfs_profile()
+    profile = collection.ipfs_profile()
+
+    def pin(data: bytes, name: str) -> str:  # on each IPFS target, recorded in the ledger
+        return pin_bytes(data, name=name, profile=profile, collection=collection)
+
     image, banner = collection_image(collection), banner_image(collection)
-    image_uri = "ipfs://" + pinner.pin(image.data, name=image.filename, profile=profile)
-    banner_uri = (
-        "ipfs://" + pinner.pin(banner.data, name=banner.filename, profile=profile)
-        if banner
-        else None
-    )
+    image_uri = "ipfs://" + pin(image.data, image.filename)
+    banner_uri = "ipfs://" + pin(banner.data, banner.filename) if banner else None
     metadata = contract_metadata(
         collection, config, image=image_uri, banner_image=banner_uri, royalty=royalty
     )
-    cid = pinner.pin(
-        canonical_json(metadata), name=f"{collection.slug}-contract.json", profile=profile
-    )
+    cid = pin(canonical_json(metadata), f"{collection.slug}-contract.json")
     digest, uri = "0x" + config_digest(config).hex(), f"ipfs://{cid}"
     with transaction.atomic():
         # conditional: two managers preparing at once record one freeze

@@ -675,3 +675,67 @@ class TokenEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.token_id} {self.status} at {self.at.isoformat()}"
+
+
+class PinnedContent(models.Model):
+    """One CID this backend pinned (a token's image or metadata, a collection's contract
+    metadata, pictures, allowlist or published weights, a placeholder), with what re-pinning
+    it takes: its CID profile, its label and, for a folder, the files it was built from.
+
+    Each IPFS target's copy is a :class:`Pin`. Written by generation.pin_ledger; the pin check
+    (generation.pin_check) asks each target for the contents checked longest ago.
+    """
+
+    class Kind(models.TextChoices):
+        FILE = "file", "file"
+        FOLDER = "folder", "folder"
+
+    cid = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.FILE)
+    profile = models.CharField(max_length=40, help_text="The CID profile it was built under")
+    label = models.CharField(max_length=255, blank=True, help_text="The pin's name")
+    size = models.BigIntegerField(default=0, help_text="Bytes (a folder: its files' total)")
+    source = models.CharField(
+        max_length=500, blank=True, help_text="A folder's files on disk, to pin it again"
+    )
+    collection = models.ForeignKey(
+        Collection, null=True, blank=True, on_delete=models.CASCADE, related_name="pinned"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    checked_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the pin check last asked every target"
+    )
+
+    class Meta:
+        ordering = ["pk"]
+        indexes = [models.Index(fields=["checked_at"])]
+        verbose_name_plural = "pinned content"
+
+    def __str__(self) -> str:
+        return f"{self.label or self.kind} {self.cid}"
+
+
+class Pin(models.Model):
+    """One IPFS target's copy of a :class:`PinnedContent`, as last seen: held, or missing and
+    why (a failed pin, or a target that lost it). The pin check re-pins what is missing."""
+
+    class State(models.TextChoices):
+        PINNED = "PINNED", "pinned"
+        MISSING = "MISSING", "missing"
+
+    content = models.ForeignKey(PinnedContent, on_delete=models.CASCADE, related_name="pins")
+    target = models.CharField(max_length=40, help_text="Its name in IPFS_TARGETS")
+    state = models.CharField(max_length=10, choices=State.choices)
+    error = models.TextField(blank=True, help_text="Why it is missing, or why a check failed")
+    pinned_at = models.DateTimeField(null=True, blank=True)
+    checked_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["content_id", "target"]
+        constraints = [
+            models.UniqueConstraint(fields=["content", "target"], name="one_pin_per_target")
+        ]
+        indexes = [models.Index(fields=["target", "state"])]
+
+    def __str__(self) -> str:
+        return f"{self.content.cid} at {self.target}: {self.state}"

@@ -45,11 +45,11 @@ from generation.errors import (
 )
 from generation.metadata import build_metadata, software_versions
 from generation.models import Collection, Token, seed_bytes
+from generation.pin_ledger import pin_bytes
 from generation.protocols import RendersImages
 from generation.render_levers import LEVER_FIELDS
-from ipfs.backends import pinner_from_settings
 from ipfs.cid import compute_raw_cid
-from ipfs.errors import CidMismatch, ContentTooLarge, PinningError
+from ipfs.errors import CidMismatch, ContentTooLarge, PinningError, QuorumNotReached
 
 if TYPE_CHECKING:
     import numpy as np
@@ -171,6 +171,12 @@ def _pinning_refused(exc: PinningError) -> str:
     """A backend's refusal in our words: its message quotes the service and its answer."""
     if isinstance(exc, CidMismatch):
         return str(exc)  # CIDs and the backend's kind only, and what to check
+    if isinstance(exc, QuorumNotReached):  # target names and error kinds, no URLs
+        reasons = ", ".join(f"{name}: {type(e).__name__}" for name, e in exc.failed.items())
+        return (
+            f"held by {len(exc.held)} IPFS target(s), fewer than IPFS_PIN_QUORUM={exc.quorum} "
+            f"({reasons})"
+        )
     return f"the IPFS backend refused to pin it: {type(exc).__name__}"
 
 
@@ -640,10 +646,11 @@ def render_record(
 
 
 def run_pin(token_pk: int) -> str | None:
-    """Pin the image, then the metadata naming it, with the configured IPFS backend
-    (``IPFS_BACKEND``) under the collection's CID profile; every CID a backend returns is
-    checked against the one computed here from the bytes, and a mismatch fails the token:
-    nothing is published for it."""
+    """Pin the image, then the metadata naming it, on the configured IPFS targets
+    (``IPFS_TARGETS``, else ``IPFS_BACKEND``) under the collection's CID profile; every CID a
+    backend returns is checked against the one computed here from the bytes. The token is
+    PINNED once ``IPFS_PIN_QUORUM`` targets hold both; a mismatch at a lone target (or too few
+    targets, none of them retryable) fails the token: nothing is published for it."""
 
     token = (
         Token.objects.select_related("collection")
@@ -667,13 +674,16 @@ def run_pin(token_pk: int) -> str | None:
         )
     name = f"{token.collection.slug}-{token.token_id}"
     try:
-        pinner = pinner_from_settings()
-        profile = token.collection.ipfs_profile()
-        image_cid = pinner.pin(data, name=f"{name}.png", profile=profile)
+        collection = token.collection
+        profile = collection.ipfs_profile()
+        # on each IPFS target, done when IPFS_PIN_QUORUM hold it (generation/pin_ledger.py)
+        image_cid = pin_bytes(data, name=f"{name}.png", profile=profile, collection=collection)
         metadata = canonical_json(build_metadata(token, image_cid))
         # tokenURI names the metadata by the sha256 the contract stores: one raw block only
         compute_raw_cid(metadata)
-        metadata_cid = pinner.pin(metadata, name=f"{name}.json", profile=profile)
+        metadata_cid = pin_bytes(
+            metadata, name=f"{name}.json", profile=profile, collection=collection
+        )
     except ContentTooLarge as exc:
         raise PinFailed(f"the metadata is too large for one IPFS block: {exc}") from exc
     except PinningError as exc:

@@ -95,12 +95,16 @@ def weights_record(collection: Collection) -> dict[str, Any]:
     return record
 
 
-def pin_weights(collection: Collection, pinner: Pinner) -> list[str]:
-    """Pin every item of the ``weights`` block; the root CIDs, in order. Each root the backend
-    reports is checked against the CID computed here (``CidMismatch`` otherwise)."""
+def pin_weights(collection: Collection, pinner: Pinner | None = None) -> list[str]:
+    """Pin every item of the ``weights`` block on each IPFS target (``pinner``: that one
+    alone), recorded in the pin ledger with its source folder; the root CIDs, in order. Each
+    root a backend reports is checked against the CID computed here (``CidMismatch``)."""
+    from generation.pin_ledger import pin_folder
+
     roots = []
     for key, path in _items(collection):
         tree = _tree(path, collection.ipfs_profile())
-        roots.append(pinner.pin_tree(tree, name=f"{collection.slug} {key}"))
+        name = f"{collection.slug} {key}"
+        roots.append(pin_folder(tree, name=name, source=path, collection=collection, pinner=pinner))
         log.info("%s: %s pinned as %s (%d bytes)", collection.slug, key, tree.root, tree.size)
     return roots

@@ -18,7 +18,7 @@ from typing import Any
 
 import dramatiq
 
-from generation import failures, pipeline, review, stages
+from generation import failures, pin_check, pipeline, review, stages
 from generation.errors import PipelineError, RenderLeaseHeld, TraitsNotReady
 from generation.models import Token
 from generation.stages import APPROVE, IO_QUEUE, PIN, RENDER, RERENDER
@@ -62,6 +62,17 @@ def pin_token(token_pk: int) -> None:
         pipeline.fail_pipeline(token_pk, exc)
         return
     hand_over(token_pk, status, PIN.hands_over_to)
+
+
+@dramatiq.actor(
+    actor_name=pin_check.CHECK_PINS_ACTOR,
+    queue_name=IO_QUEUE,
+    max_retries=0,  # the next sweep checks again
+    time_limit=30 * 60_000,
+)
+def check_pins(limit: int) -> None:
+    """The listener's periodic pin check: the ``limit`` contents checked longest ago."""
+    pin_check.check_pins(limit=limit)
 
 
 @dramatiq.actor(actor_name=APPROVE.actor, queue_name=APPROVE.queue, **APPROVE.options)

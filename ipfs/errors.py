@@ -22,8 +22,10 @@ __all__ = [
     "IpfsError",
     "PinTimeout",
     "PinningError",
+    "QuorumNotReached",
     "RemotePinFailed",
     "StoreNotWritable",
+    "TooFewTargets",
     "UnknownBackend",
 ]
 
@@ -130,3 +132,31 @@ class RemotePinFailed(PinningError):
 
 class PinTimeout(PinningError, TimeoutError):
     """A pinning service left a pin queued or pinning past its deadline, every time we asked."""
+
+
+class QuorumNotReached(PinningError):
+    """Fewer than ``IPFS_PIN_QUORUM`` targets hold the content. Retryable when any target's
+    failure is (a node down, a slow service), so the stage tries again later; the targets
+    that did pin keep their pins and are not asked again."""
+
+    def __init__(
+        self, cid: str, quorum: int, held: list[str], failed: dict[str, PinningError]
+    ) -> None:
+        self.cid, self.quorum, self.held, self.failed = cid, quorum, held, failed
+        self.retryable = any(error.retryable for error in failed.values())  # type: ignore[misc]
+        reasons = "; ".join(f"{name}: {type(e).__name__}: {e}" for name, e in failed.items())
+        super().__init__(
+            f"{cid} is held by {len(held)} IPFS target(s) ({', '.join(held) or 'none'}), "
+            f"fewer than IPFS_PIN_QUORUM={quorum}; {reasons}"
+        )
+
+
+class TooFewTargets(PinningError):
+    """``/readyz``: fewer than ``IPFS_PIN_QUORUM`` targets pass their check, so no pin can
+    succeed now."""
+
+    def __init__(self, quorum: int, targets: int, down: list[str]) -> None:
+        super().__init__(
+            f"only {targets - len(down)} of {targets} IPFS targets answer, fewer than "
+            f"IPFS_PIN_QUORUM={quorum}: {'; '.join(down)}"
+        )

@@ -20,6 +20,7 @@ from django.core.exceptions import ImproperlyConfigured
 from foundation.broker_contents import broker_kind
 from foundation.env import env_bool, env_float, env_int, env_list, env_str
 from foundation.files import write_atomically
+from ipfs.backends.config import TARGET_FIELDS, target_setting_name
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("MINT_VAR_DIR") or BASE_DIR / "var")
@@ -529,6 +530,23 @@ IPFS_PINNING_SERVICE_TOKEN = env_str("IPFS_PINNING_SERVICE_TOKEN")  # or IPFS_..
 # request (up to IPFS_RETRIES times), then reported as failed.
 IPFS_PIN_DEADLINE = env_float("IPFS_PIN_DEADLINE", 60.0)
 IPFS_PIN_POLL_INTERVAL = env_float("IPFS_PIN_POLL_INTERVAL", 2.0)
+# Several places for every pin (docs/ipfs.md, "Several targets"): IPFS_TARGETS names them
+# ("kubo,pinata"); a name that is not a backend's says which with IPFS_TARGET_<NAME>_BACKEND,
+# and each may set its own IPFS_TARGET_<NAME>_{STORE_DIR,KUBO_URL,PINNING_SERVICE_URL,
+# PINNING_SERVICE_TOKEN[_FILE]} (else the IPFS_* value above). Unset: the one IPFS_BACKEND.
+# A token is PINNED when IPFS_PIN_QUORUM targets hold it (0: all of them); the others are
+# re-pinned by the pin check.
+IPFS_TARGETS = [name.lower() for name in env_list("IPFS_TARGETS", [])]
+IPFS_TARGET_SETTINGS = {
+    name: {field: env_str(target_setting_name(name, field)) for field in TARGET_FIELDS}
+    for name in IPFS_TARGETS
+}
+IPFS_PIN_QUORUM = env_int("IPFS_PIN_QUORUM", 0, minimum=0)
+# The pin check (manage.py check_pins; generation/pin_check.py): the leading listener sends one
+# every PIN_CHECK_SECONDS (0: never), which asks each target for the PIN_CHECK_BATCH pins
+# checked longest ago and re-pins what a target lost.
+PIN_CHECK_SECONDS = env_float("PIN_CHECK_SECONDS", 3600.0)
+PIN_CHECK_BATCH = env_int("PIN_CHECK_BATCH", 500, minimum=1)
 
 DEPLOYMENT_FILE = RUN_DIR / "deployment.json"
 

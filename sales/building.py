@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from django.db import transaction
 
 from generation.models import Collection
-from ipfs.backends import Pinner, pinner_from_settings
+from generation.pin_ledger import pin_bytes
+from ipfs.backends import Pinner
 from sales.allowlist import Entry, parse_allowlist
 from sales.merkle import AllowlistTree
 from sales.models import Allowlist, AllowlistEntry
@@ -70,11 +71,12 @@ def create_allowlist(
 def pin_allowlist(allowlist: Allowlist, *, pinner: Pinner | None = None) -> str:
     """Pin the allowlist's tree (``tree_json``, as stored) and record the CID; pinning the same
     bytes again is harmless, so this is also the retry after a failed pin."""
-    pinner = pinner or pinner_from_settings()
-    cid = pinner.pin(
+    cid = pin_bytes(
         allowlist.tree_json.encode(),
         name=f"{allowlist.collection.slug}-allowlist-{allowlist.name}.json",
         profile=allowlist.collection.ipfs_profile(),
+        collection=allowlist.collection,
+        pinner=pinner,  # None: each IPFS target, recorded in the ledger
     )
     if allowlist.cid != cid:
         Allowlist.objects.filter(pk=allowlist.pk).update(cid=cid)

@@ -77,7 +77,9 @@ def test_it_keeps_the_token_out_of_the_config_repr(settings) -> None:  # type: i
 def test_it_uses_the_local_store_by_default(settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     settings.IPFS_STORE_DIR = tmp_path / "ipfs"
     pinner = pinner_from_settings()
-    assert isinstance(pinner, LocalPinner)
+    (only,) = pinner.targets  # without IPFS_TARGETS, the one IPFS_BACKEND
+    assert (only.name, pinner.quorum) == ("local", 1)
+    assert isinstance(only.pinner, LocalPinner)
     assert pinner is pinner_from_settings()  # one instance per configuration
     cid = pinner.pin(METADATA)
     assert LocalStore(tmp_path / "ipfs").get(cid) == METADATA
@@ -94,7 +96,7 @@ def test_it_builds_the_pinning_service_backend_from_settings(settings) -> None: 
     settings.IPFS_BACKEND = "pinning-service"
     settings.IPFS_PINNING_SERVICE_URL = "https://pins.example/psa"
     settings.IPFS_PINNING_SERVICE_TOKEN = "t0ken"
-    pinner = pinner_from_settings()
+    pinner = pinner_from_settings().target("pinning-service").pinner
     assert isinstance(pinner, PinningServicePinner)
     assert isinstance(pinner.provider, KuboPinner)
     assert pinner.provider.url == settings.IPFS_KUBO_URL

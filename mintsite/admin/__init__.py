@@ -5,11 +5,12 @@ package, and each module registers its models.
 - tokens (+ token_views): tokens, their images and history, and the review actions;
 - integrations: API keys, webhook subscriptions and deliveries;
 - chain: chains, cursors, wallets and transactions, read-only for operators;
+- pins: every pinned CID and which IPFS target holds it, and the pin check on a selection;
 - allowlists: upload an allowlist CSV, its Merkle root, pinned tree and each address's proof;
 - sales: sale phases, each collection's sale page and the on-chain actions it queues;
 - permissions: who may see and run what.
 """
 
-from mintsite.admin import allowlists, chain, collections, integrations, sales, tokens
+from mintsite.admin import allowlists, chain, collections, integrations, pins, sales, tokens
 
-__all__ = ["allowlists", "chain", "collections", "integrations", "sales", "tokens"]
+__all__ = ["allowlists", "chain", "collections", "integrations", "pins", "sales", "tokens"]

@@ -16,9 +16,10 @@ from django.utils.safestring import SafeString, mark_safe
 from chain.models import TokenTransfer
 from generation import review
 from generation.errors import ReviewRefused
-from generation.models import Token, TokenEvent
+from generation.models import PinnedContent, Token, TokenEvent
 from mintsite.admin import token_views
 from mintsite.admin.permissions import ReadOnly, managed_collections, manages, who
+from mintsite.admin.pins import pins_by_target
 
 Status = Token.Status
 
@@ -121,7 +122,10 @@ class TokenAdmin(ManagedByCollection, admin.ModelAdmin):
     change_form_template = "admin/generation/token/change_form.html"
     fieldsets = [
         (None, {"fields": ["collection", "token_id", "owner", "stage", "failure_reason"]}),
-        ("Image", {"fields": ["image", "attempts", "image_cid", "metadata_cid", "token_uri"]}),
+        (
+            "Image",
+            {"fields": ["image", "attempts", "image_cid", "metadata_cid", "token_uri", "pins"]},
+        ),
         ("CLIP gate", {"fields": ["clip_table", "traits"]}),
         (
             "Mint and seed",
@@ -154,6 +158,21 @@ class TokenAdmin(ManagedByCollection, admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Token | None = None) -> list[str]:
         return [name for _, options in self.fieldsets for name in _flat(options["fields"])]
+
+    @admin.display(description="IPFS targets")
+    def pins(self, token: Token) -> SafeString:
+        """Where the image and the metadata are pinned, target by target (the pin ledger)."""
+        wanted = [("image", token.image_cid), ("metadata", token.metadata_cid)]
+        found = {
+            c.cid: c
+            for c in PinnedContent.objects.filter(cid__in=[cid for _, cid in wanted if cid])
+            .prefetch_related("pins")
+        }  # fmt: skip
+        return format_html_join(
+            "",
+            "<div><i>{}</i> {}</div>",
+            ((what, pins_by_target(found.get(cid))) for what, cid in wanted if cid),
+        )
 
     def get_urls(self) -> list[URLPattern]:
         view = self.admin_site.admin_view(

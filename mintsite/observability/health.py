@@ -127,14 +127,17 @@ def check_chain(chain_id: int | None, urls: list[str], timeout: float) -> str:
 
 
 def check_ipfs(timeout: float) -> str:
-    """Ask the configured pinning backend (the pin stage's own instance) once, briefly."""
+    """Ask the configured pinning targets (the pin stage's own instances) once, briefly."""
     try:
         pinner = pinner_from_settings()
     except ImproperlyConfigured as exc:
         raise CheckFailed(str(exc)) from exc
+    # one target: its backend's name; several: each target's check, passing while a quorum
+    # passes (ipfs/backends/replicated.py)
+    what = pinner.targets[0].pinner.backend if len(pinner.targets) == 1 else "IPFS targets"
     try:
         return pinner.check(timeout)
     except BackendUnavailable as exc:
-        raise CheckFailed(f"{pinner.backend}: {exc.last_error} ({exc.where})") from exc
+        raise CheckFailed(f"{what}: {exc.last_error} ({exc.where})") from exc
     except (IpfsError, OSError) as exc:
-        raise CheckFailed(f"{pinner.backend}: {exc}") from exc
+        raise CheckFailed(f"{what}: {exc}") from exc

@@ -394,6 +394,48 @@ class ScrapeCollector(Collector):
             oldest.add_metric([str(chain_id)], age)
         yield pending
         yield oldest
+        yield from self._pins()
+
+    def _pins(self) -> Iterator[Metric]:
+        """Each configured IPFS target's copies as the pin ledger last saw them, and the CIDs
+        held by fewer than the quorum (generation/pin_check.py re-pins those)."""
+        from django.db.models import Count, Q
+
+        from generation.models import Pin, PinnedContent
+
+        names = list(settings.IPFS_TARGETS or [settings.IPFS_BACKEND])
+        quorum = settings.IPFS_PIN_QUORUM or len(names)
+        family = GaugeMetricFamily(
+            "mint_ipfs_pins",
+            "Pinned CIDs per IPFS target as the pin ledger last saw them: PINNED, MISSING (a "
+            "failed pin, or lost since; the pin check pins it again), UNCHECKED (no answer "
+            "recorded yet, such as on a target just added)",
+            labels=["target", "state"],
+        )
+        counts = {
+            (target, state): n
+            for target, state, n in Pin.objects.filter(target__in=names)
+            .order_by()
+            .values_list("target", "state")
+            .annotate(n=Count("pk"))
+        }
+        total = PinnedContent.objects.count()
+        for name in names:
+            recorded = 0
+            for state in Pin.State.values:
+                recorded += counts.get((name, state), 0)
+                family.add_metric([name, state], counts.get((name, state), 0))
+            family.add_metric([name, "UNCHECKED"], max(total - recorded, 0))
+        yield family
+        held = Count("pins", filter=Q(pins__state=Pin.State.PINNED, pins__target__in=names))
+        below = GaugeMetricFamily(
+            "mint_ipfs_cids_below_quorum",
+            "Pinned CIDs held by fewer than IPFS_PIN_QUORUM of the IPFS targets, as last seen",
+        )
+        below.add_metric(
+            [], PinnedContent.objects.annotate(held=held).filter(held__lt=quorum).count()
+        )
+        yield below
 
     def _broker(self) -> Iterator[Metric]:
         reader = broker_contents.contents(settings.METRICS_RPC_TIMEOUT)

@@ -6,8 +6,9 @@ current range and exits with a summary line. A reorg deeper than a chain's final
 stops the daemon with exit status 1 and the reason.
 
 An entry point of the whole product, so it sits with the project's commands above every layer:
-it wires the listener (chain/) to the sweeps of the token's lifecycle (generation/redrive.py)
-and of the webhooks (mintsite/webhooks.py).
+it wires the listener (chain/) to the sweeps of the token's lifecycle (generation/redrive.py),
+of the webhooks (mintsite/webhooks.py) and of the pins (generation/pin_check.py, every
+``PIN_CHECK_SECONDS``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from chain.listener import Listener, PollSummary
 from chain.models import Chain
 from chain.rpc import connect
 from chain.seed_commit import enqueue_seed_commits
+from generation.pin_check import send_check
 from generation.redrive import redrive
 from mintsite import webhooks
 
@@ -41,6 +43,14 @@ def redrive_stuck(chain_id: int, older_than: float) -> None:
         redrive(older_than=older_than, chain_id=chain_id)
     except RedisError as exc:  # the next sweep tries again
         log.warning("chain %d: sweep skipped, the broker failed: %s", chain_id, exc)
+
+
+def send_pin_check() -> None:
+    """Send the periodic pin check (generation/pin_check.py) to the io workers."""
+    try:
+        send_check()
+    except Exception as exc:  # a broker error of either broker: the next sweep sends again
+        log.warning("pin check not sent, the broker failed: %s: %s", type(exc).__name__, exc)
 
 
 class Command(BaseCommand):
@@ -62,6 +72,7 @@ class Command(BaseCommand):
         standby_logged: set[int] = set()
         swept: dict[int, float] = {}
         sweep = settings.SWEEP_SECONDS
+        pins_checked = time.monotonic()  # the first pin check one PIN_CHECK_SECONDS from now
         try:
             while not self.shutdown:
                 chains = Chain.objects.all()
@@ -117,6 +128,10 @@ class Command(BaseCommand):
                             exc,
                         )
                 polls += 1
+                every = settings.PIN_CHECK_SECONDS
+                if every > 0 and listeners and time.monotonic() - pins_checked > every:
+                    send_pin_check()  # by whichever daemon leads a chain
+                    pins_checked = time.monotonic()
                 if options["once"]:
                     break
                 self._sleep(options["poll_interval"] if errors == 0 else min(30.0, 2.0**errors))

@@ -32,12 +32,13 @@ from generation.pin_check import CHECK_PINS_ACTOR, check_pins, send_check
 from generation.pin_ledger import pin_bytes, pin_folder
 from generation.stages import IO_QUEUE
 from ipfs.backends import pinner_from_settings
+from ipfs.cid import compute_cid
 from ipfs.errors import QuorumNotReached
 from ipfs.profiles import UNIXFS_V1_2025
 from ipfs.store import LocalStore
 from ipfs.tree import build_tree
 from mintsite.observability.health import CheckFailed, check_ipfs
-from tests.ipfs_servers import TIMEOUT, KuboRpcServer
+from tests.ipfs_servers import TIMEOUT, KuboRpcServer, PinningServiceServer
 from tests.test_ipfs import make_folder
 from tests.test_metrics import scrape, value
 from tests.test_pipeline import make_token
@@ -373,3 +374,68 @@ def test_the_admin_shows_each_tokens_pins_per_target(
     assert "Checked 1 CIDs. local: 1 held" in response.content.decode()
     assert "kubo: 0 held, 1 pinned again" in response.content.decode()
     assert kubo.pins == {image.cid}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_adopts_what_was_pinned_before_the_ledger(
+    settings, store: LocalStore
+) -> None:  # type: ignore[no-untyped-def]
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    before, after = [("generation", "0018_cid_profile")], [("generation", "0019_pins")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    old = executor.loader.project_state(before).apps
+    image, metadata = compute_cid(IMAGE, UNIXFS_V1_2025), compute_cid(METADATA, UNIXFS_V1_2025)
+    collection = old.get_model("generation", "Collection").objects.create(
+        slug="old", name="Old", chain_id=31337, contract_address="0x" + "ab" * 20,
+        cid_profile="unixfs-v1-2025", contract_uri="ipfs://" + metadata, clip_threshold=0.2,
+    )  # fmt: skip
+    old.get_model("generation", "Token").objects.create(
+        collection=collection, token_id=1, owner="0x" + "11" * 20, mint_tx_hash="0x" + "1" * 64,
+        mint_log_index=0, mint_block_number=1, mint_block_hash="0x" + "2" * 64,
+        image_cid=image, metadata_cid=metadata, status="FINAL",
+    )  # fmt: skip
+    store.add(IMAGE, UNIXFS_V1_2025)
+    store.add(METADATA, UNIXFS_V1_2025)
+
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(after)
+
+    adopted = dict(PinnedContent.objects.values_list("cid", "label"))
+    assert adopted == {image: "old-1.png", metadata: "old-1.json"}  # one row per CID
+    assert not Pin.objects.exists()  # nothing is known of any target yet
+    settings.IPFS_TARGETS = []
+    outcome = check_pins()  # the first check asks, and records the local copies
+    assert outcome.targets["local"].held == 2 and pins_at("local") == {
+        image: "PINNED",
+        metadata: "PINNED",
+    }
+
+
+def test_a_pinning_service_that_dropped_a_pin_is_asked_again(
+    settings, store: LocalStore, kubo: KuboRpcServer
+) -> None:  # type: ignore[no-untyped-def]
+    with PinningServiceServer(polls_to_pin=1).running() as service:
+        use_targets(
+            settings,
+            0,
+            local={},
+            pinata={
+                "backend": "pinning-service",
+                "pinning_service_url": service.url,
+                "pinning_service_token": service.token,
+                "kubo_url": kubo.url,  # the node that provides the bytes
+            },
+        )
+        settings.IPFS_PIN_POLL_INTERVAL = 0.02
+        cid = pin_bytes(IMAGE, name="1.png", profile=UNIXFS_V1_2025)
+        assert service.count("POST") == 1 and pins_at("pinata") == {cid: "PINNED"}
+
+        service.requests.clear()  # the service lost the request
+        outcome = check_pins()
+        assert outcome.targets["pinata"].repinned == 1 and outcome.targets["local"].held == 1
+        assert service.count("POST") == 2
+        assert [r["status"] for r in service.requests.values()] == ["pinned"]

@@ -32,7 +32,7 @@ from chain.deployment import (
     write_deployment_file,
 )
 from chain.errors import AnvilError
-from chain.rpc import connect
+from chain.rpc import connect, redact_url
 from chain.wallets import deployer
 from generation.models import Collection
 from generation.stages import IO_QUEUE, RENDER_QUEUE, SALES_QUEUE, WEBHOOK_QUEUE
@@ -80,12 +80,17 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         _collect_static()
 
-        if not os.environ.get("REDIS_URL"):
+        on_rabbitmq = settings.BROKER_KIND == "rabbitmq"
+        # a redis:// BROKER_URL is the Redis too (mintsite/settings.py)
+        if not os.environ.get("REDIS_URL") and (on_rabbitmq or not os.environ.get("BROKER_URL")):
             port = settings.EMBEDDED_REDIS_PORT
             self.children.append(
-                ("broker", start_embedded_redis(port, Path(settings.RUN_DIR) / "redis"))
+                ("redis", start_embedded_redis(port, Path(settings.RUN_DIR) / "redis"))
             )
-            self.stdout.write(f"broker: embedded redis-server on 127.0.0.1:{port}")
+            serves = "rate limits, notices and cache" if on_rabbitmq else "queues and cache"
+            self.stdout.write(f"redis: embedded redis-server on 127.0.0.1:{port} ({serves})")
+        if on_rabbitmq:
+            self.stdout.write(f"broker: RabbitMQ at {redact_url(settings.BROKER_URL)}")
         env["REDIS_URL"] = settings.REDIS_URL
 
         if os.environ.get("RPC_URL"):

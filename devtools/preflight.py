@@ -45,11 +45,27 @@ def throwaway_database() -> Iterator[None]:
         connection.creation.destroy_test_db(original, verbosity=0)
 
 
+def check_queue_broker() -> None:
+    """With ``BROKER_URL=amqp://…`` the queues are RabbitMQ's: it must answer too (``make
+    bench…`` runs each benchmark in a vhost of its own, tests/with_broker.py)."""
+    if settings.BROKER_KIND != "rabbitmq":
+        return  # the queues are the Redis that broker_client() pinged
+    from foundation.broker_contents import contents
+
+    try:
+        reader = contents(5.0)
+    except ConnectionError as exc:  # names the host and pika's reason, never the password
+        raise BenchmarkError(f"no queue broker: {exc}; start it or fix BROKER_URL") from exc
+    reader.close()
+
+
 @contextmanager
 def bench_broker() -> Iterator[redis.Redis]:
-    """The checked broker; the benchmark's keys (its namespace's) are deleted after the run."""
+    """The checked broker (and Redis, which holds the caches either way); the benchmark's
+    Redis keys (its namespace's) are deleted after the run."""
     namespace = bench_namespace()
     client = broker_client()
+    check_queue_broker()
     try:
         yield client
     finally:

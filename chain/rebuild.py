@@ -46,6 +46,7 @@ from chain.models import Chain, ChainCursor
 from chain.seeds import derive_seed
 from generation.canonical import canonical_json
 from generation.models import Collection, Token, TokenEvent
+from generation.pin_ledger import adopt_collection
 from ipfs.cid import cid_from_sha256
 
 log = logging.getLogger(__name__)
@@ -486,6 +487,7 @@ def rebuild_collection(
             [TokenEvent(token=token, status=token.status, detail=REBUILT) for token in tokens],
             batch_size=2000,
         )
+        adopt_collection(collection)  # the pin check asks each target for its CIDs again
     by_status: dict[str, int] = {}
     for token in tokens:
         by_status[token.status] = by_status.get(token.status, 0) + 1

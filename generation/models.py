@@ -698,8 +698,9 @@ class PinnedContent(models.Model):
     source = models.CharField(
         max_length=500, blank=True, help_text="A folder's files on disk, to pin it again"
     )
+    # SET_NULL: a deleted collection's tokens are still on-chain, so its pins are still checked
     collection = models.ForeignKey(
-        Collection, null=True, blank=True, on_delete=models.CASCADE, related_name="pinned"
+        Collection, null=True, blank=True, on_delete=models.SET_NULL, related_name="pinned"
     )
     created_at = models.DateTimeField(default=timezone.now)
     checked_at = models.DateTimeField(

@@ -22,7 +22,7 @@ from ipfs.cid import compute_cid
 from ipfs.profiles import CidProfile
 from ipfs.tree import Tree
 
-__all__ = ["pin_bytes", "pin_folder", "record", "replicated"]
+__all__ = ["adopt_collection", "pin_bytes", "pin_folder", "record", "replicated"]
 
 
 def replicated(pinner: Pinner | None = None) -> ReplicatedPinner:
@@ -132,3 +132,36 @@ def record(content: PinnedContent, report: PinReport) -> None:
                         "checked_at": now,
                     },
                 )
+
+
+def adopt_collection(collection: Collection) -> int:
+    """Record the CIDs a collection's rows name (its contract metadata, each token's image and
+    metadata) that the ledger lacks, with no copy at any target yet, so the next pin check asks
+    each target for them; how many were new. A rebuilt collection (chain/rebuild.py) and the
+    migration that brought the ledger in adopt this way."""
+    profile, slug = collection.cid_profile, collection.slug
+    rows: dict[str, PinnedContent] = {}
+    if collection.contract_uri.startswith("ipfs://"):
+        cid = collection.contract_uri.removeprefix("ipfs://")
+        rows[cid] = PinnedContent(
+            cid=cid, profile=profile, label=f"{slug}-contract.json", collection=collection
+        )
+    tokens = collection.tokens.exclude(image_cid="").values_list(
+        "token_id", "image_cid", "metadata_cid"
+    )
+    for token_id, image_cid, metadata_cid in tokens.iterator(chunk_size=2000):
+        for cid, suffix in ((image_cid, "png"), (metadata_cid, "json")):
+            if cid:
+                rows[cid] = PinnedContent(
+                    cid=cid, profile=profile, label=f"{slug}-{token_id}.{suffix}",
+                    collection=collection,
+                )  # fmt: skip
+    cids, known = list(rows), set()
+    for start in range(0, len(cids), 5000):  # within PostgreSQL's 65,535 parameters
+        chunk = cids[start : start + 5000]
+        known |= set(PinnedContent.objects.filter(cid__in=chunk).values_list("cid", flat=True))
+        # a deleted collection's rows stay (its tokens are on-chain): this one is theirs again
+        PinnedContent.objects.filter(cid__in=chunk, collection=None).update(collection=collection)
+    new = [row for cid, row in rows.items() if cid not in known]
+    PinnedContent.objects.bulk_create(new, batch_size=2000, ignore_conflicts=True)
+    return len(new)

@@ -24,6 +24,7 @@ from chain.seed_commit import commit_seeds
 from devtools.rarity_fixtures import WEIGHTED as PALETTE
 from generation import pipeline
 from generation.models import Collection, Token, TokenEvent
+from generation.pin_check import check_pins
 from tests.test_listener import BUYER, COLLECTOR, mine, mint
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -163,6 +164,14 @@ def test_a_wiped_collection_comes_back_from_the_chain_and_ipfs_as_the_api_served
         token_id: {f: getattr(t, f) for f in RESTORED_FIELDS} for token_id, t in tokens.items()
     } == rows
     assert tokens[1].render_record and tokens[3].seed and not tokens[4].seed
+
+    # and the pin ledger names the collection's CIDs again, which the pin check finds held
+    ledger = set(rebuilt.pinned.values_list("cid", flat=True))
+    assert ledger >= {rebuilt.contract_uri.removeprefix("ipfs://")} | {
+        cid for t in tokens.values() for cid in (t.image_cid, t.metadata_cid) if cid
+    }
+    outcome = check_pins(collection_pk=rebuilt.pk)
+    assert outcome.checked == len(ledger) and outcome.targets["local"].held == len(ledger)
 
     # And running it again changes nothing: the slug is taken, said so
     with pytest.raises(CommandError, match="already exists"):

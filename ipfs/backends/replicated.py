@@ -3,9 +3,10 @@
 ``IPFS_TARGETS`` names the targets (for example the local Kubo node and a pinning service);
 :class:`ReplicatedPinner` pins to every one of them, each checked against the CID computed here
 as a lone backend checks it, and succeeds when ``IPFS_PIN_QUORUM`` of them hold the content.
-A target that failed does not fail the pin while the quorum holds: :meth:`pin_each` reports
-what each target did, so the caller can record it (generation/pin_ledger.py) and the periodic
-check re-pins what is missing (generation/pin_check.py). A provider's exit is then a change of
+The targets are asked at the same time. A target that failed does not fail the pin while the
+quorum holds: :meth:`pin_each` reports what each target did, so the caller can record it
+(generation/pin_ledger.py) and the periodic check re-pins what is missing
+(generation/pin_check.py). A provider's exit is then a change of
 ``IPFS_TARGETS`` followed by ``manage.py check_pins``, which copies every pin to the new target.
 
 Reads (``get``) take the first target that returns bytes giving the CID; ``has`` is true when
@@ -14,8 +15,10 @@ any target holds it; ``check`` (``/readyz``) asks each target and passes while a
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ipfs.backends.config import PinningConfig
@@ -132,18 +135,29 @@ class ReplicatedPinner(Pinner):
         return self._each(tree.root, skip, lambda p: p.pin_tree(tree, name=name or tree.root))
 
     def _each(self, cid: str, skip: Sequence[str], pin: Callable[[Pinner], str]) -> PinReport:
-        report = PinReport(cid, self.quorum)
-        for target in self.targets:
-            if target.name in skip:
-                report.outcomes[target.name] = None
-                continue
+        """Each target not in ``skip`` pins at the same time (a slow pinning service does not
+        hold up the others); the report lists the targets in ``IPFS_TARGETS`` order."""
+
+        def one(target: Target) -> PinningError | None:
             try:
                 self._check(cid, pin(target.pinner))
             except PinningError as exc:
                 logger.warning("%s: pin of %s failed: %s", target, cid, exc)
-                report.outcomes[target.name] = exc
-            else:
-                report.outcomes[target.name] = None
+                return exc
+            return None
+
+        asked = [t for t in self.targets if t.name not in skip]
+        if len(asked) > 1:
+            # each thread runs in a copy of this one's context: its log lines name the token
+            contexts = [contextvars.copy_context() for _ in asked]
+            with ThreadPoolExecutor(len(asked), thread_name_prefix="pin") as pool:
+                errors = pool.map(lambda c, t: c.run(one, t), contexts, asked)
+                done = dict(zip([t.name for t in asked], errors, strict=True))
+        else:
+            done = {t.name: one(t) for t in asked}
+        report = PinReport(cid, self.quorum)
+        for target in self.targets:
+            report.outcomes[target.name] = done.get(target.name)  # skipped: held already
         return report
 
     def pin(self, data: bytes, *, name: str | None = None, profile: CidProfile = LEGACY) -> str:

@@ -5,7 +5,8 @@ after an unpin, a pinning service that closes (NFT.Storage stopped taking upload
 :func:`check_pins` walks the ledger (generation.pin_ledger), the contents checked longest ago
 first, asks every configured target whether it holds each one (``has``), and copies what is
 missing from a target that has it, the bytes checked against the CID on the way (a folder is
-built again from the files it was pinned from). A target added to ``IPFS_TARGETS`` has no copy
+built again from the files it was pinned from, or fetched block by block from a target that
+holds it). A target added to ``IPFS_TARGETS`` has no copy
 of anything yet, so the check fills it: a provider's exit costs a config change and one run of
 ``manage.py check_pins``, not tokens.
 
@@ -16,6 +17,7 @@ The leading listener sends the ``check_pins`` message every ``PIN_CHECK_SECONDS`
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +30,9 @@ from generation import stages
 from generation.models import Pin, PinnedContent
 from generation.pin_ledger import replicated
 from ipfs.backends import Pinner, ReplicatedPinner, Target
-from ipfs.errors import IpfsError
+from ipfs.errors import ContentNotFound, IpfsError
 from ipfs.profiles import profile_named
-from ipfs.tree import build_tree
+from ipfs.tree import build_tree, fetch_tree
 
 __all__ = ["CHECK_PINS_ACTOR", "PinCheck", "TargetTally", "check_pins", "send_check"]
 
@@ -165,25 +167,44 @@ def _check_one(
 def _copy(
     content: PinnedContent, target: Target, holders: list[Target], everywhere: ReplicatedPinner
 ) -> None:
-    """Pin ``content`` on ``target`` again: a file's bytes from a target that holds it, a
-    folder built again from its source files; the target checks the CID as on any pin."""
+    """Pin ``content`` on ``target`` again: a file's bytes from a target that holds it; a
+    folder built again from its source files, or else fetched block by block from a target
+    that holds it. Every byte is checked against its CID on the way, and the target checks the
+    CIDs as on any pin."""
     profile = profile_named(content.profile)
-    if content.kind == PinnedContent.Kind.FOLDER:
-        source = Path(content.source) if content.source else None
-        if source is None or not source.exists():
-            raise FileNotFoundError(
-                f"the folder's files {content.source or '(not recorded)'} are gone: pin "
-                f"{content.cid} on {target.name} by CID from a node that has it"
-            )
-        tree = build_tree(source, profile=profile)
-        if tree.root != content.cid:
-            raise ValueError(
-                f"the folder's files at {source} now give {tree.root}, not {content.cid}"
-            )
-        target.pinner.pin_tree(tree, name=content.label or content.cid)
+    name = content.label or content.cid
+    if content.kind != PinnedContent.Kind.FOLDER:
+        target.pinner.pin(_fetch(content.cid, holders, everywhere), name=name, profile=profile)
         return
-    data = _fetch(content.cid, holders, everywhere)
-    target.pinner.pin(data, name=content.label or content.cid, profile=profile)
+    source = Path(content.source) if content.source else None
+    if source is not None and source.exists():
+        tree = build_tree(source, profile=profile)
+        if tree.root == content.cid:
+            target.pinner.pin_tree(tree, name=name)
+            return
+        reason = f"the folder's files at {source} now give {tree.root}, not {content.cid}"
+    else:
+        reason = f"the folder's files {content.source or '(not recorded)'} are gone"
+    errors = [reason]
+    for holder in [*holders, *(t for t in everywhere.targets if t not in holders)]:
+        if holder is target:
+            continue
+        with tempfile.TemporaryDirectory(prefix="pin-check-") as scratch:
+            try:
+                copy = fetch_tree(
+                    content.cid,
+                    Path(scratch) / "tree",
+                    get_block=holder.pinner.get_block,
+                    get_file=holder.pinner.get,
+                    profile=profile,
+                )
+            except (IpfsError, OSError, NotImplementedError) as exc:
+                errors.append(f"{holder.name} would not serve it: {type(exc).__name__}: {exc}")
+                continue
+            target.pinner.pin_tree(build_tree(copy, profile=profile), name=name)
+            log.info("pin check: folder %s copied from %s (%s)", content.cid, holder.name, reason)
+            return
+    raise ContentNotFound("; ".join(errors))
 
 
 def _fetch(cid: str, holders: list[Target], everywhere: ReplicatedPinner) -> bytes:

@@ -240,6 +240,13 @@ class _KuboHandler(_Handler):
             return
         self._json(200, {"Key": cid, "Size": min(len(kubo.files[cid]), 262144)})
 
+    def _block_get(self, kubo: KuboRpcServer, params: dict[str, str], body: bytes) -> None:
+        block = kubo.blocks.get(params["arg"])
+        if block is None:
+            self._error(500, "block was not found locally (offline): ipld: could not find node")
+            return
+        self._send(200, block, "text/plain")
+
     def _cat(self, kubo: KuboRpcServer, params: dict[str, str], body: bytes) -> None:
         data = kubo.files.get(params["arg"])
         if data is None:

@@ -36,7 +36,7 @@ from ipfs.cid import compute_cid
 from ipfs.errors import QuorumNotReached
 from ipfs.profiles import UNIXFS_V1_2025
 from ipfs.store import LocalStore
-from ipfs.tree import build_tree
+from ipfs.tree import build_tree, fetch_tree
 from mintsite.observability.health import CheckFailed, check_ipfs
 from tests.ipfs_servers import TIMEOUT, KuboRpcServer, PinningServiceServer
 from tests.test_ipfs import make_folder
@@ -277,7 +277,7 @@ def test_a_check_reports_what_it_could_not_ask_and_a_dry_run_pins_nothing(
         call_command("check_pins", "--target", "pinata")
 
 
-def test_a_lost_folder_is_built_again_from_its_files(
+def test_a_lost_folder_is_built_again_from_its_files_or_fetched_from_another_target(
     settings, store: LocalStore, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     backup = tmp_path / "backup"
@@ -290,12 +290,38 @@ def test_a_lost_folder_is_built_again_from_its_files(
     assert outcome.targets["backup"].repinned == 1
     assert LocalStore(backup).has_block(root)
 
-    # a folder whose files changed cannot be pinned again from them, and the check says so
+    # Files that changed since are no source: the folder comes block by block from the local
+    # store, each block and file checked against its CID, and the copy is whole
     shutil.rmtree(backup)
     (folder / "weights.bin").write_bytes(b"retrained")
     outcome = check_pins()
-    assert outcome.targets["backup"].missing == 1
-    assert f"not {root}" in outcome.problems[0]
+    assert outcome.targets["backup"].repinned == 1 and not outcome.problems
+    out = fetch_tree(
+        root, tmp_path / "out", get_block=LocalStore(backup).block, get_file=LocalStore(backup).get
+    )
+    assert build_tree(out).root == root
+
+    # With no target holding it and its files changed, the check says what it could not do
+    shutil.rmtree(backup)
+    shutil.rmtree(store.root)
+    outcome = check_pins()
+    assert outcome.targets["backup"].missing == outcome.targets["local"].missing == 1
+    assert f"now give {build_tree(folder).root}, not {root}" in outcome.problems[0]
+    assert "would not serve it" in outcome.problems[0]
+
+
+def test_a_folder_whose_files_are_gone_is_fetched_from_a_kubo_node_that_holds_it(
+    settings, store: LocalStore, kubo: KuboRpcServer, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    use_targets(settings, 0, local={}, kubo={"kubo_url": kubo.url})
+    folder = make_folder(tmp_path / "weights")
+    root = pin_folder(build_tree(folder, profile=UNIXFS_V1_2025), name="w", source=folder)
+    shutil.rmtree(folder)
+    shutil.rmtree(store.root)
+
+    outcome = check_pins()
+    assert outcome.targets["local"].repinned == 1 and outcome.targets["kubo"].held == 1
+    assert kubo.calls_to("block/get") >= 1 and store.has_block(root)
 
 
 # --- readiness, the sweep, the admin ----------------------------------------------------------

@@ -193,6 +193,10 @@ class KuboPinner(Pinner):
         canonical_cid(cid)
         return self._verified(cid, self._call("cat", params={"arg": cid}).content, str(self))
 
+    def get_block(self, cid: str) -> bytes:
+        canonical_cid(cid)
+        return self._call("block/get", params={"arg": cid}).content
+
     def check(self, timeout: float) -> str:
         """The node answers, is recent enough for every profile's options, and builds each
         profile's CID for the probe (once per version and ``Import`` config)."""

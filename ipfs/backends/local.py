@@ -54,6 +54,9 @@ class LocalPinner(Pinner):
     def get(self, cid: str) -> bytes:
         return self.store.get(cid)
 
+    def get_block(self, cid: str) -> bytes:
+        return self.store.block(cid)
+
     def check(self, timeout: float) -> str:
         # The store's directories are made on the first write, so a fresh deployment has none
         # yet: what must be writable is the nearest directory that exists.

@@ -104,6 +104,11 @@ class Pinner(ABC):
     def get(self, cid: str) -> bytes:
         """The bytes of ``cid``, checked to give that CID (else ``ContentCorrupted``)."""
 
+    def get_block(self, cid: str) -> bytes:
+        """One raw block (a folder's directory node), for :func:`ipfs.tree.fetch_tree`, which
+        checks it against its CID."""
+        raise NotImplementedError(f"{self} cannot read blocks")
+
     @abstractmethod
     def check(self, timeout: float) -> str:
         """Whether the backend can take pins now, asked once within ``timeout`` seconds.

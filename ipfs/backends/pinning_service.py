@@ -278,6 +278,9 @@ class PinningServicePinner(Pinner):
         """A pinning service has no read API; the bytes come from the providing Kubo node."""
         return self.provider.get(cid)
 
+    def get_block(self, cid: str) -> bytes:
+        return self.provider.get_block(cid)
+
     def check(self, timeout: float) -> str:
         provider = self.provider.check(timeout)
         self._call("GET", "pins", op="list pins", tries=1, timeout=timeout, params={"limit": "1"})

@@ -184,6 +184,16 @@ class ReplicatedPinner(Pinner):
                 errors.append(f"{target.name}: {type(exc).__name__}: {exc}")
         raise ContentNotFound(f"no IPFS target served {cid}: {'; '.join(errors)}")
 
+    def get_block(self, cid: str) -> bytes:
+        """The block from the first target that serves it."""
+        errors: list[str] = []
+        for target in self.targets:
+            try:
+                return target.pinner.get_block(cid)
+            except (IpfsError, OSError, NotImplementedError) as exc:
+                errors.append(f"{target.name}: {type(exc).__name__}: {exc}")
+        raise ContentNotFound(f"no IPFS target served the block {cid}: {'; '.join(errors)}")
+
     @staticmethod
     def _asked(target: Target, ask: Callable[[Pinner], bool], otherwise: bool) -> bool:
         try:

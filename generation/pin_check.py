@@ -241,7 +241,12 @@ def _note(
         )
 
 
-def send_check() -> None:
-    """Send one ``check_pins`` message (the listener's sweep; the actor is in generation/tasks.py,
-    sent by name so the sender need not import it)."""
-    stages.send_by_name(CHECK_PINS_ACTOR, stages.IO_QUEUE, [settings.PIN_CHECK_BATCH])
+def send_check(cids: Iterable[str] = ()) -> None:
+    """Send one ``check_pins`` message to the io workers: the ``PIN_CHECK_BATCH`` contents
+    checked longest ago (the listener's sweep), or ``cids`` (the admin's action). The actor is
+    in generation/tasks.py, sent by name so the sender need not import it."""
+    cids = list(cids)
+    args: list[object] = [len(cids) or settings.PIN_CHECK_BATCH]
+    if cids:
+        args.append(cids)
+    stages.send_by_name(CHECK_PINS_ACTOR, stages.IO_QUEUE, args)

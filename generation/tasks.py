@@ -68,11 +68,14 @@ def pin_token(token_pk: int) -> None:
     actor_name=pin_check.CHECK_PINS_ACTOR,
     queue_name=IO_QUEUE,
     max_retries=0,  # the next sweep checks again
+    min_backoff=1_000,
+    max_backoff=1_000,
     time_limit=30 * 60_000,
 )
-def check_pins(limit: int) -> None:
-    """The listener's periodic pin check: the ``limit`` contents checked longest ago."""
-    pin_check.check_pins(limit=limit)
+def check_pins(limit: int, cids: list[str] | None = None) -> None:
+    """The pin check: the ``limit`` contents checked longest ago (the listener's sweep), or
+    those of ``cids`` (the admin's action)."""
+    pin_check.check_pins(limit=limit, cids=cids or ())
 
 
 @dramatiq.actor(actor_name=APPROVE.actor, queue_name=APPROVE.queue, **APPROVE.options)

@@ -69,9 +69,9 @@ def test_every_stage_the_pipeline_declares_is_in_the_table() -> None:
         for name, value in vars(module).items()
         if isinstance(value, dramatiq.Actor) and not name.startswith("record_")
     }
-    # Then each is a stage of the table, except the webhooks' delivery (no token status waits
-    # for it)
-    assert declared - {s.actor for s in stages.STAGES} == {"deliver_webhook"}
+    # Then each is a stage of the table, except the webhooks' delivery and the pin check (no
+    # token status waits for them)
+    assert declared - {s.actor for s in stages.STAGES} == {"deliver_webhook", "check_pins"}
 
 
 def test_the_pipeline_hands_each_status_to_the_next_stage_in_order() -> None:

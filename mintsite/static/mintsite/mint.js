@@ -824,9 +824,12 @@
         return;
       }
       setTxStatus(`Confirm the transaction in your wallet: ${formatEther(value)} ETH for ${plural(quantity, "token")}…`);
-      const tx = listed
-        ? await state.contract.mintAllowlisted(quantity, listed.allowance, listed.proof, { value })
-        : await state.contract.mint(quantity, { value });
+      const mint = listed ? state.contract.mintAllowlisted : state.contract.mint;
+      const args = listed ? [quantity, listed.allowance, listed.proof] : [quantity];
+      // 20% over the estimate, as the backend's sender adds: an auction's first second prices
+      // on a shorter path than the seconds after it, so an exact estimate can run out of gas
+      const estimate = await mint.estimateGas(...args, { value });
+      const tx = await mint(...args, { value, gasLimit: (estimate * 12n) / 10n });
       setTxStatus(`Transaction ${tx.hash} sent; waiting for it to be mined…`);
       const receipt = await tx.wait();
       if (!receipt || receipt.status !== 1) {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from django.conf import settings
@@ -15,6 +16,10 @@ from chain.anvil import Anvil, start_anvil
 from ipfs.store import LocalStore
 from mintsite.database_url import current_database_url
 from tests.ipfs_servers import KuboRpcServer
+from tests.people import staff
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 database_url = current_database_url  # the test database, for processes a test starts
 
@@ -120,3 +125,21 @@ def redis_url() -> str:
             "`.venv/bin/python -m tests.with_broker .venv/bin/python -m pytest ...`"
         )
     return configured
+
+
+# --- the admin's personas (tests/people.py) ---------------------------------------------------
+
+
+@pytest.fixture
+def ada() -> User:
+    return staff("ada")
+
+
+@pytest.fixture
+def bob() -> User:
+    return staff("bob")
+
+
+@pytest.fixture
+def root() -> User:
+    return staff("root", superuser=True)

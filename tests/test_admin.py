@@ -32,6 +32,7 @@ from generation.models import Collection, Token, TokenEvent
 from generation.render_seed import torch_seed_for
 from ipfs.store import LocalStore
 from mintsite.admin.forms import RarityInput
+from tests.people import staff
 
 pytestmark = pytest.mark.django_db
 Status = Token.Status
@@ -44,26 +45,7 @@ COLLECTIONS = "/admin/generation/collection/"
 # --- personas and their collections ----------------------------------------------------------
 
 
-def staff(username: str, *, superuser: bool = False) -> User:
-    # no password (nothing to hash): the tests log in with force_login
-    return User.objects.create_user(
-        username, f"{username}@example.com", None, is_staff=True, is_superuser=superuser
-    )
-
-
-@pytest.fixture
-def ada() -> User:
-    return staff("ada")
-
-
-@pytest.fixture
-def bob() -> User:
-    return staff("bob")
-
-
-@pytest.fixture
-def root() -> User:
-    return staff("root", superuser=True)
+# staff() and the ada, bob and root fixtures: tests/people.py and tests/conftest.py
 
 
 def make_collection(

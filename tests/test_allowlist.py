@@ -32,7 +32,8 @@ from sales.errors import InvalidAllowlist
 from sales.merkle import AllowlistTree, leaf_hash, verify
 from sales.models import Allowlist, AllowlistEntry
 from tests.ipfs_servers import KuboRpcServer
-from tests.test_admin import as_user, notes, staff
+from tests.people import staff
+from tests.test_admin import as_user, notes
 from tests.test_api import error_of, fresh_throttle, make_collection
 
 __all__ = ["fresh_throttle"]  # the API tests' fixture: each test starts with no throttle counts

@@ -32,16 +32,10 @@ from tests.test_admin import (
     make_collection,
     make_token,
     rarity_fields,
-    staff,
 )
 
 pytestmark = pytest.mark.django_db
 COLLECTIONS = "/admin/generation/collection/"
-
-
-@pytest.fixture
-def ada() -> User:
-    return staff("ada")
 
 
 @pytest.fixture

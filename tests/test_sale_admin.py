@@ -31,7 +31,7 @@ from ipfs.store import LocalStore
 from sales.allowlist import Entry
 from sales.building import create_allowlist
 from sales.models import SaleAction, SalePhase
-from tests.test_admin import as_user, make_collection, notes, staff
+from tests.test_admin import as_user, make_collection, notes
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -47,16 +47,6 @@ def broker(redis_url: str) -> Iterator[dramatiq.Broker]:
     broker.flush(SALES_QUEUE)
     yield broker
     broker.flush(SALES_QUEUE)
-
-
-@pytest.fixture
-def ada() -> User:
-    return staff("ada")
-
-
-@pytest.fixture
-def bob() -> User:
-    return staff("bob")
 
 
 @pytest.fixture

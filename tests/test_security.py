@@ -38,7 +38,8 @@ from generation.traits import validate_rarity
 from ipfs.store import LocalStore
 from mintsite.models import ApiKey
 from tests.leaky_rpc import LeakyRpc
-from tests.test_admin import as_user, make_collection, make_token, staff
+from tests.people import staff
+from tests.test_admin import as_user, make_collection, make_token
 from tests.test_listener import mine, mint
 from tests.test_metrics import run_worker
 from tests.test_pages import (

@@ -56,10 +56,13 @@ class Entry(NamedTuple):
     line: int
 
 
-def parse_allowlist(data: bytes) -> list[Entry]:
+def parse_allowlist(data: bytes, *, count: str = "allowance") -> list[Entry]:
     """The entries of an allowlist file, in its order; :class:`InvalidAllowlist` lists every
     problem (bad address, bad checksum, bad allowance, an address listed twice, no entries,
-    too many entries or bytes), each with its line."""
+    too many entries or bytes), each with its line.
+
+    ``count`` is what the second column is called in the messages and the header: an airdrop's
+    list of ``address,quantity`` reads the same way."""
     if len(data) > MAX_BYTES:
         raise InvalidAllowlist(
             [Problem(None, f"the file is larger than {MAX_BYTES:,} bytes: split the list")]
@@ -90,10 +93,10 @@ def parse_allowlist(data: bytes) -> list[Entry]:
         if not seen_content:
             seen_content = True
             if _WORD.fullmatch(cells[0]):  # a header, or something meant as one
-                if tuple(c.lower() for c in cells) != HEADER:
+                if tuple(c.lower() for c in cells) != (HEADER[0], count):
                     problems.append(
                         Problem(
-                            number, f"the header must be 'address,allowance', not {line.strip()!r}"
+                            number, f"the header must be 'address,{count}', not {line.strip()!r}"
                         )
                     )
                 continue
@@ -106,7 +109,7 @@ def parse_allowlist(data: bytes) -> list[Entry]:
                 )
             )
             break
-        entry, problem = _entry(number, cells)
+        entry, problem = _entry(number, cells, count)
         if problem is not None:
             problems.append(problem)
         elif entry is not None:
@@ -126,7 +129,7 @@ def parse_allowlist(data: bytes) -> list[Entry]:
             break
     if not problems and not entries:
         problems.append(
-            Problem(None, "the file has no entries: expected lines of address,allowance")
+            Problem(None, f"the file has no entries: expected lines of address,{count}")
         )
     if problems:
         raise InvalidAllowlist(problems)
@@ -155,28 +158,28 @@ def _cells(line: str) -> list[str]:
     return cells
 
 
-def _entry(number: int, cells: list[str]) -> tuple[Entry | None, Problem | None]:
+def _entry(number: int, cells: list[str], count: str) -> tuple[Entry | None, Problem | None]:
     def problem(message: str) -> tuple[None, Problem]:
         return None, Problem(number, message)
 
     if len(cells) != 2:
         return problem(
-            f"expected 2 values, address,allowance; found {len(cells)}: {','.join(cells)!r}"
+            f"expected 2 values, address,{count}; found {len(cells)}: {','.join(cells)!r}"
         )
-    address, allowance = cells
+    address, amount = cells
     try:
         checksummed = check_address(address)
     except ValueError as exc:
         return problem(str(exc))
     if checksummed == ZERO_ADDRESS:
         return problem("the zero address cannot mint")
-    if not allowance:
-        return problem(f"no allowance for {address}")
-    if not re.fullmatch(r"[+-]?\d+", allowance):
-        return problem(f"allowance {allowance!r} is not a whole number")
-    count = int(allowance)
-    if count < 1:
-        return problem(f"allowance {allowance} must be at least 1")
-    if count > MAX_ALLOWANCE:
-        return problem(f"allowance {allowance} is more than {MAX_ALLOWANCE:,}")
-    return Entry(checksummed, count, number), None
+    if not amount:
+        return problem(f"no {count} for {address}")
+    if not re.fullmatch(r"[+-]?\d+", amount):
+        return problem(f"{count} {amount!r} is not a whole number")
+    tokens = int(amount)
+    if tokens < 1:
+        return problem(f"{count} {amount} must be at least 1")
+    if tokens > MAX_ALLOWANCE:
+        return problem(f"{count} {amount} is more than {MAX_ALLOWANCE:,}")
+    return Entry(checksummed, tokens, number), None

@@ -196,9 +196,11 @@ def test_the_sale_page_pauses_airdrops_prices_and_withdraws_through_the_worker(
     # A bad line is refused on the form, naming it; nothing is asked of the worker
     before = SaleAction.objects.count()
     response = client.post(
-        page, {"_airdrop": "1", "recipients": f"{DORA.address},1\nnot-an-address,1"}
+        page,
+        {"_airdrop": "1", "recipients": f"{DORA.address},1\nnot-an-address,1\n{COLIN.address},x"},
     )
-    assert "line 2" in response.content.decode()
+    text = response.content.decode()
+    assert "line 2" in text and "quantity &#x27;x&#x27; is not a whole number" in text
     assert SaleAction.objects.count() == before
 
     # Base price, unpause, withdraw

@@ -128,7 +128,7 @@ class AirdropForm(forms.Form):
 
     def clean_recipients(self) -> list[tuple[str, int]]:
         try:
-            entries = parse_allowlist(self.cleaned_data["recipients"].encode())
+            entries = parse_allowlist(self.cleaned_data["recipients"].encode(), count="quantity")
         except InvalidAllowlist as exc:
             raise forms.ValidationError([str(p) for p in exc.problems]) from None
         return [(e.address, e.allowance) for e in entries]

@@ -32,6 +32,7 @@ from sales.allowlist import Entry
 from sales.building import create_allowlist
 from sales.models import SaleAction, SalePhase
 from tests.test_admin import as_user, make_collection, notes
+from tests.test_metrics import scrape, value
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -174,8 +175,11 @@ def test_the_sale_page_pauses_airdrops_prices_and_withdraws_through_the_worker(
     shown = client.get(page).content.decode()
     assert "2 of 10 (5 left to sell)" in shown and "0 of 3 minted" in shown
 
-    # Pause: minting stops on-chain
+    # Pause: minting stops on-chain. Until the sale worker sends it, /metrics shows it waiting
     client.post(page, {"_pause": "1"})
+    samples = scrape()
+    assert value(samples, "mint_sale_actions", state="queued") == 1
+    assert value(samples, "mint_oldest_unsent_sale_action_age_seconds") > 0
     run_admin_worker(broker)
     assert f.paused().call() is True
     assert "<strong>paused</strong>" in client.get(page).content.decode()
@@ -191,6 +195,10 @@ def test_the_sale_page_pauses_airdrops_prices_and_withdraws_through_the_worker(
     run_admin_worker(broker)
     failed = SaleAction.objects.get(state=SaleAction.State.FAILED)
     assert "ReserveExceeded" in failed.error
+    samples = scrape()
+    assert value(samples, "mint_sale_actions", state="failed") == 1
+    assert value(samples, "mint_sale_actions", state="done") == 2
+    assert value(samples, "mint_oldest_unsent_sale_action_age_seconds") == 0
     assert "ReserveExceeded" in client.get(page).content.decode()
 
     # A bad line is refused on the form, naming it; nothing is asked of the worker

@@ -395,6 +395,33 @@ class ScrapeCollector(Collector):
         yield pending
         yield oldest
         yield from self._pins()
+        yield from self._sale_actions()
+
+    def _sale_actions(self) -> Iterator[Metric]:
+        """The admin's sale controls (sales.SaleAction) per state, and how long the oldest one
+        not yet sent has waited: with no sales worker running they wait for ever."""
+        from django.db.models import Count, Min
+
+        from sales.models import SaleAction
+
+        states = GaugeMetricFamily(
+            "mint_sale_actions",
+            "Sale controls asked for in the admin, per state (queued, sending, done, failed)",
+            labels=["state"],
+        )
+        counts = dict(SaleAction.objects.order_by().values_list("state").annotate(n=Count("pk")))
+        for state in SaleAction.State.values:
+            states.add_metric([state], counts.get(state, 0))
+        yield states
+        waiting = SaleAction.objects.filter(
+            state__in=[SaleAction.State.QUEUED, SaleAction.State.SENDING]
+        ).aggregate(oldest=Min("created_at"))["oldest"]
+        oldest = GaugeMetricFamily(
+            "mint_oldest_unsent_sale_action_age_seconds",
+            "Age of the oldest sale control queued or being sent (0 when there is none)",
+        )
+        oldest.add_metric([], time.time() - waiting.timestamp() if waiting else 0.0)
+        yield oldest
 
     def _pins(self) -> Iterator[Metric]:
         """Each configured IPFS target's copies as the pin ledger last saw them, and the CIDs

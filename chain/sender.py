@@ -632,8 +632,13 @@ def _tend_nonce(
             status=Status.PENDING, block_number=None, block_hash="", mined_at=None
         )
         live.refresh_from_db()
-    if nonce < chain_nonce:
-        _fail_nonce(wallet, nonce, attempts)
+    # The nonce looks used and none of ours is mined: asked again, in the same order (the
+    # nonce, then our receipts), since a reorg between the reads above makes it look so while
+    # ours left the chain with its block. Free again: ours is sent again below. Still used:
+    # someone else's, unless one of ours is in a block after all (the next poll records it).
+    if nonce < chain_nonce and nonce < int(w3.eth.get_transaction_count(wallet.address, "latest")):
+        if all(_receipt(w3, a.tx_hash) is None for a in attempts):
+            _fail_nonce(wallet, nonce, attempts)
         return
     if not _known(w3, live.tx_hash):
         if live.status == Status.PENDING:

@@ -37,6 +37,7 @@ from chain.errors import (
     ChainChanged,
     FeeCapExceeded,
     MissingKey,
+    NonceConsumed,
     TransactionRejected,
     TransactionReverted,
     TransactionTimeout,
@@ -394,6 +395,36 @@ def test_it_sends_a_reorganised_transaction_again_and_returns_it_only_when_deep_
     assert w3.eth.get_balance(BOB) == bob_before + 4242
     assert [row.status for row in attempts_at(start)] == [Status.CONFIRMED]
     assert "reorg" in sender_log.text
+
+
+def test_a_nonce_someone_else_used_fails_ours_and_says_so(
+    w3: Web3, anvil: Anvil, fast: SendPolicy
+) -> None:
+    # Given a send waiting in the mempool of a chain that mines only when told
+    start = w3.eth.get_transaction_count(ADA.address)
+    rpc(w3, "evm_setAutomine", False)
+    send = Background(anvil.rpc_url, ADA, TxIntent(BOB, value=4242), fast)
+    send.start()
+    wait_until(lambda: status_of(start) == Status.PENDING, "it was broadcast")
+    ours = attempts_at(start)[0]
+
+    # When another program holding the same key replaces it at that nonce, paying more
+    theirs = ADA.sign_transaction(
+        {
+            "to": CAROL, "value": 1, "nonce": start, "gas": 21_000, "chainId": w3.eth.chain_id,
+            "maxFeePerGas": 2 * ours.max_fee_per_gas,
+            "maxPriorityFeePerGas": 2 * ours.max_priority_fee_per_gas,
+        }
+    )  # fmt: skip
+    w3.eth.send_raw_transaction(theirs.raw_transaction)
+    rpc(w3, "evm_mine")
+
+    # Then ours fails, naming the nonce and our transaction, and the send says so
+    wait_until(lambda: status_of(start) == Status.FAILED, "the sender saw the nonce taken")
+    with pytest.raises(NonceConsumed, match=f"nonce {start} of {ADA.address} was used by"):
+        send.result()
+    assert ours.tx_hash in attempts_at(start)[0].error
+    assert sent_by(w3, ADA.address, 1) == [(start, theirs.hash.to_0x_hex())]
 
 
 def test_it_refuses_a_fee_above_the_cap_and_names_the_setting(w3: Web3, settings) -> None:  # type: ignore[no-untyped-def]

@@ -93,6 +93,14 @@ def rabbitmq_bin_dir() -> Path:
     return Path(found).resolve().parent
 
 
+class NodeExited(Exception):
+    """The node's process ended before it took a connection; ``log_tail`` says why."""
+
+    def __init__(self, message: str, log_tail: str) -> None:
+        super().__init__(message)
+        self.log_tail = log_tail
+
+
 @dataclass
 class PrivateRabbitmq:
     """A RabbitMQ node of its own on 127.0.0.1:``port``: its own node name, data, logs and
@@ -133,18 +141,35 @@ class PrivateRabbitmq:
             "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
         }
 
-    def start(self, timeout: float = 60.0) -> None:
-        """Start the node and return once it takes an AMQP connection."""
+    def start(self, timeout: float = 60.0, attempts: int = 3) -> None:
+        """Start the node and return once it takes an AMQP connection.
+
+        Its Erlang distribution port is one the OS said was free; another program can take it
+        before the node binds it (a client's outgoing connection draws from the same range), and
+        the node then exits at once. It is tried again on a fresh port, ``attempts`` times in all.
+        """
+        from chain.anvil import free_port
+
+        for attempt in range(1, attempts + 1):
+            if not self.dist_port:
+                self.dist_port = free_port()
+            try:
+                self._start_once(timeout)
+                return
+            except NodeExited as exited:
+                if attempt == attempts or "dist_port_already_used" not in exited.log_tail:
+                    raise RuntimeError(str(exited)) from None
+                self.dist_port = 0  # taken meanwhile: another one
+
+    def _start_once(self, timeout: float) -> None:
         import pika
         import pika.exceptions
 
         from foundation.broker_contents import rabbitmq_parameters
 
-        if not self.dist_port:
-            from chain.anvil import free_port
-
-            self.dist_port = free_port()
-        with (self.workdir.parent / f"rabbitmq-{self.port}.log").open("ab") as out:
+        log = self.workdir.parent / f"rabbitmq-{self.port}.log"
+        start_at = log.stat().st_size if log.exists() else 0
+        with log.open("ab") as out:
             self.process = subprocess.Popen(
                 [str(rabbitmq_bin_dir() / "rabbitmq-server")],
                 env=self._env(),
@@ -155,7 +180,16 @@ class PrivateRabbitmq:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"rabbitmq-server exited with status {self.process.returncode}")
+                status = self.process.returncode
+                self.process = None
+                with log.open("rb") as read:
+                    read.seek(start_at)
+                    tail = read.read().decode(errors="replace")[-2000:]
+                raise NodeExited(
+                    f"rabbitmq-server exited with status {status} before it took a connection "
+                    f"(distribution port {self.dist_port}); the end of {log}:\n{tail}",
+                    tail,
+                )
             try:
                 pika.BlockingConnection(rabbitmq_parameters(self.url, 2.0)).close()
                 return

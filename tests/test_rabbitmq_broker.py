@@ -7,6 +7,7 @@ whole pipeline through such a restart: tests/test_soak.py.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -82,3 +83,26 @@ def test_without_an_outage_allowance_a_send_fails_as_dramatiqs_own(
     with pytest.raises(dramatiq.errors.ConnectionClosed):
         broker.enqueue(message(2))
     broker.close()
+
+
+def test_a_node_whose_distribution_port_was_taken_starts_on_another(tmp_path: Path) -> None:
+    # Given another program holding the distribution port the node was given (CI once saw an
+    # outgoing connection take it between free_port() and the node's bind)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        server = PrivateRabbitmq(free_port(), tmp_path / "rabbitmq", dist_port=taken)
+        # When the node starts
+        server.start()
+        try:
+            # Then it takes messages, on a distribution port of its own, and its log says why
+            broker = RabbitmqBroker(url=server.url, confirm_delivery=True)
+            broker.enqueue(message(1))
+            broker.close()
+            assert ready(server) == 1
+            assert server.dist_port != taken
+            log = (tmp_path / f"rabbitmq-{server.port}.log").read_text()
+            assert f"dist_port_already_used,{taken}" in log
+        finally:
+            server.stop()

@@ -328,6 +328,39 @@ def test_an_auction_that_sells_out_settles_before_its_end(w3: Web3) -> None:
     assert revert_of(f.claimRefund(1), COLIN) == ("NotAnAuction", (1,))
 
 
+def test_the_mint_pages_reading_of_the_sale_agrees_with_the_contract_at_every_boundary(
+    w3: Web3,
+) -> None:
+    # The page names the open phase and its price from its own copy of the contract's rules
+    # (mintsite/pages/sale.py); here both read the same chain at each edge of each rule.
+    from mintsite.pages.sale import read_sale
+
+    contract = deploy(w3)
+    f = contract.functions
+    t0 = now(w3) + 100
+    auction = Phase(t0, t0 + 600, step_seconds=60, price=5 * PRICE, floor_price=2 * PRICE,
+                    drop_per_step=PRICE)  # fmt: skip
+    listed = Phase(t0 + 1000, t0 + 2000, price=2 * PRICE, floor_price=2 * PRICE,
+                   merkle_root=b"\xab" * 32)  # fmt: skip
+    schedule(w3, contract, auction, listed)
+    edges = [-1, 0, 1, 59, 60, 119, 120, 180, 240, 599, 600, 999, 1000, 1999, 2000, 2500]
+    states, prices = set(), set()
+    for offset in edges:
+        at(w3, t0 + offset)
+        sale = read_sale(w3, contract)
+        assert sale.chain_time == t0 + offset
+        phase = sale.open_phase
+        page = (phase is not None, phase.id if phase else 0)
+        assert page == tuple(f.currentPhase().call()), f"at t0{offset:+d}"
+        if phase is not None:
+            assert phase.price_at(sale.chain_time) == f.price().call(), f"at t0{offset:+d}"
+            prices.add(phase.price_at(sale.chain_time))
+        states.add(sale.state)
+    # every state and every step of the auction's price was met
+    assert states == {"upcoming", "open", "over"}
+    assert prices == {5 * PRICE, 4 * PRICE, 3 * PRICE, 2 * PRICE}
+
+
 # ---------------------------------------------------------------- creator reserve
 
 

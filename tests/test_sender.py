@@ -324,7 +324,8 @@ def test_it_sends_nothing_twice_after_being_killed_mid_send(
     if restart == "recover":
         recovered = recover(w3, ADA, policy=fast)
         assert [r.tx_hash for r in recovered] == [row.tx_hash]
-        receipt = w3.eth.get_transaction_receipt(row.tx_hash)
+        # the pass rebroadcasts and returns; anvil mines it a moment later
+        receipt = w3.eth.wait_for_transaction_receipt(row.tx_hash, timeout=10, poll_latency=0.05)
     else:
         receipt = send_transaction(w3, ADA, TxIntent(BOB, value=777), policy=fast)
 

@@ -1,0 +1,189 @@
+"""Changing a collection's royalty (``manage.py set_royalty``, chain/royalty.py) on a real anvil:
+the contract pays the new royalty and its contract metadata says the same, sent with the admin
+key or printed for a multisig.
+
+Personas: the deployer (anvil #0) is the contract admin; Dora is the new royalty receiver.
+"""
+
+from __future__ import annotations
+
+import json
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.management import CommandError, call_command
+from django.test import Client
+from web3 import Web3
+
+from chain.anvil import ANVIL_ACCOUNTS, Anvil
+from chain.contract import bind, deploy_contract
+from chain.freeze import prepare_freeze
+from chain.models import Chain
+from generation.models import Collection, PinnedContent
+from tests.test_admin import make_collection
+from tests.test_deploy_command import pinned
+
+pytestmark = pytest.mark.django_db(transaction=True)
+ADMIN, DORA = ANVIL_ACCOUNTS[0], ANVIL_ACCOUNTS[4]
+ROYALTY_KEYS = {"seller_fee_basis_points", "fee_recipient"}
+
+
+@pytest.fixture(autouse=True)
+def deployment_file(settings, tmp_path: Path) -> Path:  # type: ignore[no-untyped-def]
+    settings.DEPLOYMENT_FILE = tmp_path / "deployment.json"
+    return settings.DEPLOYMENT_FILE
+
+
+def deployed(anvil: Anvil, slug: str) -> Collection:
+    """A frozen collection paying 7.5 % to the deployer."""
+    call_command("deploy_collection", "--rpc-url", anvil.rpc_url, "--slug", slug,
+                 "--royalty-bps", "750")  # fmt: skip
+    return Collection.objects.get(slug=slug)
+
+
+def set_royalty(anvil: Anvil, *args: str) -> str:
+    out = StringIO()
+    call_command("set_royalty", *args, "--rpc-url", anvil.rpc_url, stdout=out, stderr=StringIO())
+    return out.getvalue()
+
+
+def document_at(client: Client, contract: Any) -> dict[str, Any]:
+    return json.loads(pinned(client, contract.functions.contractURI().call()))
+
+
+def test_a_new_royalty_is_paid_by_the_contract_and_said_by_its_contract_metadata(
+    anvil: Anvil, w3: Web3, client: Client
+) -> None:
+    # Given a frozen collection paying 7.5 % to its deployer
+    collection = deployed(anvil, "dreams")
+    contract = bind(w3, collection.contract_address)
+    before = document_at(client, contract)
+    assert (before["seller_fee_basis_points"], before["fee_recipient"]) == (750, ADMIN.address)
+    # When the admin makes it 5 % to Dora
+    out = set_royalty(anvil, "dreams", DORA.address.lower(), "500")
+    # Then the contract pays it, and the contract metadata says it, and nothing else changed
+    assert contract.functions.royaltyInfo(1, 10_000).call() == [DORA.address, 500]
+    uri = contract.functions.contractURI().call()
+    assert document_at(client, contract) == before | {
+        "seller_fee_basis_points": 500,
+        "fee_recipient": DORA.address,
+    }
+    collection.refresh_from_db()
+    assert collection.contract_uri == uri
+    # pinned on each target, in the ledger the pin check reads
+    assert (
+        PinnedContent.objects.filter(cid=uri.removeprefix("ipfs://")).get().collection == collection
+    )
+    assert "the contract pays 500 basis points to " + DORA.address in out
+    assert "sent setDefaultRoyalty 0x" in out and ", setContractURI 0x" in out
+
+    # When the royalty goes to nothing, the metadata drops its royalty fields
+    set_royalty(anvil, "dreams", DORA.address, "0")
+    assert contract.functions.royaltyInfo(1, 10_000).call()[1] == 0
+    assert document_at(client, contract) == {
+        k: v for k, v in before.items() if k not in ROYALTY_KEYS
+    }
+    # and asking again sends nothing
+    block = w3.eth.block_number
+    assert "no royalty" in set_royalty(anvil, "dreams", DORA.address, "0")
+    assert "nothing to send" in set_royalty(anvil, "dreams")
+    assert w3.eth.block_number == block
+
+
+def test_a_multisig_sends_the_printed_transactions_and_the_command_then_records_them(
+    anvil: Anvil, w3: Web3, client: Client
+) -> None:
+    collection = deployed(anvil, "council")
+    contract = bind(w3, collection.contract_address)
+    before_uri = collection.contract_uri
+    # When the admin's transactions are printed for an external signer
+    block = w3.eth.block_number
+    calls = json.loads(set_royalty(anvil, "council", DORA.address, "250", "--print"))
+    # Then nothing was sent, and they are the two the contract needs, in order
+    assert w3.eth.block_number == block
+    assert [c["function"] for c in calls] == [
+        "setDefaultRoyalty(address,uint96)",
+        "setContractURI(string)",
+    ]
+    assert calls[0]["args"] == [DORA.address, 250]
+    assert all(c["to"] == contract.address and c["value"] == 0 for c in calls)
+    assert calls[1]["cast"].startswith(
+        f'cast send --chain 31337 {contract.address} "setContractURI'
+    )
+    # the new metadata is pinned already, for the signers to check
+    new_uri = calls[1]["args"][0]
+    assert json.loads(pinned(client, new_uri))["seller_fee_basis_points"] == 250
+    # When the multisig sends them (anvil unlocks the admin's account, as a signer would sign)
+    for call in calls:
+        tx = w3.eth.send_transaction(
+            {"from": ADMIN.address, "to": call["to"], "data": call["data"]}
+        )
+        assert w3.eth.wait_for_transaction_receipt(tx)["status"] == 1
+    collection.refresh_from_db()
+    assert collection.contract_uri == before_uri  # not seen here yet
+    # Then the command without a royalty finds nothing to send and records the chain's URI
+    out = set_royalty(anvil, "council")
+    assert "nothing to send" in out and new_uri in out
+    collection.refresh_from_db()
+    assert collection.contract_uri == new_uri
+    assert document_at(client, contract)["fee_recipient"] == DORA.address
+
+
+def test_before_the_freeze_only_the_royalty_is_sent_and_a_prepared_freeze_is_refused(
+    anvil: Anvil, w3: Web3, reference_models: Path, ada: User
+) -> None:
+    # Given a deployed collection not frozen yet
+    address, block = deploy_contract(
+        w3, ADMIN.private_key, name="Aurora", symbol="AUR", price_wei=10**16, max_supply=10
+    )
+    Chain.objects.update_or_create(chain_id=31337, defaults={"rpc_urls": anvil.rpc_url})
+    collection = make_collection(
+        reference_models, "aurora", [ada], contract_address=address, deployment_block=block
+    )
+    contract = bind(w3, address)
+    # When the royalty changes: only setDefaultRoyalty goes (there is no contract metadata yet)
+    out = set_royalty(anvil, "aurora", DORA.address, "300")
+    assert "sent setDefaultRoyalty 0x" in out and "setContractURI" not in out
+    assert contract.functions.royaltyInfo(1, 10_000).call() == [DORA.address, 300]
+    assert contract.functions.contractURI().call() == ""
+    # and the freeze, prepared now, writes the royalty the contract pays
+    call = prepare_freeze(collection, w3)
+    prepared = json.loads(pinned(Client(), call.contract_uri))
+    assert (prepared["seller_fee_basis_points"], prepared["fee_recipient"]) == (300, DORA.address)
+    # Once a freeze is prepared, its metadata would go stale: refused, nothing sent
+    block = w3.eth.block_number
+    with pytest.raises(CommandError, match="withdraw the prepared freeze"):
+        set_royalty(anvil, "aurora", DORA.address, "200")
+    assert w3.eth.block_number == block
+
+
+BAD = [
+    (["0x1234", "500"], "the royalty receiver '0x1234' is not a non-zero address"),
+    (["0x" + "00" * 20, "500"], "is not a non-zero address"),
+    ([DORA.address, "10001"], "from 0 to 10000 basis points (100 %), not 10001"),
+    ([DORA.address, "-1"], "from 0 to 10000 basis points"),
+    ([DORA.address, "5%"], "the royalty '5%' is not a whole number of basis points"),
+    ([DORA.address], "give the royalty as RECEIVER BASIS_POINTS, or nothing"),
+]
+
+
+def test_a_bad_royalty_is_refused_with_what_is_wrong_and_nothing_sent(
+    anvil: Anvil, w3: Web3
+) -> None:
+    collection = deployed(anvil, "strict")
+    uri, block = collection.contract_uri, w3.eth.block_number
+    pins = PinnedContent.objects.count()
+    for args, problem in BAD:
+        with pytest.raises(CommandError) as info:
+            set_royalty(anvil, "strict", *args)
+        assert problem in str(info.value), args
+    assert (w3.eth.block_number, PinnedContent.objects.count()) == (block, pins)
+    assert bind(w3, collection.contract_address).functions.contractURI().call() == uri
+
+
+def test_an_unknown_collection_is_named(anvil: Anvil) -> None:
+    with pytest.raises(CommandError, match="no collection with the slug 'nowhere'"):
+        set_royalty(anvil, "nowhere")

@@ -341,13 +341,18 @@ class Fleet:
         names = [name] if name else list(self.processes)
         return "\n".join(f"--- {n}\n{self.log(n)[-chars:]}" for n in names)
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 8.0) -> None:
+        """SIGTERM every process, then SIGKILL (with its children) whatever still runs ``grace``
+        seconds later, all of them together. Only tests and the soak stop a fleet, after their
+        checks: a render worker told to stop just after it booted takes about 10 s to exit
+        (dramatiq's shutdown waits its 5 s timeout out), and no test waits for that."""
         for process in self.processes.values():
             if process.poll() is None:
                 process.terminate()
+        deadline = time.monotonic() + grace
         for process in self.processes.values():
             try:
-                process.wait(timeout=20)
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 for child in _children(process.pid):
                     os.kill(child, signal.SIGKILL)

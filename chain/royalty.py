@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from eth_utils import is_address, to_checksum_address
@@ -30,7 +31,15 @@ from generation.models import Collection
 from generation.pin_ledger import pin_bytes, replicated
 from ipfs.errors import IpfsError
 
-__all__ = ["AdminCall", "RoyaltyRefused", "check_royalty", "record_contract_uri", "royalty_change"]
+__all__ = [
+    "AdminCall",
+    "RoyaltyRefused",
+    "check_royalty",
+    "describe",
+    "record_contract_uri",
+    "royalty_change",
+    "stated_royalty",
+]
 
 # ERC-2981's denominator in OpenZeppelin's ERC2981: a royalty is at most the whole sale.
 MAX_BASIS_POINTS = 10_000
@@ -144,6 +153,23 @@ def record_contract_uri(w3: Web3, collection: Collection) -> str:
     return str(uri)
 
 
+def stated_royalty(collection: Collection, uri: str) -> Royalty | None:
+    """The royalty the contract metadata at ``uri`` states (None: it states none);
+    :class:`RoyaltyRefused` when it cannot be read or is not this collection's."""
+    document = _document(collection, uri)
+    if "seller_fee_basis_points" not in document:
+        return None
+    return Royalty(
+        recipient=str(document.get("fee_recipient", "")),
+        basis_points=int(document["seller_fee_basis_points"]),
+    )
+
+
+def describe(royalty: Royalty | None) -> str:
+    """``5.00 % to 0x…``, or ``none``."""
+    return f"{royalty.basis_points / 100:.2f} % to {royalty.recipient}" if royalty else "none"
+
+
 def _as_paid(royalty: Royalty) -> Royalty | None:
     """As :func:`~chain.freeze.royalty_of` reads it back: a royalty of 0 pays none."""
     return royalty if royalty.basis_points else None
@@ -155,8 +181,9 @@ def _document(collection: Collection, uri: str) -> dict[str, Any]:
             f"{collection.slug}: the contract metadata is at {uri!r}, not an ipfs:// URI this "
             "backend pinned; change it by hand"
         )
+    cid = uri.removeprefix("ipfs://")
     try:
-        document = json.loads(replicated().get(uri.removeprefix("ipfs://")))
+        document = json.loads(_pinned(cid))
     except (IpfsError, OSError, ValueError) as exc:
         raise RoyaltyRefused(
             f"{collection.slug}: the contract metadata {uri} could not be read: {exc}"
@@ -167,6 +194,13 @@ def _document(collection: Collection, uri: str) -> dict[str, Any]:
             f"digest is not {collection.config_digest}); change it by hand"
         )
     return document
+
+
+@lru_cache(maxsize=64)
+def _pinned(cid: str) -> bytes:
+    """A CID's bytes from the first IPFS target that serves them; they never change, so the
+    sale page reads each contract metadata document once per process."""
+    return replicated().get(cid)
 
 
 def _with_royalty(document: dict[str, Any], royalty: Royalty | None) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from chain.contract import bind, deploy_contract
 from chain.freeze import prepare_freeze
 from chain.models import Chain
 from generation.models import Collection, PinnedContent
-from tests.test_admin import make_collection
+from tests.test_admin import as_user, make_collection
 from tests.test_deploy_command import pinned
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -130,6 +130,36 @@ def test_a_multisig_sends_the_printed_transactions_and_the_command_then_records_
     collection.refresh_from_db()
     assert collection.contract_uri == new_uri
     assert document_at(client, contract)["fee_recipient"] == DORA.address
+
+
+def test_the_sale_page_shows_the_royalty_and_says_when_the_contract_metadata_disagrees(
+    anvil: Anvil, w3: Web3, ada: User
+) -> None:
+    collection = deployed(anvil, "market")
+    collection.managers.add(ada)
+    client = as_user(ada)
+    page = f"/admin/sales/saleaction/sale/{collection.pk}/"
+
+    def royalty_row() -> str:
+        html = client.get(page).content.decode()
+        return html[html.index('<td id="royalty">') :].split("</td>")[0]
+
+    # Given the contract and its metadata agreeing on 7.5 % to the deployer
+    assert royalty_row().endswith(f"7.50 % to {ADMIN.address}")
+    # When the admin changes the royalty some other way (a multisig sending setDefaultRoyalty
+    # alone), the page says the contract metadata disagrees, and what to run
+    contract = bind(w3, collection.contract_address)
+    tx = contract.functions.setDefaultRoyalty(DORA.address, 300).transact({"from": ADMIN.address})
+    assert w3.eth.wait_for_transaction_receipt(tx)["status"] == 1
+    row = royalty_row()
+    assert f"3.00 % to {DORA.address}" in row
+    assert (
+        f"the contract metadata says 7.50 % to {ADMIN.address}: the contract admin runs "
+        "manage.py set_royalty market to bring it in line"
+    ) in row
+    # Then once that has run, they agree again
+    assert "sent setContractURI 0x" in set_royalty(anvil, "market")
+    assert royalty_row().endswith(f"3.00 % to {DORA.address}")
 
 
 def test_before_the_freeze_only_the_royalty_is_sent_and_a_prepared_freeze_is_refused(

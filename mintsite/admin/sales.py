@@ -27,6 +27,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from generation.collection_config import Royalty
 from generation.models import Collection
 from mintsite.admin.integrations import (
     ManagedByCollection,
@@ -264,13 +265,17 @@ def sale_state(collection: Collection) -> dict[str, Any]:
     from chain.chains import web3_for
     from chain.contract import bind
     from chain.errors import ChainError
+    from chain.freeze import royalty_of
+    from chain.royalty import describe
 
     if not collection.contract_address:
         return {"error": "no contract deployed yet"}
     try:
-        f = bind(web3_for(collection.chain_id), collection.contract_address).functions
+        w3 = web3_for(collection.chain_id)
+        f = bind(w3, collection.contract_address).functions
         open_, phase_id = f.currentPhase().call()
         reserve, reserved = f.reserve().call()
+        royalty = royalty_of(w3, collection)
         return {
             "paused": f.paused().call(),
             "price": eth(f.price().call()),
@@ -282,6 +287,27 @@ def sale_state(collection: Collection) -> dict[str, Any]:
             "reserve": f"{reserved} of {reserve} minted",
             "withdrawable": eth(f.withdrawable().call()),
             "payee": f.payee().call(),
+            "royalty": describe(royalty),
+            "royalty_note": _royalty_note(collection, royalty, f.contractURI().call()),
         }
     except (ChainError, Web3Exception, RequestException, OSError) as exc:
         return {"error": f"the chain could not be read: {exc}"}
+
+
+def _royalty_note(collection: Collection, royalty: Royalty | None, uri: str) -> str:
+    """What to do when the contract metadata states another royalty than the contract pays
+    (marketplaces show the metadata's); empty when they agree or nothing is frozen yet."""
+    from chain.royalty import RoyaltyRefused, describe, stated_royalty
+
+    if not collection.config_digest or not uri:
+        return ""
+    try:
+        stated = stated_royalty(collection, uri)
+    except RoyaltyRefused as exc:
+        return f"the contract metadata's royalty could not be checked: {exc}"
+    if stated == royalty:
+        return ""
+    return (
+        f"the contract metadata says {describe(stated)}: the contract admin runs "
+        f"manage.py set_royalty {collection.slug} to bring it in line (docs/deploy.md, The sale)"
+    )

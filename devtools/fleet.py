@@ -173,6 +173,7 @@ class PrivateRabbitmq:
             self.process = subprocess.Popen(
                 [str(rabbitmq_bin_dir() / "rabbitmq-server")],
                 env=self._env(),
+                cwd=self.workdir,  # where a failed boot writes its erl_crash.dump
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its Erlang processes in a group of their own

@@ -21,6 +21,7 @@ from typing import Any
 
 from eth_utils import is_address, to_checksum_address
 from web3 import Web3
+from web3.contract import Contract
 
 from chain.contract import bind
 from chain.errors import ChainError
@@ -115,12 +116,8 @@ def royalty_change(
     target = current if royalty is None else _as_paid(royalty)
     calls = []
     if royalty is not None and target != current:
-        calls.append(
-            _call(collection, "setDefaultRoyalty(address,uint96)",
-                  (royalty.recipient, royalty.basis_points),
-                  contract.encode_abi("setDefaultRoyalty",
-                                      args=[royalty.recipient, royalty.basis_points])),
-        )  # fmt: skip
+        args = (royalty.recipient, royalty.basis_points)
+        calls.append(_call(collection, contract, "setDefaultRoyalty(address,uint96)", args))
     if not collection.config_digest:
         if collection.prepared_config_digest:
             raise RoyaltyRefused(
@@ -139,10 +136,7 @@ def royalty_change(
             profile=collection.ipfs_profile(),
             collection=collection,
         )
-        calls.append(
-            _call(collection, "setContractURI(string)", (f"ipfs://{cid}",),
-                  contract.encode_abi("setContractURI", args=[f"ipfs://{cid}"])),
-        )  # fmt: skip
+        calls.append(_call(collection, contract, "setContractURI(string)", (f"ipfs://{cid}",)))
     return calls
 
 
@@ -211,11 +205,14 @@ def _with_royalty(document: dict[str, Any], royalty: Royalty | None) -> dict[str
     return updated
 
 
-def _call(collection: Collection, function: str, args: tuple[Any, ...], data: str) -> AdminCall:
+def _call(
+    collection: Collection, contract: Contract, function: str, args: tuple[Any, ...]
+) -> AdminCall:
+    """``function`` (its signature) with ``args``, encoded for ``contract``."""
     return AdminCall(
         chain_id=collection.chain_id,
-        to=Web3.to_checksum_address(collection.contract_address),
+        to=contract.address,
         function=function,
         args=args,
-        data=data,
+        data=contract.encode_abi(function.split("(")[0], args=list(args)),
     )

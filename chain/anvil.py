@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -84,10 +85,47 @@ def find_anvil_binary() -> str:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """Ask the OS for a TCP port that is free right now."""
+    """A TCP port that is free right now, for a server about to be started on it.
+
+    Drawn below the range the OS takes outgoing connections' local ports from
+    (``ip_local_port_range``), so no client's connection can take it before the server binds
+    it, or while the server is down for a restart: CI saw a RabbitMQ node's port taken so.
+    Never the same port twice in one process. Where that range leaves too little room below
+    it, the OS picks (``bind`` to port 0), as it always did.
+    """
+    low = _ephemeral_ports()[0]
+    if low - _LOWEST_PICKED >= 1000:
+        for _ in range(100):
+            port = _picker.randrange(_LOWEST_PICKED, low)
+            if port not in _handed_out and _bindable(host, port):
+                _handed_out.add(port)
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+_LOWEST_PICKED = 10_000  # above the registered services most machines run (5432, 6379, 5672…)
+_picker = random.Random()  # seeded from os.urandom: processes started together differ
+_handed_out: set[int] = set()
+
+
+def _ephemeral_ports() -> tuple[int, int]:
+    """Linux's ``ip_local_port_range``; its default where it cannot be read."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 class Anvil:

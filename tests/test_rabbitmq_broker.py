@@ -43,6 +43,27 @@ def ready(node: PrivateRabbitmq) -> int:
         reader.close()
 
 
+class Restart(threading.Thread):
+    """``node.restart()`` in the background; ``join()`` raises what it raised."""
+
+    def __init__(self, node: PrivateRabbitmq, down_seconds: float) -> None:
+        super().__init__(name="rabbitmq-restart")
+        self.node = node
+        self.down_seconds = down_seconds
+        self.failure: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.node.restart(down_seconds=self.down_seconds)
+        except BaseException as failure:
+            self.failure = failure
+
+    def join(self, timeout: float | None = None) -> None:
+        super().join(timeout)
+        if self.failure is not None:
+            raise RuntimeError(f"the restart failed: {self.failure}") from self.failure
+
+
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[PrivateRabbitmq]:
     server = PrivateRabbitmq(free_port(), tmp_path / "rabbitmq")
@@ -59,15 +80,17 @@ def test_a_send_during_a_restart_waits_for_rabbitmq_and_nothing_is_lost(
     broker = RabbitmqBroker(url=node.url, confirm_delivery=True, outage_seconds=60)
     broker.enqueue(message(1))  # declares the queue: durable, the message persistent
     # Given RabbitMQ going down for a restart
-    restart = threading.Thread(target=node.restart, kwargs={"down_seconds": 2.0})
+    restart = Restart(node, down_seconds=2.0)
     restart.start()
     while node.process is not None:  # stopped once restart() has cleared it
         time.sleep(0.05)
     # When a message is sent while it is away
     started = time.monotonic()
-    broker.enqueue(message(2))
+    try:
+        broker.enqueue(message(2))
+    finally:
+        restart.join()  # a node that did not come back says why, beside the send's error
     waited = time.monotonic() - started
-    restart.join()
     broker.close()
     # Then the send waited for it and went through, and the earlier message is still there
     assert waited > 1.0

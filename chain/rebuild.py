@@ -31,7 +31,7 @@ from eth_utils import keccak, to_checksum_address
 from web3 import Web3
 from web3.exceptions import Web3RPCError
 
-from chain.contract import bind
+from chain.contract import bind, call_per_token
 from chain.errors import ChainError
 from chain.heads import confirmed_block
 from chain.listener import (
@@ -43,6 +43,12 @@ from chain.listener import (
     _record_transfers,
 )
 from chain.models import Chain, ChainCursor
+from chain.seed_commit import (
+    fulfilment_tx,
+    seed_block_waiting_note,
+    vrf_seed,
+    vrf_waiting_note,
+)
 from chain.seeds import derive_seed
 from generation.canonical import canonical_json
 from generation.models import Collection, Token, TokenEvent
@@ -429,16 +435,37 @@ def rebuild_collection(
     }
     publishes = _publishes(w3, contract, start, head, step)
     delay = collection.seed_delay
+    vrf_requests = (
+        call_per_token(w3, contract, "vrfRequestOf", [t.token_id for t in tokens])
+        if collection.vrf_coordinator
+        else {}
+    )
+    fulfilments: dict[int, str] = {}
     for token in tokens:
         seed = bytes(contract.functions.seedOf(token.token_id).call())
         seed_block = token.mint_block_number + delay
-        if delay and seed_block <= confirmed:
-            token.seed_block_hash = w3.eth.get_block(seed_block)["hash"].to_0x_hex()
-        if not collection.vrf_coordinator and (not delay or token.seed_block_hash):
-            block_hash = token.seed_block_hash or token.mint_block_hash
-            token.expected_seed = (
-                "0x" + derive_seed(bytes.fromhex(block_hash[2:]), token.token_id).hex()
-            )
+        if collection.vrf_coordinator:
+            # the request, its word and its fulfilment, as the seed commit recorded them; a
+            # request not fulfilled yet says so, as it did
+            request_id, word = (int(v) for v in vrf_requests[token.token_id])
+            if word:
+                if request_id not in fulfilments:
+                    fulfilments[request_id] = fulfilment_tx(contract, request_id, start)
+                token.expected_seed, token.seed_record = vrf_seed(
+                    token.token_id, request_id, word, fulfilments[request_id]
+                )
+            elif request_id:
+                token.failure_reason = vrf_waiting_note([request_id])
+        else:
+            if delay and seed_block <= confirmed:
+                token.seed_block_hash = w3.eth.get_block(seed_block)["hash"].to_0x_hex()
+            elif delay:
+                token.failure_reason = seed_block_waiting_note(seed_block, confirmed)
+            if not delay or token.seed_block_hash:
+                block_hash = token.seed_block_hash or token.mint_block_hash
+                token.expected_seed = (
+                    "0x" + derive_seed(bytes.fromhex(block_hash[2:]), token.token_id).hex()
+                )
         if seed != bytes(32):
             token.seed = "0x" + seed.hex()
             token.seed_tx_hash = seed_txs.get(token.token_id, "")

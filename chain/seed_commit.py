@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from django.conf import settings
 from web3 import Web3
+from web3.contract import Contract
 
 from chain import wallets
 from chain.contract import bind, call_per_token
@@ -129,11 +130,40 @@ def _with_seed_blocks(
         ready.append(token)
     if waiting:
         last = max(t.mint_block_number for t in waiting) + collection.seed_delay
-        note = f"waiting for seed block {last} to be confirmed (confirmed: block {confirmed})"
         Token.objects.filter(pk__in=[t.pk for t in waiting], status=Status.CONFIRMED).update(
-            failure_reason=note
+            failure_reason=seed_block_waiting_note(last, confirmed)
         )
     return ready, waiting
+
+
+def seed_block_waiting_note(seed_block: int, confirmed: int) -> str:
+    """What a token of a collection with a seed delay says while its seed block is young."""
+    return f"waiting for seed block {seed_block} to be confirmed (confirmed: block {confirmed})"
+
+
+def vrf_waiting_note(request_ids: list[int]) -> str:
+    """What a VRF-seeded token says while its request waits for the coordinator."""
+    return f"waiting for the VRF coordinator to fulfil request {', '.join(map(str, request_ids))}"
+
+
+def vrf_seed(token_id: int, request_id: int, word: int, fulfil_tx: str) -> tuple[str, dict]:
+    """(expected seed, seed record) of a token whose VRF request was fulfilled with ``word``:
+    the record is what the token's provenance names (generation/metadata.py)."""
+    word_bytes = word.to_bytes(32, "big")
+    record = {
+        "request_id": str(request_id),
+        "random_word": "0x" + word_bytes.hex(),
+        "fulfil_tx": fulfil_tx,
+    }
+    return "0x" + derive_seed(word_bytes, token_id).hex(), record
+
+
+def fulfilment_tx(contract: Contract, request_id: int, from_block: int) -> str:
+    """The transaction in which the coordinator fulfilled ``request_id`` (its SeedsFulfilled)."""
+    (event,) = contract.events.SeedsFulfilled().get_logs(
+        argument_filters={"requestId": request_id}, from_block=from_block
+    )
+    return event["transactionHash"].to_0x_hex()
 
 
 def _with_vrf_words(
@@ -167,29 +197,20 @@ def _with_vrf_words(
             continue
         if not token.expected_seed:
             if request_id not in fulfilments:
-                (event,) = contract.events.SeedsFulfilled().get_logs(
-                    argument_filters={"requestId": request_id},
-                    from_block=token.mint_block_number,
+                fulfilments[request_id] = fulfilment_tx(
+                    contract, request_id, token.mint_block_number
                 )
-                fulfilments[request_id] = event["transactionHash"].to_0x_hex()
-            word_bytes = word.to_bytes(32, "big")
-            token.expected_seed = "0x" + derive_seed(word_bytes, token.token_id).hex()
-            token.seed_record = {
-                "request_id": str(request_id),
-                "random_word": "0x" + word_bytes.hex(),
-                "fulfil_tx": fulfilments[request_id],
-            }
+            token.expected_seed, token.seed_record = vrf_seed(
+                token.token_id, request_id, word, fulfilments[request_id]
+            )
             Token.objects.filter(pk=token.pk, status=Status.CONFIRMED).update(
                 expected_seed=token.expected_seed, seed_record=token.seed_record
             )
         ready.append(token)
     if waiting:
         pending_ids = sorted({int(requests[t.token_id][0]) for t in waiting})
-        note = (
-            f"waiting for the VRF coordinator to fulfil request {', '.join(map(str, pending_ids))}"
-        )
         Token.objects.filter(pk__in=[t.pk for t in waiting], status=Status.CONFIRMED).update(
-            failure_reason=note
+            failure_reason=vrf_waiting_note(pending_ids)
         )
     return ready, waiting
 

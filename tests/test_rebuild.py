@@ -16,19 +16,25 @@ from eth_account import Account
 from web3 import Web3
 
 from chain import publishing
-from chain.anvil import Anvil
+from chain.anvil import ANVIL_ACCOUNTS, Anvil, start_anvil
 from chain.contract import bind
+from chain.deployment import CollectionSpec, deploy_collection, reference_world_spec
 from chain.listener import Listener
 from chain.models import Chain, ChainCursor, TokenTransfer
 from chain.seed_commit import commit_seeds
+from chain.vrf import fulfil_pending
 from devtools.rarity_fixtures import WEIGHTED as PALETTE
 from generation import pipeline
 from generation.models import Collection, Token, TokenEvent
 from generation.pin_check import check_pins
+from ipfs.store import LocalStore
+from tests.test_latency_levers import GENESIS_TIME, WORLD
 from tests.test_listener import BUYER, COLLECTOR, mine, mint
+from tests.test_verify import listen, settings_store, through_pipeline
 
 pytestmark = pytest.mark.django_db(transaction=True)
 Status = Token.Status
+DEPLOYER = ANVIL_ACCOUNTS[0]
 
 # What a rebuild cannot give back (docs/deploy.md, "What a rebuild cannot restore"): when a row
 # was written, and the stage history before the rebuild.
@@ -38,7 +44,7 @@ LOST_COLLECTION_FIELDS = {"created_at"}
 RESTORED_FIELDS = (
     "owner", "seed", "seed_tx_hash", "expected_seed", "seed_block_hash", "attempt", "traits",
     "render_record", "clip_scores", "image_cid", "image_sha256", "image_signature",
-    "metadata_cid", "metadata_sha256", "publish_tx_hash", "publish_block_number",
+    "metadata_cid", "metadata_sha256", "publish_tx_hash", "publish_block_number", "seed_record",
 )  # fmt: skip
 
 
@@ -75,12 +81,51 @@ def transfer(w3: Web3, collection: Collection, token_id: int) -> None:
     assert w3.eth.wait_for_transaction_receipt(tx_hash)["status"] == 1
 
 
-def rebuild(anvil: Anvil, collection: dict[str, Any], **paths: str) -> None:
+def rebuild(
+    anvil: Anvil,
+    collection: dict[str, Any],
+    model_dir: str = "",
+    clip_dir: str = "",
+    style_images: tuple[str, ...] = (),
+    adapters: tuple[str, ...] = (),
+    onnx_dir: str = "",
+) -> None:
+    """``manage.py rebuild_collection`` with the local model folders an operator would name
+    (the reference models' unless given)."""
     models = Path(settings.REFERENCE_MODELS_DIR)
-    options = {"model_dir": str(models / "diffusion"), "clip_dir": str(models / "clip"), **paths}
-    call_command("rebuild_collection", "--rpc-url", anvil.rpc_url,
-                 "--contract", collection["contract"], "--slug", collection["slug"],
-                 "--model-dir", options["model_dir"], "--clip-dir", options["clip_dir"])  # fmt: skip
+    argv = ["--rpc-url", anvil.rpc_url, "--contract", collection["contract"],
+            "--slug", collection["slug"],
+            "--model-dir", model_dir or str(models / "diffusion"),
+            "--clip-dir", clip_dir or str(models / "clip")]  # fmt: skip
+    argv += [arg for image in style_images for arg in ("--style-image", image)]
+    argv += [arg for adapter in adapters for arg in ("--adapter", adapter)]
+    if onnx_dir:
+        argv += ["--onnx-dir", onnx_dir]
+    call_command("rebuild_collection", *argv)
+
+
+def restored_rows(slug: str) -> dict[int, dict[str, Any]]:
+    """What the pipeline reads of each token beyond the API, by token id."""
+    tokens = Token.objects.filter(collection__slug=slug)
+    return {t.token_id: {f: getattr(t, f) for f in RESTORED_FIELDS} for t in tokens}
+
+
+def wiped_and_rebuilt(anvil: Anvil, client: Client, slug: str, **paths: Any) -> Collection:
+    """The collection deleted from the database as a lost database leaves it, then rebuilt;
+    what the API serves and the pipeline reads is what it was, but for what cannot come back."""
+    before, rows = served(client, slug), restored_rows(slug)
+    Collection.objects.filter(slug=slug).delete()
+    rebuild(anvil, before["collection"], **paths)
+    after = served(client, slug)
+    assert without(after["collection"], LOST_COLLECTION_FIELDS) == without(
+        before["collection"], LOST_COLLECTION_FIELDS
+    )
+    for token_id, detail in before["details"].items():
+        assert without(after["details"][token_id], LOST_TOKEN_FIELDS) == without(
+            detail, LOST_TOKEN_FIELDS
+        )
+    assert restored_rows(slug) == rows
+    return Collection.objects.get(slug=slug)
 
 
 def test_a_wiped_collection_comes_back_from_the_chain_and_ipfs_as_the_api_served_it(
@@ -177,3 +222,134 @@ def test_a_wiped_collection_comes_back_from_the_chain_and_ipfs_as_the_api_served
     with pytest.raises(CommandError, match="already exists"):
         rebuild(anvil, before["collection"])
     assert Token.objects.count() == 4 and TokenEvent.objects.count() == 4
+
+
+def deployed(anvil: Anvil, **spec: Any) -> tuple[Web3, Collection]:
+    """A collection of the two-option palette, deployed on ``anvil`` with ``spec``."""
+    w3 = Web3(Web3.HTTPProvider(anvil.rpc_url))
+    return w3, deploy_collection(w3, DEPLOYER.private_key, CollectionSpec(rarity=PALETTE, **spec))
+
+
+def test_a_vrf_collection_comes_back_with_each_request_and_its_waiting_token_carries_on(
+    anvil: Anvil, client: Client, reference_models: Path
+) -> None:
+    # Given a collection seeded by Chainlink VRF (the local mock coordinator): token 1
+    # published, token 2's seed committed but not rendered yet, token 3's word requested and not
+    # delivered yet
+    w3, vrf = deployed(anvil, slug="rebuilt-vrf", vrf_coordinator="local")
+    mint(w3, vrf, 2)
+    mine(w3, 2)
+    pks = listen(w3, vrf)
+    commit_seeds(w3, vrf, pks, lambda token: None)  # the request
+    fulfil_pending(w3, DEPLOYER.private_key, vrf.vrf_coordinator)
+    assert commit_seeds(w3, vrf, pks, lambda token: None) == (2, 0)
+    through_pipeline(w3, vrf, pks[:1], lambda token: None)
+    mint(w3, vrf, 1)
+    mine(w3, 2)
+    waiting = listen(w3, vrf)
+    assert commit_seeds(w3, vrf, waiting, lambda token: None) == (0, 0)
+    mine(w3, 2)
+    listen(w3, vrf)
+    statuses = dict(Token.objects.filter(collection=vrf).values_list("token_id", "status"))
+    assert statuses == {1: Status.FINAL, 2: Status.SEED_COMMITTED, 3: Status.CONFIRMED}
+    committed = Token.objects.get(collection=vrf, token_id=2)
+    assert committed.seed_record["fulfil_tx"] and committed.expected_seed == committed.seed
+
+    # When the database loses it and it is rebuilt, each token's request, word and fulfilment
+    # come back with it
+    rebuilt = wiped_and_rebuilt(anvil, client, "rebuilt-vrf")
+
+    # And the pipeline carries on: the coordinator delivers token 3's word, its seed is committed
+    # and checked, and tokens 2 and 3 are published naming their requests in the provenance
+    fulfil_pending(w3, DEPLOYER.private_key, rebuilt.vrf_coordinator)
+    tokens = {t.token_id: t for t in Token.objects.filter(collection=rebuilt)}
+    assert commit_seeds(w3, rebuilt, [tokens[3].pk], lambda token: None) == (1, 0)
+    through_pipeline(w3, rebuilt, [tokens[2].pk, tokens[3].pk], lambda token: None)
+    store = LocalStore(settings_store())
+    for token in Token.objects.filter(collection=rebuilt, token_id__in=(2, 3)):
+        provenance = json.loads(store.get(token.metadata_cid))["provenance"]
+        assert provenance["vrf"] == {"coordinator": rebuilt.vrf_coordinator, **token.seed_record}
+        assert set(token.seed_record) == {"request_id", "random_word", "fulfil_tx"}
+
+
+def test_a_future_block_collection_comes_back_and_its_waiting_token_gets_its_seed_after(
+    anvil: Anvil, client: Client, reference_models: Path
+) -> None:
+    # Given a collection whose seeds come from the block 3 blocks after the mint: token 1
+    # published, token 2 minted but its seed block not reached yet
+    w3, future = deployed(anvil, slug="rebuilt-future", seed_delay=3)
+    mint(w3, future, 1)
+    mine(w3, 2)
+    pks = listen(w3, future)
+    mine(w3, 3)  # the seed block and its 2 confirmations
+    through_pipeline(w3, future, pks, lambda token: None)
+    minted_at = mint(w3, future, 1)
+    mine(w3, 2)
+    waiting: list[int] = []
+    assert commit_seeds(w3, future, listen(w3, future), lambda t: None, waiting.append) == (0, 0)
+    assert waiting
+    published = Token.objects.get(collection=future, token_id=1)
+    assert published.seed_block_hash and published.status == Status.FINAL
+
+    # When the database loses it and it is rebuilt
+    rebuilt = wiped_and_rebuilt(anvil, client, "rebuilt-future")
+
+    # Then the waiting token's seed comes from its own seed block once that is confirmed
+    token = Token.objects.get(collection=rebuilt, token_id=2)
+    assert (token.status, token.seed_block_hash) == (Status.CONFIRMED, "")
+    mine(w3, 3)
+    assert commit_seeds(w3, rebuilt, [token.pk], lambda t: None) == (1, 0)
+    token.refresh_from_db()
+    assert token.seed_block_hash == w3.eth.get_block(minted_at + 3)["hash"].to_0x_hex()
+    assert token.seed == "0x" + bind(w3, rebuilt.contract_address).functions.seedOf(2).call().hex()
+
+
+@pytest.mark.parametrize("lever", ["lora", "onnx"])
+def test_a_collection_rendering_with_a_lever_comes_back_only_with_the_levers_files_named(
+    client: Client, lever: str
+) -> None:
+    # Given a reference world collection published with a LoRA adapter (and its style's gate:
+    # its CLIP and reference images), or through ONNX Runtime, on a chain whose block hashes are
+    # the same each run (so are its seeds, and the gate's verdicts)
+    levers = {"lora": {"style": "top-left"}, "onnx": {"onnx_dir": str(WORLD / "diffusion-onnx")}}
+    with start_anvil(timestamp=GENESIS_TIME) as node:
+        w3 = Web3(Web3.HTTPProvider(node.rpc_url))
+        w3.provider.make_request("anvil_setBlockTimestampInterval", [1])
+        spec = reference_world_spec(slug=f"rebuilt-{lever}", **levers[lever])
+        collection = deploy_collection(w3, DEPLOYER.private_key, spec)
+        mint(w3, collection, 1)
+        mine(w3, 2)
+        through_pipeline(w3, collection, listen(w3, collection), lambda token: None)
+        mine(w3, 2)
+        listen(w3, collection)
+        paths = {
+            "model_dir": collection.model_dir,
+            "clip_dir": collection.clip_dir,
+            "style_images": tuple(collection.style_images),
+            "adapters": tuple(adapter["path"] for adapter in collection.lora_adapters),
+            "onnx_dir": collection.onnx_dir,
+        }
+        served_before = served(client, collection.slug)
+
+        # When the database loses it, a rebuild that does not name the lever's files is
+        # refused, naming the option, and writes nothing
+        Collection.objects.filter(pk=collection.pk).delete()
+        missing = {"lora": ("adapters", "--adapter"), "onnx": ("onnx_dir", "--onnx-dir")}
+        field, option = missing[lever]
+        with pytest.raises(CommandError, match=f"nothing written: .*{option}"):
+            rebuild(node, served_before["collection"], **{**paths, field: type(paths[field])()})
+        assert not Collection.objects.filter(slug=collection.slug).exists()
+
+        # Then with them named, it comes back as the API served it
+        rebuild(node, served_before["collection"], **paths)
+        after = served(client, collection.slug)
+        assert without(after["collection"], LOST_COLLECTION_FIELDS) == without(
+            served_before["collection"], LOST_COLLECTION_FIELDS
+        )
+        assert without(after["details"][1], LOST_TOKEN_FIELDS) == without(
+            served_before["details"][1], LOST_TOKEN_FIELDS
+        )
+        rebuilt = Collection.objects.get(slug=collection.slug)
+        assert (rebuilt.lora_adapters, rebuilt.onnx_dir) == (
+            collection.lora_adapters, collection.onnx_dir
+        )  # fmt: skip

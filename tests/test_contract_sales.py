@@ -8,7 +8,11 @@ timestamps, so every phase boundary is exact.
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
@@ -328,11 +332,26 @@ def test_an_auction_that_sells_out_settles_before_its_end(w3: Web3) -> None:
     assert revert_of(f.claimRefund(1), COLIN) == ("NotAnAuction", (1,))
 
 
+def sale_rules_js(phases: list[dict[str, Any]], times: list[int]) -> list[dict[str, Any]]:
+    """What the mint page's script makes of ``phases`` (their page documents) at each of
+    ``times``: mintsite/static/mintsite/sale_rules.js under node (tests/sale_rules_probe.js)."""
+    node = shutil.which("node")
+    assert node, "node runs the mint page's sale rules"
+    done = subprocess.run(
+        [node, str(Path(__file__).parent / "sale_rules_probe.js")],
+        input=json.dumps({"phases": phases, "times": times}),
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
 def test_the_mint_pages_reading_of_the_sale_agrees_with_the_contract_at_every_boundary(
     w3: Web3,
 ) -> None:
-    # The page names the open phase and its price from its own copy of the contract's rules
-    # (mintsite/pages/sale.py); here both read the same chain at each edge of each rule.
+    # The page names the open phase and its price from its own copies of the contract's rules:
+    # the server's (mintsite/pages/sale.py) and the script's (sale_rules.js, which says it again
+    # every second). Here all three read the same chain at each edge of each rule.
     from mintsite.pages.sale import read_sale
 
     contract = deploy(w3)
@@ -344,14 +363,24 @@ def test_the_mint_pages_reading_of_the_sale_agrees_with_the_contract_at_every_bo
                    merkle_root=b"\xab" * 32)  # fmt: skip
     schedule(w3, contract, auction, listed)
     edges = [-1, 0, 1, 59, 60, 119, 120, 180, 240, 599, 600, 999, 1000, 1999, 2000, 2500]
+    script = sale_rules_js(
+        [p.document() for p in read_sale(w3, contract).phases], [t0 + e for e in edges]
+    )
     states, prices = set(), set()
-    for offset in edges:
+    for offset, in_script in zip(edges, script, strict=True):
         at(w3, t0 + offset)
         sale = read_sale(w3, contract)
         assert sale.chain_time == t0 + offset
         phase = sale.open_phase
         page = (phase is not None, phase.id if phase else 0)
         assert page == tuple(f.currentPhase().call()), f"at t0{offset:+d}"
+        listed_phase = phase or sale.next_phase
+        assert in_script == {
+            "state": sale.state,
+            "id": listed_phase.id if listed_phase else None,
+            "price": str(f.price().call()) if phase else None,
+            "title": listed_phase.title if listed_phase else None,
+        }, f"at t0{offset:+d}"
         if phase is not None:
             assert phase.price_at(sale.chain_time) == f.price().call(), f"at t0{offset:+d}"
             prices.add(phase.price_at(sale.chain_time))

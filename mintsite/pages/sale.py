@@ -1,9 +1,9 @@
 """The sale as the mint page shows it (issue 19): the contract's scheduled phases, which one is
 open at the chain's time, and what a token costs in it.
 
-mint.js computes the same from the same phases every second (a Dutch auction's price moves);
-the view renders the first state from here, so the page names the phase and its price before a
-wallet is connected. The rules are the contract's (contracts/MintOnDemand.sol ``_findPhase``
+The page's script computes the same from the same phases every second (a Dutch auction's price
+moves), with the rules in mintsite/static/mintsite/sale_rules.js; the view renders the first
+state from here, so the page names the phase and its price before a wallet is connected. The rules are the contract's (contracts/MintOnDemand.sol ``_findPhase``
 and ``_priceAt``): a phase is open from ``start`` (inclusive) to ``end`` (exclusive), phases run
 in id order, and an auction's price is ``max(floor, price - dropPerStep * steps elapsed)``.
 """
@@ -51,7 +51,7 @@ class Phase:
 
     @property
     def name(self) -> str:
-        """What the page calls it; mint.js's ``phaseName`` says the same."""
+        """What the page calls it; sale_rules.js's ``phaseName`` says the same."""
         if self.allowlist:
             return "Allowlist Dutch auction" if self.auction else "Allowlist"
         return "Dutch auction" if self.auction else "Public"
@@ -59,7 +59,7 @@ class Phase:
     @property
     def title(self) -> str:
         """The manager's name with the kind (``Early access (Allowlist)``), or the kind alone;
-        mint.js's ``phaseTitle`` says the same."""
+        sale_rules.js's ``phaseTitle`` says the same."""
         return (
             f"{self.label} ({self.name})" if self.label and self.label != self.name else self.name
         )

@@ -10,6 +10,8 @@
   "use strict";
 
   const config = JSON.parse(document.getElementById("mint-config").textContent);
+  // the contract's sale rules (sale_rules.js, loaded before this)
+  const { isAllowlist, isAuction, phaseTitle, priceAt, fromDocument: phaseFromConfig } = window.SaleRules;
   const $ = (id) => document.getElementById(id);
   const ui = {
     connect: $("connect"),
@@ -122,16 +124,9 @@
       : `Sold out: all ${state.maxSupply ?? ""} tokens have been minted.`.replace("all  ", "all ");
 
   // -- the sale: phases, their prices, the wallet's standing -----------------------------
-  // The rules are the contract's (_findPhase, _priceAt), so the page can say every second what
-  // price() would answer without asking the chain that often.
-  const ZERO_ROOT = `0x${"0".repeat(64)}`;
-  function phaseFromConfig(p) {
-    return {
-      id: p.id, start: p.start, end: p.end, stepSeconds: p.step_seconds, maxPerWallet: p.max_per_wallet,
-      price: BigInt(p.price), floorPrice: BigInt(p.floor_price), dropPerStep: BigInt(p.drop_per_step),
-      merkleRoot: p.merkle_root.toLowerCase(), label: p.label || "",
-    };
-  }
+  // The rules are the contract's (_findPhase, _priceAt: sale_rules.js), so the page can say
+  // every second what price() would answer without asking the chain that often.
+
   // the manager's names, from the server, for the phases exactly as it saw them on-chain
   const sameFields = (a, b) =>
     a.start === b.start && a.end === b.end && a.stepSeconds === b.stepSeconds && a.maxPerWallet === b.maxPerWallet &&
@@ -146,33 +141,13 @@
     const named = namedPhases.find((n) => n.id === id && sameFields(n, phase));
     return named ? { ...phase, label: named.label } : phase;
   }
-  const isAllowlist = (phase) => phase.merkleRoot !== ZERO_ROOT;
-  const isAuction = (phase) => phase.stepSeconds !== 0;
-  // the same names as mintsite/pages/sale.py's Phase.name
-  const phaseName = (phase) =>
-    isAllowlist(phase) ? (isAuction(phase) ? "Allowlist Dutch auction" : "Allowlist") : isAuction(phase) ? "Dutch auction" : "Public";
-  // the same as mintsite/pages/sale.py's Phase.title
-  const phaseTitle = (phase) => (phase.label && phase.label !== phaseName(phase) ? `${phase.label} (${phaseName(phase)})` : phaseName(phase));
   const chainNow = () => Math.floor(Date.now() / 1000 + state.clockOffset);
   const localTime = (seconds) => new Date(seconds * 1000).toLocaleString();
   const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
 
   // {state: "unphased" | "open" | "upcoming" | "over", phase}: the open phase, or the next one
-  function findPhase(t = chainNow()) {
-    if (!state.phases.length) return { state: "unphased", phase: null };
-    for (const phase of state.phases) {
-      if (t < phase.start) return { state: "upcoming", phase };
-      if (t < phase.end) return { state: "open", phase };
-    }
-    return { state: "over", phase: null };
-  }
+  const findPhase = (t = chainNow()) => window.SaleRules.findPhase(state.phases, t);
   const saleKey = ({ state: s, phase }) => `${s}:${phase ? phase.id : ""}`;
-
-  function priceAt(phase, t) {
-    if (!isAuction(phase) || t <= phase.start) return phase.price;
-    const drop = BigInt(Math.floor((t - phase.start) / phase.stepSeconds)) * phase.dropPerStep;
-    return drop >= phase.price - phase.floorPrice ? phase.floorPrice : phase.price - drop;
-  }
 
   function duration(seconds) {
     const s = Math.max(0, Math.ceil(seconds));

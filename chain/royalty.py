@@ -141,10 +141,15 @@ def royalty_change(
 
 
 def record_contract_uri(w3: Web3, collection: Collection) -> str:
-    """Record the contract URI the chain holds as the collection's; that URI."""
-    uri = bind(w3, collection.contract_address).functions.contractURI().call()
-    Collection.objects.filter(pk=collection.pk).exclude(contract_uri=uri).update(contract_uri=uri)
-    return str(uri)
+    """Record the contract URI the chain holds as the collection's; that URI.
+    :class:`RoyaltyRefused`, and nothing recorded, when the document it names is not this
+    collection's contract metadata."""
+    uri = str(bind(w3, collection.contract_address).functions.contractURI().call())
+    recorded = Collection.objects.filter(pk=collection.pk).exclude(contract_uri=uri)
+    if recorded.exists():
+        _document(collection, uri)
+        recorded.update(contract_uri=uri)
+    return uri
 
 
 def stated_royalty(collection: Collection, uri: str) -> Royalty | None:

@@ -8,6 +8,7 @@ Personas: the deployer (anvil #0) is the contract admin; Dora is the new royalty
 from __future__ import annotations
 
 import json
+import re
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from chain.contract import bind, deploy_contract
 from chain.freeze import prepare_freeze
 from chain.models import Chain
 from generation.models import Collection, PinnedContent
-from tests.test_admin import as_user, make_collection
+from tests.test_admin import as_user, make_collection, notes
 from tests.test_deploy_command import pinned
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -48,6 +49,13 @@ def set_royalty(anvil: Anvil, *args: str) -> str:
     out = StringIO()
     call_command("set_royalty", *args, "--rpc-url", anvil.rpc_url, stdout=out, stderr=StringIO())
     return out.getvalue()
+
+
+def on_the_sale_page(anvil: Anvil, slug: str, manager: User) -> tuple[Collection, Client, str]:
+    """A frozen collection managed by ``manager``, her client, and its sale page's path."""
+    collection = deployed(anvil, slug)
+    collection.managers.add(manager)
+    return collection, as_user(manager), f"/admin/sales/saleaction/sale/{collection.pk}/"
 
 
 def document_at(client: Client, contract: Any) -> dict[str, Any]:
@@ -135,10 +143,7 @@ def test_a_multisig_sends_the_printed_transactions_and_the_command_then_records_
 def test_the_sale_page_shows_the_royalty_and_says_when_the_contract_metadata_disagrees(
     anvil: Anvil, w3: Web3, ada: User
 ) -> None:
-    collection = deployed(anvil, "market")
-    collection.managers.add(ada)
-    client = as_user(ada)
-    page = f"/admin/sales/saleaction/sale/{collection.pk}/"
+    collection, client, page = on_the_sale_page(anvil, "market", ada)
 
     def royalty_row() -> str:
         html = client.get(page).content.decode()
@@ -154,8 +159,9 @@ def test_the_sale_page_shows_the_royalty_and_says_when_the_contract_metadata_dis
     row = royalty_row()
     assert f"3.00 % to {DORA.address}" in row
     assert (
-        f"the contract metadata says 7.50 % to {ADMIN.address}: the contract admin runs "
-        "manage.py set_royalty market to bring it in line"
+        f"the contract metadata says 7.50 % to {ADMIN.address}: prepare the transaction that "
+        "brings it in line below, for the contract admin to send (or the admin runs manage.py "
+        "set_royalty market"
     ) in row
     # Then once that has run, they agree again
     assert "sent setContractURI 0x" in set_royalty(anvil, "market")
@@ -188,6 +194,93 @@ def test_before_the_freeze_only_the_royalty_is_sent_and_a_prepared_freeze_is_ref
     with pytest.raises(CommandError, match="withdraw the prepared freeze"):
         set_royalty(anvil, "aurora", DORA.address, "200")
     assert w3.eth.block_number == block
+
+
+def sale_page_calls(html: str) -> list[tuple[str, str]]:
+    """The admin's transactions the sale page prepared: (function, calldata) each, in order."""
+    table = html[html.index('<table id="admin-calls">') :].split("</table>")[0]
+    functions = re.findall(r"<td><code>([a-zA-Z]+\([a-z0-9,]*\))</code>", table)
+    return list(zip(functions, re.findall(r'class="calldata">(0x[0-9a-f]+)<', table), strict=True))
+
+
+def sent_by_the_multisig(w3: Web3, to: str, calls: list[tuple[str, str]]) -> None:
+    """The contract admin sends the prepared calldata as it is (anvil unlocks its account, as
+    the multisig's signers would sign)."""
+    for _, data in calls:
+        tx = w3.eth.send_transaction({"from": ADMIN.address, "to": to, "data": data})
+        assert w3.eth.wait_for_transaction_receipt(tx)["status"] == 1
+
+
+def test_a_manager_prepares_a_royalty_change_on_the_sale_page_and_records_it_once_sent(
+    anvil: Anvil, w3: Web3, ada: User
+) -> None:
+    collection, client, page = on_the_sale_page(anvil, "atelier", ada)
+    contract = bind(w3, collection.contract_address)
+    old_uri = collection.contract_uri
+    # A bad royalty is refused, naming what is wrong; nothing is pinned or sent
+    block, pins = w3.eth.block_number, PinnedContent.objects.count()
+    refused = client.post(page, {"_royalty": "1", "receiver": "0x1234", "basis_points": "500"})
+    assert "the royalty receiver &#x27;0x1234&#x27; is not a non-zero address" in (
+        refused.content.decode()
+    )
+    refused = client.post(page, {"_royalty": "1", "receiver": DORA.address, "basis_points": "2%"})
+    assert "is not a whole number of basis points" in refused.content.decode()
+    assert (w3.eth.block_number, PinnedContent.objects.count()) == (block, pins)
+
+    # When Ada asks for 2.5 % to Dora, the page gives the contract admin's two transactions,
+    # and sends nothing
+    response = client.post(
+        page, {"_royalty": "1", "receiver": DORA.address.lower(), "basis_points": "250"}
+    )
+    calls = sale_page_calls(response.content.decode())
+    assert [function for function, _ in calls] == [
+        "setDefaultRoyalty(address,uint96)",
+        "setContractURI(string)",
+    ]
+    assert w3.eth.block_number == block
+    # Then once the multisig has sent them, the contract pays it and its metadata says so
+    sent_by_the_multisig(w3, contract.address, calls)
+    assert contract.functions.royaltyInfo(1, 10_000).call() == [DORA.address, 250]
+    new_uri = contract.functions.contractURI().call()
+    assert json.loads(pinned(Client(), new_uri))["seller_fee_basis_points"] == 250
+    html = client.get(page).content.decode()
+    assert f"2.50 % to {DORA.address}" in html and 'id="royalty-note"' not in html
+    # and the page says the chain's contract metadata is not the one recorded, until Ada
+    # records it
+    assert 'id="contract-uri-note"' in html
+    collection.refresh_from_db()
+    assert collection.contract_uri == old_uri
+    assert client.post(page, {"_record_contract_uri": "1"}).status_code == 302
+    collection.refresh_from_db()
+    assert collection.contract_uri == new_uri
+    assert 'id="contract-uri-note"' not in client.get(page).content.decode()
+
+    # When the royalty changes some other way (setDefaultRoyalty alone), the page's fix
+    # prepares the one transaction that brings the metadata in line
+    tx = contract.functions.setDefaultRoyalty(ADMIN.address, 100).transact({"from": ADMIN.address})
+    assert w3.eth.wait_for_transaction_receipt(tx)["status"] == 1
+    assert 'id="royalty-note"' in client.get(page).content.decode()
+    calls = sale_page_calls(client.post(page, {"_royalty_align": "1"}).content.decode())
+    assert [function for function, _ in calls] == ["setContractURI(string)"]
+    sent_by_the_multisig(w3, contract.address, calls)
+    assert 'id="royalty-note"' not in client.get(page).content.decode()
+    document = json.loads(pinned(Client(), contract.functions.contractURI().call()))
+    assert document["seller_fee_basis_points"] == 100
+
+    # A contract URI the admin set by hand, to a document that is not this collection's
+    # contract metadata, is not recorded, and the page says why
+    recorded = Collection.objects.get(pk=collection.pk).contract_uri
+    tx = contract.functions.setContractURI("https://example.com/contract.json").transact(
+        {"from": ADMIN.address}
+    )
+    assert w3.eth.wait_for_transaction_receipt(tx)["status"] == 1
+    refused = client.post(page, {"_record_contract_uri": "1"}, follow=True)
+    assert any(
+        "not recorded: atelier: the contract metadata is at 'https://example.com/contract.json', "
+        "not an ipfs:// URI this backend pinned" in note
+        for note in notes(refused)
+    ), notes(refused)
+    assert Collection.objects.get(pk=collection.pk).contract_uri == recorded
 
 
 BAD = [

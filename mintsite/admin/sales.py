@@ -5,7 +5,9 @@
 - Sale actions: every on-chain control asked for, with its state, transaction and outcome. Each
   collection's sale page (``sale/<collection pk>/``) shows what the contract holds now (phase,
   price, paused, sold, reserve, what a withdrawal would send) and asks for pause, unpause, the
-  base price, an airdrop from the reserve, a withdrawal, or removing the last phase.
+  base price, an airdrop from the reserve, a withdrawal, or removing the last phase. It also
+  prepares the contract admin's royalty change (chain/royalty.py: the contract metadata pinned,
+  the transactions listed for a multisig) and records the contract URI once the admin sent it.
 
 The web process holds no key: each control is recorded and sent to the sale worker's queue
 (sales/actions.py), which signs and sends it (sales/sending.py). docs/admin.md#running-a-sale.
@@ -42,6 +44,8 @@ from sales.errors import InvalidAllowlist
 from sales.models import Allowlist, SaleAction, SalePhase
 
 WEI_PER_ETH = Decimal(10**18)
+# the sale page's buttons that prepare the admin's royalty transactions, or record them
+ROYALTY_BUTTONS = {"_royalty", "_royalty_align", "_record_contract_uri"}
 
 
 def eth(wei: int | Decimal) -> str:
@@ -151,6 +155,26 @@ class PriceForm(forms.Form):
         return int(wei)
 
 
+class RoyaltyForm(forms.Form):
+    receiver = forms.CharField(
+        label="Royalty receiver", max_length=42, help_text="The address the royalty is paid to"
+    )
+    basis_points = forms.CharField(
+        label="Royalty (basis points)", help_text="100 basis points are 1 % of a sale; 0 pays none"
+    )
+
+    def clean(self) -> dict[str, Any]:
+        from chain.royalty import RoyaltyRefused, check_royalty
+
+        data = super().clean() or {}
+        if "receiver" in data and "basis_points" in data:
+            try:
+                data["royalty"] = check_royalty(data["receiver"].strip(), data["basis_points"])
+            except RoyaltyRefused as exc:
+                raise forms.ValidationError(str(exc)) from None
+        return data
+
+
 @admin.register(SaleAction)
 class SaleActionAdmin(ReadOnly, ManagedByCollection):
     manager_may = frozenset({"view"})
@@ -201,8 +225,13 @@ class SaleActionAdmin(ReadOnly, ManagedByCollection):
         collection = get_object_or_404(managed_collections(request), pk=pk)
         if not manages(request.user, collection.pk):
             raise PermissionDenied
-        price_form, airdrop_form = PriceForm(), AirdropForm()
-        if request.method == "POST":
+        price_form, airdrop_form, royalty_form = PriceForm(), AirdropForm(), RoyaltyForm()
+        admin_calls = None
+        if request.method == "POST" and ROYALTY_BUTTONS & set(request.POST):
+            royalty_form, admin_calls, done = self._royalty(request, collection)
+            if done:
+                return HttpResponseRedirect(request.path)
+        elif request.method == "POST":
             price_form, airdrop_form, done = self._control(request, collection)
             if done:
                 return HttpResponseRedirect(request.path)
@@ -216,8 +245,67 @@ class SaleActionAdmin(ReadOnly, ManagedByCollection):
             "recent": SaleAction.objects.filter(collection=collection)[:20],
             "price_form": price_form,
             "airdrop_form": airdrop_form,
+            "royalty_form": royalty_form,
+            "admin_calls": [call.as_dict() for call in admin_calls or ()],
         }
         return TemplateResponse(request, "admin/sales/sale.html", context)
+
+    def _royalty(
+        self, request: HttpRequest, collection: Collection
+    ) -> tuple[RoyaltyForm, list | None, bool]:
+        """The admin's transactions for a royalty change, or for contract metadata brought in
+        line with the royalty paid (``royalty_change``: pinned here, signed by the contract
+        admin elsewhere); or the chain's contract URI recorded once they are sent."""
+        from django.core.exceptions import ImproperlyConfigured
+        from requests.exceptions import RequestException
+        from web3.exceptions import Web3Exception
+
+        from chain.chains import web3_for
+        from chain.errors import ChainError
+        from chain.royalty import describe, record_contract_uri, royalty_change
+        from ipfs.errors import IpfsError
+
+        form = RoyaltyForm()
+        failures = (
+            ChainError, IpfsError, ImproperlyConfigured, Web3Exception, RequestException, OSError
+        )  # fmt: skip
+        if "_record_contract_uri" in request.POST:
+            try:
+                uri = record_contract_uri(web3_for(collection.chain_id), collection)
+            except failures as exc:
+                self.message_user(request, f"not recorded: {exc}", messages.ERROR)
+                return form, None, False
+            self.message_user(
+                request, f"{collection.slug}: contract metadata {uri} recorded by {who(request)}"
+            )
+            return form, None, True
+        try:
+            w3 = web3_for(collection.chain_id)
+            royalty = None
+            if "_royalty" in request.POST:
+                form = RoyaltyForm(request.POST)
+                if not form.is_valid():
+                    return form, None, False
+                royalty = form.cleaned_data["royalty"]
+            calls = royalty_change(w3, collection, royalty)
+        except failures as exc:
+            self.message_user(request, f"not prepared: {exc}", messages.ERROR)
+            return form, None, False
+        if not calls:
+            paid = describe(royalty) if royalty is not None and royalty.basis_points else None
+            self.message_user(
+                request,
+                f"{collection.slug}: nothing to send: the contract pays "
+                f"{paid or 'that royalty'} and its contract metadata says so",
+                messages.WARNING,
+            )
+            return form, None, False
+        self.message_user(
+            request,
+            f"{collection.slug}: {len(calls)} transaction(s) prepared for the contract admin "
+            f"(DEFAULT_ADMIN_ROLE) to send, in order, below",
+        )
+        return form, calls, False
 
     def _control(
         self, request: HttpRequest, collection: Collection
@@ -276,6 +364,7 @@ def sale_state(collection: Collection) -> dict[str, Any]:
         open_, phase_id = f.currentPhase().call()
         reserve, reserved = f.reserve().call()
         royalty = royalty_of(w3, collection)
+        uri = f.contractURI().call()
         return {
             "paused": f.paused().call(),
             "price": eth(f.price().call()),
@@ -288,7 +377,10 @@ def sale_state(collection: Collection) -> dict[str, Any]:
             "withdrawable": eth(f.withdrawable().call()),
             "payee": f.payee().call(),
             "royalty": describe(royalty),
-            "royalty_note": _royalty_note(collection, royalty, f.contractURI().call()),
+            "royalty_note": _royalty_note(collection, royalty, uri),
+            "contract_uri": uri,
+            # sent by the contract admin, not recorded here yet
+            "unrecorded_uri": bool(collection.config_digest and uri != collection.contract_uri),
         }
     except (ChainError, Web3Exception, RequestException, OSError) as exc:
         return {"error": f"the chain could not be read: {exc}"}
@@ -308,6 +400,7 @@ def _royalty_note(collection: Collection, royalty: Royalty | None, uri: str) -> 
     if stated == royalty:
         return ""
     return (
-        f"the contract metadata says {describe(stated)}: the contract admin runs "
-        f"manage.py set_royalty {collection.slug} to bring it in line (docs/deploy.md, The sale)"
+        f"the contract metadata says {describe(stated)}: prepare the transaction that brings it "
+        f"in line below, for the contract admin to send (or the admin runs manage.py "
+        f"set_royalty {collection.slug}; docs/deploy.md, The sale)"
     )

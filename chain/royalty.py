@@ -9,20 +9,19 @@ without the other and a marketplace shows a royalty the contract does not pay.
 changes), then ``setContractURI`` naming the contract metadata as the chain holds it with only
 the royalty fields changed, pinned on each IPFS target first. Both need ``DEFAULT_ADMIN_ROLE``;
 ``manage.py set_royalty`` sends them with the admin key, or prints them for a multisig, which
-sends them in one batch. This module sends nothing, so the web tier may import it.
+sends them in one batch (chain/admin_calls.py); the sale page prepares them too. This module sends nothing, so the web tier may import it.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from eth_utils import is_address, to_checksum_address
 from web3 import Web3
-from web3.contract import Contract
 
+from chain.admin_calls import AdminCall, admin_call
 from chain.contract import bind
 from chain.errors import ChainError
 from chain.freeze import royalty_of
@@ -33,7 +32,6 @@ from generation.pin_ledger import pin_bytes, replicated
 from ipfs.errors import IpfsError
 
 __all__ = [
-    "AdminCall",
     "RoyaltyRefused",
     "check_royalty",
     "describe",
@@ -49,33 +47,6 @@ ROYALTY_KEYS = ("seller_fee_basis_points", "fee_recipient")
 
 class RoyaltyRefused(ChainError, ValueError):
     """The royalty cannot be changed as asked; the text says why. Nothing was pinned or sent."""
-
-
-@dataclass(frozen=True)
-class AdminCall:
-    """One transaction for the contract admin to sign (value 0)."""
-
-    chain_id: int
-    to: str  # the contract, checksummed
-    function: str  # its signature
-    args: tuple[Any, ...]
-    data: str  # 0x calldata
-
-    def cast_command(self) -> str:
-        """The same transaction with Foundry's ``cast`` (add the signer's flags, e.g. --ledger)."""
-        args = " ".join(f'"{a}"' if isinstance(a, str) else str(a) for a in self.args)
-        return f'cast send --chain {self.chain_id} {self.to} "{self.function}" {args}'
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "chain_id": self.chain_id,
-            "to": self.to,
-            "value": 0,
-            "function": self.function,
-            "args": list(self.args),
-            "data": self.data,
-            "cast": self.cast_command(),
-        }
 
 
 def check_royalty(receiver: str, basis_points: int | str) -> Royalty:
@@ -117,7 +88,7 @@ def royalty_change(
     calls = []
     if royalty is not None and target != current:
         args = (royalty.recipient, royalty.basis_points)
-        calls.append(_call(collection, contract, "setDefaultRoyalty(address,uint96)", args))
+        calls.append(admin_call(collection, contract, "setDefaultRoyalty(address,uint96)", args))
     if not collection.config_digest:
         if collection.prepared_config_digest:
             raise RoyaltyRefused(
@@ -136,7 +107,7 @@ def royalty_change(
             profile=collection.ipfs_profile(),
             collection=collection,
         )
-        calls.append(_call(collection, contract, "setContractURI(string)", (f"ipfs://{cid}",)))
+        calls.append(admin_call(collection, contract, "setContractURI(string)", (f"ipfs://{cid}",)))
     return calls
 
 
@@ -208,16 +179,3 @@ def _with_royalty(document: dict[str, Any], royalty: Royalty | None) -> dict[str
         updated["seller_fee_basis_points"] = royalty.basis_points
         updated["fee_recipient"] = royalty.recipient
     return updated
-
-
-def _call(
-    collection: Collection, contract: Contract, function: str, args: tuple[Any, ...]
-) -> AdminCall:
-    """``function`` (its signature) with ``args``, encoded for ``contract``."""
-    return AdminCall(
-        chain_id=collection.chain_id,
-        to=contract.address,
-        function=function,
-        args=args,
-        data=contract.encode_abi(function.split("(")[0], args=list(args)),
-    )

@@ -1,6 +1,7 @@
 """Changing a collection's royalty (``manage.py set_royalty``, chain/royalty.py) on a real anvil:
 the contract pays the new royalty and its contract metadata says the same, sent with the admin
-key or printed for a multisig.
+key or printed for a multisig, or prepared on the sale page; and its payee (chain/payee.py), the
+admin's call too, prepared on the sale page.
 
 Personas: the deployer (anvil #0) is the contract admin; Dora is the new royalty receiver.
 """
@@ -281,6 +282,29 @@ def test_a_manager_prepares_a_royalty_change_on_the_sale_page_and_records_it_onc
         for note in notes(refused)
     ), notes(refused)
     assert Collection.objects.get(pk=collection.pk).contract_uri == recorded
+
+
+def test_a_manager_prepares_a_payee_change_for_the_contract_admin_on_the_sale_page(
+    anvil: Anvil, w3: Web3, ada: User
+) -> None:
+    collection, client, page = on_the_sale_page(anvil, "proceeds", ada)
+    contract = bind(w3, collection.contract_address)
+    block = w3.eth.block_number
+    # The zero address, or one the contract pays already, prepares nothing, and says why
+    zero = "0x" + "00" * 20
+    refused = client.post(page, {"_payee": "1", "payee": zero}).content.decode()
+    assert f"the payee &#x27;{zero}&#x27; is not a non-zero address" in refused
+    same = client.post(page, {"_payee": "1", "payee": contract.functions.payee().call()})
+    assert "proceeds: nothing to send: the contract pays that payee already" in notes(same)
+    # When Ada asks for Dora, the page gives the admin's setPayee, and sends nothing
+    response = client.post(page, {"_payee": "1", "payee": DORA.address.lower()})
+    calls = sale_page_calls(response.content.decode())
+    assert [function for function, _ in calls] == ["setPayee(address)"]
+    assert w3.eth.block_number == block
+    # Then once the multisig has sent it, withdrawals go to Dora
+    sent_by_the_multisig(w3, contract.address, calls)
+    assert contract.functions.payee().call() == DORA.address
+    assert f"to <code>{DORA.address}</code>" in client.get(page).content.decode()
 
 
 BAD = [

@@ -44,8 +44,8 @@ from sales.errors import InvalidAllowlist
 from sales.models import Allowlist, SaleAction, SalePhase
 
 WEI_PER_ETH = Decimal(10**18)
-# the sale page's buttons that prepare the admin's royalty transactions, or record them
-ROYALTY_BUTTONS = {"_royalty", "_royalty_align", "_record_contract_uri"}
+# the sale page's buttons that prepare the contract admin's transactions, or record them
+ADMIN_BUTTONS = {"_royalty", "_royalty_align", "_payee", "_record_contract_uri"}
 
 
 def eth(wei: int | Decimal) -> str:
@@ -175,6 +175,22 @@ class RoyaltyForm(forms.Form):
         return data
 
 
+class PayeeForm(forms.Form):
+    payee = forms.CharField(
+        label="Payee",
+        max_length=42,
+        help_text="The address each withdrawal sends the proceeds to (a payment split's, say)",
+    )
+
+    def clean_payee(self) -> str:
+        from chain.payee import PayeeRefused, check_payee
+
+        try:
+            return check_payee(self.cleaned_data["payee"])
+        except PayeeRefused as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+
 @admin.register(SaleAction)
 class SaleActionAdmin(ReadOnly, ManagedByCollection):
     manager_may = frozenset({"view"})
@@ -225,10 +241,11 @@ class SaleActionAdmin(ReadOnly, ManagedByCollection):
         collection = get_object_or_404(managed_collections(request), pk=pk)
         if not manages(request.user, collection.pk):
             raise PermissionDenied
-        price_form, airdrop_form, royalty_form = PriceForm(), AirdropForm(), RoyaltyForm()
+        price_form, airdrop_form = PriceForm(), AirdropForm()
+        royalty_form, payee_form = RoyaltyForm(), PayeeForm()
         admin_calls = None
-        if request.method == "POST" and ROYALTY_BUTTONS & set(request.POST):
-            royalty_form, admin_calls, done = self._royalty(request, collection)
+        if request.method == "POST" and ADMIN_BUTTONS & set(request.POST):
+            royalty_form, payee_form, admin_calls, done = self._admin_calls(request, collection)
             if done:
                 return HttpResponseRedirect(request.path)
         elif request.method == "POST":
@@ -246,26 +263,29 @@ class SaleActionAdmin(ReadOnly, ManagedByCollection):
             "price_form": price_form,
             "airdrop_form": airdrop_form,
             "royalty_form": royalty_form,
+            "payee_form": payee_form,
             "admin_calls": [call.as_dict() for call in admin_calls or ()],
         }
         return TemplateResponse(request, "admin/sales/sale.html", context)
 
-    def _royalty(
+    def _admin_calls(
         self, request: HttpRequest, collection: Collection
-    ) -> tuple[RoyaltyForm, list | None, bool]:
-        """The admin's transactions for a royalty change, or for contract metadata brought in
-        line with the royalty paid (``royalty_change``: pinned here, signed by the contract
-        admin elsewhere); or the chain's contract URI recorded once they are sent."""
+    ) -> tuple[RoyaltyForm, PayeeForm, list | None, bool]:
+        """The contract admin's transactions for a royalty change, for contract metadata brought
+        in line with the royalty paid (``royalty_change``: pinned here), or for a new payee
+        (``payee_change``), for the admin's signers to send; or the chain's contract URI
+        recorded once they are sent. Returns the two forms, the calls, and whether it is done."""
         from django.core.exceptions import ImproperlyConfigured
         from requests.exceptions import RequestException
         from web3.exceptions import Web3Exception
 
         from chain.chains import web3_for
         from chain.errors import ChainError
-        from chain.royalty import describe, record_contract_uri, royalty_change
+        from chain.payee import payee_change
+        from chain.royalty import record_contract_uri, royalty_change
         from ipfs.errors import IpfsError
 
-        form = RoyaltyForm()
+        royalty_form, payee_form = RoyaltyForm(), PayeeForm()
         failures = (
             ChainError, IpfsError, ImproperlyConfigured, Web3Exception, RequestException, OSError
         )  # fmt: skip
@@ -274,38 +294,42 @@ class SaleActionAdmin(ReadOnly, ManagedByCollection):
                 uri = record_contract_uri(web3_for(collection.chain_id), collection)
             except failures as exc:
                 self.message_user(request, f"not recorded: {exc}", messages.ERROR)
-                return form, None, False
+                return royalty_form, payee_form, None, False
             self.message_user(
                 request, f"{collection.slug}: contract metadata {uri} recorded by {who(request)}"
             )
-            return form, None, True
+            return royalty_form, payee_form, None, True
         try:
-            w3 = web3_for(collection.chain_id)
-            royalty = None
-            if "_royalty" in request.POST:
-                form = RoyaltyForm(request.POST)
-                if not form.is_valid():
-                    return form, None, False
-                royalty = form.cleaned_data["royalty"]
-            calls = royalty_change(w3, collection, royalty)
+            if "_payee" in request.POST:
+                payee_form = PayeeForm(request.POST)
+                if not payee_form.is_valid():
+                    return royalty_form, payee_form, None, False
+                w3 = web3_for(collection.chain_id)
+                calls = payee_change(w3, collection, payee_form.cleaned_data["payee"])
+                unchanged = "the contract pays that payee already"
+            else:
+                royalty = None
+                if "_royalty" in request.POST:
+                    royalty_form = RoyaltyForm(request.POST)
+                    if not royalty_form.is_valid():
+                        return royalty_form, payee_form, None, False
+                    royalty = royalty_form.cleaned_data["royalty"]
+                calls = royalty_change(web3_for(collection.chain_id), collection, royalty)
+                unchanged = "the contract pays that royalty and its contract metadata says so"
         except failures as exc:
             self.message_user(request, f"not prepared: {exc}", messages.ERROR)
-            return form, None, False
+            return royalty_form, payee_form, None, False
         if not calls:
-            paid = describe(royalty) if royalty is not None and royalty.basis_points else None
             self.message_user(
-                request,
-                f"{collection.slug}: nothing to send: the contract pays "
-                f"{paid or 'that royalty'} and its contract metadata says so",
-                messages.WARNING,
+                request, f"{collection.slug}: nothing to send: {unchanged}", messages.WARNING
             )
-            return form, None, False
+            return royalty_form, payee_form, None, False
         self.message_user(
             request,
             f"{collection.slug}: {len(calls)} transaction(s) prepared for the contract admin "
             f"(DEFAULT_ADMIN_ROLE) to send, in order, below",
         )
-        return form, calls, False
+        return royalty_form, payee_form, calls, False
 
     def _control(
         self, request: HttpRequest, collection: Collection

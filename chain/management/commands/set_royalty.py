@@ -20,11 +20,12 @@ from django.core.management.base import BaseCommand, CommandError
 from web3 import Web3
 
 from chain import wallets
+from chain.admin_calls import AdminCall
 from chain.chains import web3_for
 from chain.contract import bind
 from chain.errors import ChainError
 from chain.freeze import royalty_of
-from chain.royalty import AdminCall, check_royalty, record_contract_uri, royalty_change
+from chain.royalty import check_royalty, record_contract_uri, royalty_change
 from chain.rpc import connect
 from chain.sender import send_transaction
 from generation.models import Collection

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import hashlib
 import json
 import shutil
@@ -23,7 +24,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from eth_account import Account
 from eth_utils import keccak
@@ -35,6 +36,7 @@ from web3.logs import DISCARD
 
 from chain.anvil import ANVIL_ACCOUNTS, AnvilAccount, find_anvil_binary, start_anvil
 from chain.contract import VrfSettings, link_bytecode, send_and_wait
+from chain.sale_phase import PhaseStruct
 from devtools.doc_sections import write_head
 from sales.merkle import AllowlistTree
 
@@ -272,17 +274,8 @@ AUCTION_STEP = 60  # a Dutch auction falling 0.1 PRICE_WEI a minute from 2 PRICE
 AUCTION_LENGTH = 3_600
 
 
-class Phase(NamedTuple):
-    """MintOnDemand's Phase struct, in its field order."""
-
-    start: int
-    end: int
-    step_seconds: int = 0
-    max_per_wallet: int = 0
-    price: int = PRICE_WEI
-    floor_price: int = PRICE_WEI
-    drop_per_step: int = 0
-    merkle_root: bytes = b"\x00" * 32
+# A phase at the base price unless told otherwise (a fixed price's floor is its price)
+Phase = functools.partial(PhaseStruct.of, price=PRICE_WEI)
 
 
 @dataclass(frozen=True)
@@ -317,7 +310,7 @@ def _soon(w3: Web3) -> int:
     return int(w3.eth.get_block("latest")["timestamp"]) + 100
 
 
-def _schedule(w3: Web3, contract: Contract, *phases: Phase) -> None:
+def _schedule(w3: Web3, contract: Contract, *phases: PhaseStruct) -> None:
     """Schedule ``phases`` as phases 0.. and move time to the first one's start."""
     for phase_id, phase in enumerate(phases):
         send_and_wait(w3, ADMIN.private_key, contract.functions.setPhase(phase_id, tuple(phase)))
@@ -390,7 +383,14 @@ def measure_sales(
     _schedule(
         w3,
         auction,
-        Phase(t0, t0 + AUCTION_LENGTH, AUCTION_STEP, 0, 2 * PRICE_WEI, PRICE_WEI, drop),
+        Phase(
+            t0,
+            t0 + AUCTION_LENGTH,
+            step_seconds=AUCTION_STEP,
+            price=2 * PRICE_WEI,
+            floor_price=PRICE_WEI,
+            drop_per_step=drop,
+        ),
     )
     f = auction.functions
     opener, buyer, bulk = _wallets(w3, "auction", 3)

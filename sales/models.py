@@ -24,6 +24,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
+from chain.sale_phase import ZERO_ROOT, PhaseStruct
 from generation.models import Collection
 
 
@@ -178,20 +179,18 @@ class SalePhase(models.Model):
         if problems:
             raise ValidationError(problems)
 
-    def as_struct(self) -> tuple[int, int, int, int, int, int, int, bytes]:
-        """The contract's ``Phase`` tuple: (start, end, stepSeconds, maxPerWallet, price,
-        floorPrice, dropPerStep, merkleRoot)."""
+    def as_struct(self) -> PhaseStruct:
+        """The contract's ``Phase`` struct, as ``setPhase`` takes it."""
         dutch = self.kind == self.Kind.DUTCH
-        price = int(self.price_wei)
-        return (
+        return PhaseStruct.of(
             int(self.starts_at.timestamp()),
             int(self.ends_at.timestamp()),
-            self.step_seconds if dutch else 0,
-            self.max_per_wallet,
-            price,
-            int(self.floor_price_wei) if dutch else price,
-            int(self.drop_per_step_wei) if dutch else 0,
-            self.allowlist.root_bytes if self.allowlist else bytes(32),
+            price=int(self.price_wei),
+            floor_price=int(self.floor_price_wei) if dutch else None,
+            step_seconds=self.step_seconds if dutch else 0,
+            drop_per_step=int(self.drop_per_step_wei) if dutch else 0,
+            max_per_wallet=self.max_per_wallet,
+            merkle_root=self.allowlist.root_bytes if self.allowlist else ZERO_ROOT,
         )
 
 

@@ -8,12 +8,13 @@ timestamps, so every phase boundary is exact.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
 from web3 import Web3
@@ -23,6 +24,7 @@ from web3.logs import DISCARD
 
 from chain.anvil import ANVIL_ACCOUNTS, Anvil, AnvilAccount, start_anvil
 from chain.contract import bind_split, deploy_contract, deploy_split
+from chain.sale_phase import PhaseStruct
 from sales.merkle import AllowlistTree
 from tests.test_contract import (
     CONFIG_DIGEST,
@@ -39,17 +41,8 @@ PRICE = Web3.to_wei(0.01, "ether")
 ZERO = "0x" + "00" * 20
 
 
-class Phase(NamedTuple):
-    """MintOnDemand's Phase struct, in its field order."""
-
-    start: int
-    end: int
-    step_seconds: int = 0
-    max_per_wallet: int = 0
-    price: int = PRICE
-    floor_price: int = PRICE
-    drop_per_step: int = 0
-    merkle_root: bytes = b"\x00" * 32
+# A phase at the base price unless told otherwise (a fixed price's floor is its price)
+Phase = functools.partial(PhaseStruct.of, price=PRICE)
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +86,7 @@ def at(w3: Web3, timestamp: int) -> None:
     w3.provider.make_request("evm_mine", [timestamp])  # type: ignore[list-item]
 
 
-def schedule(w3: Web3, contract: Contract, *phases: Phase) -> None:
+def schedule(w3: Web3, contract: Contract, *phases: PhaseStruct) -> None:
     for phase_id, phase in enumerate(phases):
         transact(w3, contract.functions.setPhase(phase_id, tuple(phase)), ADA)
 
@@ -213,7 +206,7 @@ def test_the_admin_schedules_phases_only_in_order_and_before_they_start(w3: Web3
     first = Phase(t0, t0 + 100)
     schedule(w3, contract, first, Phase(t0 + 100, t0 + 200))
 
-    def refused(phase_id: int, phase: Phase) -> tuple[str, tuple[Any, ...]]:
+    def refused(phase_id: int, phase: PhaseStruct) -> tuple[str, tuple[Any, ...]]:
         return revert_of(f.setPhase(phase_id, tuple(phase)), ADA)
 
     assert refused(3, first) == ("UnknownPhase", (3,))

@@ -19,6 +19,7 @@ from web3 import Web3
 
 from chain.anvil import ANVIL_ACCOUNTS, Anvil
 from chain.contract import bind
+from chain.sale_phase import PhaseStruct
 from generation.models import Collection
 from mintsite.pages.sale import ZERO_ROOT, Sale
 from mintsite.pages.sale import Phase as SalePhase
@@ -45,7 +46,7 @@ def browser(live_server, settings) -> Iterator[Browser]:  # type: ignore[no-unty
     assert browser.errors == [], f"uncaught errors in the page: {browser.errors}"
 
 
-def schedule(w3: Web3, collection: Collection, *phases: Phase) -> None:
+def schedule(w3: Web3, collection: Collection, *phases: PhaseStruct) -> None:
     """The admin schedules ``phases``, taking the sales role first where the contract has one
     and deploy_collection gave it to another account."""
     contract = bind(w3, collection.contract_address)

@@ -18,6 +18,8 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import ContractLogicError
 
+from chain.sale_phase import PhaseStruct
+
 ZERO_ROOT = "0x" + "00" * 32
 
 
@@ -38,8 +40,12 @@ class Phase:
 
     @classmethod
     def from_struct(cls, phase_id: int, fields: tuple[Any, ...]) -> Phase:
-        start, end, step, cap, price, floor, drop, root = fields
-        return cls(phase_id, start, end, step, cap, price, floor, drop, "0x" + bytes(root).hex())
+        """Phase ``phase_id`` from the struct ``scheduledPhase`` returns."""
+        p = PhaseStruct(*fields)
+        return cls(
+            phase_id, p.start, p.end, p.step_seconds, p.max_per_wallet, p.price, p.floor_price,
+            p.drop_per_step, "0x" + bytes(p.merkle_root).hex(),
+        )  # fmt: skip
 
     @property
     def allowlist(self) -> bool:
@@ -64,9 +70,9 @@ class Phase:
             f"{self.label} ({self.name})" if self.label and self.label != self.name else self.name
         )
 
-    def struct(self) -> tuple[Any, ...]:
-        """The contract's ``Phase`` tuple, as ``sales.SalePhase.as_struct`` gives it."""
-        return (
+    def struct(self) -> PhaseStruct:
+        """The contract's ``Phase`` struct, as ``sales.SalePhase.as_struct`` gives it."""
+        return PhaseStruct(
             self.start, self.end, self.step_seconds, self.max_per_wallet, self.price,
             self.floor_price, self.drop_per_step, bytes.fromhex(self.merkle_root[2:]),
         )  # fmt: skip
@@ -160,7 +166,7 @@ def read_sale(w3: Web3, contract: Contract) -> Sale:
     return Sale(phases, chain_time)
 
 
-def labelled(sale: Sale, names: dict[int, tuple[tuple[Any, ...], str]]) -> Sale:
+def labelled(sale: Sale, names: dict[int, tuple[PhaseStruct, str]]) -> Sale:
     """``sale`` with each phase named as the manager named it (``names``: phase id → (the struct
     the manager scheduled, its name)), where the chain holds exactly that struct: a phase edited
     in the admin but not scheduled again keeps its kind alone."""

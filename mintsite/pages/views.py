@@ -26,6 +26,7 @@ from chain.chains import web3_for
 from chain.contract import bind, contract_abi
 from chain.errors import ChainError
 from chain.models import Chain
+from chain.sale_phase import PhaseStruct
 from generation.models import Collection, Token
 from mintsite.pages.progress import progress_document
 from mintsite.pages.sale import Sale, labelled, read_sale
@@ -149,7 +150,7 @@ def _rpc_problem(collection: Collection, exc: Exception) -> str:
     )
 
 
-def _phase_names(collection: Collection) -> dict[int, tuple[tuple[Any, ...], str]]:
+def _phase_names(collection: Collection) -> dict[int, tuple[PhaseStruct, str]]:
     """The manager's phase names (sales.SalePhase), by position, with the struct each stands for."""
     from sales.models import SalePhase
 

@@ -97,7 +97,7 @@ def free_port(host: str = "127.0.0.1") -> int:
     if low - _LOWEST_PICKED >= 1000:
         for _ in range(100):
             port = _picker.randrange(_LOWEST_PICKED, low)
-            if port not in _handed_out and _bindable(host, port):
+            if port not in _handed_out | _BROWSERS_REFUSE and _bindable(host, port):
                 _handed_out.add(port)
                 return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -108,6 +108,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 _LOWEST_PICKED = 10_000  # above the registered services most machines run (5432, 6379, 5672…)
 _picker = random.Random()  # seeded from os.urandom: processes started together differ
 _handed_out: set[int] = set()
+# Chromium's and Firefox's "unsafe ports" at or above _LOWEST_PICKED: a page served there cannot
+# be loaded (ERR_UNSAFE_PORT), and the browser tests serve pages on these ports
+_BROWSERS_REFUSE = frozenset({10080})
 
 
 def _ephemeral_ports() -> tuple[int, int]:

@@ -12,11 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from eth_utils import is_address, to_checksum_address
 from web3.contract import Contract
 
+from chain.errors import ChainError
 from generation.models import Collection
 
-__all__ = ["AdminCall", "admin_call"]
+__all__ = ["AdminCall", "admin_call", "nonzero_address"]
 
 
 @dataclass(frozen=True)
@@ -57,3 +59,12 @@ def admin_call(
         args=args,
         data=contract.encode_abi(function.split("(")[0], args=list(args)),
     )
+
+
+def nonzero_address(value: str, what: str, refused: type[ChainError]) -> str:
+    """``value`` checksummed; ``refused`` naming ``what`` and the value unless it is a non-zero
+    address (the contract's admin setters revert on the zero address)."""
+    text = value.strip()
+    if not is_address(text) or int(text, 16) == 0:
+        raise refused(f"{what} {value!r} is not a non-zero address")
+    return to_checksum_address(text)

@@ -97,7 +97,7 @@ def free_port(host: str = "127.0.0.1") -> int:
     if low - _LOWEST_PICKED >= 1000:
         for _ in range(100):
             port = _picker.randrange(_LOWEST_PICKED, low)
-            if port not in _handed_out | _BROWSERS_REFUSE and _bindable(host, port):
+            if port not in _handed_out and port not in _BROWSERS_REFUSE and _bindable(host, port):
                 _handed_out.add(port)
                 return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

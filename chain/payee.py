@@ -8,17 +8,14 @@ so the web tier may import it.
 
 from __future__ import annotations
 
-from eth_utils import is_address, to_checksum_address
 from web3 import Web3
 
-from chain.admin_calls import AdminCall, admin_call
+from chain.admin_calls import AdminCall, admin_call, nonzero_address
 from chain.contract import bind
 from chain.errors import ChainError
 from generation.models import Collection
 
 __all__ = ["PayeeRefused", "check_payee", "payee_change"]
-
-ZERO_ADDRESS = "0x" + "00" * 20
 
 
 class PayeeRefused(ChainError, ValueError):
@@ -28,10 +25,7 @@ class PayeeRefused(ChainError, ValueError):
 def check_payee(payee: str) -> str:
     """``payee`` checksummed; :class:`PayeeRefused` unless it is a non-zero address (the
     contract refuses the zero address)."""
-    text = payee.strip()
-    if not is_address(text) or text.lower() == ZERO_ADDRESS:
-        raise PayeeRefused(f"the payee {payee!r} is not a non-zero address")
-    return to_checksum_address(text)
+    return nonzero_address(payee, "the payee", PayeeRefused)
 
 
 def payee_change(w3: Web3, collection: Collection, payee: str) -> list[AdminCall]:

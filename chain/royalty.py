@@ -9,7 +9,8 @@ without the other and a marketplace shows a royalty the contract does not pay.
 changes), then ``setContractURI`` naming the contract metadata as the chain holds it with only
 the royalty fields changed, pinned on each IPFS target first. Both need ``DEFAULT_ADMIN_ROLE``;
 ``manage.py set_royalty`` sends them with the admin key, or prints them for a multisig, which
-sends them in one batch (chain/admin_calls.py); the sale page prepares them too. This module sends nothing, so the web tier may import it.
+sends them in one batch (chain/admin_calls.py); the sale page prepares them too. This module
+sends nothing, so the web tier may import it.
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ import json
 from functools import lru_cache
 from typing import Any
 
-from eth_utils import is_address, to_checksum_address
 from web3 import Web3
 
-from chain.admin_calls import AdminCall, admin_call
+from chain.admin_calls import AdminCall, admin_call, nonzero_address
 from chain.contract import bind
 from chain.errors import ChainError
 from chain.freeze import royalty_of
@@ -52,8 +52,7 @@ class RoyaltyRefused(ChainError, ValueError):
 def check_royalty(receiver: str, basis_points: int | str) -> Royalty:
     """The royalty ``receiver`` and ``basis_points`` name, or :class:`RoyaltyRefused` saying
     which is wrong (the contract would revert on both)."""
-    if not is_address(receiver) or int(receiver, 16) == 0:
-        raise RoyaltyRefused(f"the royalty receiver {receiver!r} is not a non-zero address")
+    recipient = nonzero_address(receiver, "the royalty receiver", RoyaltyRefused)
     try:
         bps = int(basis_points)
     except ValueError:
@@ -64,7 +63,7 @@ def check_royalty(receiver: str, basis_points: int | str) -> Royalty:
         raise RoyaltyRefused(
             f"the royalty must be from 0 to {MAX_BASIS_POINTS} basis points (100 %), not {bps}"
         )
-    return Royalty(recipient=to_checksum_address(receiver), basis_points=bps)
+    return Royalty(recipient=recipient, basis_points=bps)
 
 
 def royalty_change(

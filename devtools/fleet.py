@@ -345,8 +345,8 @@ class Fleet:
     def stop(self, grace: float = 8.0) -> None:
         """SIGTERM every process, then SIGKILL (with its children) whatever still runs ``grace``
         seconds later, all of them together. Only tests and the soak stop a fleet, after their
-        checks: a render worker told to stop just after it booted takes about 10 s to exit
-        (dramatiq's shutdown waits its 5 s timeout out), and no test waits for that."""
+        checks: a render worker told to stop while it boots exits only once its warm-up is done
+        (dramatiq's worker process notes the SIGTERM and boots on), and no test waits for that."""
         for process in self.processes.values():
             if process.poll() is None:
                 process.terminate()
